@@ -1,0 +1,219 @@
+"""The ini file -> frozen attrs objects. Every error names the file, section and key.
+
+Relative paths in the file are taken relative to the file's own folder, so a
+config works the same whatever the current directory is.
+"""
+
+from __future__ import annotations
+
+import configparser
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+BACKEND_MODES = ("off", "embedded", "remote")
+
+
+class ConfigError(Exception):
+    """A config problem, as one line a user can act on."""
+
+    def __init__(self, path: Path | str, section: str | None, key: str | None, problem: str):
+        where = str(path)
+        if section is not None:
+            where += f": [{section}]"
+            if key is not None:
+                where += f" {key}"
+        super().__init__(f"{where}: {problem}")
+
+
+@attrs.frozen
+class RouterConfig:
+    listen: str = "tcp:3000:interface=127.0.0.1"
+    static_dir: Path | None = None
+    task_config: dict[str, Any] = attrs.field(factory=dict)
+    backend_token: str = ""
+    request_timeout: float = 30.0
+    disconnect_grace: float = 10.0
+    heartbeat_timeout: float = 15.0
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_message_bytes: int = 1024 * 1024
+    upload_dir: Path = Path("uploads")
+    max_outbox_packets: int = 10_000
+    max_backend_queue_packets: int = 100_000
+
+
+@attrs.frozen
+class BackendConfig:
+    mode: str = "off"
+    router_url: str = ""
+    backend_token: str = ""
+    status_interval: float = 4.0
+    reconnect_giveup: float = 300.0
+
+
+@attrs.frozen
+class Config:
+    path: Path
+    router: RouterConfig
+    backend: BackendConfig
+
+
+# --- value parsers: each takes (text, base folder) and raises ValueError with a reason ---
+
+
+def _text(value: str, base: Path) -> str:
+    return value
+
+
+def _nonempty(value: str, base: Path) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+def _positive_float(value: str, base: Path) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number") from None
+    if not number > 0 or number == float("inf"):
+        raise ValueError(f"must be a positive number of seconds, not {value!r}")
+    return number
+
+
+def _positive_int(value: str, base: Path) -> int:
+    try:
+        number = int(value.replace("_", ""))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if number <= 0:
+        raise ValueError(f"must be a positive whole number, not {value!r}")
+    return number
+
+
+def _existing_dir(value: str, base: Path) -> Path | None:
+    if not value:
+        return None
+    path = (base / value).resolve()
+    if not path.is_dir():
+        raise ValueError(f"{path} is not a folder")
+    return path
+
+
+def _dir_to_create(value: str, base: Path) -> Path:
+    if not value:
+        raise ValueError("must name a folder")
+    return (base / value).resolve()
+
+
+def _json_object_file(value: str, base: Path) -> dict[str, Any]:
+    if not value:
+        return {}
+    path = (base / value).resolve()
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path} must hold a JSON object")
+    return loaded
+
+
+def _choice(*choices: str) -> Callable[[str, Path], str]:
+    def parse(value: str, base: Path) -> str:
+        if value not in choices:
+            raise ValueError(f"{value!r} is not one of: {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _websocket_url(value: str, base: Path) -> str:
+    if value and not value.startswith(("ws://", "wss://")):
+        raise ValueError(f"{value!r} must start with ws:// or wss://")
+    return value
+
+
+_Parser = Callable[[str, Path], Any]
+
+SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
+    "router": (
+        RouterConfig,
+        {
+            "listen": _nonempty,
+            "static_dir": _existing_dir,
+            "task_config": _json_object_file,
+            "backend_token": _text,
+            "request_timeout": _positive_float,
+            "disconnect_grace": _positive_float,
+            "heartbeat_timeout": _positive_float,
+            "max_body_bytes": _positive_int,
+            "max_message_bytes": _positive_int,
+            "upload_dir": _dir_to_create,
+            "max_outbox_packets": _positive_int,
+            "max_backend_queue_packets": _positive_int,
+        },
+    ),
+    "backend": (
+        BackendConfig,
+        {
+            "mode": _choice(*BACKEND_MODES),
+            "router_url": _websocket_url,
+            "backend_token": _text,
+            "status_interval": _positive_float,
+            "reconnect_giveup": _positive_float,
+        },
+    ),
+}
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check a config file; raise ConfigError naming what is wrong."""
+    path = Path(path)
+    parser = configparser.ConfigParser(
+        inline_comment_prefixes=(";", "#"), interpolation=None, default_section="\0none"
+    )
+    try:
+        with path.open(encoding="utf-8") as f:
+            parser.read_file(f)
+    except FileNotFoundError:
+        raise ConfigError(path, None, None, "no such file") from None
+    except OSError as e:
+        raise ConfigError(path, None, None, f"cannot read: {e.strerror}") from None
+    except configparser.Error as e:
+        first_line = str(e).splitlines()[0]
+        raise ConfigError(path, None, None, f"not a valid ini file: {first_line}") from None
+
+    base = path.resolve().parent
+    for section in parser.sections():
+        if section not in SCHEMA:
+            raise ConfigError(path, section, None, f"unknown section (known: {', '.join(SCHEMA)})")
+    sections: dict[str, Any] = {}
+    for section, (cls, keys) in SCHEMA.items():
+        values: dict[str, Any] = {}
+        if parser.has_section(section):
+            for key, raw in parser.items(section):
+                if key not in keys:
+                    raise ConfigError(path, section, key, "unknown key")
+                try:
+                    values[key] = keys[key](raw.strip(), base)
+                except ValueError as e:
+                    raise ConfigError(path, section, key, str(e)) from None
+        if section == "router" and "upload_dir" not in values:
+            values["upload_dir"] = (base / "uploads").resolve()
+        sections[section] = cls(**values)
+
+    config = Config(path=path, **sections)
+    _check_together(config)
+    return config
+
+
+def _check_together(config: Config) -> None:
+    backend = config.backend
+    if backend.mode == "remote" and not backend.router_url:
+        raise ConfigError(config.path, "backend", "router_url", "is required when mode = remote")

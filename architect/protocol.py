@@ -1,0 +1,183 @@
+"""The Architect wire protocol: packets, packet types, statuses, failure reasons.
+
+Pure: parsing and serialising with validation, no I/O. See PROTOCOL.md in the
+project documentation for the meaning of each type.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+# Packet types.
+ALIVE = "alive"
+HEARTBEAT = "heartbeat"
+REGISTER_AGENT = "register_agent"
+AGENT_DETAILS = "agent_details"
+SUBMIT_ONBOARDING = "submit_onboarding"
+SUBMIT_UNIT = "submit_unit"
+SUBMIT_METADATA = "submit_metadata"
+MEPHISTO_BOUND_LIVE_UPDATE = "mephisto_bound_live_update"
+CLIENT_BOUND_LIVE_UPDATE = "client_bound_live_update"
+UPDATE_STATUS = "update_status"
+REQUEST_STATUSES = "request_statuses"
+RETURN_STATUSES = "return_statuses"
+LOG_ERROR = "log_error"
+
+PACKET_TYPES = frozenset(
+    {
+        ALIVE,
+        HEARTBEAT,
+        REGISTER_AGENT,
+        AGENT_DETAILS,
+        SUBMIT_ONBOARDING,
+        SUBMIT_UNIT,
+        SUBMIT_METADATA,
+        MEPHISTO_BOUND_LIVE_UPDATE,
+        CLIENT_BOUND_LIVE_UPDATE,
+        UPDATE_STATUS,
+        REQUEST_STATUSES,
+        RETURN_STATUSES,
+        LOG_ERROR,
+    }
+)
+
+# The subject id with which the backend names itself.
+MEPHISTO = "mephisto"
+
+# The version of mephisto-task we speak; the published 2.0.4 bundle calls itself 2.0.3.
+MEPHISTO_TASK_VERSION = "2.0.4"
+COMPATIBLE_TASK_VERSIONS = frozenset({"2.0.3", "2.0.4"})
+
+
+class Status:
+    """Agent statuses, as exact strings on the wire."""
+
+    NONE = "none"
+    ACCEPTED = "accepted"
+    ONBOARDING = "onboarding"
+    WAITING = "waiting"
+    IN_TASK = "in task"
+    COMPLETED = "completed"
+    DISCONNECT = "disconnect"
+    TIMEOUT = "timeout"
+    PARTNER_DISCONNECT = "partner disconnect"
+    EXPIRED = "expired"
+    RETURNED = "returned"
+    APPROVED = "approved"
+    SOFT_REJECTED = "soft_rejected"
+    REJECTED = "rejected"
+    MEPHISTO_DISCONNECT = "mephisto disconnect"
+
+    ALL = frozenset(
+        {
+            NONE,
+            ACCEPTED,
+            ONBOARDING,
+            WAITING,
+            IN_TASK,
+            COMPLETED,
+            DISCONNECT,
+            TIMEOUT,
+            PARTNER_DISCONNECT,
+            EXPIRED,
+            RETURNED,
+            APPROVED,
+            SOFT_REJECTED,
+            REJECTED,
+            MEPHISTO_DISCONNECT,
+        }
+    )
+    # An agent in one of these may still act; losing its socket for good is a disconnect.
+    ACTIVE = frozenset({NONE, ACCEPTED, ONBOARDING, WAITING, IN_TASK})
+    # Heartbeat silence only counts against an agent that is working.
+    HEARTBEAT_WATCHED = frozenset({ONBOARDING, WAITING, IN_TASK})
+
+
+class FailureReason:
+    """Texts shown to a worker who is refused a unit."""
+
+    NOT_QUALIFIED = "You are not currently qualified to work on this task."
+    TOO_MANY_CONCURRENT = (
+        "You are currently working on too many tasks concurrently to accept another."
+        " Please finish your current work."
+    )
+    MAX_UNITS = "You have already completed the maximum amount of tasks this requester allows."
+    NO_WORK = "There is no work available for you right now. Please try again later."
+    TASK_MISSING = (
+        "This task is no longer available to you: it was already completed,"
+        " or you were disconnected long enough for it to be cleared."
+    )
+
+
+class ProtocolError(ValueError):
+    """A packet or request body that does not follow the protocol."""
+
+
+_TIMESTAMP_FIELDS = (
+    "client_timestamp",
+    "router_incoming_timestamp",
+    "router_outgoing_timestamp",
+    "server_timestamp",
+)
+
+
+@attrs.define
+class Packet:
+    packet_type: str
+    subject_id: str
+    data: dict[str, Any] = attrs.field(factory=dict)
+    client_timestamp: float | None = None
+    router_incoming_timestamp: float | None = None
+    router_outgoing_timestamp: float | None = None
+    server_timestamp: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "packet_type": self.packet_type,
+            "subject_id": self.subject_id,
+            "data": self.data,
+            "client_timestamp": self.client_timestamp,
+            "router_incoming_timestamp": self.router_incoming_timestamp,
+            "router_outgoing_timestamp": self.router_outgoing_timestamp,
+            "server_timestamp": self.server_timestamp,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, raw: object) -> Packet:
+        """Validate a decoded JSON value as a packet; raise ProtocolError if it is not one."""
+        if not isinstance(raw, dict):
+            raise ProtocolError("a packet must be a JSON object")
+        packet_type = raw.get("packet_type")
+        if packet_type not in PACKET_TYPES:
+            raise ProtocolError(f"unknown packet_type {packet_type!r}")
+        subject_id = raw.get("subject_id")
+        if not isinstance(subject_id, str) or not subject_id:
+            raise ProtocolError("subject_id must be a non-empty string")
+        data = raw.get("data")
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ProtocolError("data must be a JSON object")
+        stamps: dict[str, float | None] = {}
+        for name in _TIMESTAMP_FIELDS:
+            value = raw.get(name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise ProtocolError(f"{name} must be a number or null")
+            stamps[name] = None if value is None else float(value)
+        return cls(packet_type=packet_type, subject_id=subject_id, data=data, **stamps)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Packet:
+        try:
+            raw = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ProtocolError(f"not valid JSON: {e}") from None
+        return cls.from_dict(raw)

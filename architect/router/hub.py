@@ -1,0 +1,374 @@
+"""The router hub: routes packets between the backend link and agent links.
+
+Knows no transport. Sockets and HTTP handlers call in; packets go out through
+links (anything with `send_packet` and `close`). Pending HTTP requests are
+Deferreds with timeouts on the injected clock.
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+from collections import deque
+from typing import Any, Protocol
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from architect.config import RouterConfig
+from architect.protocol import (
+    AGENT_DETAILS,
+    ALIVE,
+    CLIENT_BOUND_LIVE_UPDATE,
+    COMPATIBLE_TASK_VERSIONS,
+    HEARTBEAT,
+    LOG_ERROR,
+    MEPHISTO,
+    MEPHISTO_BOUND_LIVE_UPDATE,
+    MEPHISTO_TASK_VERSION,
+    REGISTER_AGENT,
+    REQUEST_STATUSES,
+    RETURN_STATUSES,
+    SUBMIT_ONBOARDING,
+    UPDATE_STATUS,
+    Packet,
+    Status,
+)
+from architect.router.state import AgentTable
+
+log = Logger()
+
+
+class Link(Protocol):
+    """One connection to the hub: a browser socket, the backend socket, or an in-process link."""
+
+    def send_packet(self, packet: Packet) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RouterError(Exception):
+    """An error with an HTTP status, answered to the caller as JSON."""
+
+    code = 500
+
+
+class BadRequest(RouterError):
+    code = 400
+
+
+class NotFound(RouterError):
+    code = 404
+
+
+class UnknownAgent(NotFound):
+    pass
+
+
+class NoBackend(RouterError):
+    code = 503
+
+
+class BackendTimeout(RouterError):
+    code = 504
+
+
+@attrs.define(eq=False)
+class PendingRequest:
+    packet: Packet
+    deferred: Deferred[dict[str, Any]]
+    timer: IDelayedCall
+
+
+class RouterHub:
+    def __init__(self, clock: IReactorTime, config: RouterConfig) -> None:
+        self.clock = clock
+        self.config = config
+        self.agents = AgentTable(
+            clock,
+            disconnect_grace=config.disconnect_grace,
+            heartbeat_timeout=config.heartbeat_timeout,
+            max_outbox_packets=config.max_outbox_packets,
+        )
+        self.backend: Link | None = None
+        self.backend_queue: deque[Packet] = deque()
+        self.pending_requests: dict[str, PendingRequest] = {}
+        self.link_agents: dict[Link, str] = {}  # agent links -> the agent each speaks for
+        self.retired_backends: set[Link] = set()  # replaced backend links, closing
+        self.last_mephisto_ping = 0.0  # seconds; the time the backend last sent anything
+
+    # --- links ---
+
+    def backend_may_connect(self, token: str | None, from_loopback: bool) -> bool:
+        """The backend must show the configured token; with none configured, be on loopback."""
+        expected = self.config.backend_token
+        if expected:
+            return token is not None and hmac.compare_digest(
+                token.encode("utf-8"), expected.encode("utf-8")
+            )
+        return from_loopback
+
+    def link_packet(
+        self, link: Link, packet: Packet, token: str | None = None, from_loopback: bool = False
+    ) -> None:
+        """A packet arrived on a link. The first one decides who the link speaks for."""
+        packet.router_incoming_timestamp = self.clock.seconds()
+        if link is self.backend:
+            self.from_backend(packet)
+            return
+        if link in self.retired_backends:
+            return
+        agent_id = self.link_agents.get(link)
+        if agent_id is None:
+            if packet.packet_type == ALIVE and packet.subject_id == MEPHISTO:
+                if self.backend_may_connect(token, from_loopback):
+                    self.backend_connected(link)
+                else:
+                    log.warn("refused a backend connection: wrong or missing token")
+                    link.close()
+                return
+            if packet.subject_id == MEPHISTO:
+                log.warn(
+                    "dropped a {t} packet naming the backend before alive", t=packet.packet_type
+                )
+                return
+            agent_id = packet.subject_id
+            self.link_agents[link] = agent_id
+            self.agents.attach(agent_id, link)
+            self._send_status(agent_id)
+        if packet.subject_id != agent_id:
+            log.warn(
+                "dropped a {t} packet for agent {other} from the socket of agent {agent_id}",
+                t=packet.packet_type,
+                other=packet.subject_id,
+                agent_id=agent_id,
+            )
+            return
+        self.from_agent(link, agent_id, packet)
+
+    def link_lost(self, link: Link) -> None:
+        if link is self.backend:
+            log.info("backend disconnected")
+            self.backend = None
+            return
+        self.retired_backends.discard(link)
+        agent_id = self.link_agents.pop(link, None)
+        if agent_id is not None:
+            self.agents.detach(agent_id, link)
+
+    def backend_connected(self, link: Link) -> None:
+        old = self.backend
+        self.backend = link
+        self.last_mephisto_ping = self.clock.seconds()
+        if old is not None and old is not link:
+            log.info("a new backend connection replaces the old one")
+            self.retired_backends.add(old)
+            old.close()
+        log.info("backend connected")
+        # Requests the old connection never answered go to the new one.
+        for pending in self.pending_requests.values():
+            self._stamp_out(pending.packet)
+            link.send_packet(pending.packet)
+        while self.backend_queue and self.backend is link:
+            link.send_packet(self._stamp_out(self.backend_queue.popleft()))
+
+    # --- packets from agents ---
+
+    def from_agent(self, link: Link, agent_id: str, packet: Packet) -> None:
+        kind = packet.packet_type
+        if kind == ALIVE:
+            self.agents.attach(agent_id, link)
+        elif kind == HEARTBEAT:
+            record = self.agents.heartbeat(agent_id)
+            reply = Packet(
+                HEARTBEAT,
+                agent_id,
+                {
+                    "last_mephisto_ping": int(self.last_mephisto_ping * 1000),
+                    "status": record.status,
+                },
+            )
+            link.send_packet(self._stamp_out(reply))
+        elif kind == MEPHISTO_BOUND_LIVE_UPDATE:
+            self.to_backend(packet, droppable=True)
+        else:
+            log.warn("dropped a {t} packet from agent {agent_id}", t=kind, agent_id=agent_id)
+
+    def _send_status(self, agent_id: str) -> None:
+        """A worker who (re)connects learns its current status at once."""
+        record = self.agents.ensure(agent_id)
+        if record.status != Status.NONE:
+            self.agents.deliver(
+                agent_id,
+                self._stamp_out(Packet(UPDATE_STATUS, agent_id, {"status": record.status})),
+            )
+
+    # --- packets from the backend ---
+
+    def from_backend(self, packet: Packet) -> None:
+        self.last_mephisto_ping = self.clock.seconds()
+        kind = packet.packet_type
+        if kind == AGENT_DETAILS:
+            self._answer_pending(packet)
+        elif kind == CLIENT_BOUND_LIVE_UPDATE:
+            self.agents.deliver(packet.subject_id, self._stamp_out(packet))
+        elif kind == UPDATE_STATUS:
+            status = packet.data.get("status")
+            if not isinstance(status, str):
+                log.warn("dropped an update_status without a status string")
+                return
+            self.agents.set_status(packet.subject_id, status)
+            self.agents.deliver(packet.subject_id, self._stamp_out(packet))
+        elif kind == REQUEST_STATUSES:
+            self.to_backend(Packet(RETURN_STATUSES, MEPHISTO, self.agents.statuses()))
+        elif kind == ALIVE:
+            pass  # a backend that says alive again on its socket
+        else:
+            log.warn("dropped a {t} packet from the backend", t=kind)
+
+    def _answer_pending(self, packet: Packet) -> None:
+        request_id = packet.data.get("request_id", packet.subject_id)
+        pending = (
+            self.pending_requests.pop(request_id, None) if isinstance(request_id, str) else None
+        )
+        if pending is None:
+            log.info("agent_details for no pending request ({rid}): dropped", rid=request_id)
+            return
+        pending.timer.cancel()
+        agent_id = packet.data.get("agent_id")
+        if isinstance(agent_id, str) and agent_id:
+            self.agents.ensure(agent_id)
+        pending.deferred.callback(self._stamp_out(packet).to_dict())
+
+    # --- to the backend ---
+
+    def to_backend(self, packet: Packet, droppable: bool = False) -> bool:
+        """Send now, or keep until the backend is back. False if it could not be kept."""
+        if self.backend is not None:
+            self.backend.send_packet(self._stamp_out(packet))
+            return True
+        if len(self.backend_queue) >= self.config.max_backend_queue_packets:
+            log.warn(
+                "backend away and its queue is full ({limit} packets): {what} a {t} packet",
+                limit=self.config.max_backend_queue_packets,
+                what="dropped" if droppable else "refused",
+                t=packet.packet_type,
+            )
+            return False
+        self.backend_queue.append(packet)
+        return True
+
+    def _stamp_out(self, packet: Packet) -> Packet:
+        packet.router_outgoing_timestamp = self.clock.seconds()
+        return packet
+
+    # --- HTTP requests ---
+
+    def _ask_backend(self, packet: Packet, request_id: str) -> Deferred[dict[str, Any]]:
+        if self.backend is None:
+            raise NoBackend("no backend is connected to this router; try again shortly")
+
+        def cancelled(d: Deferred[dict[str, Any]]) -> None:
+            pending = self.pending_requests.pop(request_id, None)
+            if pending is not None and pending.timer.active():
+                pending.timer.cancel()
+
+        deferred: Deferred[dict[str, Any]] = Deferred(cancelled)
+        timer = self.clock.callLater(self.config.request_timeout, self._time_out, request_id)
+        self.pending_requests[request_id] = PendingRequest(packet, deferred, timer)
+        self.backend.send_packet(self._stamp_out(packet))
+        return deferred
+
+    def _time_out(self, request_id: str) -> None:
+        pending = self.pending_requests.pop(request_id, None)
+        if pending is not None:
+            pending.deferred.errback(
+                BackendTimeout(
+                    f"the backend did not answer within {self.config.request_timeout:g} seconds"
+                )
+            )
+
+    def request_agent(self, provider_data: dict[str, Any], client_timestamp: float | None):
+        request_id = str(uuid.uuid4())
+        packet = Packet(
+            REGISTER_AGENT,
+            request_id,
+            {"provider_data": provider_data, "request_id": request_id},
+            client_timestamp=client_timestamp,
+            router_incoming_timestamp=self.clock.seconds(),
+        )
+        return self._ask_backend(packet, request_id)
+
+    def submit_onboarding(
+        self, agent_id: str, provider_data: dict[str, Any], client_timestamp: float | None
+    ) -> Deferred[dict[str, Any]]:
+        self.known_agent(agent_id)
+        request_id = str(uuid.uuid4())
+        data = {k: v for k, v in provider_data.items() if k != "USED_AGENT_ID"}
+        data["request_id"] = request_id
+        packet = Packet(
+            SUBMIT_ONBOARDING,
+            agent_id,
+            data,
+            client_timestamp=client_timestamp,
+            router_incoming_timestamp=self.clock.seconds(),
+        )
+        return self._ask_backend(packet, request_id)
+
+    def known_agent(self, agent_id: str) -> None:
+        if self.agents.get(agent_id) is None:
+            raise UnknownAgent(f"unknown agent {agent_id!r}")
+
+    def submit(
+        self, packet_type: str, agent_id: str, data: dict[str, Any], client_timestamp: float | None
+    ) -> None:
+        """A submission: delivered now or kept for the backend; raises if it cannot be kept."""
+        self.known_agent(agent_id)
+        packet = Packet(
+            packet_type,
+            agent_id,
+            data,
+            client_timestamp=client_timestamp,
+            router_incoming_timestamp=self.clock.seconds(),
+        )
+        if not self.to_backend(packet):
+            raise NoBackend("the backend is away and the router cannot hold more; try again")
+
+    def log_error(self, agent_id: str, error_data: Any, client_timestamp: float | None) -> None:
+        packet = Packet(
+            LOG_ERROR,
+            agent_id,
+            {"error_data": error_data},
+            client_timestamp=client_timestamp,
+            router_incoming_timestamp=self.clock.seconds(),
+        )
+        self.to_backend(packet, droppable=True)
+
+    def task_config_for(self, task_config: dict[str, Any], version: str | None) -> dict[str, Any]:
+        """The config a browser gets; a client of another version is reported to the backend."""
+        answer = dict(task_config)
+        if version in COMPATIBLE_TASK_VERSIONS:
+            answer["mephisto_task_version"] = version
+        else:
+            answer["mephisto_task_version"] = MEPHISTO_TASK_VERSION
+            if version is not None:
+                log.warn(
+                    "a browser runs mephisto-task {v}, expected {e}",
+                    v=version,
+                    e=MEPHISTO_TASK_VERSION,
+                )
+                self.to_backend(
+                    Packet(
+                        LOG_ERROR,
+                        MEPHISTO,
+                        {
+                            "error_type": "version-mismatch",
+                            "expected_version": MEPHISTO_TASK_VERSION,
+                            "received_version": version,
+                        },
+                    ),
+                    droppable=True,
+                )
+        return answer

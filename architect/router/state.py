@@ -1,0 +1,163 @@
+"""Per-agent router state: cached status, liveness, outbox.
+
+A pure state machine driven by an injected clock (`IReactorTime`): no sockets
+here, only `AgentLink`s, which anything with `send_packet` can be.
+
+Liveness rules (PROTOCOL.md):
+- a link that goes away and is not replaced by a new one for the same agent
+  within `disconnect_grace` seconds makes an active agent `disconnect`;
+- an agent that has heartbeated before, whose status is watched (onboarding,
+  waiting, in task) and that has not heartbeated for `heartbeat_timeout`
+  seconds is `disconnect`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+import attrs
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from architect.protocol import Packet, Status
+
+log = Logger()
+
+
+class AgentLink(Protocol):
+    """Whatever carries packets to one agent's browser."""
+
+    def send_packet(self, packet: Packet) -> None: ...
+
+
+@attrs.define(eq=False)
+class AgentRecord:
+    agent_id: str
+    status: str = Status.NONE
+    link: AgentLink | None = None
+    outbox: deque[Packet] = attrs.field(factory=deque)
+    last_heartbeat: float | None = None
+    grace_timer: IDelayedCall | None = None
+    heartbeat_timer: IDelayedCall | None = None
+
+
+def _cancel(timer: IDelayedCall | None) -> None:
+    if timer is not None and timer.active():
+        timer.cancel()
+
+
+class AgentTable:
+    """Every agent the router has heard of, kept across socket loss and backend loss."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        disconnect_grace: float,
+        heartbeat_timeout: float,
+        max_outbox_packets: int,
+        on_status_change: Callable[[AgentRecord], None] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.disconnect_grace = disconnect_grace
+        self.heartbeat_timeout = heartbeat_timeout
+        self.max_outbox_packets = max_outbox_packets
+        self.on_status_change = on_status_change
+        self.records: dict[str, AgentRecord] = {}
+
+    def get(self, agent_id: str) -> AgentRecord | None:
+        return self.records.get(agent_id)
+
+    def ensure(self, agent_id: str) -> AgentRecord:
+        record = self.records.get(agent_id)
+        if record is None:
+            record = self.records[agent_id] = AgentRecord(agent_id)
+        return record
+
+    def statuses(self) -> dict[str, str]:
+        return {agent_id: record.status for agent_id, record in self.records.items()}
+
+    # --- links ---
+
+    def attach(self, agent_id: str, link: AgentLink) -> AgentRecord:
+        """A link said `alive` for this agent: it becomes the agent's link, the outbox drains."""
+        record = self.ensure(agent_id)
+        _cancel(record.grace_timer)
+        record.grace_timer = None
+        record.link = link
+        while record.outbox and record.link is link:
+            link.send_packet(record.outbox.popleft())
+        return record
+
+    def detach(self, agent_id: str, link: AgentLink) -> None:
+        """A link went away; if it was the agent's current one, the grace period starts."""
+        record = self.records.get(agent_id)
+        if record is None or record.link is not link:
+            return
+        record.link = None
+        _cancel(record.grace_timer)
+        record.grace_timer = self.clock.callLater(
+            self.disconnect_grace, self._grace_expired, record
+        )
+
+    def _grace_expired(self, record: AgentRecord) -> None:
+        record.grace_timer = None
+        if record.link is None and record.status in Status.ACTIVE:
+            log.info("agent {agent_id} did not come back: disconnect", agent_id=record.agent_id)
+            self.set_status(record.agent_id, Status.DISCONNECT)
+
+    # --- heartbeats ---
+
+    def heartbeat(self, agent_id: str) -> AgentRecord:
+        record = self.ensure(agent_id)
+        record.last_heartbeat = self.clock.seconds()
+        self._watch_heartbeat(record)
+        return record
+
+    def _watch_heartbeat(self, record: AgentRecord) -> None:
+        """(Re)arm the silence timer for an agent that heartbeats and is working."""
+        _cancel(record.heartbeat_timer)
+        record.heartbeat_timer = None
+        if record.last_heartbeat is None or record.status not in Status.HEARTBEAT_WATCHED:
+            return
+        due = record.last_heartbeat + self.heartbeat_timeout - self.clock.seconds()
+        record.heartbeat_timer = self.clock.callLater(max(0.0, due), self._heartbeat_silent, record)
+
+    def _heartbeat_silent(self, record: AgentRecord) -> None:
+        record.heartbeat_timer = None
+        if record.status in Status.HEARTBEAT_WATCHED:
+            log.info(
+                "agent {agent_id} silent for {seconds}s: disconnect",
+                agent_id=record.agent_id,
+                seconds=self.heartbeat_timeout,
+            )
+            self.set_status(record.agent_id, Status.DISCONNECT)
+
+    # --- status and delivery ---
+
+    def set_status(self, agent_id: str, status: str) -> AgentRecord:
+        record = self.ensure(agent_id)
+        changed = record.status != status
+        record.status = status
+        self._watch_heartbeat(record)
+        if changed and self.on_status_change is not None:
+            self.on_status_change(record)
+        return record
+
+    def deliver(self, agent_id: str, packet: Packet) -> None:
+        """Send to the agent now, or keep in its outbox until its next `alive`."""
+        record = self.ensure(agent_id)
+        if record.link is not None:
+            record.link.send_packet(packet)
+            return
+        if len(record.outbox) >= self.max_outbox_packets:
+            dropped = record.outbox.popleft()
+            log.warn(
+                "outbox of agent {agent_id} is full ({limit} packets): dropped the oldest"
+                " ({packet_type})",
+                agent_id=agent_id,
+                limit=self.max_outbox_packets,
+                packet_type=dropped.packet_type,
+            )
+        record.outbox.append(packet)

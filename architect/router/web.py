@@ -1,0 +1,310 @@
+"""Klein routes: REST -> hub; uploads and downloads; static files; the WebSocket at "/"."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any, cast
+
+import multipart
+from autobahn.twisted.resource import WebSocketResource
+from klein import Klein
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request, Site
+from twisted.web.static import File
+
+from architect.config import RouterConfig
+from architect.protocol import SUBMIT_METADATA, SUBMIT_UNIT
+from architect.router.hub import BadRequest, NotFound, RouterError, RouterHub
+from architect.router.websocket import RouterSocketFactory, bearer_token, is_loopback
+
+log = Logger()
+
+# Stored upload names are ours: a random hex stem and a short, plain extension.
+_UPLOAD_NAME = re.compile(r"^[0-9a-f]{32}(\.[A-Za-z0-9]{1,10})?$")
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,10}$")
+
+
+class TooLarge(RouterError):
+    code = 413
+
+
+class Forbidden(RouterError):
+    code = 403
+
+
+class LimitedRequest(Request):
+    """A request that stops keeping its body once it passes `max_body_bytes`."""
+
+    max_body_bytes = 64 * 1024 * 1024
+    body_too_large = False
+
+    def gotLength(self, length: int | None) -> None:
+        if length is not None and length > self.max_body_bytes:
+            self.body_too_large = True
+            length = 0  # keep nothing of it
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.body_too_large or self.content is None:
+            return
+        if self.content.tell() + len(data) > self.max_body_bytes:
+            self.body_too_large = True
+            self.content.seek(0)
+            self.content.truncate()
+            return
+        super().handleContentChunk(data)
+
+
+def _error_body(request: IRequest, code: int, message: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json")
+    return json.dumps({"error": message}).encode("utf-8")
+
+
+def _json(request: IRequest, value: Any) -> bytes:
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(value).encode("utf-8")
+
+
+def _timestamp(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _agent_id(body: dict[str, Any]) -> str:
+    agent_id = body.get("USED_AGENT_ID")
+    if not isinstance(agent_id, str) or not agent_id:
+        raise BadRequest("USED_AGENT_ID must be a non-empty string")
+    return agent_id
+
+
+class RouterWeb:
+    """The router's HTTP face. `resource()` is the root of the Site."""
+
+    app = Klein()
+
+    def __init__(self, hub: RouterHub, config: RouterConfig) -> None:
+        self.hub = hub
+        self.config = config
+        self.socket_factory = RouterSocketFactory(hub, config.max_message_bytes)
+        self.socket_resource = WebSocketResource(self.socket_factory)
+        config.upload_dir.mkdir(parents=True, exist_ok=True)
+
+    def resource(self) -> Resource:
+        return self.app.resource()
+
+    def site(self) -> Site:
+        limit = self.config.max_body_bytes
+
+        class _Request(LimitedRequest):
+            max_body_bytes = limit
+
+        site = Site(self.resource())
+        site.requestFactory = _Request
+        site.displayTracebacks = False
+        return site
+
+    # --- errors ---
+
+    @app.handle_errors(RouterError)
+    def router_error(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, RouterError)
+        return _error_body(request, error.code, str(error))
+
+    @app.handle_errors(Exception)
+    def unexpected_error(self, request: IRequest, failure: Failure) -> bytes:
+        log.failure("unexpected error serving {path}", failure, path=request.path)
+        return _error_body(request, 500, "internal error; the router keeps running")
+
+    # --- bodies ---
+
+    def _check_size(self, request: IRequest) -> None:
+        if getattr(request, "body_too_large", False):
+            raise TooLarge(f"the body is larger than {self.config.max_body_bytes} bytes")
+
+    def _json_body(self, request: IRequest) -> dict[str, Any]:
+        self._check_size(request)
+        raw = request.content.read() if request.content is not None else b""
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("the body must be a JSON object") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        return body
+
+    def _is_multipart(self, request: IRequest) -> bool:
+        content_type = (request.getHeader(b"content-type") or b"").decode("latin-1")
+        return content_type.lower().startswith("multipart/form-data")
+
+    def _multipart_body(self, request: IRequest, data_field: str) -> tuple[dict[str, Any], str]:
+        """USED_AGENT_ID, the JSON text in `data_field` and files -> (data, agent id)."""
+        self._check_size(request)
+        content_type = (request.getHeader(b"content-type") or b"").decode("latin-1")
+        _, options = multipart.parse_options_header(content_type)
+        boundary = options.get("boundary")
+        if not boundary:
+            raise BadRequest("multipart body without a boundary")
+        assert request.content is not None
+        request.content.seek(0)
+        fields: dict[str, str] = {}
+        files: list[dict[str, Any]] = []
+        try:
+            parser = multipart.MultipartParser(request.content, boundary, charset="utf8")
+            for part in parser:
+                if part.filename is None:
+                    fields[part.name] = part.value
+                else:
+                    files.append(self._store_upload(part))
+                part.close()
+        except multipart.MultipartError as e:
+            raise BadRequest(f"malformed multipart body: {e}") from None
+        agent_id = _agent_id(fields)
+        text = fields.get(data_field, "{}")
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise BadRequest(f"{data_field} must be JSON text") from None
+        if not isinstance(data, dict):
+            raise BadRequest(f"{data_field} must hold a JSON object")
+        if files:
+            data["files"] = files
+        return data, agent_id
+
+    def _store_upload(self, part: multipart.MultipartPart) -> dict[str, Any]:
+        original = Path(part.filename or "").name
+        match = _EXTENSION.search(original)
+        stored = uuid.uuid4().hex + (match.group(0).lower() if match else "")
+        target = self.config.upload_dir / stored
+        part.save_as(str(target))
+        return {
+            "fieldname": part.name,
+            "originalname": original,
+            "filename": stored,
+            "mimetype": part.content_type,
+            "size": target.stat().st_size,
+        }
+
+    # --- endpoints ---
+
+    @app.route("/task_config.json", methods=["GET"])
+    def task_config(self, request: IRequest) -> bytes:
+        versions = request.args.get(b"mephisto_task_version") or [None]
+        version = versions[0].decode("utf-8", "replace") if versions[0] is not None else None
+        return _json(request, self.hub.task_config_for(self.config.task_config, version))
+
+    @app.route("/request_agent", methods=["POST"])
+    @app.route("/register_worker", methods=["POST"])
+    def request_agent(self, request: IRequest) -> Deferred[bytes]:
+        body = self._json_body(request)
+        provider_data = body.get("provider_data")
+        if not isinstance(provider_data, dict):
+            raise BadRequest("provider_data must be a JSON object")
+        d = self.hub.request_agent(provider_data, _timestamp(body.get("client_timestamp")))
+        return self._answer_when_ready(request, d)
+
+    @app.route("/submit_onboarding", methods=["POST"])
+    def submit_onboarding(self, request: IRequest) -> Deferred[bytes]:
+        body = self._json_body(request)
+        provider_data = body.get("provider_data")
+        if not isinstance(provider_data, dict):
+            raise BadRequest("provider_data must be a JSON object")
+        agent_id = _agent_id(provider_data)
+        d = self.hub.submit_onboarding(
+            agent_id, provider_data, _timestamp(body.get("client_timestamp"))
+        )
+        return self._answer_when_ready(request, d)
+
+    def _answer_when_ready(self, request: IRequest, d: Deferred[dict[str, Any]]) -> Deferred[bytes]:
+        # A browser that gives up cancels its pending request.
+        cast(Request, request).notifyFinish().addErrback(lambda _: d.cancel())
+        return d.addCallback(lambda packet: _json(request, packet))
+
+    @app.route("/submit_task", methods=["POST"])
+    def submit_task(self, request: IRequest) -> bytes:
+        if self._is_multipart(request):
+            data, agent_id = self._multipart_body(request, "final_string_data")
+            stamp = None
+        else:
+            body = self._json_body(request)
+            agent_id = _agent_id(body)
+            final_data = body.get("final_data")
+            if not isinstance(final_data, dict):
+                raise BadRequest("final_data must be a JSON object")
+            data = final_data
+            stamp = _timestamp(body.get("client_timestamp"))
+        self.hub.submit(SUBMIT_UNIT, agent_id, data, stamp)
+        return _json(request, {"status": "Submitted!"})
+
+    @app.route("/submit_metadata", methods=["POST"])
+    def submit_metadata(self, request: IRequest) -> bytes:
+        if self._is_multipart(request):
+            data, agent_id = self._multipart_body(request, "metadata")
+            stamp = None
+        else:
+            body = self._json_body(request)
+            agent_id = _agent_id(body)
+            metadata = body.get("metadata")
+            if not isinstance(metadata, dict):
+                raise BadRequest("metadata must be a JSON object")
+            data = metadata
+            stamp = _timestamp(body.get("client_timestamp"))
+        self.hub.submit(SUBMIT_METADATA, agent_id, data, stamp)
+        return _json(request, {"status": "Submitted metadata"})
+
+    @app.route("/log_error", methods=["POST"])
+    def log_error(self, request: IRequest) -> bytes:
+        body = self._json_body(request)
+        agent_id = _agent_id(body)
+        self.hub.log_error(
+            agent_id, body.get("error_data"), _timestamp(body.get("client_timestamp"))
+        )
+        return _json(request, {"status": "Error log sent!"})
+
+    @app.route("/is_alive", methods=["GET"])
+    def is_alive(self, request: IRequest) -> bytes:
+        return _json(request, {"status": "Alive!"})
+
+    @app.route("/get_timestamp", methods=["GET"])
+    def get_timestamp(self, request: IRequest) -> bytes:
+        return _json(request, {"timestamp": int(time.time() * 1000)})
+
+    @app.route("/download_file/<name>", methods=["GET"])
+    def download_file(self, request: IRequest, name: str) -> Resource:
+        tokens = request.args.get(b"token") or []
+        token = (
+            tokens[0].decode("utf-8", "replace")
+            if tokens
+            else bearer_token((request.getHeader(b"authorization") or b"").decode("latin-1"))
+        )
+        peer = getattr(request.getClientAddress(), "host", "")
+        if not self.hub.backend_may_connect(token, is_loopback(peer)):
+            raise Forbidden("only the backend may download uploaded files")
+        if not _UPLOAD_NAME.match(name):
+            raise NotFound(f"no uploaded file named {name!r}")
+        path = self.config.upload_dir / name
+        if not path.is_file():
+            raise NotFound(f"no uploaded file named {name!r}")
+        resource = File(str(path), defaultType="application/octet-stream")
+        resource.isLeaf = True
+        return resource
+
+    @app.route("/", branch=True)
+    def root(self, request: IRequest) -> IResource | bytes:
+        upgrade = (request.getHeader(b"upgrade") or b"").lower()
+        if upgrade == b"websocket" and request.path in (b"/", b""):
+            return self.socket_resource
+        if self.config.static_dir is None:
+            return _error_body(request, 404, "this router serves no task frontend (static_dir)")
+        return File(str(self.config.static_dir))

@@ -1,0 +1,80 @@
+"""Autobahn server protocol: text frames <-> Packets <-> the hub."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionRequest
+from twisted.logger import Logger
+
+from architect.protocol import Packet, ProtocolError
+from architect.router.hub import RouterHub
+
+log = Logger()
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    if authorization and authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class RouterSocket(WebSocketServerProtocol):
+    """One socket: a browser speaking for one agent, or the backend."""
+
+    factory: RouterSocketFactory
+    token: str | None = None
+    from_loopback = False
+
+    def onConnect(self, request: ConnectionRequest) -> None:
+        tokens = request.params.get("token") or []
+        self.token = tokens[0] if tokens else bearer_token(request.headers.get("authorization"))
+        peer = self.transport.getPeer() if self.transport is not None else None
+        self.from_loopback = is_loopback(getattr(peer, "host", ""))
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if isBinary:
+            log.warn("dropped a binary frame: packets are JSON text")
+            return
+        try:
+            packet = Packet.from_json(payload)
+        except ProtocolError as e:
+            log.warn("dropped a malformed packet: {why}", why=str(e))
+            return
+        self.factory.hub.link_packet(
+            self, packet, token=self.token, from_loopback=self.from_loopback
+        )
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.hub.link_lost(self)
+
+    # --- Link ---
+
+    def send_packet(self, packet: Packet) -> None:
+        if self.state != self.STATE_OPEN:
+            log.info("socket closing: dropped a {t} packet", t=packet.packet_type)
+            return
+        self.sendMessage(packet.to_json().encode("utf-8"))
+
+    def close(self) -> None:
+        self.sendClose(code=4000, reason="replaced or refused")
+
+
+class RouterSocketFactory(WebSocketServerFactory):
+    def __init__(self, hub: RouterHub, max_message_bytes: int) -> None:
+        super().__init__()
+        self.protocol = RouterSocket
+        self.hub = hub
+        self.setProtocolOptions(
+            maxMessagePayloadSize=max_message_bytes,
+            maxFramePayloadSize=max_message_bytes,
+            autoPingInterval=0,
+        )

@@ -1,0 +1,29 @@
+"""In-memory links for testing cores without sockets."""
+
+from __future__ import annotations
+
+from architect.protocol import Packet
+
+
+class FakeLink:
+    """A link that records what the hub sends it."""
+
+    def __init__(self, name: str = "link") -> None:
+        self.name = name
+        self.sent: list[Packet] = []
+        self.closed = False
+
+    def send_packet(self, packet: Packet) -> None:
+        self.sent.append(packet)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def types(self) -> list[str]:
+        return [p.packet_type for p in self.sent]
+
+    def of_type(self, packet_type: str) -> list[Packet]:
+        return [p for p in self.sent if p.packet_type == packet_type]
+
+    def __repr__(self) -> str:
+        return f"FakeLink({self.name})"
