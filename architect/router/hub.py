@@ -99,6 +99,14 @@ class RouterHub:
         self.retired_backends: set[Link] = set()  # replaced backend links, closing
         self.last_mephisto_ping = 0.0  # seconds; the time the backend last sent anything
 
+    def stop(self) -> None:
+        """The router is stopping: cancel timers, answer pending requests."""
+        self.agents.stop()
+        for request_id in list(self.pending_requests):
+            pending = self.pending_requests.pop(request_id)
+            pending.timer.cancel()
+            pending.deferred.errback(NoBackend("the router is shutting down"))
+
     # --- links ---
 
     def backend_may_connect(self, token: str | None, from_loopback: bool) -> bool:

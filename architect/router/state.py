@@ -78,6 +78,13 @@ class AgentTable:
     def statuses(self) -> dict[str, str]:
         return {agent_id: record.status for agent_id, record in self.records.items()}
 
+    def stop(self) -> None:
+        """Cancel every timer (the router is stopping)."""
+        for record in self.records.values():
+            _cancel(record.grace_timer)
+            _cancel(record.heartbeat_timer)
+            record.grace_timer = record.heartbeat_timer = None
+
     # --- links ---
 
     def attach(self, agent_id: str, link: AgentLink) -> AgentRecord:

@@ -77,4 +77,5 @@ class RouterSocketFactory(WebSocketServerFactory):
             maxMessagePayloadSize=max_message_bytes,
             maxFramePayloadSize=max_message_bytes,
             autoPingInterval=0,
+            failByDrop=False,  # oversized or broken frames get a close frame with a reason
         )

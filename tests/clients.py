@@ -1,0 +1,98 @@
+"""Real-socket test clients: a WebSocket peer that collects packets, and a router on a free port."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.endpoints import TCP4ClientEndpoint
+
+from architect.config import RouterConfig
+from architect.protocol import Packet
+from architect.router.hub import RouterHub
+from architect.router.web import RouterWeb
+
+reactor: Any = _reactor
+TIMEOUT = 5.0  # seconds a test waits for something that should come at once
+
+
+class PacketClient(WebSocketClientProtocol):
+    """One WebSocket peer: sends packets, queues what it receives."""
+
+    factory: PacketClientFactory
+
+    def onOpen(self) -> None:
+        self.factory.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.factory.received.put(Packet.from_json(payload))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.close_code = code
+        if not self.factory.opened.called:
+            self.factory.opened.errback(ConnectionError(f"socket refused: {code} {reason}"))
+        self.factory.closed.callback(code)
+
+    def send(self, packet_type: str, subject_id: str, data: dict[str, Any] | None = None) -> None:
+        packet = {"packet_type": packet_type, "subject_id": subject_id, "data": data or {}}
+        self.sendMessage(json.dumps(packet).encode())
+
+    def send_raw(self, payload: bytes, binary: bool = False) -> None:
+        self.sendMessage(payload, isBinary=binary)
+
+    @property
+    def received(self) -> DeferredQueue[Packet]:
+        return self.factory.received
+
+    @property
+    def closed(self) -> Deferred[int | None]:
+        return self.factory.closed
+
+    async def next(self, packet_type: str | None = None, timeout: float = TIMEOUT) -> Packet:
+        """The next packet (of this type, skipping others)."""
+        while True:
+            d = self.received.get()
+            d.addTimeout(timeout, reactor)
+            packet: Packet = await d
+            if packet_type is None or packet.packet_type == packet_type:
+                return packet
+
+    def pending(self) -> list[Packet]:
+        return list(self.received.pending)
+
+
+class PacketClientFactory(WebSocketClientFactory):
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(url, headers=headers or {})
+        self.protocol = PacketClient
+        self.opened: Deferred[PacketClient] = Deferred()
+        self.closed: Deferred[int | None] = Deferred()
+        self.received: DeferredQueue[Packet] = DeferredQueue()
+        self.close_code: int | None = None
+
+
+async def open_socket(
+    port: int, query: str = "", headers: dict[str, str] | None = None
+) -> PacketClient:
+    factory = PacketClientFactory(f"ws://127.0.0.1:{port}/{query}", headers)
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+    opened = factory.opened
+    opened.addTimeout(TIMEOUT, reactor)
+    return await opened
+
+
+@contextmanager
+def running_router(config: RouterConfig) -> Iterator[tuple[RouterHub, int]]:
+    """Our router's real Site on 127.0.0.1 and a free port."""
+    hub = RouterHub(reactor, config)
+    listener = reactor.listenTCP(0, RouterWeb(hub, config).site(), interface="127.0.0.1")
+    try:
+        yield hub, listener.getHost().port
+    finally:
+        listener.stopListening()
+        hub.stop()

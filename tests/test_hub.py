@@ -1,0 +1,339 @@
+"""The router hub with fake links and a fake clock: routing, auth, binding, pending requests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from architect.config import RouterConfig
+from architect.protocol import (
+    AGENT_DETAILS,
+    ALIVE,
+    CLIENT_BOUND_LIVE_UPDATE,
+    HEARTBEAT,
+    LOG_ERROR,
+    MEPHISTO,
+    MEPHISTO_BOUND_LIVE_UPDATE,
+    REGISTER_AGENT,
+    REQUEST_STATUSES,
+    RETURN_STATUSES,
+    SUBMIT_ONBOARDING,
+    SUBMIT_UNIT,
+    UPDATE_STATUS,
+    Packet,
+    Status,
+)
+from architect.router.hub import BackendTimeout, NoBackend, RouterHub, UnknownAgent
+from tests.fakes import FakeLink
+
+
+def make_hub(tmp_path: Path, **overrides: Any) -> tuple[Clock, RouterHub]:
+    clock = Clock()
+    config = RouterConfig(upload_dir=tmp_path, **overrides)
+    return clock, RouterHub(clock, config)
+
+
+def connect_backend(hub: RouterHub) -> FakeLink:
+    backend = FakeLink("backend")
+    hub.link_packet(backend, Packet(ALIVE, MEPHISTO), from_loopback=True)
+    assert hub.backend is backend
+    return backend
+
+
+def connect_agent(hub: RouterHub, agent_id: str) -> FakeLink:
+    link = FakeLink(agent_id)
+    hub.link_packet(link, Packet(ALIVE, agent_id))
+    return link
+
+
+def results(d: Any) -> list[Any]:
+    got: list[Any] = []
+    d.addBoth(got.append)
+    return got
+
+
+def register(hub: RouterHub, backend: FakeLink, agent_id: str = "agent-1") -> dict[str, Any]:
+    got = results(hub.request_agent({"worker_name": "w"}, 1.0))
+    request = backend.of_type(REGISTER_AGENT)[-1]
+    answer = {"request_id": request.data["request_id"], "agent_id": agent_id, "worker_id": "w1"}
+    hub.link_packet(backend, Packet(AGENT_DETAILS, request.subject_id, answer))
+    assert got and isinstance(got[0], dict)
+    return got[0]
+
+
+# --- backend authentication ---
+
+
+def test_loopback_backend_accepted_without_token(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    connect_backend(hub)
+
+
+def test_remote_backend_refused_without_token(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    intruder = FakeLink("intruder")
+    hub.link_packet(intruder, Packet(ALIVE, MEPHISTO), from_loopback=False)
+    assert hub.backend is None
+    assert intruder.closed
+
+
+@pytest.mark.parametrize(
+    ("token", "accepted"), [("s3cret", True), ("wrong", False), (None, False), ("", False)]
+)
+def test_token_is_required_when_configured(
+    tmp_path: Path, token: str | None, accepted: bool
+) -> None:
+    _, hub = make_hub(tmp_path, backend_token="s3cret")
+    link = FakeLink()
+    # Loopback does not excuse a missing token once one is configured.
+    hub.link_packet(link, Packet(ALIVE, MEPHISTO), token=token, from_loopback=True)
+    assert (hub.backend is link) is accepted
+    assert link.closed is not accepted
+
+
+def test_new_backend_replaces_the_old_one(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    old = connect_backend(hub)
+    new = connect_backend(hub)
+    assert hub.backend is new
+    assert old.closed
+    # The old link's late packets are ignored, and its close does not unseat the new one.
+    hub.link_packet(old, Packet(REQUEST_STATUSES, MEPHISTO))
+    hub.link_lost(old)
+    assert old.of_type(RETURN_STATUSES) == []
+    assert hub.backend is new
+
+
+# --- socket binding ---
+
+
+def test_socket_speaks_only_for_its_agent(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    backend = connect_backend(hub)
+    mallory = connect_agent(hub, "mallory")
+    hub.link_packet(mallory, Packet(MEPHISTO_BOUND_LIVE_UPDATE, "alice", {"x": 1}))
+    hub.link_packet(mallory, Packet(HEARTBEAT, "alice"))
+    assert backend.of_type(MEPHISTO_BOUND_LIVE_UPDATE) == []
+    assert mallory.of_type(HEARTBEAT) == []
+    hub.link_packet(mallory, Packet(MEPHISTO_BOUND_LIVE_UPDATE, "mallory", {"x": 2}))
+    assert [p.data for p in backend.of_type(MEPHISTO_BOUND_LIVE_UPDATE)] == [{"x": 2}]
+
+
+def test_browser_cannot_claim_to_be_the_backend_after_alive(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    link = connect_agent(hub, "alice")
+    hub.link_packet(link, Packet(ALIVE, MEPHISTO), from_loopback=True)
+    assert hub.backend is None
+
+
+# --- forwarding and statuses ---
+
+
+def test_live_updates_flow_both_ways_with_timestamps(tmp_path: Path) -> None:
+    clock, hub = make_hub(tmp_path)
+    clock.advance(100)
+    backend = connect_backend(hub)
+    alice = connect_agent(hub, "alice")
+    hub.link_packet(alice, Packet(MEPHISTO_BOUND_LIVE_UPDATE, "alice", {"text": "hi"}))
+    (up,) = backend.of_type(MEPHISTO_BOUND_LIVE_UPDATE)
+    assert up.router_incoming_timestamp == 100 and up.router_outgoing_timestamp == 100
+    hub.link_packet(backend, Packet(CLIENT_BOUND_LIVE_UPDATE, "alice", {"text": "yo"}))
+    assert [p.data for p in alice.of_type(CLIENT_BOUND_LIVE_UPDATE)] == [{"text": "yo"}]
+
+
+def test_heartbeat_reply_carries_ping_in_ms_and_cached_status(tmp_path: Path) -> None:
+    clock, hub = make_hub(tmp_path)
+    clock.advance(1000.5)
+    backend = connect_backend(hub)
+    alice = connect_agent(hub, "alice")
+    hub.link_packet(backend, Packet(UPDATE_STATUS, "alice", {"status": Status.IN_TASK}))
+    clock.advance(2)
+    hub.link_packet(alice, Packet(HEARTBEAT, "alice"))
+    (reply,) = alice.of_type(HEARTBEAT)
+    assert reply.data == {"last_mephisto_ping": 1000500, "status": Status.IN_TASK}
+
+
+def test_status_cache_survives_backend_loss_and_returns_on_alive(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    backend = connect_backend(hub)
+    alice = connect_agent(hub, "alice")
+    hub.link_packet(backend, Packet(UPDATE_STATUS, "alice", {"status": Status.WAITING}))
+    assert [p.data for p in alice.of_type(UPDATE_STATUS)] == [{"status": Status.WAITING}]
+    hub.link_lost(backend)
+    hub.link_lost(alice)
+    again = connect_agent(hub, "alice")
+    assert [p.data for p in again.of_type(UPDATE_STATUS)] == [{"status": Status.WAITING}]
+
+
+def test_client_bound_packets_wait_in_the_outbox(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    backend = connect_backend(hub)
+    alice = connect_agent(hub, "alice")
+    hub.link_lost(alice)
+    hub.link_packet(backend, Packet(CLIENT_BOUND_LIVE_UPDATE, "alice", {"n": 1}))
+    hub.link_packet(backend, Packet(CLIENT_BOUND_LIVE_UPDATE, "alice", {"n": 2}))
+    assert alice.of_type(CLIENT_BOUND_LIVE_UPDATE) == []
+    again = connect_agent(hub, "alice")
+    assert [p.data for p in again.of_type(CLIENT_BOUND_LIVE_UPDATE)] == [{"n": 1}, {"n": 2}]
+
+
+def test_backend_bound_packets_wait_for_the_backend(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    first = connect_backend(hub)
+    register(hub, first, "alice")
+    hub.link_lost(first)
+    alice = connect_agent(hub, "alice")
+    hub.link_packet(alice, Packet(MEPHISTO_BOUND_LIVE_UPDATE, "alice", {"n": 1}))
+    hub.submit(SUBMIT_UNIT, "alice", {"answer": 42}, None)
+    backend = connect_backend(hub)
+    assert [(p.packet_type, p.data) for p in backend.sent] == [
+        (MEPHISTO_BOUND_LIVE_UPDATE, {"n": 1}),
+        (SUBMIT_UNIT, {"answer": 42}),
+    ]
+
+
+def test_full_backend_queue_refuses_submissions(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path, max_backend_queue_packets=2)
+    first = connect_backend(hub)
+    register(hub, first, "alice")
+    hub.link_lost(first)
+    hub.submit(SUBMIT_UNIT, "alice", {"n": 1}, None)
+    hub.submit(SUBMIT_UNIT, "alice", {"n": 2}, None)
+    with pytest.raises(NoBackend):
+        hub.submit(SUBMIT_UNIT, "alice", {"n": 3}, None)
+    backend = connect_backend(hub)
+    assert [p.data for p in backend.of_type(SUBMIT_UNIT)] == [{"n": 1}, {"n": 2}]
+
+
+def test_request_statuses_answers_every_known_agent(tmp_path: Path) -> None:
+    clock, hub = make_hub(tmp_path)
+    backend = connect_backend(hub)
+    alice = connect_agent(hub, "alice")
+    connect_agent(hub, "bob")
+    hub.link_packet(backend, Packet(UPDATE_STATUS, "alice", {"status": Status.IN_TASK}))
+    hub.link_packet(alice, Packet(HEARTBEAT, "alice"))
+    clock.advance(15)
+    hub.link_packet(backend, Packet(REQUEST_STATUSES, MEPHISTO))
+    (answer,) = backend.of_type(RETURN_STATUSES)
+    assert answer.subject_id == MEPHISTO
+    assert answer.data == {"alice": Status.DISCONNECT, "bob": Status.NONE}
+
+
+# --- pending HTTP requests ---
+
+
+def test_request_agent_without_backend_is_refused_at_once(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    with pytest.raises(NoBackend):
+        hub.request_agent({}, None)
+
+
+def test_request_agent_is_answered_with_the_whole_packet(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    backend = connect_backend(hub)
+    answer = register(hub, backend, "agent-7")
+    assert answer["packet_type"] == AGENT_DETAILS
+    assert answer["data"]["agent_id"] == "agent-7"
+    assert hub.agents.get("agent-7") is not None
+
+
+def test_request_ids_are_random(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    backend = connect_backend(hub)
+    for _ in range(3):
+        hub.request_agent({}, None)
+    ids = [p.data["request_id"] for p in backend.of_type(REGISTER_AGENT)]
+    assert len(set(ids)) == 3 and all(len(i) >= 32 for i in ids)
+
+
+def test_request_times_out_exactly_at_request_timeout(tmp_path: Path) -> None:
+    clock, hub = make_hub(tmp_path, request_timeout=30.0)
+    connect_backend(hub)
+    got = results(hub.request_agent({}, None))
+    clock.advance(29.5)
+    assert got == []
+    clock.advance(0.5)
+    assert isinstance(got[0], Failure) and got[0].check(BackendTimeout)
+    assert hub.pending_requests == {}
+
+
+def test_late_answer_after_timeout_is_dropped(tmp_path: Path) -> None:
+    clock, hub = make_hub(tmp_path, request_timeout=1.0)
+    backend = connect_backend(hub)
+    got = results(hub.request_agent({}, None))
+    clock.advance(1)
+    request = backend.of_type(REGISTER_AGENT)[0]
+    hub.link_packet(backend, Packet(AGENT_DETAILS, "x", {"request_id": request.subject_id}))
+    assert len(got) == 1
+
+
+def test_cancelled_request_is_forgotten(tmp_path: Path) -> None:
+    clock, hub = make_hub(tmp_path)
+    connect_backend(hub)
+    d = hub.request_agent({}, None)
+    results(d)
+    d.cancel()
+    assert hub.pending_requests == {}
+    assert clock.getDelayedCalls() == []
+
+
+def test_unanswered_requests_go_to_a_reconnecting_backend(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    first = connect_backend(hub)
+    got = results(hub.request_agent({"worker_name": "w"}, None))
+    hub.link_lost(first)
+    second = connect_backend(hub)
+    (request,) = second.of_type(REGISTER_AGENT)
+    hub.link_packet(second, Packet(AGENT_DETAILS, "x", {"request_id": request.subject_id}))
+    assert got and got[0]["data"]["request_id"] == request.subject_id
+
+
+def test_submit_onboarding_strips_agent_id_and_adds_request_id(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    backend = connect_backend(hub)
+    register(hub, backend, "onboarding-1")
+    got = results(
+        hub.submit_onboarding(
+            "onboarding-1", {"USED_AGENT_ID": "onboarding-1", "onboarding_data": {"a": 1}}, 2.0
+        )
+    )
+    (packet,) = backend.of_type(SUBMIT_ONBOARDING)
+    assert packet.subject_id == "onboarding-1"
+    assert packet.data == {"onboarding_data": {"a": 1}, "request_id": packet.data["request_id"]}
+    hub.link_packet(backend, Packet(AGENT_DETAILS, "x", {"request_id": packet.data["request_id"]}))
+    assert got and got[0]["packet_type"] == AGENT_DETAILS
+
+
+def test_submissions_for_unknown_agents_are_refused(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    connect_backend(hub)
+    with pytest.raises(UnknownAgent):
+        hub.submit(SUBMIT_UNIT, "nobody", {}, None)
+    with pytest.raises(UnknownAgent):
+        hub.submit_onboarding("nobody", {}, None)
+
+
+# --- task config ---
+
+
+@pytest.mark.parametrize("version", ["2.0.3", "2.0.4"])
+def test_current_client_versions_get_no_warning(tmp_path: Path, version: str) -> None:
+    _, hub = make_hub(tmp_path)
+    backend = connect_backend(hub)
+    answer = hub.task_config_for({"title": "t"}, version)
+    assert answer == {"title": "t", "mephisto_task_version": version}
+    assert backend.of_type(LOG_ERROR) == []
+
+
+def test_other_client_version_warns_the_backend(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    backend = connect_backend(hub)
+    answer = hub.task_config_for({}, "1.0.0")
+    assert answer["mephisto_task_version"] == "2.0.4"
+    (warning,) = backend.of_type(LOG_ERROR)
+    assert warning.data["error_type"] == "version-mismatch"
+    assert warning.data["received_version"] == "1.0.0"
