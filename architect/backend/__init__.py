@@ -1,0 +1,1 @@
+"""The backend: channels to routers, the ClientIOHandler, the worker pool, agents."""

@@ -1,0 +1,212 @@
+"""Agent: one worker's seat in one unit, as the task code sees it.
+
+An agent's packets leave through an *outlet* (a callable taking a Packet) that
+the ClientIOHandler gives it; the agent knows no channel. Packets made before
+the agent has an outlet are kept and sent, in order, when it gets one (so a new
+agent's first status follows its `agent_details`).
+
+Live data from the browser can be pulled (`act(timeout)`) or pushed
+(`on_live_update`). Both directions are kept in `past_live_updates` so a worker
+who reloads the page sees the conversation so far.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from architect.backend.recent import RecentKeys
+from architect.protocol import CLIENT_BOUND_LIVE_UPDATE, UPDATE_STATUS, Packet, Status
+
+log = Logger()
+
+Outlet = Callable[[Packet], None]
+LiveUpdateCallback = Callable[["Agent", dict[str, Any]], object]
+StatusListener = Callable[["Agent", str, str], None]  # agent, old status, new status
+
+
+def new_agent_id(prefix: str = "") -> str:
+    """An unguessable agent id."""
+    return prefix + uuid.uuid4().hex
+
+
+class AgentGone(Exception):
+    """The agent left the task (completed, disconnected, expired...) while the task code waited."""
+
+    def __init__(self, agent_id: str, status: str) -> None:
+        super().__init__(f"agent {agent_id} is {status}")
+        self.agent_id = agent_id
+        self.status = status
+
+
+class Agent:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        agent_id: str,
+        worker_id: str,
+        init_task_data: dict[str, Any],
+        registration_id: str | None = None,
+        remembered_update_ids: int = 1000,
+        max_inbox: int = 10_000,
+    ) -> None:
+        self.clock = clock
+        self.agent_id = agent_id
+        self.worker_id = worker_id
+        self.init_task_data = init_task_data
+        self.registration_id = registration_id
+        self.status = Status.NONE
+        self.submitted = False
+        self.past_live_updates: list[dict[str, Any]] = []
+        self.on_live_update: LiveUpdateCallback | None = None
+        self.max_inbox = max_inbox
+        self._status_listeners: list[StatusListener] = []
+        self._seen_update_ids = RecentKeys(remembered_update_ids)
+        self._inbox: deque[dict[str, Any]] = deque()
+        self._waiting: deque[tuple[Deferred[dict[str, Any] | None], IDelayedCall | None]] = deque()
+        self._outlet: Outlet | None = None
+        self._unsent: list[Packet] = []
+
+    def __repr__(self) -> str:
+        return f"<Agent {self.agent_id} worker={self.worker_id} status={self.status!r}>"
+
+    @property
+    def is_onboarding(self) -> bool:
+        return self.agent_id.startswith("onboarding")
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in Status.ACTIVE
+
+    # --- the way out ---
+
+    def set_outlet(self, outlet: Outlet) -> None:
+        self._outlet = outlet
+        unsent, self._unsent = self._unsent, []
+        for packet in unsent:
+            outlet(packet)
+
+    def _send(self, packet: Packet) -> None:
+        if self._outlet is None:
+            self._unsent.append(packet)
+        else:
+            self._outlet(packet)
+
+    # --- status ---
+
+    def add_status_listener(self, listener: StatusListener) -> None:
+        self._status_listeners.append(listener)
+
+    def set_status(self, status: str, push: bool = True) -> bool:
+        """Change the status; push it unless it came from the router. True if it changed."""
+        if status not in Status.ALL:
+            raise ValueError(f"unknown status {status!r}")
+        old = self.status
+        if old == status:
+            return False
+        self.status = status
+        if push:
+            self.push_status()
+        if status not in Status.ACTIVE:
+            self._fail_waiters(AgentGone(self.agent_id, status))
+        for listener in list(self._status_listeners):
+            listener(self, old, status)
+        return True
+
+    def push_status(self) -> None:
+        self._send(Packet(UPDATE_STATUS, self.agent_id, {"status": self.status}))
+
+    # --- live data to the browser ---
+
+    def observe(self, data: dict[str, Any]) -> str:
+        """Send live data to the browser, with a fresh `update_id`; returns that id."""
+        update = copy.deepcopy(data)
+        update_id = str(uuid.uuid4())
+        update["update_id"] = update_id
+        self.past_live_updates.append(update)
+        self._send(Packet(CLIENT_BOUND_LIVE_UPDATE, self.agent_id, copy.deepcopy(update)))
+        return update_id
+
+    send_live_update = observe
+
+    # --- live data from the browser ---
+
+    def receive_live_update(self, data: dict[str, Any]) -> bool:
+        """Live data from the browser; False (and ignored) if its update_id was seen already."""
+        update_id = data.get("update_id")
+        if update_id is not None and not self._seen_update_ids.add(_hashable(update_id)):
+            return False
+        self.past_live_updates.append(copy.deepcopy(data))
+        if self.on_live_update is not None:
+            try:
+                self.on_live_update(self, data)
+            except Exception:
+                log.failure(
+                    "the live update callback of agent {agent_id} failed", agent_id=self.agent_id
+                )
+            return True
+        while self._waiting:
+            deferred, timer = self._waiting.popleft()
+            if timer is not None and timer.active():
+                timer.cancel()
+            if not deferred.called:
+                deferred.callback(data)
+                return True
+        if len(self._inbox) >= self.max_inbox:
+            self._inbox.popleft()
+            log.warn(
+                "agent {agent_id}: {limit} live updates not taken by act(); dropped the oldest",
+                agent_id=self.agent_id,
+                limit=self.max_inbox,
+            )
+        self._inbox.append(data)
+        return True
+
+    def act(self, timeout: float | None = None) -> Deferred[dict[str, Any] | None]:
+        """The next live update from the browser; None if none comes within `timeout` seconds.
+
+        Fails with AgentGone if the agent leaves the task first.
+        """
+        if self._inbox:
+            ready: Deferred[dict[str, Any] | None] = succeed(self._inbox.popleft())
+            return ready
+        if not self.is_active:
+            return fail(AgentGone(self.agent_id, self.status))
+        deferred: Deferred[dict[str, Any] | None] = Deferred()
+        timer = None
+        if timeout is not None:
+            timer = self.clock.callLater(timeout, self._act_timed_out, deferred)
+        self._waiting.append((deferred, timer))
+        return deferred
+
+    def _act_timed_out(self, deferred: Deferred[dict[str, Any] | None]) -> None:
+        self._waiting = deque(w for w in self._waiting if w[0] is not deferred)
+        if not deferred.called:
+            deferred.callback(None)
+
+    def _fail_waiters(self, error: Exception) -> None:
+        waiting, self._waiting = self._waiting, deque()
+        for deferred, timer in waiting:
+            if timer is not None and timer.active():
+                timer.cancel()
+            if not deferred.called:
+                deferred.errback(error)
+
+    # --- reconnection ---
+
+    def reconnect_task_data(self) -> dict[str, Any]:
+        """What a reloading browser gets: the task data and the live updates so far."""
+        data = copy.deepcopy(self.init_task_data)
+        data["past_live_updates"] = copy.deepcopy(self.past_live_updates)
+        return data
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool) else repr(value)

@@ -1,0 +1,363 @@
+"""ClientIOHandler: the backend's side of the Architect protocol.
+
+Packets come in from channels (one per router) and are dispatched by type to
+one handler method each; answers and agent traffic go out through channels.
+Registration decisions come from a `WorkerPool`, submissions go to a
+`SubmissionStore`: the handler knows no transport and no storage.
+
+Mephisto's Node router sends every packet twice: requests are answered once
+(by request id), submissions stored once (by content), live updates taken
+once (by update id). Every such memory is bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from architect.backend.agents import Agent
+from architect.backend.channel import Channel
+from architect.backend.recent import RecentKeys
+from architect.backend.store import SubmissionStore
+from architect.backend.workers import Registration, WorkerPool
+from architect.protocol import (
+    AGENT_DETAILS,
+    LOG_ERROR,
+    MEPHISTO,
+    MEPHISTO_BOUND_LIVE_UPDATE,
+    REGISTER_AGENT,
+    REQUEST_STATUSES,
+    RETURN_STATUSES,
+    SUBMIT_METADATA,
+    SUBMIT_ONBOARDING,
+    SUBMIT_UNIT,
+    FailureReason,
+    Packet,
+    Status,
+)
+
+log = Logger()
+
+PacketHandler = Callable[[Channel, Packet], "Deferred[None] | None"]
+
+
+def fingerprint(packet: Packet) -> str:
+    """What makes two packets the same submission (router timestamps aside)."""
+    raw = json.dumps(
+        [packet.packet_type, packet.subject_id, packet.data, packet.client_timestamp],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=repr,
+    )
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+class ClientIOHandler:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        pool: WorkerPool,
+        store: SubmissionStore,
+        status_interval: float = 4.0,
+        remembered_ids: int = 10_000,
+    ) -> None:
+        self.clock = clock
+        self.pool = pool
+        self.store = store
+        self.status_interval = status_interval
+        self.channels: list[Channel] = []
+        self.agent_channels: dict[str, Channel] = {}  # agent id -> where its packets go
+        self.answered_requests = RecentKeys(remembered_ids)
+        self.stored_submissions = RecentKeys(remembered_ids)
+        self.on_catastrophic_loss: Callable[[Channel], None] | None = None
+        self._status_loop = LoopingCall(self.request_statuses)
+        self._status_loop.clock = clock
+        self.handlers: dict[str, PacketHandler] = {
+            REGISTER_AGENT: self.handle_register_agent,
+            SUBMIT_ONBOARDING: self.handle_submit_onboarding,
+            SUBMIT_UNIT: self.handle_submit_unit,
+            SUBMIT_METADATA: self.handle_submit_metadata,
+            MEPHISTO_BOUND_LIVE_UPDATE: self.handle_live_update,
+            RETURN_STATUSES: self.handle_return_statuses,
+            LOG_ERROR: self.handle_log_error,
+        }
+
+    # --- life cycle ---
+
+    def add_channel(self, channel: Channel) -> None:
+        channel.on_open = self.channel_opened
+        channel.on_message = self.handle_packet
+        channel.on_catastrophic_loss = self.channel_lost
+        self.channels.append(channel)
+
+    def start(self) -> None:
+        """Start asking every router for statuses each `status_interval` seconds."""
+        if not self._status_loop.running:
+            self._status_loop.start(self.status_interval, now=False)
+
+    def stop(self) -> None:
+        if self._status_loop.running:
+            self._status_loop.stop()
+
+    def channel_opened(self, channel: Channel) -> None:
+        log.info("channel {channel} open", channel=channel.channel_id)
+        # Learn at once what a (re)started router knows, so statuses are re-pushed quickly.
+        self._send(channel, Packet(REQUEST_STATUSES, MEPHISTO, {}))
+
+    def channel_lost(self, channel: Channel) -> None:
+        """The channel could not reach its router for too long: its live agents are lost."""
+        lost = [agent_id for agent_id, ch in self.agent_channels.items() if ch is channel]
+        log.critical(
+            "lost the router of channel {channel} for good; {n} agents are disconnected",
+            channel=channel.channel_id,
+            n=len(lost),
+        )
+        for agent_id in lost:
+            agent = self.pool.get_agent(agent_id)
+            if agent is not None and agent.is_active:
+                agent.set_status(Status.DISCONNECT, push=False)
+        if self.on_catastrophic_loss is not None:
+            self.on_catastrophic_loss(channel)
+
+    def request_statuses(self) -> None:
+        for channel in self.channels:
+            if channel.is_open:
+                self._send(channel, Packet(REQUEST_STATUSES, MEPHISTO, {}))
+
+    # --- sending ---
+
+    def _send(self, channel: Channel, packet: Packet) -> None:
+        packet.server_timestamp = self.clock.seconds()
+        channel.send(packet)
+
+    def _send_for_agent(self, agent_id: str, packet: Packet) -> None:
+        channel = self.agent_channels.get(agent_id)
+        if channel is None:
+            log.warn(
+                "no channel for agent {agent_id}: dropped a {t} packet",
+                agent_id=agent_id,
+                t=packet.packet_type,
+            )
+            return
+        self._send(channel, packet)
+
+    def bind_agent(self, agent: Agent, channel: Channel) -> None:
+        """The agent's packets now go through `channel` (where it last registered)."""
+        previous = self.agent_channels.get(agent.agent_id)
+        self.agent_channels[agent.agent_id] = channel
+        if previous is None:
+            agent_id = agent.agent_id
+            agent.set_outlet(lambda packet: self._send_for_agent(agent_id, packet))
+        elif previous is not channel:
+            log.info(
+                "agent {agent_id} moved from channel {old} to {new}",
+                agent_id=agent.agent_id,
+                old=previous.channel_id,
+                new=channel.channel_id,
+            )
+
+    # --- dispatch ---
+
+    def handle_packet(self, channel: Channel, packet: Packet) -> Deferred[None]:
+        handler = self.handlers.get(packet.packet_type)
+        if handler is None:
+            log.debug(
+                "ignored a {t} packet from {channel}",
+                t=packet.packet_type,
+                channel=channel.channel_id,
+            )
+            return succeed(None)
+        try:
+            result = handler(channel, packet)
+        except Exception:
+            d: Deferred[None] = fail()
+        else:
+            d = result if result is not None else succeed(None)
+
+        def failed(failure: Failure) -> None:
+            log.failure(
+                "handling a {t} packet about {subject} failed",
+                failure,
+                t=packet.packet_type,
+                subject=packet.subject_id,
+            )
+
+        return d.addErrback(failed)
+
+    # --- registration ---
+
+    def _first_time(self, packet: Packet) -> str | None:
+        """The packet's request id if it was never seen before; None for a repeat."""
+        request_id = packet.data.get("request_id", packet.subject_id)
+        if not isinstance(request_id, str) or not request_id:
+            request_id = packet.subject_id
+        if not self.answered_requests.add(request_id):
+            log.info("dropped a repeated {t} ({rid})", t=packet.packet_type, rid=request_id)
+            return None
+        return request_id
+
+    def handle_register_agent(self, channel: Channel, packet: Packet) -> Deferred[None] | None:
+        request_id = self._first_time(packet)
+        if request_id is None:
+            return None
+        provider_data = packet.data.get("provider_data")
+        if not isinstance(provider_data, dict):
+            provider_data = {}
+        d = self.pool.register(provider_data)
+        return self._answer_registration(d, channel, request_id)
+
+    def handle_submit_onboarding(self, channel: Channel, packet: Packet) -> Deferred[None] | None:
+        request_id = self._first_time(packet)
+        if request_id is None:
+            return None
+        agent = self.pool.get_agent(packet.subject_id)
+        if agent is None:
+            log.warn(
+                "onboarding submitted for unknown agent {agent_id}", agent_id=packet.subject_id
+            )
+            self._send_details(
+                channel, request_id, Registration.refused(None, FailureReason.TASK_MISSING)
+            )
+            return None
+        onboarding_data = packet.data.get("onboarding_data")
+        if not isinstance(onboarding_data, dict):
+            onboarding_data = {k: v for k, v in packet.data.items() if k != "request_id"}
+        d = self.pool.submit_onboarding(agent, onboarding_data)
+        return self._answer_registration(d, channel, request_id)
+
+    def _answer_registration(
+        self, d: Deferred[Registration], channel: Channel, request_id: str
+    ) -> Deferred[None]:
+        def failed(failure: Failure) -> Registration:
+            log.failure("registration {rid} failed", failure, rid=request_id)
+            return Registration.refused(None, FailureReason.NO_WORK)
+
+        def answer(registration: Registration) -> None:
+            agent = registration.agent
+            self._send_details(channel, request_id, registration)
+            if agent is not None:
+                self.bind_agent(agent, channel)  # its first packets follow the answer
+            if agent is not None and registration.reconnected:
+                agent.push_status()  # the router may be new, or another one
+
+        return d.addErrback(failed).addCallback(answer)
+
+    def _send_details(self, channel: Channel, request_id: str, registration: Registration) -> None:
+        agent = registration.agent
+        data = {
+            "request_id": request_id,
+            "worker_id": registration.worker_id,
+            "agent_id": agent.agent_id if agent is not None else None,
+            "init_task_data": registration.init_task_data,
+            "failure_reason": registration.failure_reason,
+        }
+        self._send(channel, Packet(AGENT_DETAILS, request_id, data))
+
+    # --- submissions ---
+
+    def handle_submit_unit(self, channel: Channel, packet: Packet) -> Deferred[None] | None:
+        agent = self.pool.get_agent(packet.subject_id)
+        if agent is not None and agent.submitted:
+            log.info("dropped a repeated submission of agent {agent_id}", agent_id=agent.agent_id)
+            return None
+        key = fingerprint(packet)
+        if not self.stored_submissions.add(key):
+            log.info(
+                "dropped a repeated submission of agent {agent_id}", agent_id=packet.subject_id
+            )
+            return None
+        if agent is None:
+            log.warn(
+                "submission for agent {agent_id}, unknown to this backend: stored anyway",
+                agent_id=packet.subject_id,
+            )
+        else:
+            agent.submitted = True
+        worker_id = agent.worker_id if agent is not None else None
+        d = self.store.save_unit_submission(packet.subject_id, worker_id, packet.data)
+
+        def stored(_: None) -> None:
+            if agent is not None and agent.status in Status.ACTIVE:
+                agent.set_status(Status.COMPLETED)
+
+        def failed(failure: Failure) -> Failure:
+            self.stored_submissions.discard(key)  # a repeat may be stored yet
+            if agent is not None:
+                agent.submitted = False
+            return failure
+
+        return d.addCallbacks(stored, failed)
+
+    def handle_submit_metadata(self, channel: Channel, packet: Packet) -> Deferred[None] | None:
+        key = fingerprint(packet)
+        if not self.stored_submissions.add(key):
+            log.info("dropped repeated metadata of agent {agent_id}", agent_id=packet.subject_id)
+            return None
+        agent = self.pool.get_agent(packet.subject_id)
+        worker_id = agent.worker_id if agent is not None else None
+        d = self.store.save_metadata(packet.subject_id, worker_id, packet.data)
+
+        def failed(failure: Failure) -> Failure:
+            self.stored_submissions.discard(key)
+            return failure
+
+        return d.addErrback(failed)
+
+    # --- live updates ---
+
+    def handle_live_update(self, channel: Channel, packet: Packet) -> None:
+        agent = self.pool.get_agent(packet.subject_id)
+        if agent is None:
+            log.warn(
+                "live update for unknown agent {agent_id}: dropped", agent_id=packet.subject_id
+            )
+            return
+        if not agent.receive_live_update(packet.data):
+            log.debug("dropped a repeated live update of agent {agent_id}", agent_id=agent.agent_id)
+
+    # --- statuses ---
+
+    def handle_return_statuses(self, channel: Channel, packet: Packet) -> None:
+        router_statuses = packet.data
+        for agent_id, bound in list(self.agent_channels.items()):
+            if bound is not channel:
+                continue
+            agent = self.pool.get_agent(agent_id)
+            if agent is None:
+                continue
+            router_status = router_statuses.get(agent_id)
+            if router_status == agent.status:
+                continue
+            if router_status == Status.DISCONNECT and agent.is_active:
+                log.info("agent {agent_id} disconnected (router)", agent_id=agent_id)
+                agent.set_status(Status.DISCONNECT, push=False)
+            else:
+                agent.push_status()
+
+    # --- errors ---
+
+    def handle_log_error(self, channel: Channel, packet: Packet) -> None:
+        data = packet.data
+        if data.get("error_type") == "version-mismatch":
+            log.error(
+                "the browser of {subject} runs mephisto-task {received}, expected {expected};"
+                " update the task frontend",
+                subject=packet.subject_id,
+                received=data.get("received_version"),
+                expected=data.get("expected_version"),
+            )
+            return
+        agent = self.pool.get_agent(packet.subject_id)
+        log.warn(
+            "browser error from agent {agent_id} ({agent}): {error}",
+            agent_id=packet.subject_id,
+            agent=agent,
+            error=data.get("error_data", data),
+        )

@@ -1,0 +1,468 @@
+"""The backend over real loopback sockets.
+
+- embedded mode, as `build_service` wires it: HTTP through treq, a browser-like
+  Autobahn socket (alive, heartbeat, live updates);
+- remote mode against our router (RouterWeb(...).site() on 127.0.0.1), including
+  the router restarting mid-task.
+
+Waits are event-driven: small polling steps bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import reactor as _reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, capturedLogs
+from twisted.web.client import HTTPConnectionPool
+from twisted.web.http_headers import Headers
+
+from architect.backend.agents import Agent
+from architect.backend.websocket_channel import WebsocketChannel
+from architect.config import BackendConfig, Config, RouterConfig
+from architect.protocol import (
+    ALIVE,
+    CLIENT_BOUND_LIVE_UPDATE,
+    HEARTBEAT,
+    MEPHISTO_BOUND_LIVE_UPDATE,
+    UPDATE_STATUS,
+    Packet,
+    Status,
+)
+from architect.router.hub import RouterHub
+from architect.router.web import RouterWeb
+from architect.tap import ArchitectService, build_service
+
+reactor: Any = _reactor
+DEADLINE = 5.0  # seconds to wait for something that should happen at once
+TOKEN = "backend-token"
+
+
+async def wait_for(condition: Callable[[], object], what: str, deadline: float = DEADLINE) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await deferLater(reactor, 0.01)
+
+
+# --- a browser-like socket ---
+
+
+class Browser(WebSocketClientProtocol):
+    factory: BrowserFactory
+
+    def onOpen(self) -> None:
+        self.factory.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.factory.received.append(Packet.from_json(payload))
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.is_closed = True
+        if not self.factory.opened.called:
+            self.factory.opened.errback(ConnectionError(f"refused: {code} {reason}"))
+
+    def send(self, packet_type: str, subject_id: str, data: dict[str, Any] | None = None) -> None:
+        packet = {
+            "packet_type": packet_type,
+            "subject_id": subject_id,
+            "data": data or {},
+            "client_timestamp": time.time(),
+        }
+        self.sendMessage(json.dumps(packet).encode())
+
+    @property
+    def received(self) -> list[Packet]:
+        return self.factory.received
+
+    def of_type(self, packet_type: str) -> list[Packet]:
+        return [p for p in self.received if p.packet_type == packet_type]
+
+    def statuses(self) -> list[str]:
+        return [p.data["status"] for p in self.of_type(UPDATE_STATUS)]
+
+
+class BrowserFactory(WebSocketClientFactory):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.protocol = Browser
+        self.opened: Deferred[Browser] = Deferred()
+        self.received: list[Packet] = []
+        self.is_closed = False
+
+
+async def open_browser(port: int) -> Browser:
+    factory = BrowserFactory(f"ws://127.0.0.1:{port}/")
+    await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
+    factory.opened.addTimeout(DEADLINE, reactor)
+    return await factory.opened
+
+
+async def close_browser(browser: Browser) -> None:
+    if not browser.factory.is_closed:
+        browser.sendClose()
+        await wait_for(lambda: browser.factory.is_closed, "the browser socket to close")
+
+
+# --- HTTP ---
+
+
+@pytest.fixture
+def http_pool() -> HTTPConnectionPool:
+    # Not persistent: a restarted router must not be reached through an old connection.
+    return HTTPConnectionPool(reactor, persistent=False)
+
+
+async def post_json(
+    pool: HTTPConnectionPool, port: int, path: str, body: dict[str, Any]
+) -> tuple[int, Any]:
+    response = await treq.post(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode(),
+        headers=Headers({b"Content-Type": [b"application/json"]}),
+        pool=pool,
+    )
+    return response.code, json.loads(await response.text())
+
+
+def provider_data(worker: str, assignment: str = "assignment1") -> dict[str, Any]:
+    return {
+        "worker_name": worker,
+        "agent_registration_id": f"{assignment}-{worker}",
+        "assignment_id": assignment,
+        "provider_type": "mock",
+    }
+
+
+async def request_agent(pool: HTTPConnectionPool, port: int, worker: str) -> dict[str, Any]:
+    code, answer = await post_json(
+        pool,
+        port,
+        "/request_agent",
+        {"provider_data": provider_data(worker), "client_timestamp": time.time()},
+    )
+    assert code == 200, answer
+    data: dict[str, Any] = answer["data"]
+    return data
+
+
+async def free_port() -> int:
+    listener = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+    port: int = listener.getHost().port
+    await listener.stopListening()
+    return port
+
+
+def agent_of(service: ArchitectService, agent_id: str) -> Agent:
+    assert service.pool is not None
+    agent = service.pool.get_agent(agent_id)
+    assert agent is not None
+    return agent
+
+
+@pytest.fixture
+def router_config(tmp_path: Path) -> RouterConfig:
+    return RouterConfig(
+        listen="tcp:0:interface=127.0.0.1",
+        backend_token=TOKEN,
+        request_timeout=5.0,
+        disconnect_grace=0.3,
+        upload_dir=tmp_path / "uploads",
+    )
+
+
+# --- embedded ---
+
+
+@pytest_twisted.async_yield_fixture
+async def embedded(tmp_path: Path) -> AsyncIterator[tuple[ArchitectService, int]]:
+    port = await free_port()
+    config = Config(
+        path=tmp_path / "router.ini",
+        router=RouterConfig(
+            listen=f"tcp:{port}:interface=127.0.0.1",
+            task_config={"task_title": "demo"},
+            disconnect_grace=0.3,
+            upload_dir=tmp_path / "uploads",
+        ),
+        backend=BackendConfig(mode="embedded", status_interval=0.1),
+    )
+    service = build_service(config, reactor)
+    service.startService()
+    try:
+        yield service, port
+    finally:
+        await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_embedded_mode_end_to_end(
+    embedded: tuple[ArchitectService, int], http_pool: HTTPConnectionPool
+) -> None:
+    service, port = embedded
+    assert service.hub is not None and service.hub.backend is not None
+    details = await request_agent(http_pool, port, "w1")
+    agent_id = details["agent_id"]
+    assert details["failure_reason"] is None
+    assert details["init_task_data"]["text"].startswith("Demo unit 1 of 10")
+    agent = agent_of(service, agent_id)
+
+    browser = await open_browser(port)
+    try:
+        browser.send(ALIVE, agent_id)
+        browser.send(HEARTBEAT, agent_id)
+        await wait_for(lambda: browser.of_type(HEARTBEAT), "a heartbeat reply")
+        reply = browser.of_type(HEARTBEAT)[0].data
+        assert reply["status"] == Status.IN_TASK
+        assert reply["last_mephisto_ping"] > 0
+        assert Status.IN_TASK in browser.statuses()
+
+        # browser -> task code, a repeated update taken once
+        for _ in range(2):
+            browser.send(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u1", "text": "hi"})
+        got = await agent.act(DEADLINE)
+        assert got is not None and got["text"] == "hi"
+        assert await agent.act(0.2) is None
+
+        # task code -> browser
+        agent.observe({"text": "hello"})
+        await wait_for(lambda: browser.of_type(CLIENT_BOUND_LIVE_UPDATE), "a client-bound update")
+        update = browser.of_type(CLIENT_BOUND_LIVE_UPDATE)[0]
+        assert update.subject_id == agent_id
+        assert update.data["text"] == "hello" and update.data["update_id"]
+
+        # a page reload gets the same agent and the conversation so far
+        again = await request_agent(http_pool, port, "w1")
+        assert again["agent_id"] == agent_id
+        past = again["init_task_data"]["past_live_updates"]
+        assert [u["text"] for u in past] == ["hi", "hello"]
+
+        code, body = await post_json(
+            http_pool,
+            port,
+            "/submit_task",
+            {"USED_AGENT_ID": agent_id, "final_data": {"answer": 42}, "client_timestamp": 1.0},
+        )
+        assert (code, body) == (200, {"status": "Submitted!"})
+        assert service.store is not None
+        store = service.store
+        await wait_for(lambda: store.of_agent(agent_id), "the submission to be stored")
+        assert [s.data for s in store.of_agent(agent_id)] == [{"answer": 42}]
+        await wait_for(lambda: Status.COMPLETED in browser.statuses(), "status completed")
+        assert agent.status == Status.COMPLETED
+    finally:
+        await close_browser(browser)
+
+
+@pytest_twisted.ensureDeferred
+async def test_embedded_backend_learns_a_router_disconnect(
+    embedded: tuple[ArchitectService, int], http_pool: HTTPConnectionPool
+) -> None:
+    service, port = embedded
+    agent_id = (await request_agent(http_pool, port, "w2"))["agent_id"]
+    browser = await open_browser(port)
+    browser.send(ALIVE, agent_id)
+    await wait_for(lambda: Status.IN_TASK in browser.statuses(), "status in task")
+    await close_browser(browser)  # not back within disconnect_grace (0.3 s)
+    agent = agent_of(service, agent_id)
+    await wait_for(lambda: agent.status == Status.DISCONNECT, "the backend to take disconnect")
+
+
+@pytest_twisted.ensureDeferred
+async def test_embedded_version_mismatch_reaches_the_backend_log(
+    embedded: tuple[ArchitectService, int], http_pool: HTTPConnectionPool
+) -> None:
+    _, port = embedded
+    with capturedLogs() as events:
+        response = await treq.get(
+            f"http://127.0.0.1:{port}/task_config.json?mephisto_task_version=1.9.0", pool=http_pool
+        )
+        assert response.code == 200
+        await response.content()
+        await wait_for(
+            lambda: any(
+                e["log_level"] == LogLevel.error and e.get("received") == "1.9.0" for e in events
+            ),
+            "the backend's version-mismatch error",
+        )
+
+
+# --- remote ---
+
+
+class Router:
+    """Our router on 127.0.0.1; `restart` stops it as a crashing process would and starts anew."""
+
+    def __init__(self, config: RouterConfig) -> None:
+        self.config = config
+        self.hub: RouterHub
+        self.listener: IListeningPort
+        self.port = 0
+        self.start()
+
+    def start(self) -> None:
+        self.hub = RouterHub(reactor, self.config)
+        site = RouterWeb(self.hub, self.config).site()
+        self.listener = reactor.listenTCP(self.port, site, interface="127.0.0.1")
+        host = self.listener.getHost()
+        assert isinstance(host, IPv4Address)
+        self.port = host.port
+
+    async def stop(self) -> None:
+        stopped = self.listener.stopListening()
+        if stopped is not None:
+            await stopped
+        links = [self.hub.backend, *self.hub.link_agents]
+        for link in links:
+            transport = getattr(link, "transport", None)
+            if transport is not None:
+                transport.abortConnection()
+
+
+@pytest_twisted.ensureDeferred
+async def test_remote_mode_survives_a_router_restart(
+    tmp_path: Path, router_config: RouterConfig, http_pool: HTTPConnectionPool
+) -> None:
+    router = Router(router_config)
+    config = Config(
+        path=tmp_path / "backend.ini",
+        router=RouterConfig(upload_dir=tmp_path / "unused"),
+        backend=BackendConfig(
+            mode="remote",
+            router_url=f"ws://127.0.0.1:{router.port}/",
+            backend_token=TOKEN,
+            status_interval=0.1,
+            reconnect_giveup=30.0,
+        ),
+    )
+    service = build_service(config, reactor)
+    assert service.hub is None  # the backend alone
+    service.startService()
+    browsers: list[Browser] = []
+    try:
+        await wait_for(lambda: router.hub.backend is not None, "the backend to connect")
+        agent_id = (await request_agent(http_pool, router.port, "w1"))["agent_id"]
+        agent = agent_of(service, agent_id)
+        browser = await open_browser(router.port)
+        browsers.append(browser)
+        browser.send(ALIVE, agent_id)
+        browser.send(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u1", "n": 1})
+        before = await agent.act(DEADLINE)
+        assert before is not None and before["n"] == 1
+        agent.observe({"n": 2})
+        await wait_for(lambda: browser.of_type(CLIENT_BOUND_LIVE_UPDATE), "the first update")
+
+        # The router goes away mid-task.
+        channel = service.backend.channels[0] if service.backend else None
+        assert isinstance(channel, WebsocketChannel)
+        await router.stop()
+        await wait_for(lambda: not channel.is_open, "the backend to notice")
+        await wait_for(lambda: browser.factory.is_closed, "the browser to notice")
+        # What the task code sends in the gap is kept.
+        agent.observe({"n": 3})
+        agent.observe({"n": 4})
+        assert [p.data.get("n") for p in channel.unsent if p.data.get("n")] == [3, 4]
+
+        router.start()  # a new process: a new hub, nothing remembered
+        await wait_for(lambda: router.hub.backend is not None, "the backend to reconnect")
+        assert channel.connections == 2
+        browser2 = await open_browser(router.port)
+        browsers.append(browser2)
+        browser2.send(ALIVE, agent_id)
+        await wait_for(
+            lambda: len(browser2.of_type(CLIENT_BOUND_LIVE_UPDATE)) == 2, "the gap's updates"
+        )
+        assert [p.data["n"] for p in browser2.of_type(CLIENT_BOUND_LIVE_UPDATE)] == [3, 4]
+        # the new router learns the agent's status from the backend
+        await wait_for(lambda: Status.IN_TASK in browser2.statuses(), "status in task")
+        assert router.hub.agents.statuses()[agent_id] == Status.IN_TASK
+
+        # the live agent carries on
+        browser2.send(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u5", "n": 5})
+        after = await agent.act(DEADLINE)
+        assert after is not None and after["n"] == 5
+        code, body = await post_json(
+            http_pool,
+            router.port,
+            "/submit_task",
+            {"USED_AGENT_ID": agent_id, "final_data": {"done": True}},
+        )
+        assert (code, body) == (200, {"status": "Submitted!"})
+        assert service.store is not None
+        store = service.store
+        await wait_for(lambda: store.of_agent(agent_id), "the submission to be stored")
+        await wait_for(lambda: Status.COMPLETED in browser2.statuses(), "status completed")
+        assert agent.status == Status.COMPLETED
+        assert [u.get("n") for u in agent.past_live_updates] == [1, 2, 3, 4, 5]
+    finally:
+        for b in browsers:
+            await close_browser(b)
+        await service.stopService()
+        await router.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_remote_backend_closes_cleanly_on_stop(
+    tmp_path: Path, router_config: RouterConfig
+) -> None:
+    router = Router(router_config)
+    config = Config(
+        path=tmp_path / "backend.ini",
+        router=RouterConfig(upload_dir=tmp_path / "unused"),
+        backend=BackendConfig(
+            mode="remote", router_url=f"ws://127.0.0.1:{router.port}/", backend_token=TOKEN
+        ),
+    )
+    service = build_service(config, reactor)
+    service.startService()
+    try:
+        await wait_for(lambda: router.hub.backend is not None, "the backend to connect")
+        socket = router.hub.backend
+        await service.stopService()
+        assert router.hub.backend is None
+        assert getattr(socket, "wasClean", None) is True
+        await deferLater(reactor, 0.3)
+        assert router.hub.backend is None  # and it does not come back
+    finally:
+        await router.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_remote_backend_with_a_wrong_token_is_refused(
+    tmp_path: Path, router_config: RouterConfig
+) -> None:
+    router = Router(router_config)
+    config = Config(
+        path=tmp_path / "backend.ini",
+        router=RouterConfig(upload_dir=tmp_path / "unused"),
+        backend=BackendConfig(
+            mode="remote", router_url=f"ws://127.0.0.1:{router.port}/", backend_token="wrong"
+        ),
+    )
+    service = build_service(config, reactor)
+    with capturedLogs() as events:
+        service.startService()
+        try:
+            await wait_for(
+                lambda: any(e["log_level"] == LogLevel.error for e in events),
+                "the refusal to be logged",
+            )
+            assert router.hub.backend is None
+        finally:
+            await service.stopService()
+            await router.stop()

@@ -1,0 +1,201 @@
+"""Channels without sockets: the in-process channel against a real hub, and the
+WebsocketChannel's giving up, with a task.Clock."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.task import Clock
+from zope.interface import implementer
+
+from architect.backend.channel import Channel, InProcessChannel
+from architect.backend.client_io import ClientIOHandler
+from architect.backend.store import MemoryStore
+from architect.backend.websocket_channel import WebsocketChannel, url_with_token
+from architect.backend.workers import MemoryWorkerPool
+from architect.config import RouterConfig
+from architect.protocol import (
+    ALIVE,
+    CLIENT_BOUND_LIVE_UPDATE,
+    MEPHISTO_BOUND_LIVE_UPDATE,
+    SUBMIT_UNIT,
+    UPDATE_STATUS,
+    Packet,
+    Status,
+)
+from architect.router.hub import RouterHub
+from tests.fakes import FakeLink
+
+
+class Embedded:
+    """A hub and a backend linked in process, on one Clock."""
+
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.hub = RouterHub(self.clock, RouterConfig())
+        self.pool = MemoryWorkerPool(self.clock, [{"text": "one"}, {"text": "two"}])
+        self.store = MemoryStore()
+        self.handler = ClientIOHandler(self.clock, self.pool, self.store)
+        self.channel = InProcessChannel(self.hub, self.clock)
+        self.handler.add_channel(self.channel)
+
+    def flush(self) -> None:
+        for _ in range(10):
+            self.clock.advance(0)
+
+    def request_agent(self, worker: str = "w1") -> dict[str, Any]:
+        answers: list[dict[str, Any]] = []
+        self.hub.request_agent({"worker_name": worker}, None).addCallback(answers.append)
+        self.flush()
+        assert len(answers) == 1
+        return answers[0]
+
+
+def test_embedded_registration_live_updates_and_submission() -> None:
+    e = Embedded()
+    e.channel.open()
+    assert e.hub.backend is e.channel.link
+    answer = e.request_agent()
+    agent_id = answer["data"]["agent_id"]
+    assert answer["data"]["init_task_data"] == {"text": "one"}
+    browser = FakeLink("browser")
+    e.hub.link_packet(browser, Packet(ALIVE, agent_id, {}))
+    e.flush()
+    assert e.hub.agents.statuses()[agent_id] == Status.IN_TASK
+    # (the backend may push it twice: the router's first statuses predate the agent)
+    assert {p.data["status"] for p in browser.of_type(UPDATE_STATUS)} == {Status.IN_TASK}
+
+    agent = e.pool.get_agent(agent_id)
+    assert agent is not None
+    got: list[Any] = []
+    agent.act(1).addCallback(got.append)
+    e.hub.link_packet(browser, Packet(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u1"}))
+    e.flush()
+    assert got == [{"update_id": "u1"}]
+    agent.observe({"text": "hello"})
+    e.flush()
+    assert [p.data["text"] for p in browser.of_type(CLIENT_BOUND_LIVE_UPDATE)] == ["hello"]
+
+    e.hub.submit(SUBMIT_UNIT, agent_id, {"answer": 1}, None)
+    e.flush()
+    assert [s.data for s in e.store.of_agent(agent_id)] == [{"answer": 1}]
+    assert e.hub.agents.statuses()[agent_id] == Status.COMPLETED
+
+
+def test_delivery_is_in_a_later_turn_in_order_and_copied() -> None:
+    e = Embedded()
+    received: list[Packet] = []
+    e.channel.open()
+    e.channel.on_message = lambda channel, packet: received.append(packet)
+    browser = FakeLink("browser")
+    e.hub.link_packet(browser, Packet(ALIVE, "a1", {}))
+    data = {"nested": {"n": 0}}
+    for n in range(3):
+        data["nested"]["n"] = n
+        e.channel.send(Packet(CLIENT_BOUND_LIVE_UPDATE, "a1", data))
+    assert browser.of_type(CLIENT_BOUND_LIVE_UPDATE) == []  # not re-entrant
+    e.flush()
+    sent = browser.of_type(CLIENT_BOUND_LIVE_UPDATE)
+    assert [p.data["nested"]["n"] for p in sent] == [0, 1, 2]
+    data["nested"]["n"] = 99
+    assert sent[0].data["nested"]["n"] == 0
+
+    received.clear()  # the answer to the request_statuses sent on open
+    incoming: dict[str, Any] = {"update_id": "u1", "list": [1]}
+    e.hub.link_packet(browser, Packet(MEPHISTO_BOUND_LIVE_UPDATE, "a1", incoming))
+    assert received == []
+    e.flush()
+    assert received[0].data == incoming
+    assert received[0].data is not incoming
+    incoming["list"].append(2)
+    assert received[0].data["list"] == [1]
+
+
+def test_packets_sent_while_closed_go_out_on_open() -> None:
+    e = Embedded()
+    e.channel.open()
+    browser = FakeLink("browser")
+    e.hub.link_packet(browser, Packet(ALIVE, "a1", {}))
+    e.channel.close()
+    assert e.hub.backend is None
+    e.channel.send(Packet(CLIENT_BOUND_LIVE_UPDATE, "a1", {"n": 1}))
+    e.flush()
+    assert browser.of_type(CLIENT_BOUND_LIVE_UPDATE) == []
+    e.channel.open()
+    e.flush()
+    assert [p.data["n"] for p in browser.of_type(CLIENT_BOUND_LIVE_UPDATE)] == [1]
+
+
+def test_another_backend_taking_over_is_a_catastrophic_loss() -> None:
+    e = Embedded()
+    lost: list[Channel] = []
+    e.channel.open()
+    e.channel.on_catastrophic_loss = lost.append
+    e.hub.backend_connected(FakeLink("other backend"))
+    assert lost == [e.channel]
+    assert not e.channel.is_open
+
+
+# --- WebsocketChannel, no sockets ---
+
+
+@implementer(IStreamClientEndpoint)
+class RefusingEndpoint:
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+        self.attempts += 1
+        return fail(ConnectionRefusedError())
+
+
+def test_url_with_token() -> None:
+    url = url_with_token("ws://router.example:3000/?x=1&token=old", "s3cr&t")
+    parts = urlsplit(url)
+    assert parse_qs(parts.query) == {"x": ["1"], "token": ["s3cr&t"]}
+    assert url_with_token("ws://h:1", "t") == "ws://h:1/?token=t"
+    assert url_with_token("ws://h:1/", "") == "ws://h:1/"
+
+
+def test_websocket_channel_sends_the_token_as_bearer_header_too() -> None:
+    channel = WebsocketChannel(
+        Clock(), "ws://127.0.0.1:9/", token="tok", endpoint=RefusingEndpoint()
+    )
+    assert channel.factory.headers == {"Authorization": "Bearer tok"}
+    assert channel.factory.resource == "/?token=tok"
+    bare = WebsocketChannel(Clock(), "ws://127.0.0.1:9/", endpoint=RefusingEndpoint())
+    assert bare.factory.headers == {}
+
+
+def test_websocket_channel_reports_catastrophic_loss_after_giveup_and_keeps_trying() -> None:
+    clock = Clock()
+    endpoint = RefusingEndpoint()
+    channel = WebsocketChannel(
+        clock,
+        "ws://127.0.0.1:9/",
+        reconnect_giveup=10.0,
+        retry_policy=lambda attempt: 1.0,
+        endpoint=endpoint,
+    )
+    lost: list[Channel] = []
+    channel.on_catastrophic_loss = lost.append
+    channel.open()
+    channel.send(Packet(UPDATE_STATUS, "a1", {"status": "in task"}))
+    assert channel.unsent[0].subject_id == "a1"
+    clock.advance(9.999)
+    assert lost == []
+    clock.advance(0.001)
+    assert lost == [channel]
+    for _ in range(100):
+        clock.advance(1)
+    assert lost == [channel]  # once per outage
+    assert endpoint.attempts > 100
+    closed: list[None] = []
+    channel.close().addCallback(closed.append)
+    assert closed == [None]
+    attempts = endpoint.attempts
+    clock.advance(100)
+    assert endpoint.attempts == attempts

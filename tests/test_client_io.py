@@ -1,0 +1,591 @@
+"""The ClientIOHandler with fake channels, the in-memory pool and a task.Clock: no sockets."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs
+
+from architect.backend.agents import Agent, AgentGone
+from architect.backend.client_io import ClientIOHandler
+from architect.backend.store import MemoryStore
+from architect.backend.workers import MemoryWorkerPool
+from architect.protocol import (
+    AGENT_DETAILS,
+    CLIENT_BOUND_LIVE_UPDATE,
+    HEARTBEAT,
+    LOG_ERROR,
+    MEPHISTO,
+    MEPHISTO_BOUND_LIVE_UPDATE,
+    REGISTER_AGENT,
+    REQUEST_STATUSES,
+    RETURN_STATUSES,
+    SUBMIT_METADATA,
+    SUBMIT_ONBOARDING,
+    SUBMIT_UNIT,
+    UPDATE_STATUS,
+    FailureReason,
+    Packet,
+    Status,
+)
+from tests.backend_fakes import FakeChannel
+
+UNITS = [{"text": "first"}, {"text": "second"}, {"text": "third"}]
+
+
+class Backend:
+    """A handler wired to a pool, a store and one fake channel."""
+
+    def __init__(
+        self,
+        units: list[dict[str, Any]] | None = None,
+        remembered_ids: int = 10_000,
+        **pool_options: Any,
+    ) -> None:
+        self.clock = Clock()
+        self.pool = MemoryWorkerPool(self.clock, UNITS if units is None else units, **pool_options)
+        self.store = MemoryStore()
+        self.handler = ClientIOHandler(
+            self.clock, self.pool, self.store, status_interval=4.0, remembered_ids=remembered_ids
+        )
+        self.channel = self.add_channel("one")
+
+    def add_channel(self, name: str) -> FakeChannel:
+        channel = FakeChannel(name)
+        self.handler.add_channel(channel)
+        return channel
+
+    def register(
+        self,
+        request_id: str,
+        worker: str = "w1",
+        registration_id: str | None = None,
+        channel: FakeChannel | None = None,
+    ) -> dict[str, Any]:
+        """Send register_agent; the data of the agent_details answer for it."""
+        channel = channel or self.channel
+        provider_data: dict[str, Any] = {"worker_name": worker, "provider_type": "mock"}
+        if registration_id is not None:
+            provider_data["agent_registration_id"] = registration_id
+        channel.receive(
+            REGISTER_AGENT, request_id, {"provider_data": provider_data, "request_id": request_id}
+        )
+        return answer_to(channel, request_id)
+
+    def agent(self, agent_id: str) -> Agent:
+        agent = self.pool.get_agent(agent_id)
+        assert agent is not None
+        return agent
+
+
+def answer_to(channel: FakeChannel, request_id: str) -> dict[str, Any]:
+    answers = [p for p in channel.of_type(AGENT_DETAILS) if p.data["request_id"] == request_id]
+    assert len(answers) == 1, f"{len(answers)} answers to {request_id}"
+    assert answers[0].subject_id == request_id
+    return answers[0].data
+
+
+def statuses_sent(channel: FakeChannel, agent_id: str) -> list[str]:
+    return [p.data["status"] for p in channel.of_type(UPDATE_STATUS) if p.subject_id == agent_id]
+
+
+# --- register_agent ---
+
+
+def test_register_agent_answers_agent_details_then_pushes_the_status() -> None:
+    b = Backend()
+    details = b.register("r1")
+    assert re.fullmatch(r"[0-9a-f]{32}", details["agent_id"])
+    assert details["init_task_data"] == {"text": "first"}
+    assert details["failure_reason"] is None
+    assert details["worker_id"]
+    assert b.channel.types() == [AGENT_DETAILS, UPDATE_STATUS]
+    assert statuses_sent(b.channel, details["agent_id"]) == [Status.IN_TASK]
+    assert all(p.server_timestamp is not None for p in b.channel.sent)
+
+
+def test_agent_ids_are_unguessable_and_distinct() -> None:
+    b = Backend()
+    ids = {b.register(f"r{n}", worker=f"w{n}")["agent_id"] for n in range(3)}
+    assert len(ids) == 3
+
+
+def test_a_repeated_register_agent_is_answered_once() -> None:
+    b = Backend()
+    b.register("r1")
+    b.channel.receive(
+        REGISTER_AGENT, "r1", {"provider_data": {"worker_name": "w1"}, "request_id": "r1"}
+    )
+    answer_to(b.channel, "r1")  # still exactly one
+    assert len(b.pool.agents) == 1
+
+
+def test_request_id_memory_is_bounded() -> None:
+    b = Backend(units=[{"n": n} for n in range(10)], remembered_ids=2)
+    b.register("r1", worker="w1")
+    b.register("r2", worker="w2")
+    b.register("r3", worker="w3")
+    assert len(b.handler.answered_requests) == 2
+    b.channel.receive(
+        REGISTER_AGENT, "r1", {"provider_data": {"worker_name": "w4"}, "request_id": "r1"}
+    )
+    assert len([p for p in b.channel.of_type(AGENT_DETAILS) if p.subject_id == "r1"]) == 2
+
+
+def test_registration_failure_reasons() -> None:
+    b = Backend(units=[{"n": 1}], blocked_workers=["bad"], max_units_per_worker=1)
+    assert b.register("r1", worker="bad")["failure_reason"] == FailureReason.NOT_QUALIFIED
+    first = b.register("r2", worker="w1")
+    assert first["agent_id"] is not None
+    assert b.register("r3", worker="w1")["failure_reason"] == FailureReason.MAX_UNITS
+    refused = b.register("r4", worker="w2")
+    assert refused["failure_reason"] == FailureReason.NO_WORK
+    assert refused["agent_id"] is None
+    assert refused["worker_id"]
+
+
+def test_too_many_concurrent_units() -> None:
+    b = Backend(max_concurrent=1)
+    b.register("r1", worker="w1", registration_id="a1-w1")
+    details = b.register("r2", worker="w1", registration_id="a2-w1")
+    assert details["failure_reason"] == FailureReason.TOO_MANY_CONCURRENT
+
+
+def test_bad_provider_data_gets_an_answer_not_silence() -> None:
+    b = Backend()
+    with capturedLogs() as events:
+        b.channel.receive(REGISTER_AGENT, "r1", {"provider_data": {}, "request_id": "r1"})
+    details = answer_to(b.channel, "r1")
+    assert details["agent_id"] is None
+    assert details["failure_reason"] == FailureReason.NO_WORK
+    assert any(e.get("log_failure") is not None for e in events)
+
+
+def test_reregistration_returns_the_same_agent_with_past_live_updates() -> None:
+    b = Backend()
+    agent_id = b.register("r1", registration_id="a1-w1")["agent_id"]
+    agent = b.agent(agent_id)
+    agent.observe({"text": "hello"})
+    b.channel.receive(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u1", "text": "hi"})
+    b.channel.clear()
+    again = b.register("r2", registration_id="a1-w1")
+    assert again["agent_id"] == agent_id
+    past = again["init_task_data"]["past_live_updates"]
+    assert [u["text"] for u in past] == ["hello", "hi"]
+    assert again["init_task_data"]["text"] == "first"
+    # the status is pushed again, for a router that may not know it
+    assert b.channel.types() == [AGENT_DETAILS, UPDATE_STATUS]
+    assert len(b.pool.agents) == 1
+
+
+def test_registration_id_of_a_finished_agent_is_task_missing() -> None:
+    b = Backend()
+    agent_id = b.register("r1", registration_id="a1-w1")["agent_id"]
+    b.agent(agent_id).set_status(Status.DISCONNECT)
+    details = b.register("r2", registration_id="a1-w1")
+    assert details["agent_id"] is None
+    assert details["failure_reason"] == FailureReason.TASK_MISSING
+
+
+def test_registration_id_of_another_worker_is_refused() -> None:
+    b = Backend()
+    b.register("r1", worker="w1", registration_id="a1-w1")
+    details = b.register("r2", worker="intruder", registration_id="a1-w1")
+    assert details["agent_id"] is None
+    assert details["failure_reason"] == FailureReason.TASK_MISSING
+
+
+def test_a_disconnected_agent_frees_its_unit() -> None:
+    b = Backend(units=[{"n": 1}])
+    agent_id = b.register("r1", worker="w1")["agent_id"]
+    assert b.register("r2", worker="w2")["failure_reason"] == FailureReason.NO_WORK
+    b.agent(agent_id).set_status(Status.DISCONNECT)
+    details = b.register("r3", worker="w2")
+    assert details["init_task_data"] == {"n": 1}
+
+
+# --- onboarding ---
+
+
+def onboard(b: Backend, agent_id: str, request_id: str, answer: str) -> dict[str, Any]:
+    b.channel.receive(
+        SUBMIT_ONBOARDING,
+        agent_id,
+        {"onboarding_data": {"answer": answer}, "request_id": request_id},
+    )
+    return answer_to(b.channel, request_id)
+
+
+def test_onboarding_passed_leads_to_a_unit() -> None:
+    b = Backend(
+        onboarding_data={"question": "2+2?"},
+        check_onboarding=lambda data: data.get("answer") == "4",
+    )
+    details = b.register("r1", registration_id="a1-w1")
+    onboarding_id = details["agent_id"]
+    assert onboarding_id.startswith("onboarding")
+    assert details["init_task_data"] == {"question": "2+2?"}
+    assert statuses_sent(b.channel, onboarding_id) == [Status.ONBOARDING]
+    passed = onboard(b, onboarding_id, "o1", "4")
+    assert passed["failure_reason"] is None
+    assert passed["agent_id"] != onboarding_id
+    assert passed["init_task_data"] == {"text": "first"}
+    assert statuses_sent(b.channel, passed["agent_id"]) == [Status.IN_TASK]
+    # a reload after onboarding finds the unit agent
+    assert b.register("r2", registration_id="a1-w1")["agent_id"] == passed["agent_id"]
+
+
+def test_onboarding_failed_blocks_the_worker() -> None:
+    b = Backend(check_onboarding=lambda data: data.get("answer") == "4")
+    onboarding_id = b.register("r1", registration_id="a1-w1")["agent_id"]
+    failed = onboard(b, onboarding_id, "o1", "5")
+    assert failed["agent_id"] is None
+    assert failed["failure_reason"] == FailureReason.NOT_QUALIFIED
+    assert b.register("r2", registration_id="a2-w1")["failure_reason"] == (
+        FailureReason.NOT_QUALIFIED
+    )
+
+
+def test_onboarding_check_may_answer_later_and_repeats_are_answered_once() -> None:
+    verdict: Deferred[bool] = Deferred()
+    b = Backend(check_onboarding=lambda data: verdict)
+    onboarding_id = b.register("r1")["agent_id"]
+    request = {"onboarding_data": {"answer": "4"}, "request_id": "o1"}
+    b.channel.receive(SUBMIT_ONBOARDING, onboarding_id, request)
+    b.channel.receive(SUBMIT_ONBOARDING, onboarding_id, request)
+    assert [p for p in b.channel.of_type(AGENT_DETAILS) if p.subject_id == "o1"] == []
+    verdict.callback(True)
+    assert answer_to(b.channel, "o1")["agent_id"] is not None
+
+
+def test_onboarding_for_an_unknown_agent_is_task_missing() -> None:
+    b = Backend(check_onboarding=lambda data: True)
+    assert onboard(b, "nobody", "o1", "4")["failure_reason"] == FailureReason.TASK_MISSING
+
+
+# --- submissions ---
+
+
+def test_submit_unit_is_stored_once_and_completes_the_agent() -> None:
+    b = Backend()
+    agent_id = b.register("r1")["agent_id"]
+    waiting = b.agent(agent_id).act()
+    b.channel.receive(SUBMIT_UNIT, agent_id, {"answer": 42})
+    b.channel.receive(SUBMIT_UNIT, agent_id, {"answer": 42})
+    stored = b.store.of_agent(agent_id, "unit")
+    assert [s.data for s in stored] == [{"answer": 42}]
+    assert stored[0].worker_id == b.agent(agent_id).worker_id
+    assert b.agent(agent_id).status == Status.COMPLETED
+    assert statuses_sent(b.channel, agent_id) == [Status.IN_TASK, Status.COMPLETED]
+    errors: list[Any] = []
+    waiting.addErrback(errors.append)
+    assert isinstance(errors[0].value, AgentGone)
+
+
+def test_submit_metadata_is_stored_once_per_distinct_packet() -> None:
+    b = Backend()
+    agent_id = b.register("r1")["agent_id"]
+    b.channel.receive(SUBMIT_METADATA, agent_id, {"feedback": "fine"})
+    b.channel.receive(SUBMIT_METADATA, agent_id, {"feedback": "fine"})
+    b.channel.receive(SUBMIT_METADATA, agent_id, {"feedback": "more"})
+    assert [s.data for s in b.store.of_agent(agent_id, "metadata")] == [
+        {"feedback": "fine"},
+        {"feedback": "more"},
+    ]
+    assert b.agent(agent_id).status == Status.IN_TASK
+
+
+class FlakyStore(MemoryStore):
+    """Fails the first unit submission, as a full disk would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    def save_unit_submission(
+        self, agent_id: str, worker_id: str | None, data: dict[str, Any]
+    ) -> Deferred[None]:
+        self.attempts += 1
+        if self.attempts == 1:
+            return fail(OSError("disk full"))
+        return super().save_unit_submission(agent_id, worker_id, data)
+
+
+def test_a_failed_store_lets_the_repeat_be_stored() -> None:
+    b = Backend()
+    store = b.handler.store = b.store = FlakyStore()
+    agent_id = b.register("r1")["agent_id"]
+    with capturedLogs() as events:
+        b.channel.receive(SUBMIT_UNIT, agent_id, {"answer": 1})
+    assert any(e.get("log_failure") is not None for e in events)
+    assert b.agent(agent_id).status == Status.IN_TASK
+    b.channel.receive(SUBMIT_UNIT, agent_id, {"answer": 1})
+    assert store.attempts == 2
+    assert [s.data for s in store.of_agent(agent_id)] == [{"answer": 1}]
+    assert b.agent(agent_id).status == Status.COMPLETED
+
+
+def test_submission_for_an_unknown_agent_is_kept() -> None:
+    b = Backend()
+    b.channel.receive(SUBMIT_UNIT, "ghost", {"answer": 1})
+    assert [s.agent_id for s in b.store.submissions] == ["ghost"]
+
+
+# --- live updates ---
+
+
+def test_live_updates_are_taken_once_by_update_id_and_pulled_with_act() -> None:
+    b = Backend()
+    agent_id = b.register("r1")["agent_id"]
+    agent = b.agent(agent_id)
+    for _ in range(2):
+        b.channel.receive(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u1", "n": 1})
+    b.channel.receive(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u2", "n": 2})
+    got: list[Any] = []
+    agent.act(1).addCallback(got.append)
+    agent.act(1).addCallback(got.append)
+    agent.act(1).addCallback(got.append)
+    assert [g["n"] for g in got] == [1, 2]
+    b.clock.advance(1)
+    assert got[2] is None
+
+
+def test_act_waits_for_the_next_update_until_its_timeout() -> None:
+    b = Backend()
+    agent_id = b.register("r1")["agent_id"]
+    agent = b.agent(agent_id)
+    got: list[Any] = []
+    agent.act(5).addCallback(got.append)
+    b.clock.advance(4.999)
+    assert got == []
+    b.channel.receive(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u1"})
+    assert got == [{"update_id": "u1"}]
+    late: list[Any] = []
+    agent.act(5).addCallback(late.append)
+    b.clock.advance(4.999)
+    assert late == []
+    b.clock.advance(0.001)
+    assert late == [None]
+    # an update after a timed-out act waits for the next act
+    b.channel.receive(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u2"})
+    agent.act(0).addCallback(late.append)
+    assert late == [None, {"update_id": "u2"}]
+
+
+def test_live_updates_can_be_pushed_to_a_callback() -> None:
+    b = Backend()
+    agent_id = b.register("r1")["agent_id"]
+    agent = b.agent(agent_id)
+    pushed: list[tuple[str, dict[str, Any]]] = []
+    agent.on_live_update = lambda a, data: pushed.append((a.agent_id, data))
+    b.channel.receive(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u1", "x": 1})
+    b.channel.receive(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u1", "x": 1})
+    assert pushed == [(agent_id, {"update_id": "u1", "x": 1})]
+
+
+def test_update_id_memory_is_bounded() -> None:
+    clock = Clock()
+    agent = Agent(clock, "a1", "w1", {}, remembered_update_ids=2)
+    agent.set_status(Status.IN_TASK)
+    for update_id in ("u1", "u2", "u3"):
+        assert agent.receive_live_update({"update_id": update_id})
+    assert not agent.receive_live_update({"update_id": "u3"})
+    assert agent.receive_live_update({"update_id": "u1"})  # forgotten: taken again
+
+
+def test_observe_sends_client_bound_updates_with_fresh_update_ids() -> None:
+    b = Backend()
+    agent_id = b.register("r1")["agent_id"]
+    data = {"text": "hello", "update_id": "stale"}
+    first = b.agent(agent_id).observe(data)
+    second = b.agent(agent_id).send_live_update(data)
+    updates = b.channel.of_type(CLIENT_BOUND_LIVE_UPDATE)
+    assert [u.subject_id for u in updates] == [agent_id, agent_id]
+    ids = [u.data["update_id"] for u in updates]
+    assert ids == [first, second]
+    assert len(set(ids)) == 2 and "stale" not in ids
+    assert all(re.fullmatch(r"[0-9a-f-]{36}", i) for i in ids)
+    assert data == {"text": "hello", "update_id": "stale"}  # the caller's dict is untouched
+
+
+def test_live_update_for_an_unknown_agent_is_dropped() -> None:
+    b = Backend()
+    b.channel.receive(MEPHISTO_BOUND_LIVE_UPDATE, "ghost", {"update_id": "u1"})
+    assert b.channel.sent == []
+
+
+# --- statuses ---
+
+
+def test_request_statuses_every_interval_on_every_open_channel() -> None:
+    b = Backend()
+    other = b.add_channel("two")
+    closed = b.add_channel("three")
+    closed.opened = False
+    b.handler.start()
+    b.clock.advance(3.999)
+    assert b.channel.sent == []
+    b.clock.advance(0.001)
+    for channel in (b.channel, other):
+        assert channel.types() == [REQUEST_STATUSES]
+        assert channel.sent[0].subject_id == MEPHISTO
+    assert closed.sent == []
+    b.clock.advance(4)
+    assert len(b.channel.of_type(REQUEST_STATUSES)) == 2
+    b.handler.stop()
+    b.clock.advance(40)
+    assert len(b.channel.of_type(REQUEST_STATUSES)) == 2
+
+
+def test_a_channel_that_opens_is_asked_for_statuses_at_once() -> None:
+    b = Backend()
+    late = b.add_channel("late")
+    late.opened = False
+    late.open()
+    assert late.types() == [REQUEST_STATUSES]
+
+
+def test_return_statuses_takes_disconnect_from_the_router() -> None:
+    b = Backend()
+    agent_id = b.register("r1")["agent_id"]
+    waiting = b.agent(agent_id).act()
+    b.channel.clear()
+    b.channel.receive(RETURN_STATUSES, MEPHISTO, {agent_id: Status.DISCONNECT})
+    assert b.agent(agent_id).status == Status.DISCONNECT
+    assert b.channel.sent == []  # the router knows already
+    errors: list[Any] = []
+    waiting.addErrback(errors.append)
+    assert isinstance(errors[0].value, AgentGone)
+
+
+@pytest.mark.parametrize("router_status", [Status.NONE, Status.WAITING, None])
+def test_return_statuses_other_mismatch_repushes_ours(router_status: str | None) -> None:
+    b = Backend()
+    agent_id = b.register("r1")["agent_id"]
+    b.channel.clear()
+    data = {} if router_status is None else {agent_id: router_status}
+    b.channel.receive(RETURN_STATUSES, MEPHISTO, data)
+    assert statuses_sent(b.channel, agent_id) == [Status.IN_TASK]
+    assert b.agent(agent_id).status == Status.IN_TASK
+
+
+def test_return_statuses_in_agreement_sends_nothing() -> None:
+    b = Backend()
+    agent_id = b.register("r1")["agent_id"]
+    b.channel.clear()
+    b.channel.receive(RETURN_STATUSES, MEPHISTO, {agent_id: Status.IN_TASK, "other": "none"})
+    assert b.channel.sent == []
+
+
+def test_disconnect_is_not_taken_for_a_completed_agent() -> None:
+    b = Backend()
+    agent_id = b.register("r1")["agent_id"]
+    b.channel.receive(SUBMIT_UNIT, agent_id, {"done": True})
+    b.channel.clear()
+    b.channel.receive(RETURN_STATUSES, MEPHISTO, {agent_id: Status.DISCONNECT})
+    assert b.agent(agent_id).status == Status.COMPLETED
+    assert statuses_sent(b.channel, agent_id) == [Status.COMPLETED]
+
+
+# --- several channels ---
+
+
+def test_answers_and_agent_packets_use_the_channel_of_the_registration() -> None:
+    b = Backend()
+    second = b.add_channel("two")
+    a1 = b.register("r1", worker="w1")["agent_id"]
+    a2 = b.register("r2", worker="w2", channel=second)["agent_id"]
+    b.channel.clear()
+    second.clear()
+    b.agent(a1).observe({"to": "one"})
+    b.agent(a2).observe({"to": "two"})
+    assert [p.subject_id for p in b.channel.sent] == [a1]
+    assert [p.subject_id for p in second.sent] == [a2]
+    # each router's statuses reconcile only its own agents
+    second.receive(RETURN_STATUSES, MEPHISTO, {})
+    assert [p.subject_id for p in second.of_type(UPDATE_STATUS)] == [a2]
+    assert b.channel.of_type(UPDATE_STATUS) == []
+
+
+def test_an_agent_follows_its_reregistration_to_another_channel() -> None:
+    b = Backend()
+    second = b.add_channel("two")
+    agent_id = b.register("r1", registration_id="a1-w1")["agent_id"]
+    again = b.register("r2", registration_id="a1-w1", channel=second)
+    assert again["agent_id"] == agent_id
+    b.channel.clear()
+    second.clear()
+    b.agent(agent_id).observe({"n": 1})
+    b.agent(agent_id).set_status(Status.COMPLETED)
+    assert b.channel.sent == []
+    assert second.types() == [CLIENT_BOUND_LIVE_UPDATE, UPDATE_STATUS]
+
+
+def test_catastrophic_loss_disconnects_the_agents_of_that_channel_only() -> None:
+    b = Backend()
+    second = b.add_channel("two")
+    lost = b.register("r1", worker="w1")["agent_id"]
+    kept = b.register("r2", worker="w2", channel=second)["agent_id"]
+    reported: list[str] = []
+    b.handler.on_catastrophic_loss = lambda channel: reported.append(channel.channel_id)
+    with capturedLogs() as events:
+        b.channel.on_catastrophic_loss(b.channel)
+    assert b.agent(lost).status == Status.DISCONNECT
+    assert b.agent(kept).status == Status.IN_TASK
+    assert reported == ["one"]
+    assert any(e["log_level"] == LogLevel.critical for e in events)
+
+
+# --- errors and other packets ---
+
+
+def test_version_mismatch_is_logged_loudly() -> None:
+    b = Backend()
+    with capturedLogs() as events:
+        b.channel.receive(
+            LOG_ERROR,
+            MEPHISTO,
+            {
+                "error_type": "version-mismatch",
+                "expected_version": "2.0.4",
+                "received_version": "1.0.0",
+            },
+        )
+    errors = [e for e in events if e["log_level"] == LogLevel.error]
+    assert len(errors) == 1
+    assert errors[0]["received"] == "1.0.0"
+
+
+def test_browser_errors_are_logged_with_the_agent() -> None:
+    b = Backend()
+    agent_id = b.register("r1")["agent_id"]
+    with capturedLogs() as events:
+        b.channel.receive(LOG_ERROR, agent_id, {"error_data": {"message": "oops"}})
+    warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+    assert len(warnings) == 1
+    assert warnings[0]["agent_id"] == agent_id
+    assert warnings[0]["error"] == {"message": "oops"}
+    assert warnings[0]["agent"] is b.agent(agent_id)
+
+
+def test_packets_the_backend_does_not_handle_are_ignored() -> None:
+    b = Backend()
+    b.channel.receive(HEARTBEAT, MEPHISTO, {})
+    assert b.channel.sent == []
+
+
+def test_a_crashing_handler_is_logged_and_the_backend_goes_on() -> None:
+    b = Backend()
+
+    def broken(channel: Any, packet: Packet) -> None:
+        raise RuntimeError("bug")
+
+    b.handler.handlers[LOG_ERROR] = broken
+    with capturedLogs() as events:
+        b.channel.receive(LOG_ERROR, MEPHISTO, {})
+    assert any(e.get("log_failure") is not None for e in events)
+    assert b.register("r1")["agent_id"] is not None
