@@ -55,10 +55,17 @@ class BackendConfig:
 
 
 @attrs.frozen
+class StorageConfig:
+    data_dir: Path = Path("data")
+    database: str = "architect.sqlite3"
+
+
+@attrs.frozen
 class Config:
     path: Path
     router: RouterConfig
     backend: BackendConfig
+    storage: StorageConfig = attrs.field(factory=StorageConfig)
 
 
 # --- value parsers: each takes (text, base folder) and raises ValueError with a reason ---
@@ -107,6 +114,14 @@ def _dir_to_create(value: str, base: Path) -> Path:
     if not value:
         raise ValueError("must name a folder")
     return (base / value).resolve()
+
+
+def _file_name(value: str, base: Path) -> str:
+    if not value:
+        raise ValueError("must name a file")
+    if "/" in value or "\\" in value or value in (".", ".."):
+        raise ValueError(f"{value!r} must be a plain file name, not a path")
+    return value
 
 
 def _json_object_file(value: str, base: Path) -> dict[str, Any]:
@@ -169,6 +184,13 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "reconnect_giveup": _positive_float,
         },
     ),
+    "storage": (
+        StorageConfig,
+        {
+            "data_dir": _dir_to_create,
+            "database": _file_name,
+        },
+    ),
 }
 
 
@@ -206,6 +228,8 @@ def load_config(path: str | Path) -> Config:
                     raise ConfigError(path, section, key, str(e)) from None
         if section == "router" and "upload_dir" not in values:
             values["upload_dir"] = (base / "uploads").resolve()
+        if section == "storage" and "data_dir" not in values:
+            values["data_dir"] = (base / "data").resolve()
         sections[section] = cls(**values)
 
     config = Config(path=path, **sections)

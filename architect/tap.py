@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from typing import Any, ClassVar, cast
 
-from twisted.application import strports
 from twisted.application.service import IService, MultiService
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
@@ -18,6 +17,7 @@ from architect.backend.websocket_channel import WebsocketChannel
 from architect.backend.workers import MemoryWorkerPool
 from architect.config import Config, ConfigError, load_config
 from architect.router.hub import RouterHub
+from architect.router.service import RouterService
 from architect.router.web import RouterWeb
 
 
@@ -67,9 +67,9 @@ def build_service(config: Config, reactor: IReactorTime) -> ArchitectService:
     if config.backend.mode in ("off", "embedded"):
         top.hub = RouterHub(reactor, config.router)
         web = RouterWeb(top.hub, config.router)
-        listener = strports.service(config.router.listen, web.site())
-        listener.setName("router")
-        listener.setServiceParent(top)
+        router = RouterService(reactor, top.hub, web.site(), config.router.listen)
+        router.setName("router")
+        router.setServiceParent(top)
     channel: Channel
     if config.backend.mode == "embedded":
         assert top.hub is not None

@@ -1,0 +1,52 @@
+"""Storage: the Database interface, its records, and the embedded SQLite implementation."""
+
+from architect.storage.interface import (
+    COUNTED_STATUSES,
+    Agent,
+    AgentKind,
+    Database,
+    Direction,
+    GrantedQualification,
+    LiveUpdate,
+    SchemaError,
+    StatusChange,
+    StorageError,
+    Submission,
+    SubmissionFile,
+    SubmissionKind,
+    TaskRun,
+    Unit,
+    UnitStatus,
+    UnknownAgent,
+    WorkedOn,
+    Worker,
+)
+from architect.storage.schema_versions import SCHEMA_DIR, SCHEMA_VERSION
+from architect.storage.sqlite import SQLiteDatabase, open_database, open_sqlite_database
+
+__all__ = [
+    "COUNTED_STATUSES",
+    "SCHEMA_DIR",
+    "SCHEMA_VERSION",
+    "Agent",
+    "AgentKind",
+    "Database",
+    "Direction",
+    "GrantedQualification",
+    "LiveUpdate",
+    "SQLiteDatabase",
+    "SchemaError",
+    "StatusChange",
+    "StorageError",
+    "Submission",
+    "SubmissionFile",
+    "SubmissionKind",
+    "TaskRun",
+    "Unit",
+    "UnitStatus",
+    "UnknownAgent",
+    "WorkedOn",
+    "Worker",
+    "open_database",
+    "open_sqlite_database",
+]

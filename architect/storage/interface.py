@@ -1,0 +1,327 @@
+"""What the rest of Architect may ask of a database, and the records it gets back.
+
+The registration pipeline, the backend and the `architect` command speak only
+to `Database`; `SQLiteDatabase` is the embedded implementation, and a
+PostgreSQL one can follow without touching them.
+
+Every method returns a Deferred. A write's Deferred fires only after the
+write is committed, so whatever is acknowledged on the strength of it
+survives a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+from twisted.internet.defer import Deferred
+
+from architect.protocol import Status
+
+
+class UnitStatus:
+    """Where a unit stands. Exact strings, as stored."""
+
+    AVAILABLE = "available"
+    RESERVED = "reserved"
+    COMPLETED = "completed"
+
+    ALL = frozenset({AVAILABLE, RESERVED, COMPLETED})
+
+
+class AgentKind:
+    UNIT = "unit"
+    ONBOARDING = "onboarding"
+
+    ALL = frozenset({UNIT, ONBOARDING})
+
+
+class SubmissionKind:
+    UNIT = "unit"
+    ONBOARDING = "onboarding"
+    METADATA = "metadata"
+
+    ALL = frozenset({UNIT, ONBOARDING, METADATA})
+
+
+class Direction:
+    """Which way a live update travelled, in the protocol's own words."""
+
+    MEPHISTO_BOUND = "mephisto_bound"  # from the worker's browser to the backend
+    CLIENT_BOUND = "client_bound"  # from the backend to the worker's browser
+
+    ALL = frozenset({MEPHISTO_BOUND, CLIENT_BOUND})
+
+
+# A unit counts against a worker's maximum while its agent is in one of these.
+COUNTED_STATUSES = Status.ACTIVE | {
+    Status.COMPLETED,
+    Status.APPROVED,
+    Status.SOFT_REJECTED,
+    Status.REJECTED,
+}
+
+
+class StorageError(Exception):
+    """A database problem, as one line a user can act on."""
+
+
+class SchemaError(StorageError):
+    """The database's schema version cannot be brought to the one this code needs."""
+
+
+class UnknownAgent(StorageError, LookupError):
+    """No agent has this id."""
+
+
+@attrs.frozen
+class TaskRun:
+    id: int
+    name: str
+    config: dict[str, Any]
+    created_at: float
+
+
+@attrs.frozen
+class Unit:
+    id: int
+    task_run_id: int
+    assignment_id: int
+    assignment_index: int
+    unit_index: int
+    assignment_data: Any
+    status: str
+    agent_id: str | None
+
+
+@attrs.frozen
+class Worker:
+    id: int
+    provider_type: str
+    worker_name: str
+    created_at: float
+
+
+@attrs.frozen
+class GrantedQualification:
+    name: str
+    value: Any
+    granted_at: float
+
+
+@attrs.frozen
+class Agent:
+    agent_id: str
+    kind: str
+    task_run_id: int
+    worker_id: int
+    unit_id: int | None
+    agent_registration_id: str | None
+    status: str
+    created_at: float
+    updated_at: float
+
+
+@attrs.frozen
+class StatusChange:
+    status: str
+    changed_at: float
+
+
+@attrs.frozen
+class SubmissionFile:
+    """An uploaded file kept beside the database; stored_path is relative to the data folder."""
+
+    original_name: str
+    stored_path: str
+    size: int
+    mimetype: str
+
+
+@attrs.frozen
+class Submission:
+    id: int
+    agent_id: str
+    kind: str
+    data: Any
+    dedupe_key: str | None
+    received_at: float
+    files: tuple[SubmissionFile, ...] = ()
+
+
+@attrs.frozen
+class LiveUpdate:
+    agent_id: str
+    direction: str
+    update_id: str | None
+    data: Any
+    created_at: float
+
+
+@attrs.frozen
+class WorkedOn:
+    """The assignments and units a worker has had a unit agent for in a run, whatever its end."""
+
+    assignment_ids: frozenset[int]
+    unit_ids: frozenset[int]
+
+
+class Database(Protocol):
+    """Everything Architect stores. Each write fires its Deferred after commit."""
+
+    @property
+    def data_dir(self) -> Path:
+        """The folder holding the database and, under files/, the submitted files."""
+        ...
+
+    def close(self) -> Deferred[None]:
+        """Finish pending work and release the database."""
+        ...
+
+    # --- task runs, assignments, units ---
+
+    def find_or_create_task_run(self, name: str, config: Mapping[str, Any]) -> Deferred[TaskRun]:
+        """The run with this name (kept with its first config), or a new one."""
+        ...
+
+    def add_assignments(
+        self, task_run_id: int, assignments: Sequence[Any], units_per_assignment: int = 1
+    ) -> Deferred[int]:
+        """Store assignment i with its units unless index i exists; the number added."""
+        ...
+
+    def get_unit(self, unit_id: int) -> Deferred[Unit | None]: ...
+
+    def list_units(self, task_run_id: int, status: str | None = None) -> Deferred[list[Unit]]:
+        """The run's units in assignment then unit order, optionally only those in status."""
+        ...
+
+    def count_units_by_status(self, task_run_id: int) -> Deferred[dict[str, int]]: ...
+
+    # --- workers and qualifications ---
+
+    def find_or_create_worker(self, provider_type: str, worker_name: str) -> Deferred[Worker]: ...
+
+    def get_worker(self, worker_id: int) -> Deferred[Worker | None]: ...
+
+    def list_workers(self) -> Deferred[list[Worker]]: ...
+
+    def grant_qualification(self, worker_id: int, name: str, value: Any) -> Deferred[None]:
+        """Set (or replace) the worker's value for the qualification, now."""
+        ...
+
+    def revoke_qualification(self, worker_id: int, name: str) -> Deferred[bool]:
+        """Remove the worker's value; False if there was none."""
+        ...
+
+    def get_qualifications(self, worker_id: int) -> Deferred[dict[str, GrantedQualification]]: ...
+
+    # --- agents ---
+
+    def reserve_unit(
+        self,
+        task_run_id: int,
+        worker_id: int,
+        agent_id: str,
+        candidate_unit_ids: Iterable[int],
+        agent_registration_id: str | None = None,
+        status: str = Status.NONE,
+    ) -> Deferred[Unit | None]:
+        """Atomically take the first still-available candidate for a new unit agent.
+
+        None (and no agent created) if every candidate is taken.
+        """
+        ...
+
+    def create_onboarding_agent(
+        self,
+        task_run_id: int,
+        worker_id: int,
+        agent_id: str,
+        agent_registration_id: str | None = None,
+        status: str = Status.NONE,
+    ) -> Deferred[Agent]: ...
+
+    def get_agent(self, agent_id: str) -> Deferred[Agent | None]: ...
+
+    def find_agent_by_registration_id(self, agent_registration_id: str) -> Deferred[Agent | None]:
+        """The most recently created agent with this registration id."""
+        ...
+
+    def list_agents(
+        self, task_run_id: int | None = None, worker_id: int | None = None
+    ) -> Deferred[list[Agent]]: ...
+
+    def set_agent_status(
+        self, agent_id: str, status: str, unit_status: str | None = None
+    ) -> Deferred[bool]:
+        """Record a new status (with history); False if it already had it.
+
+        With unit_status, the agent's unit moves to it in the same transaction,
+        provided this agent still holds it (available releases it to the pool).
+        """
+        ...
+
+    def status_history(self, agent_id: str) -> Deferred[list[StatusChange]]: ...
+
+    def count_agents_by_status(self, task_run_id: int) -> Deferred[dict[str, int]]: ...
+
+    def count_active_agents(
+        self, worker_id: int, task_run_id: int | None = None, kind: str | None = None
+    ) -> Deferred[int]:
+        """The worker's agents in an active status (Status.ACTIVE)."""
+        ...
+
+    def count_worker_units(self, task_run_id: int, worker_id: int) -> Deferred[int]:
+        """Units of the run the worker has done or has in progress (COUNTED_STATUSES)."""
+        ...
+
+    def worked_on(self, task_run_id: int, worker_id: int) -> Deferred[WorkedOn]: ...
+
+    def recover_after_restart(self) -> Deferred[list[str]]:
+        """Mark every still-active agent disconnect and return its unit to the pool.
+
+        Meant for start-up, before any worker is served; the ids of those agents.
+        """
+        ...
+
+    # --- submissions and files ---
+
+    def write_file(
+        self, original_name: str, content: bytes, mimetype: str
+    ) -> Deferred[SubmissionFile]:
+        """Keep an uploaded file under data_dir/files/, written off the reactor thread."""
+        ...
+
+    def store_submission(
+        self,
+        agent_id: str,
+        kind: str,
+        data: Any,
+        dedupe_key: str | None = None,
+        files: Sequence[SubmissionFile] = (),
+    ) -> Deferred[bool]:
+        """Store a submission and its file rows; False if dedupe_key was stored before."""
+        ...
+
+    def list_submissions(
+        self, agent_id: str | None = None, task_run_id: int | None = None, kind: str | None = None
+    ) -> Deferred[list[Submission]]:
+        """Submissions in arrival order, with their files."""
+        ...
+
+    # --- live updates ---
+
+    def store_live_update(
+        self, agent_id: str, direction: str, data: Any, update_id: str | None = None
+    ) -> Deferred[bool]:
+        """Append to the agent's log; False if update_id was already stored for it that way."""
+        ...
+
+    def live_updates(
+        self, agent_id: str, direction: str | None = None
+    ) -> Deferred[list[LiveUpdate]]:
+        """The agent's live updates in arrival order."""
+        ...
