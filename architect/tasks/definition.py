@@ -14,20 +14,18 @@ A task module is plain Python with module-level hooks (all optional):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
 import attrs
 
-from architect.tasks.hooks import TaskModuleError
+from architect.tasks.hooks import Hook, TaskModuleError
 
 STATIC = "static"
 LIVE = "live"
 REMOTE_PROCEDURE = "remote_procedure"
 TASK_KINDS = (STATIC, LIVE, REMOTE_PROCEDURE)
-
-Hook = Callable[..., Any]
 
 
 @attrs.frozen

@@ -23,6 +23,8 @@ from twisted.internet.threads import deferToThreadPool
 F = TypeVar("F", bound=Callable[..., Any])
 _IN_REACTOR = "__architect_in_reactor__"
 
+Hook = Callable[..., Any]
+
 # How a plain, possibly blocking hook is run: (function, *args) -> Deferred of its result.
 BlockingRunner = Callable[..., "Deferred[Any]"]
 
