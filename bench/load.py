@@ -1,0 +1,544 @@
+"""The load generator: a backend and many workers speaking the Architect protocol.
+
+Everything here runs in child processes (see ``run_in_child`` and ``BackendProcess``),
+never in the runner's process, so the generator is never measured together with a router.
+Latencies are measured with ``time.perf_counter`` inside one process (send and receive
+happen in the same worker process), so no clocks are compared across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import multiprocessing
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import aiohttp
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CONNECT_CONCURRENCY = 100  # sockets opened at once while building up N agents
+
+
+# --- measuring ---
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class CpuWindow:
+    """CPU use of each named process over a window, as a fraction of one core."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = {role: pid for role, pid in pids.items() if pid}
+        self.start_wall = time.perf_counter()
+        self.start = {role: cpu_seconds(pid) for role, pid in self.pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.start_wall
+        return {
+            role: round((cpu_seconds(pid) - self.start[role]) / wall, 3)
+            for role, pid in self.pids.items()
+        }
+
+
+def percentiles(samples: list[float]) -> dict[str, float | int]:
+    """p50/p99/max of latencies in seconds, reported in milliseconds."""
+    if not samples:
+        return {"count": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
+    ordered = sorted(samples)
+    last = len(ordered) - 1
+
+    def at(q: float) -> float:
+        return round(ordered[min(last, int(q * len(ordered)))] * 1000, 3)
+
+    return {"count": len(ordered), "p50_ms": at(0.50), "p99_ms": at(0.99), "max_ms": at(1.0)}
+
+
+def packet(packet_type: str, subject_id: str, data: dict[str, Any] | None = None) -> str:
+    return json.dumps(
+        {
+            "packet_type": packet_type,
+            "subject_id": subject_id,
+            "data": data if data is not None else {},
+            "client_timestamp": time.time(),
+        }
+    )
+
+
+# --- the backend (its own process) ---
+
+
+async def _backend(url: str, ready: Any, stop: Any, conn: Connection) -> None:
+    """Answer register_agent once per request id; echo each live update once per update_id.
+
+    Mephisto's Node router sends every packet twice, so duplicates are dropped here, as a
+    real backend must.
+    """
+    stats = {"registered": 0, "echoed": 0, "duplicates": 0, "other": 0}
+    seen: set[str] = set()
+    agent_ids = itertools.count()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, max_msg_size=0, autoping=True) as ws,
+    ):
+        await ws.send_str(packet("alive", "mephisto"))
+
+        async def watch_stop() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+            await ws.close()
+
+        watcher = asyncio.create_task(watch_stop())
+        ready.set()
+        async for message in ws:
+            if message.type != aiohttp.WSMsgType.TEXT:
+                continue
+            p = json.loads(message.data)
+            kind = p.get("packet_type")
+            data = p.get("data") or {}
+            if kind == "register_agent":
+                request_id = data.get("request_id") or p["subject_id"]
+                if request_id in seen:
+                    stats["duplicates"] += 1
+                    continue
+                seen.add(request_id)
+                number = next(agent_ids)
+                stats["registered"] += 1
+                await ws.send_str(
+                    packet(
+                        "agent_details",
+                        request_id,
+                        {
+                            "request_id": request_id,
+                            "agent_id": f"bench-agent-{number}",
+                            "worker_id": f"bench-worker-{number}",
+                            "init_task_data": {},
+                            "failure_reason": None,
+                        },
+                    )
+                )
+            elif kind == "mephisto_bound_live_update":
+                update_id = data.get("update_id")
+                if update_id in seen:
+                    stats["duplicates"] += 1
+                    continue
+                seen.add(update_id)
+                stats["echoed"] += 1
+                await ws.send_str(packet("client_bound_live_update", p["subject_id"], data))
+            else:
+                stats["other"] += 1
+        watcher.cancel()
+    conn.send(stats)
+
+
+def _backend_main(url: str, ready: Any, stop: Any, conn: Connection) -> None:
+    asyncio.run(_backend(url, ready, stop, conn))
+
+
+class BackendProcess:
+    """The generator's backend, connected to a router as "mephisto", in its own process."""
+
+    def __init__(self, url: str) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.ready = ctx.Event()
+        self.stop_event = ctx.Event()
+        self.receive, send = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(
+            target=_backend_main, args=(url, self.ready, self.stop_event, send), daemon=True
+        )
+        self.process.start()
+        if not self.ready.wait(30):
+            self.process.kill()
+            raise RuntimeError(f"the bench backend could not connect to {url}")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid or 0
+
+    def stop(self) -> dict[str, int]:
+        self.stop_event.set()
+        stats: dict[str, int] = {}
+        if self.receive.poll(10):
+            stats = self.receive.recv()
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+        return stats
+
+
+# --- workers (in a child process per scenario) ---
+
+
+class Agent:
+    """One worker's socket: sends live updates and heartbeats, times the answers."""
+
+    def __init__(self, agent_id: str, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.agent_id = agent_id
+        self.ws = ws
+        self.sequence = itertools.count()
+        self.outstanding: dict[str, float] = {}
+        self.heartbeat_sent: float | None = None
+        self.answered = asyncio.Event()
+        self.rtts: list[float] = []
+        self.heartbeat_rtts: list[float] = []
+        self.recording = True
+
+    async def send_update(self) -> None:
+        update_id = f"{self.agent_id}-{next(self.sequence)}"
+        self.outstanding[update_id] = time.perf_counter()
+        self.answered.clear()
+        await self.ws.send_str(
+            packet("mephisto_bound_live_update", self.agent_id, {"update_id": update_id})
+        )
+
+    async def send_heartbeat(self) -> None:
+        self.heartbeat_sent = time.perf_counter()
+        await self.ws.send_str(packet("heartbeat", self.agent_id))
+
+    async def read(self) -> None:
+        async for message in self.ws:
+            if message.type != aiohttp.WSMsgType.TEXT:
+                continue
+            now = time.perf_counter()
+            p = json.loads(message.data)
+            kind = p.get("packet_type")
+            if kind == "heartbeat":
+                if self.heartbeat_sent is not None:
+                    if self.recording:
+                        self.heartbeat_rtts.append(now - self.heartbeat_sent)
+                    self.heartbeat_sent = None
+                continue
+            update_id = (p.get("data") or {}).get("update_id")
+            sent = self.outstanding.pop(update_id, None) if update_id else None
+            if sent is not None:  # duplicates (Node sends everything twice) are ignored
+                if self.recording:
+                    self.rtts.append(now - sent)
+                self.answered.set()
+
+
+async def open_agents(
+    session: aiohttp.ClientSession, url: str, count: int, prefix: str
+) -> tuple[list[Agent], list[asyncio.Task[None]]]:
+    agents: list[Agent] = []
+    limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one(i: int) -> None:
+        async with limit:
+            ws = await session.ws_connect(url, max_msg_size=0, autoping=True, heartbeat=None)
+            agent = Agent(f"{prefix}-{i}", ws)
+            await ws.send_str(packet("alive", agent.agent_id))
+            agents.append(agent)
+
+    await asyncio.gather(*(one(i) for i in range(count)))
+    readers = [asyncio.create_task(agent.read()) for agent in agents]
+    await asyncio.sleep(0.2)  # let the alives land before traffic starts
+    return agents, readers
+
+
+async def close_agents(agents: list[Agent], readers: list[asyncio.Task[None]]) -> None:
+    limit = asyncio.Semaphore(CONNECT_CONCURRENCY * 5)
+
+    async def one(agent: Agent) -> None:
+        async with limit:
+            try:
+                await asyncio.wait_for(agent.ws.close(), 2)
+            except (TimeoutError, aiohttp.ClientError, ConnectionError):
+                pass
+
+    await asyncio.gather(*(one(a) for a in agents))
+    for reader in readers:
+        reader.cancel()
+
+
+def _session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=False))
+
+
+# --- S1: registration ---
+
+
+async def s1_registration(
+    base: str, concurrencies: list[int], duration: float, warmup: float, pids: dict[str, int]
+) -> list[dict[str, Any]]:
+    return [await _s1_level(base, c, duration, warmup, pids) for c in concurrencies]
+
+
+async def _s1_level(
+    base: str, concurrency: int, duration: float, warmup: float, pids: dict[str, int]
+) -> dict[str, Any]:
+    """``concurrency`` clients each posting /request_agent back to back (keep-alive)."""
+    latencies: list[float] = []
+    errors = 0
+    recording = False
+    deadline = time.perf_counter() + warmup + duration
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def client() -> None:
+            nonlocal errors
+            body = {"provider_data": {"worker_name": "bench"}, "client_timestamp": 0.0}
+            while time.perf_counter() < deadline:
+                body["client_timestamp"] = time.time()
+                start = time.perf_counter()
+                try:
+                    async with session.post(base + "/request_agent", json=body) as r:
+                        answer = await r.json(content_type=None)
+                    ok = r.status == 200 and bool((answer.get("data") or {}).get("agent_id"))
+                except (aiohttp.ClientError, ValueError):
+                    ok = False
+                if not recording:
+                    continue
+                if ok:
+                    latencies.append(time.perf_counter() - start)
+                else:
+                    errors += 1
+
+        tasks = [asyncio.create_task(client()) for _ in range(concurrency)]
+        await asyncio.sleep(warmup)
+        recording = True
+        window = CpuWindow(pids)
+        started = time.perf_counter()
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+    return {
+        "concurrency": concurrency,
+        "throughput_per_s": round(len(latencies) / elapsed, 1),
+        "errors": errors,
+        **percentiles(latencies),
+        "cpu": window.stop(),
+    }
+
+
+# --- S2: live updates ---
+
+
+async def s2_live(
+    ws_url: str,
+    agent_counts: list[int],
+    per_agent_rate: float,
+    duration: float,
+    warmup: float,
+    pids: dict[str, int],
+) -> list[dict[str, Any]]:
+    results = []
+    async with _session() as session:
+        for run, count in enumerate(agent_counts):
+            agents, readers = await open_agents(session, ws_url, count, f"s2r{run}")
+            entry: dict[str, Any] = {"agents": count}
+
+            # Open loop: each agent sends per_agent_rate updates/s, random phase.
+            offered = await _open_loop(agents, per_agent_rate, duration, warmup, pids)
+            entry["offered"] = offered
+            await asyncio.sleep(0.7)  # let stragglers (and Node's duplicates) drain
+            for agent in agents:
+                agent.outstanding.clear()
+                agent.rtts.clear()
+
+            # Closed loop: each agent keeps one update in flight.
+            entry["closed"] = await _closed_loop(agents, duration, warmup, pids)
+            results.append(entry)
+            await close_agents(agents, readers)
+            await asyncio.sleep(0.5)
+    return results
+
+
+async def _open_loop(
+    agents: list[Agent], rate: float, duration: float, warmup: float, pids: dict[str, int]
+) -> dict[str, Any]:
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    deadline = start + warmup + duration
+    sent = 0
+
+    async def drive(agent: Agent) -> None:
+        nonlocal sent
+        next_at = start + random.random() * interval
+        while True:
+            next_at += interval
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if next_at >= deadline:
+                return
+            await agent.send_update()
+            sent += 1
+
+    for agent in agents:
+        agent.recording = False
+    drivers = [asyncio.create_task(drive(a)) for a in agents]
+    await asyncio.sleep(warmup)
+    for agent in agents:
+        agent.recording = True
+        agent.rtts.clear()
+    sent = 0
+    window = CpuWindow(pids)
+    await asyncio.gather(*drivers)
+    await asyncio.sleep(0.3)
+    cpu = window.stop()
+    samples = [rtt for a in agents for rtt in a.rtts]
+    return {
+        "offered_per_s": round(rate * len(agents), 1),
+        "sent": sent,
+        "lost": max(0, sent - len(samples)),
+        **percentiles(samples),
+        "cpu": cpu,
+    }
+
+
+async def _closed_loop(
+    agents: list[Agent], duration: float, warmup: float, pids: dict[str, int]
+) -> dict[str, Any]:
+    stop_at = time.perf_counter() + warmup + duration
+
+    async def drive(agent: Agent) -> None:
+        while time.perf_counter() < stop_at:
+            await agent.send_update()
+            try:
+                await asyncio.wait_for(agent.answered.wait(), 5)
+            except TimeoutError:
+                agent.outstanding.clear()
+
+    for agent in agents:
+        agent.recording = False
+    drivers = [asyncio.create_task(drive(a)) for a in agents]
+    await asyncio.sleep(warmup)
+    for agent in agents:
+        agent.rtts.clear()
+        agent.recording = True
+    window = CpuWindow(pids)
+    started = time.perf_counter()
+    await asyncio.sleep(max(0.0, stop_at - started))
+    elapsed = time.perf_counter() - started
+    done = sum(len(a.rtts) for a in agents)
+    cpu = window.stop()
+    for agent in agents:
+        agent.recording = False
+    await asyncio.gather(*drivers)
+    samples = [rtt for a in agents for rtt in a.rtts]
+    return {"echo_per_s": round(done / elapsed, 1), **percentiles(samples), "cpu": cpu}
+
+
+# --- S3: idle capacity ---
+
+
+async def s3_capacity(
+    ws_url: str, agent_counts: list[int], hold: float, interval: float, pids: dict[str, int]
+) -> list[dict[str, Any]]:
+    router_pid = pids.get("router", 0)
+    results = []
+    async with _session() as session:
+        for run, count in enumerate(agent_counts):
+            await asyncio.sleep(0.5)
+            base_rss = rss_bytes(router_pid)
+            connect_start = time.perf_counter()
+            agents, readers = await open_agents(session, ws_url, count, f"s3r{run}")
+            connect_s = time.perf_counter() - connect_start
+            window = CpuWindow(pids)
+            start = time.perf_counter()
+
+            async def beat(agent: Agent, start: float = start) -> None:
+                # like the browser: first heartbeat soon after alive, then every interval
+                next_at = start + 0.5 + random.random() * interval
+                while True:
+                    delay = next_at - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    if next_at >= start + hold:
+                        return
+                    if agent.heartbeat_sent is not None:
+                        agent.heartbeat_rtts.append(time.perf_counter() - agent.heartbeat_sent)
+                    await agent.send_heartbeat()
+                    next_at += interval
+
+            await asyncio.gather(*(beat(a) for a in agents))
+            await asyncio.sleep(1.0)
+            peak_rss = rss_bytes(router_pid)
+            cpu = window.stop()
+            unanswered = sum(1 for a in agents if a.heartbeat_sent is not None)
+            samples = [rtt for a in agents for rtt in a.heartbeat_rtts]
+            results.append(
+                {
+                    "agents": count,
+                    "connect_s": round(connect_s, 2),
+                    "rss_base_mb": round(base_rss / 2**20, 1),
+                    "rss_mb": round(peak_rss / 2**20, 1),
+                    "rss_per_conn_kb": round((peak_rss - base_rss) / count / 1024, 2),
+                    "unanswered": unanswered,
+                    **percentiles(samples),
+                    "cpu": cpu,
+                }
+            )
+            await close_agents(agents, readers)
+    return results
+
+
+# --- running a scenario in a child process ---
+
+SCENARIOS: dict[str, Callable[..., Awaitable[list[dict[str, Any]]]]] = {
+    "S1": s1_registration,
+    "S2": s2_live,
+    "S3": s3_capacity,
+}
+
+
+def _raise_fd_limit() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _child(conn: Connection, name: str, kwargs: dict[str, Any]) -> None:
+    _raise_fd_limit()
+    try:
+        kwargs["pids"] = {**kwargs["pids"], "generator": os.getpid()}
+        conn.send(("ok", asyncio.run(SCENARIOS[name](**kwargs))))
+    except BaseException as e:
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        raise
+
+
+def run_in_child(name: str, timeout: float, **kwargs: Any) -> list[dict[str, Any]]:
+    """Run one scenario's generator in a fresh process; its results, or RuntimeError."""
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_child, args=(send, name, kwargs), daemon=True)
+    process.start()
+    try:
+        if not receive.poll(timeout):
+            raise RuntimeError(f"{name} generator did not finish within {timeout:.0f} s")
+        status, value = receive.recv()
+    finally:
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    if status != "ok":
+        raise RuntimeError(f"{name} generator failed: {value}")
+    result: list[dict[str, Any]] = value
+    return result

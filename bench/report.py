@@ -1,0 +1,250 @@
+"""The side-by-side table (markdown) and one matplotlib PNG per scenario."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ["floor", "ours", "mephisto"]
+BUSY = 0.9  # a process using this much of a core is probably the bottleneck
+
+Row = tuple[str, str, dict[str, float | None]]  # label, better ("higher"/"lower"), values
+
+
+def _rows(summary: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+
+    def pick(scenario: str, key: str, value: Any, getter: Callable[[dict[str, Any]], Any]) -> dict:
+        values: dict[str, float | None] = {}
+        for server, entries in summary.get(scenario, {}).items():
+            found = next((e for e in entries if e.get(key) == value), None)
+            values[server] = getter(found) if found else None
+        return values
+
+    s1 = summary.get("S1", {})
+    for c in sorted({e["concurrency"] for entries in s1.values() for e in entries}):
+        rows.append(
+            (
+                f"S1 c={c} registrations/s",
+                "higher",
+                pick("S1", "concurrency", c, lambda e: e["throughput_per_s"]),
+            )
+        )
+        rows.append(
+            (f"S1 c={c} p50 ms", "lower", pick("S1", "concurrency", c, lambda e: e["p50_ms"]))
+        )
+        rows.append(
+            (f"S1 c={c} p99 ms", "lower", pick("S1", "concurrency", c, lambda e: e["p99_ms"]))
+        )
+    s2 = summary.get("S2", {})
+    for n in sorted({e["agents"] for entries in s2.values() for e in entries}):
+        offered = next(
+            e["offered"]["offered_per_s"] for es in s2.values() for e in es if e["agents"] == n
+        )
+        rows.append(
+            (
+                f"S2 N={n} @{offered:g}/s RTT p50 ms",
+                "lower",
+                pick("S2", "agents", n, lambda e: e["offered"]["p50_ms"]),
+            )
+        )
+        rows.append(
+            (
+                f"S2 N={n} @{offered:g}/s RTT p99 ms",
+                "lower",
+                pick("S2", "agents", n, lambda e: e["offered"]["p99_ms"]),
+            )
+        )
+        rows.append(
+            (
+                f"S2 N={n} closed-loop echoes/s",
+                "higher",
+                pick("S2", "agents", n, lambda e: e["closed"]["echo_per_s"]),
+            )
+        )
+        rows.append(
+            (
+                f"S2 N={n} closed-loop RTT p50 ms",
+                "lower",
+                pick("S2", "agents", n, lambda e: e["closed"]["p50_ms"]),
+            )
+        )
+    s3 = summary.get("S3", {})
+    for k in sorted({e["agents"] for entries in s3.values() for e in entries}):
+        rows.append(
+            (
+                f"S3 K={k} RSS per connection kB",
+                "lower",
+                pick("S3", "agents", k, lambda e: e["rss_per_conn_kb"]),
+            )
+        )
+        rows.append(
+            (f"S3 K={k} RSS total MB", "lower", pick("S3", "agents", k, lambda e: e["rss_mb"]))
+        )
+        rows.append(
+            (
+                f"S3 K={k} heartbeat RTT p99 ms",
+                "lower",
+                pick("S3", "agents", k, lambda e: e["p99_ms"]),
+            )
+        )
+    return rows
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2f}"
+
+
+def _busy_notes(document: dict[str, Any]) -> list[str]:
+    """Where the generator, its backend or a router used a whole core (likely the limit)."""
+    notes = []
+
+    def visit(scenario: str, server: str, label: str, cpu: dict[str, float]) -> None:
+        busy = [f"{role} {use:.0%}" for role, use in cpu.items() if use >= BUSY]
+        if busy:
+            notes.append(f"{scenario} {label}, {server}: " + ", ".join(busy))
+
+    for scenario, servers in document.get("summary", {}).items():
+        if not isinstance(servers, dict) or "status" in servers:
+            continue
+        for server, entries in servers.items():
+            for e in entries:
+                if scenario == "S1":
+                    visit(scenario, server, f"c={e['concurrency']}", e["cpu"])
+                elif scenario == "S2":
+                    visit(scenario, server, f"N={e['agents']} fixed rate", e["offered"]["cpu"])
+                    visit(scenario, server, f"N={e['agents']} closed loop", e["closed"]["cpu"])
+                else:
+                    visit(scenario, server, f"K={e['agents']}", e["cpu"])
+    return notes
+
+
+def table(document: dict[str, Any]) -> str:
+    summary = document.get("summary", {})
+    columns = [c for c in COLUMNS if c in document.get("servers", COLUMNS)]
+    head = ["measure", "better", *columns, "ours/mephisto"]
+    lines = [
+        f"Mode: {document.get('mode')}; rounds: {document.get('plan', {}).get('rounds')} "
+        "(medians across rounds, servers alternated)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+    ]
+    for label, better, values in _rows(summary):
+        ours, theirs = values.get("ours"), values.get("mephisto")
+        # RSS growth can be negative when a garbage collector runs: no ratio for that
+        usable = ours is not None and theirs is not None and ours >= 0 and theirs > 0
+        ratio = f"{ours / theirs:.2f}" if usable and ours is not None and theirs else "n/a"
+        cells = [label, better, *(_fmt(values.get(c)) for c in columns), ratio]
+        lines.append("| " + " | ".join(cells) + " |")
+    s4 = summary.get("S4")
+    if s4:
+        lines.append(
+            f"| S4 submissions | | {s4['status']} |" + " |" * (len(columns) - 1) + " n/a |"
+        )
+    notes = _busy_notes(document)
+    if notes:
+        lines += ["", f"Processes at >= {BUSY:.0%} of a core (the likely limit there):"]
+        lines += [f"- {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def plots(document: dict[str, Any], output: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = document.get("summary", {})
+    servers = [c for c in COLUMNS if c in document.get("servers", COLUMNS)]
+    colors = {"floor": "#999999", "ours": "#1f77b4", "mephisto": "#d62728"}
+    written = []
+    title = f"({document.get('mode')} run)"
+
+    def bars(ax: Any, keys: list[Any], series: dict[str, list[float]], ylabel: str) -> None:
+        width = 0.8 / max(1, len(series))
+        for i, (server, values) in enumerate(series.items()):
+            xs = [x + i * width for x in range(len(keys))]
+            ax.bar(xs, values, width, label=server, color=colors.get(server))
+        ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(keys))])
+        ax.set_xticklabels([str(k) for k in keys])
+        ax.set_ylabel(ylabel)
+        ax.legend()
+
+    def series(scenario: str, key: str, keys: list[Any], get: Callable[[dict], float]) -> dict:
+        out = {}
+        for server in servers:
+            entries = summary.get(scenario, {}).get(server)
+            if entries:
+                by_key = {e[key]: e for e in entries}
+                out[server] = [get(by_key[k]) if k in by_key else 0.0 for k in keys]
+        return out
+
+    if summary.get("S1"):
+        keys = sorted({e["concurrency"] for es in summary["S1"].values() for e in es})
+        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+        bars(
+            a,
+            keys,
+            series("S1", "concurrency", keys, lambda e: e["throughput_per_s"]),
+            "registrations/s",
+        )
+        a.set_xlabel("concurrent /request_agent clients")
+        bars(b, keys, series("S1", "concurrency", keys, lambda e: e["p99_ms"]), "p99 latency (ms)")
+        b.set_xlabel("concurrent /request_agent clients")
+        fig.suptitle(f"S1 registration round trips through the backend {title}")
+        written.append(_save(fig, output / "s1_registration.png"))
+    if summary.get("S2"):
+        keys = sorted({e["agents"] for es in summary["S2"].values() for e in es})
+        fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4))
+        bars(
+            a,
+            keys,
+            series("S2", "agents", keys, lambda e: e["offered"]["p50_ms"]),
+            "RTT p50 (ms), fixed rate",
+        )
+        bars(
+            b,
+            keys,
+            series("S2", "agents", keys, lambda e: e["offered"]["p99_ms"]),
+            "RTT p99 (ms), fixed rate",
+        )
+        bars(
+            c,
+            keys,
+            series("S2", "agents", keys, lambda e: e["closed"]["echo_per_s"]),
+            "closed-loop echoes/s",
+        )
+        for ax in (a, b, c):
+            ax.set_xlabel("agents")
+        fig.suptitle(f"S2 live updates echoed by the backend {title}")
+        written.append(_save(fig, output / "s2_live.png"))
+    if summary.get("S3"):
+        keys = sorted({e["agents"] for es in summary["S3"].values() for e in es})
+        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+        bars(
+            a,
+            keys,
+            series("S3", "agents", keys, lambda e: e["rss_per_conn_kb"]),
+            "router RSS per connection (kB)",
+        )
+        bars(b, keys, series("S3", "agents", keys, lambda e: e["p99_ms"]), "heartbeat RTT p99 (ms)")
+        for ax in (a, b):
+            ax.set_xlabel("idle agents heartbeating every 6 s")
+        fig.suptitle(f"S3 idle capacity {title}")
+        written.append(_save(fig, output / "s3_capacity.png"))
+    return written
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,189 @@
+"""The servers under test, each a subprocess on loopback and a free port.
+
+- ``ours``: ``twistd -n --pidfile= architect --config <tmp ini>`` with ``[backend] mode = off``;
+- ``mephisto``: Mephisto's Node router, taken from the PyPI wheel ``mephisto==1.1.1`` and set up
+  on first use in ``bench/.cache/`` (nothing of it is committed);
+- ``floor``: ``python -m bench.floor``, a bare one-hop echo (see floor.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import IO, Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+CACHE_DIR = BENCH_DIR / ".cache"
+MEPHISTO_VERSION = "1.1.1"
+NODE_ROUTER_IN_WHEEL = "mephisto/abstractions/architects/router/node/"
+
+
+class SetupError(RuntimeError):
+    """A server could not be set up or started."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _run(command: list[str], cwd: Path | None = None) -> None:
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SetupError(
+            f"`{' '.join(command)}` failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+        )
+
+
+def mephisto_router_dir() -> Path:
+    """Mephisto's Node router with its npm dependencies, downloaded and installed once."""
+    target = CACHE_DIR / f"mephisto-{MEPHISTO_VERSION}"
+    node_dir = target / NODE_ROUTER_IN_WHEEL
+    marker = target / ".installed"
+    if marker.exists():
+        return node_dir
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            raise SetupError(f"`{tool}` is not on PATH: Mephisto's router needs Node.js and npm")
+    wheels = CACHE_DIR / "wheels"
+    wheel = wheels / f"mephisto-{MEPHISTO_VERSION}-py3-none-any.whl"
+    if not wheel.exists():
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                f"mephisto=={MEPHISTO_VERSION}",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                str(wheels),
+            ]
+        )
+    if target.exists():
+        shutil.rmtree(target)
+    with zipfile.ZipFile(wheel) as z:
+        members = [n for n in z.namelist() if n.startswith(NODE_ROUTER_IN_WHEEL)]
+        if not any(n.endswith("server.js") for n in members):
+            raise SetupError(f"{wheel.name} has no {NODE_ROUTER_IN_WHEEL}server.js")
+        z.extractall(target, members)
+    _run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=node_dir)
+    marker.write_text("ok\n")
+    return node_dir
+
+
+class Server:
+    """A server subprocess; ``start`` returns once ``/is_alive`` answers."""
+
+    name = "server"
+    needs_backend = True
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir.resolve()
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log: IO[Any] | None = None
+
+    def command(self) -> tuple[list[str], Path, dict[str, str] | None]:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process else 0
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def start(self) -> None:
+        self.port = free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv, cwd, env = self.command()
+        self.log = open(self.workdir / f"{self.name}.log", "ab")
+        self.process = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.log.close()
+                tail = Path(self.log.name).read_text(errors="replace").splitlines()[-20:]
+                raise SetupError(
+                    f"{self.name} exited at start; {self.log.name} ends:\n" + "\n".join(tail)
+                )
+            try:
+                with urllib.request.urlopen(self.http_url + "/is_alive", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise SetupError(f"{self.name} did not answer /is_alive within 30 s")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+
+class OurRouter(Server):
+    name = "ours"
+
+    def command(self) -> tuple[list[str], Path, dict[str, str] | None]:
+        config = self.workdir / "router.ini"
+        config.write_text(
+            "[router]\n"
+            f"listen = tcp:{self.port}:interface=127.0.0.1\n"
+            f"upload_dir = {self.workdir / 'uploads'}\n"
+            "[backend]\n"
+            "mode = off\n"
+        )
+        twistd = str(Path(sys.executable).parent / "twistd")
+        if not Path(twistd).exists():
+            twistd = shutil.which("twistd") or "twistd"
+        argv = [twistd, "-n", "--pidfile=", "architect", "--config", str(config)]
+        return argv, self.workdir, None
+
+
+class MephistoRouter(Server):
+    name = "mephisto"
+
+    def command(self) -> tuple[list[str], Path, dict[str, str] | None]:
+        node_dir = mephisto_router_dir()
+        env = {**os.environ, "PORT": str(self.port)}
+        # server.js serves static files from ./static relative to its working directory.
+        return [shutil.which("node") or "node", "server.js"], node_dir, env
+
+
+class Floor(Server):
+    name = "floor"
+    needs_backend = False
+
+    def command(self) -> tuple[list[str], Path, dict[str, str] | None]:
+        argv = [sys.executable, "-m", "bench.floor", str(self.port)]
+        return argv, BENCH_DIR.parent, None
+
+
+SERVERS: dict[str, type[Server]] = {"ours": OurRouter, "mephisto": MephistoRouter, "floor": Floor}

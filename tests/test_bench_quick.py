@@ -1,0 +1,61 @@
+"""`python -m bench --quick` runs end to end against every server and gives sane numbers.
+
+This is a smoke test of the harness, never a speed threshold. It sets up Mephisto's Node
+router itself on first use (PyPI wheel + npm); if that fails, the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parent.parent
+SERVERS = ["ours", "mephisto", "floor"]
+
+
+def check_latency(entry: dict, where: str) -> None:
+    assert entry["count"] > 0, f"{where}: no samples"
+    assert 0 < entry["p50_ms"] <= entry["p99_ms"] <= entry["max_ms"], f"{where}: {entry}"
+
+
+def test_quick_bench(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--output", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    document = json.loads((tmp_path / "results.json").read_text())
+    assert document["failures"] == [], output
+    summary = document["summary"]
+    assert "not available" in summary["S4"]["status"]
+    for server in SERVERS:
+        s1 = summary["S1"][server]
+        assert [e["concurrency"] for e in s1] == document["plan"]["s1_concurrencies"]
+        for e in s1:
+            assert e["throughput_per_s"] > 0, (server, e)
+            assert e["errors"] == 0, (server, e)
+            check_latency(e, f"S1 {server} c={e['concurrency']}")
+        s2 = summary["S2"][server]
+        assert [e["agents"] for e in s2] == document["plan"]["s2_agents"]
+        for e in s2:
+            check_latency(e["offered"], f"S2 {server} N={e['agents']} fixed rate")
+            check_latency(e["closed"], f"S2 {server} N={e['agents']} closed loop")
+            assert e["closed"]["echo_per_s"] > 0, (server, e)
+        s3 = summary["S3"][server]
+        assert [e["agents"] for e in s3] == document["plan"]["s3_agents"]
+        for e in s3:
+            check_latency(e, f"S3 {server} K={e['agents']}")
+            assert e["rss_mb"] > 0, (server, e)
+            assert e["unanswered"] == 0, (server, e)
+    for name in ("s1_registration.png", "s2_live.png", "s3_capacity.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert "ours/mephisto" in (tmp_path / "table.md").read_text()
