@@ -14,6 +14,8 @@ from typing import Any
 
 import attrs
 
+from architect.qualifications import Requirement, parse_requirements
+
 BACKEND_MODES = ("off", "embedded", "remote")
 
 
@@ -60,12 +62,52 @@ class StorageConfig:
     database: str = "architect.sqlite3"
 
 
+DEMO_TASK_NAME = "demo"
+
+
+@attrs.frozen
+class TaskConfig:
+    """What the backend serves: the task run, its units, limits, qualifications, onboarding.
+
+    `units` is None when no units file is configured (the built-in demo units are
+    used); `module` is None without a task module (the built-in demo hooks).
+    """
+
+    name: str = DEMO_TASK_NAME
+    module: str | None = None
+    units: tuple[dict[str, Any], ...] | None = None
+    units_per_assignment: int = 1
+    maximum_units_per_worker: int = 0  # 0: unlimited
+    allowed_concurrent: int = 0  # 0: unlimited
+    qualifications: tuple[Requirement, ...] = ()
+    onboarding: bool = False
+    onboarding_qualification: str = attrs.field()
+
+    @onboarding_qualification.default
+    def _named_after_the_run(self) -> str:
+        return f"{self.name}_onboarding"
+
+    def summary(self) -> dict[str, Any]:
+        """The settings as JSON, kept with the task run (the units themselves are not)."""
+        return {
+            "module": self.module,
+            "units": None if self.units is None else len(self.units),
+            "units_per_assignment": self.units_per_assignment,
+            "maximum_units_per_worker": self.maximum_units_per_worker,
+            "allowed_concurrent": self.allowed_concurrent,
+            "qualifications": [[q.name, q.comparator, q.value] for q in self.qualifications],
+            "onboarding": self.onboarding,
+            "onboarding_qualification": self.onboarding_qualification,
+        }
+
+
 @attrs.frozen
 class Config:
     path: Path
     router: RouterConfig
     backend: BackendConfig
     storage: StorageConfig = attrs.field(factory=StorageConfig)
+    task: TaskConfig = attrs.field(factory=TaskConfig)
 
 
 # --- value parsers: each takes (text, base folder) and raises ValueError with a reason ---
@@ -139,6 +181,79 @@ def _json_object_file(value: str, base: Path) -> dict[str, Any]:
     return loaded
 
 
+def _non_negative_int(value: str, base: Path) -> int:
+    try:
+        number = int(value.replace("_", ""))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a whole number") from None
+    if number < 0:
+        raise ValueError(f"must be 0 (unlimited) or a positive whole number, not {value!r}")
+    return number
+
+
+_SWITCHES = {"on": True, "yes": True, "true": True, "1": True}
+_SWITCHES.update({"off": False, "no": False, "false": False, "0": False})
+
+
+def _switch(value: str, base: Path) -> bool:
+    try:
+        return _SWITCHES[value.lower()]
+    except KeyError:
+        raise ValueError(f"{value!r} is not on or off") from None
+
+
+def _task_module(value: str, base: Path) -> str | None:
+    """`package.module`, or a .py file relative to the config file (made absolute here)."""
+    if not value:
+        return None
+    if value.endswith(".py") or "/" in value or "\\" in value:
+        path = (base / value).resolve()
+        if not path.is_file():
+            raise ValueError(f"no task module file at {path}")
+        return str(path)
+    if not all(part.isidentifier() for part in value.split(".")):
+        raise ValueError(f"{value!r} is neither a module name (package.module) nor a .py file")
+    return value
+
+
+def _units_file(value: str, base: Path) -> tuple[dict[str, Any], ...] | None:
+    """A JSON list of assignment data objects, or JSONL with one object per line."""
+    if not value:
+        return None
+    path = (base / value).resolve()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        whole = None  # not one JSON document: JSONL
+    if isinstance(whole, list):
+        items = whole
+        where = [f"{path} item {n}" for n in range(1, len(items) + 1)]
+    else:
+        items, where = [], []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                items.append(json.loads(line))
+            except ValueError as e:
+                raise ValueError(f"{path} line {number} is not valid JSON: {e}") from None
+            where.append(f"{path} line {number}")
+    if not items:
+        raise ValueError(f"{path} holds no assignments")
+    for item, place in zip(items, where, strict=True):
+        if not isinstance(item, dict):
+            raise ValueError(f"{place} must be a JSON object of assignment data")
+    return tuple(items)
+
+
+def _requirements(value: str, base: Path) -> tuple[Requirement, ...]:
+    return parse_requirements(value)
+
+
 def _choice(*choices: str) -> Callable[[str, Path], str]:
     def parse(value: str, base: Path) -> str:
         if value not in choices:
@@ -191,6 +306,20 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "database": _file_name,
         },
     ),
+    "task": (
+        TaskConfig,
+        {
+            "name": _nonempty,
+            "module": _task_module,
+            "units": _units_file,
+            "units_per_assignment": _positive_int,
+            "maximum_units_per_worker": _non_negative_int,
+            "allowed_concurrent": _non_negative_int,
+            "qualifications": _requirements,
+            "onboarding": _switch,
+            "onboarding_qualification": _text,
+        },
+    ),
 }
 
 
@@ -230,6 +359,8 @@ def load_config(path: str | Path) -> Config:
             values["upload_dir"] = (base / "uploads").resolve()
         if section == "storage" and "data_dir" not in values:
             values["data_dir"] = (base / "data").resolve()
+        if section == "task" and values.get("onboarding_qualification") == "":
+            del values["onboarding_qualification"]  # named after the run
         sections[section] = cls(**values)
 
     config = Config(path=path, **sections)
@@ -241,3 +372,11 @@ def _check_together(config: Config) -> None:
     backend = config.backend
     if backend.mode == "remote" and not backend.router_url:
         raise ConfigError(config.path, "backend", "router_url", "is required when mode = remote")
+    task = config.task
+    if task.name == DEMO_TASK_NAME and (task.units is not None or task.module is not None):
+        raise ConfigError(
+            config.path,
+            "task",
+            "name",
+            f"name the task run (not {DEMO_TASK_NAME!r}) when units or a module are configured",
+        )

@@ -3,30 +3,74 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
+import attrs
 from twisted.application.service import IService, MultiService
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from architect.backend.channel import Channel, InProcessChannel
 from architect.backend.client_io import ClientIOHandler
+from architect.backend.files import RouterDownloads, UploadDirFiles, UploadedFiles
 from architect.backend.service import BackendService
-from architect.backend.store import MemoryStore
+from architect.backend.store import StoredSubmissions
 from architect.backend.websocket_channel import WebsocketChannel
-from architect.backend.workers import MemoryWorkerPool
+from architect.backend.workers import StoredWorkerPool, prepare_task_run
 from architect.config import Config, ConfigError, load_config
 from architect.router.hub import RouterHub
 from architect.router.service import RouterService
 from architect.router.web import RouterWeb
+from architect.storage import Database, open_database
+from architect.tasks.definition import TaskDefinition, WorkerInfo
+from architect.tasks.hooks import TaskModuleError, in_reactor, load_task_module, thread_runner
+
+log = Logger()
 
 
 def demo_units(count: int = 10) -> list[dict[str, Any]]:
-    """The units a backend serves until task configuration exists: short texts to read."""
+    """The units a backend serves without a configured units file: short texts to read."""
     return [
         {"text": f"Demo unit {n} of {count}: read this sentence, then submit."}
         for n in range(1, count + 1)
     ]
+
+
+DEMO_ONBOARDING_ANSWER = "ready"
+
+
+@in_reactor
+def _demo_onboarding_data(worker: WorkerInfo) -> dict[str, Any]:
+    return {"question": f"Type {DEMO_ONBOARDING_ANSWER!r} to start working."}
+
+
+@in_reactor
+def _demo_validate_onboarding(worker: WorkerInfo, data: dict[str, Any]) -> bool:
+    return str(data.get("answer", "")).strip().lower() == DEMO_ONBOARDING_ANSWER
+
+
+def demo_task() -> TaskDefinition:
+    """The built-in hooks used without a task module: a static task, a one-question onboarding."""
+    return TaskDefinition(
+        name="demo",
+        onboarding_data=_demo_onboarding_data,
+        validate_onboarding=_demo_validate_onboarding,
+    )
+
+
+def load_task(config: Config) -> TaskDefinition:
+    """The task module's hooks, or the demo's; a ConfigError naming [task] module."""
+    if config.task.module is None:
+        return demo_task()
+    try:
+        return TaskDefinition.from_module(
+            load_task_module(config.task.module, config.path.resolve().parent)
+        )
+    except TaskModuleError as e:
+        raise ConfigError(config.path, "task", "module", str(e)) from None
 
 
 class Options(usage.Options):
@@ -52,17 +96,31 @@ class Options(usage.Options):
 class ArchitectService(MultiService):
     """The daemon's top service.
 
-    `hub` is the router's hub when this process runs a router; `backend`, `pool`
-    and `store` are the backend's parts when it runs a backend.
+    `hub` is the router's hub when this process runs a router; `backend_service`
+    when it runs a backend, whose parts (`database`, `pool`, `store`, `backend`)
+    are set once the database is open.
     """
 
     hub: RouterHub | None = None
+    backend_service: BackendService | None = None
+    database: Database | None = None
+    pool: StoredWorkerPool | None = None
+    store: StoredSubmissions | None = None
     backend: ClientIOHandler | None = None
-    pool: MemoryWorkerPool | None = None
-    store: MemoryStore | None = None
+
+    def when_ready(self) -> Deferred[ClientIOHandler]:
+        """Fires once the backend serves (its database open, its channels opening)."""
+        if self.backend_service is None:
+            return fail(RuntimeError("this process runs no backend"))
+        return self.backend_service.when_ready()
 
 
-def build_service(config: Config, reactor: IReactorTime) -> ArchitectService:
+def build_service(
+    config: Config,
+    reactor: Any,
+    on_start_failure: Callable[[Failure], None] | None = None,
+) -> ArchitectService:
+    """The daemon's services from the config; a ConfigError if the task module is unusable."""
     top = ArchitectService()
     if config.backend.mode in ("off", "embedded"):
         top.hub = RouterHub(reactor, config.router)
@@ -71,9 +129,11 @@ def build_service(config: Config, reactor: IReactorTime) -> ArchitectService:
         router.setName("router")
         router.setServiceParent(top)
     channel: Channel
+    files: UploadedFiles
     if config.backend.mode == "embedded":
         assert top.hub is not None
         channel = InProcessChannel(top.hub, reactor)
+        files = UploadDirFiles(reactor, config.router.upload_dir)
     elif config.backend.mode == "remote":
         channel = WebsocketChannel(
             reactor,
@@ -81,20 +141,64 @@ def build_service(config: Config, reactor: IReactorTime) -> ArchitectService:
             token=config.backend.backend_token,
             reconnect_giveup=config.backend.reconnect_giveup,
         )
+        files = RouterDownloads(reactor, config.backend.router_url, config.backend.backend_token)
     else:
         return top
-    top.pool = MemoryWorkerPool(reactor, demo_units())
-    top.store = MemoryStore()
-    top.backend = ClientIOHandler(
-        reactor, top.pool, top.store, status_interval=config.backend.status_interval
+    task = load_task(config)
+    if config.task.onboarding and task.validate_onboarding is None:
+        log.warn("[task] onboarding is on but the task has no validate_onboarding: all pass")
+
+    async def start_backend() -> ClientIOHandler:
+        # A relative data_dir (a Config built in code) is taken beside the config file too.
+        data_dir = config.path.resolve().parent / config.storage.data_dir
+        storage = attrs.evolve(config.storage, data_dir=data_dir)
+        database = await open_database(storage, reactor=reactor)
+        top.database = database
+        # Before anyone is served: agents of the last run of the daemon are gone.
+        recovered = await database.recover_after_restart()
+        if recovered:
+            log.info(
+                "{n} agents were working when the daemon stopped: marked disconnect,"
+                " their units are back in the pool",
+                n=len(recovered),
+            )
+        units = config.task.units if config.task.units is not None else demo_units()
+        run = await prepare_task_run(database, config.task, units)
+        top.pool = StoredWorkerPool(
+            reactor, database, run, config.task, task, thread_runner(reactor)
+        )
+        top.store = StoredSubmissions(database, files)
+        top.backend = ClientIOHandler(
+            reactor, top.pool, top.store, status_interval=config.backend.status_interval
+        )
+        return top.backend
+
+    def stop_backend() -> Deferred[None]:
+        database, top.database = top.database, None
+        return succeed(None) if database is None else database.close()
+
+    backend = BackendService(
+        lambda: Deferred.fromCoroutine(start_backend()),
+        [channel],
+        stop_backend,
+        on_start_failure,
     )
-    backend = BackendService(top.backend, [channel])
     backend.setName("backend")
     backend.setServiceParent(top)
+    top.backend_service = backend
     return top
 
 
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    return build_service(cast(Config, options["loaded"]), cast(Any, reactor))
+    def start_failed(failure: Failure) -> None:
+        # e.g. the database cannot be opened: the daemon cannot work, so it ends.
+        sys.stderr.write(f"architect: {failure.getErrorMessage()}\n")
+        cast(Any, reactor).callLater(0, cast(Any, reactor).stop)
+
+    try:
+        return build_service(cast(Config, options["loaded"]), reactor, start_failed)
+    except ConfigError as e:
+        sys.stderr.write(f"architect: {e}\n")
+        raise SystemExit(2) from None

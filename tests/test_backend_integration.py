@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +33,22 @@ from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from architect.backend.agents import Agent
+from architect.backend.files import FileFetchError, RouterDownloads
 from architect.backend.websocket_channel import WebsocketChannel
-from architect.config import BackendConfig, Config, RouterConfig
+from architect.config import BackendConfig, Config, RouterConfig, StorageConfig, load_config
 from architect.protocol import (
     ALIVE,
     CLIENT_BOUND_LIVE_UPDATE,
     HEARTBEAT,
     MEPHISTO_BOUND_LIVE_UPDATE,
     UPDATE_STATUS,
+    FailureReason,
     Packet,
     Status,
 )
 from architect.router.hub import RouterHub
 from architect.router.web import RouterWeb
+from architect.storage import StorageError
 from architect.tap import ArchitectService, build_service
 
 reactor: Any = _reactor
@@ -201,9 +205,11 @@ async def embedded(tmp_path: Path) -> AsyncIterator[tuple[ArchitectService, int]
             upload_dir=tmp_path / "uploads",
         ),
         backend=BackendConfig(mode="embedded", status_interval=0.1),
+        storage=StorageConfig(data_dir=tmp_path / "data"),
     )
     service = build_service(config, reactor)
     service.startService()
+    await service.when_ready()
     try:
         yield service, port
     finally:
@@ -259,12 +265,12 @@ async def test_embedded_mode_end_to_end(
             {"USED_AGENT_ID": agent_id, "final_data": {"answer": 42}, "client_timestamp": 1.0},
         )
         assert (code, body) == (200, {"status": "Submitted!"})
-        assert service.store is not None
-        store = service.store
-        await wait_for(lambda: store.of_agent(agent_id), "the submission to be stored")
-        assert [s.data for s in store.of_agent(agent_id)] == [{"answer": 42}]
+        # completed is pushed only once the submission is committed
         await wait_for(lambda: Status.COMPLETED in browser.statuses(), "status completed")
         assert agent.status == Status.COMPLETED
+        assert service.database is not None
+        stored = await service.database.list_submissions(agent_id=agent_id)
+        assert [(s.kind, s.data) for s in stored] == [("unit", {"answer": 42})]
     finally:
         await close_browser(browser)
 
@@ -349,6 +355,7 @@ async def test_remote_mode_survives_a_router_restart(
             status_interval=0.1,
             reconnect_giveup=30.0,
         ),
+        storage=StorageConfig(data_dir=tmp_path / "data"),
     )
     service = build_service(config, reactor)
     assert service.hub is None  # the backend alone
@@ -403,11 +410,11 @@ async def test_remote_mode_survives_a_router_restart(
             {"USED_AGENT_ID": agent_id, "final_data": {"done": True}},
         )
         assert (code, body) == (200, {"status": "Submitted!"})
-        assert service.store is not None
-        store = service.store
-        await wait_for(lambda: store.of_agent(agent_id), "the submission to be stored")
         await wait_for(lambda: Status.COMPLETED in browser2.statuses(), "status completed")
         assert agent.status == Status.COMPLETED
+        assert service.database is not None
+        stored = await service.database.list_submissions(agent_id=agent_id)
+        assert [(s.kind, s.data) for s in stored] == [("unit", {"done": True})]
         assert [u.get("n") for u in agent.past_live_updates] == [1, 2, 3, 4, 5]
     finally:
         for b in browsers:
@@ -427,6 +434,7 @@ async def test_remote_backend_closes_cleanly_on_stop(
         backend=BackendConfig(
             mode="remote", router_url=f"ws://127.0.0.1:{router.port}/", backend_token=TOKEN
         ),
+        storage=StorageConfig(data_dir=tmp_path / "data"),
     )
     service = build_service(config, reactor)
     service.startService()
@@ -453,6 +461,7 @@ async def test_remote_backend_with_a_wrong_token_is_refused(
         backend=BackendConfig(
             mode="remote", router_url=f"ws://127.0.0.1:{router.port}/", backend_token="wrong"
         ),
+        storage=StorageConfig(data_dir=tmp_path / "data"),
     )
     service = build_service(config, reactor)
     with capturedLogs() as events:
@@ -466,3 +475,162 @@ async def test_remote_backend_with_a_wrong_token_is_refused(
         finally:
             await service.stopService()
             await router.stop()
+
+
+# --- the database across a restart of the daemon ---
+
+
+async def wait_for_async(
+    condition: Callable[[], Any], what: str, deadline: float = DEADLINE
+) -> None:
+    end = time.monotonic() + deadline
+    while not await condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await deferLater(reactor, 0.01)
+
+
+def write_config(tmp_path: Path, port: int) -> Path:
+    (tmp_path / "units.jsonl").write_text("".join(f'{{"n": {n}}}\n' for n in range(3)))
+    path = tmp_path / "router.ini"
+    path.write_text(
+        f"[router]\nlisten = tcp:{port}:interface=127.0.0.1\nupload_dir = uploads\n"
+        "disconnect_grace = 0.3\n"
+        "[backend]\nmode = embedded\nstatus_interval = 0.1\n"
+        "[storage]\ndata_dir = data\n"
+        "[task]\nname = run-a\nunits = units.jsonl\n"
+    )
+    return path
+
+
+async def started(path: Path) -> ArchitectService:
+    service = build_service(load_config(path), reactor)
+    service.startService()
+    await service.when_ready()
+    return service
+
+
+@pytest_twisted.ensureDeferred
+async def test_embedded_submissions_and_files_survive_a_restart(
+    tmp_path: Path, http_pool: HTTPConnectionPool
+) -> None:
+    port = await free_port()
+    path = write_config(tmp_path, port)
+    service = await started(path)
+    try:
+        database = service.database
+        assert database is not None and service.pool is not None
+        run_id = service.pool.task_run.id
+
+        async def unit_statuses() -> dict[int, str]:
+            assert database is not None
+            return {u.assignment_index: u.status for u in await database.list_units(run_id)}
+
+        first = await request_agent(http_pool, port, "w1")
+        assert first["init_task_data"] == {"n": 0}
+        code, body = await post_json(
+            http_pool,
+            port,
+            "/submit_task",
+            {"USED_AGENT_ID": first["agent_id"], "final_data": {"answer": 1}},
+        )
+        assert (code, body) == (200, {"status": "Submitted!"})
+
+        second = await request_agent(http_pool, port, "w2")
+        assert second["init_task_data"] == {"n": 1}
+        response = await treq.post(
+            f"http://127.0.0.1:{port}/submit_task",
+            data={
+                "USED_AGENT_ID": second["agent_id"],
+                "final_string_data": json.dumps({"answer": 2}),
+            },
+            files={"upload": ("notes.txt", "text/plain", BytesIO(b"my notes"))},
+            pool=http_pool,
+        )
+        assert response.code == 200, await response.text()
+        await response.content()
+
+        third = await request_agent(http_pool, port, "w3")
+        assert third["init_task_data"] == {"n": 2}
+
+        async def both_done() -> bool:
+            statuses = await unit_statuses()
+            return statuses[0] == statuses[1] == "completed"
+
+        await wait_for_async(both_done, "both submissions to complete their units")
+    finally:
+        await service.stopService()
+
+    # The daemon starts again with the same data folder and task run name.
+    service = await started(path)
+    try:
+        database = service.database
+        assert database is not None and service.pool is not None
+        assert service.pool.task_run.id == run_id
+        assert await unit_statuses() == {0: "completed", 1: "completed", 2: "available"}
+        third_agent = await database.get_agent(third["agent_id"])
+        assert third_agent is not None and third_agent.status == Status.DISCONNECT
+
+        submissions = await database.list_submissions(task_run_id=run_id, kind="unit")
+        assert [(s.agent_id, s.data.get("answer")) for s in submissions] == [
+            (first["agent_id"], 1),
+            (second["agent_id"], 2),
+        ]
+        [kept] = submissions[1].files
+        assert kept.original_name == "notes.txt" and kept.mimetype == "text/plain"
+        assert (database.data_dir / kept.stored_path).read_bytes() == b"my notes"
+        assert submissions[1].data["files"][0]["originalname"] == "notes.txt"
+
+        for worker in ("w1", "w3"):  # done, and cleared by the restart
+            again = await request_agent(http_pool, port, worker)
+            assert again["agent_id"] is None
+            assert again["failure_reason"] == FailureReason.TASK_MISSING
+        fourth = await request_agent(http_pool, port, "w4")
+        assert fourth["init_task_data"] == {"n": 2}
+        assert (await request_agent(http_pool, port, "w5"))["failure_reason"] == (
+            FailureReason.NO_WORK
+        )
+    finally:
+        await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_remote_backend_fetches_uploads_with_its_token(
+    router_config: RouterConfig,
+) -> None:
+    router = Router(router_config)
+    try:
+        router_config.upload_dir.mkdir(parents=True, exist_ok=True)
+        name = "0123456789abcdef0123456789abcdef.txt"
+        (router_config.upload_dir / name).write_bytes(b"uploaded")
+        url = f"ws://127.0.0.1:{router.port}/"
+        assert await RouterDownloads(reactor, url, TOKEN).fetch(name) == b"uploaded"
+        with pytest.raises(FileFetchError, match="403"):
+            await RouterDownloads(reactor, url, "wrong").fetch(name)
+        with pytest.raises(FileFetchError, match="404"):
+            await RouterDownloads(reactor, url, TOKEN).fetch("f" * 32 + ".txt")
+    finally:
+        await router.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_database_that_cannot_open_stops_the_start(tmp_path: Path) -> None:
+    (tmp_path / "not-a-folder").write_text("")
+    config = Config(
+        path=tmp_path / "router.ini",
+        router=RouterConfig(listen="tcp:0:interface=127.0.0.1", upload_dir=tmp_path / "up"),
+        backend=BackendConfig(mode="embedded"),
+        storage=StorageConfig(data_dir=tmp_path / "not-a-folder"),
+    )
+    failures: list[Any] = []
+    service = build_service(config, reactor, failures.append)
+    with capturedLogs() as events:
+        service.startService()
+        with pytest.raises(StorageError, match="cannot create the data folder"):
+            await service.when_ready()
+    try:
+        assert [f.check(StorageError) for f in failures] == [StorageError]
+        assert any(e["log_level"] == LogLevel.critical for e in events)
+        assert service.hub is not None and service.hub.backend is None  # never announced
+    finally:
+        await service.stopService()

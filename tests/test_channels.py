@@ -13,9 +13,7 @@ from zope.interface import implementer
 
 from architect.backend.channel import Channel, InProcessChannel
 from architect.backend.client_io import ClientIOHandler
-from architect.backend.store import MemoryStore
 from architect.backend.websocket_channel import WebsocketChannel, url_with_token
-from architect.backend.workers import MemoryWorkerPool
 from architect.config import RouterConfig
 from architect.protocol import (
     ALIVE,
@@ -28,6 +26,7 @@ from architect.protocol import (
 )
 from architect.router.hub import RouterHub
 from tests.fakes import FakeLink
+from tests.memory_backend import MemoryStore, MemoryWorkerPool
 
 
 class Embedded:

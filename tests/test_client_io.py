@@ -12,8 +12,6 @@ from twisted.logger import LogLevel, capturedLogs
 
 from architect.backend.agents import Agent, AgentGone
 from architect.backend.client_io import ClientIOHandler
-from architect.backend.store import MemoryStore
-from architect.backend.workers import MemoryWorkerPool
 from architect.protocol import (
     AGENT_DETAILS,
     CLIENT_BOUND_LIVE_UPDATE,
@@ -33,6 +31,7 @@ from architect.protocol import (
     Status,
 )
 from tests.backend_fakes import FakeChannel
+from tests.memory_backend import MemoryStore, MemoryWorkerPool
 
 UNITS = [{"text": "first"}, {"text": "second"}, {"text": "third"}]
 
@@ -231,6 +230,7 @@ def test_onboarding_passed_leads_to_a_unit() -> None:
     assert details["init_task_data"] == {"question": "2+2?"}
     assert statuses_sent(b.channel, onboarding_id) == [Status.ONBOARDING]
     passed = onboard(b, onboarding_id, "o1", "4")
+    assert [s.data for s in b.store.of_agent(onboarding_id, "onboarding")] == [{"answer": "4"}]
     assert passed["failure_reason"] is None
     assert passed["agent_id"] != onboarding_id
     assert passed["init_task_data"] == {"text": "first"}
@@ -307,12 +307,16 @@ class FlakyStore(MemoryStore):
         self.attempts = 0
 
     def save_unit_submission(
-        self, agent_id: str, worker_id: str | None, data: dict[str, Any]
+        self,
+        agent_id: str,
+        worker_id: str | None,
+        data: dict[str, Any],
+        dedupe_key: str | None = None,
     ) -> Deferred[None]:
         self.attempts += 1
         if self.attempts == 1:
             return fail(OSError("disk full"))
-        return super().save_unit_submission(agent_id, worker_id, data)
+        return super().save_unit_submission(agent_id, worker_id, data, dedupe_key)
 
 
 def test_a_failed_store_lets_the_repeat_be_stored() -> None:

@@ -89,3 +89,67 @@ def test_task_config_must_be_a_json_object(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "absent.ini")
+
+
+# --- [task] ---
+
+
+def test_task_defaults_are_the_demo(tmp_path: Path) -> None:
+    task = load_config(write(tmp_path, "")).task
+    assert (task.name, task.units, task.module) == ("demo", None, None)
+    assert (task.units_per_assignment, task.maximum_units_per_worker) == (1, 0)
+    assert (task.allowed_concurrent, task.qualifications, task.onboarding) == (0, (), False)
+    assert task.onboarding_qualification == "demo_onboarding"
+
+
+def test_task_units_from_json_or_jsonl_beside_the_config(tmp_path: Path) -> None:
+    (tmp_path / "units.json").write_text('[{"a": 1}, {"a": 2}]')
+    (tmp_path / "units.jsonl").write_text('{"a": 1}\n\n{"a": 2}\n{"a": 3}\n')
+    (tmp_path / "task.py").write_text("")
+    for name, count in (("units.json", 2), ("units.jsonl", 3)):
+        config = load_config(
+            write(
+                tmp_path,
+                f"[task]\nname = run-1\nunits = {name}\nmodule = task.py\nonboarding = on\n"
+                "units_per_assignment = 2\nmaximum_units_per_worker = 5\nallowed_concurrent = 1\n"
+                'qualifications = [["english", "exists"], ["score", ">=", 3]]\n',
+            )
+        )
+        task = config.task
+        assert task.units is not None and len(task.units) == count
+        assert task.units[0] == {"a": 1}
+        assert task.module == str(tmp_path / "task.py")
+        assert task.onboarding is True
+        assert task.onboarding_qualification == "run-1_onboarding"
+        assert (task.units_per_assignment, task.maximum_units_per_worker) == (2, 5)
+        assert task.allowed_concurrent == 1
+        assert [q.comparator for q in task.qualifications] == ["exists", ">="]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[task]\nname = r\nunits = missing.json\n", "[task] units: cannot read"),
+        ("[task]\nname = r\nunits = bad.jsonl\n", "[task] units: {dir}/bad.jsonl line 2"),
+        ("[task]\nname = r\nunits = list.json\n", "[task] units: {dir}/list.json item 2 must"),
+        ("[task]\nunits = units.json\n", "[task] name: name the task run"),
+        ("[task]\nname =\n", "[task] name: must not be empty"),
+        ("[task]\nname = r\nmodule = nope.py\n", "[task] module: no task module file"),
+        ("[task]\nname = r\nmodule = 1bad-name\n", "[task] module: '1bad-name' is neither"),
+        ("[task]\nunits_per_assignment = 0\n", "[task] units_per_assignment: must be a positive"),
+        ("[task]\nallowed_concurrent = -1\n", "[task] allowed_concurrent: must be 0 (unlimited)"),
+        ("[task]\nonboarding = maybe\n", "[task] onboarding: 'maybe' is not on or off"),
+        ('[task]\nqualifications = [["q", "~", 1]]\n', "[task] qualifications: requirement 1"),
+    ],
+)
+def test_task_errors_name_file_section_and_key(tmp_path: Path, text: str, expected: str) -> None:
+    (tmp_path / "bad.jsonl").write_text('{"a": 1}\n{"a": \n')
+    (tmp_path / "list.json").write_text('[{"a": 1}, 2]')
+    (tmp_path / "units.json").write_text('[{"a": 1}]')
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ")
+    assert expected.format(dir=tmp_path) in message
+    assert "\n" not in message

@@ -7,7 +7,9 @@ agent's first status follows its `agent_details`).
 
 Live data from the browser can be pulled (`act(timeout)`) or pushed
 (`on_live_update`). Both directions are kept in `past_live_updates` so a worker
-who reloads the page sees the conversation so far.
+who reloads the page sees the conversation so far. Listeners (the worker pool
+keeps its database in step through them) hear of every status change and
+every live update taken, in either direction.
 """
 
 from __future__ import annotations
@@ -23,13 +25,21 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from architect.backend.recent import RecentKeys
-from architect.protocol import CLIENT_BOUND_LIVE_UPDATE, UPDATE_STATUS, Packet, Status
+from architect.protocol import (
+    CLIENT_BOUND_LIVE_UPDATE,
+    MEPHISTO_BOUND_LIVE_UPDATE,
+    UPDATE_STATUS,
+    Packet,
+    Status,
+)
 
 log = Logger()
 
 Outlet = Callable[[Packet], None]
 LiveUpdateCallback = Callable[["Agent", dict[str, Any]], object]
 StatusListener = Callable[["Agent", str, str], None]  # agent, old status, new status
+# agent, packet type (client_bound_live_update or mephisto_bound_live_update), the update
+LiveUpdateListener = Callable[["Agent", str, dict[str, Any]], None]
 
 
 def new_agent_id(prefix: str = "") -> str:
@@ -68,6 +78,7 @@ class Agent:
         self.on_live_update: LiveUpdateCallback | None = None
         self.max_inbox = max_inbox
         self._status_listeners: list[StatusListener] = []
+        self._live_update_listeners: list[LiveUpdateListener] = []
         self._seen_update_ids = RecentKeys(remembered_update_ids)
         self._inbox: deque[dict[str, Any]] = deque()
         self._waiting: deque[tuple[Deferred[dict[str, Any] | None], IDelayedCall | None]] = deque()
@@ -120,6 +131,18 @@ class Agent:
             listener(self, old, status)
         return True
 
+    def add_live_update_listener(self, listener: LiveUpdateListener) -> None:
+        self._live_update_listeners.append(listener)
+
+    def _tell_live_update(self, packet_type: str, update: dict[str, Any]) -> None:
+        for listener in list(self._live_update_listeners):
+            try:
+                listener(self, packet_type, copy.deepcopy(update))
+            except Exception:
+                log.failure(
+                    "a live update listener of agent {agent_id} failed", agent_id=self.agent_id
+                )
+
     def push_status(self) -> None:
         self._send(Packet(UPDATE_STATUS, self.agent_id, {"status": self.status}))
 
@@ -132,6 +155,7 @@ class Agent:
         update["update_id"] = update_id
         self.past_live_updates.append(update)
         self._send(Packet(CLIENT_BOUND_LIVE_UPDATE, self.agent_id, copy.deepcopy(update)))
+        self._tell_live_update(CLIENT_BOUND_LIVE_UPDATE, update)
         return update_id
 
     send_live_update = observe
@@ -144,6 +168,7 @@ class Agent:
         if update_id is not None and not self._seen_update_ids.add(_hashable(update_id)):
             return False
         self.past_live_updates.append(copy.deepcopy(data))
+        self._tell_live_update(MEPHISTO_BOUND_LIVE_UPDATE, data)
         if self.on_live_update is not None:
             try:
                 self.on_live_update(self, data)

@@ -229,8 +229,17 @@ class ClientIOHandler:
         onboarding_data = packet.data.get("onboarding_data")
         if not isinstance(onboarding_data, dict):
             onboarding_data = {k: v for k, v in packet.data.items() if k != "request_id"}
-        d = self.pool.submit_onboarding(agent, onboarding_data)
-        return self._answer_registration(d, channel, request_id)
+        # Kept first: the verdict is given on what is committed.
+        saved = self.store.save_onboarding(
+            agent.agent_id, agent.worker_id, onboarding_data, fingerprint(packet)
+        )
+
+        onboarding_agent = agent
+
+        def judge(_: None) -> Deferred[Registration]:
+            return self.pool.submit_onboarding(onboarding_agent, onboarding_data)
+
+        return self._answer_registration(saved.addCallback(judge), channel, request_id)
 
     def _answer_registration(
         self, d: Deferred[Registration], channel: Channel, request_id: str
@@ -281,7 +290,7 @@ class ClientIOHandler:
         else:
             agent.submitted = True
         worker_id = agent.worker_id if agent is not None else None
-        d = self.store.save_unit_submission(packet.subject_id, worker_id, packet.data)
+        d = self.store.save_unit_submission(packet.subject_id, worker_id, packet.data, key)
 
         def stored(_: None) -> None:
             if agent is not None and agent.status in Status.ACTIVE:
@@ -302,7 +311,7 @@ class ClientIOHandler:
             return None
         agent = self.pool.get_agent(packet.subject_id)
         worker_id = agent.worker_id if agent is not None else None
-        d = self.store.save_metadata(packet.subject_id, worker_id, packet.data)
+        d = self.store.save_metadata(packet.subject_id, worker_id, packet.data, key)
 
         def failed(failure: Failure) -> Failure:
             self.stored_submissions.discard(key)

@@ -1,31 +1,97 @@
-"""BackendService: runs a ClientIOHandler over its channels as a Twisted service."""
+"""BackendService: runs a ClientIOHandler over its channels as a Twisted service.
+
+The handler comes from `start_backend`, whose Deferred fires once what it
+needs is ready (the database open, the task run prepared). Only then do the
+channels open: no router hears of this backend before it can answer. On stop,
+the channels close first, then `stop_backend` (closing the database).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from architect.backend.channel import Channel
 from architect.backend.client_io import ClientIOHandler
 
+log = Logger()
+
 
 class BackendService(Service):
-    def __init__(self, handler: ClientIOHandler, channels: Sequence[Channel]) -> None:
-        self.handler = handler
+    def __init__(
+        self,
+        start_backend: Callable[[], Deferred[ClientIOHandler]],
+        channels: Sequence[Channel],
+        stop_backend: Callable[[], Deferred[None]] | None = None,
+        on_start_failure: Callable[[Failure], None] | None = None,
+    ) -> None:
+        self.start_backend = start_backend
+        self.stop_backend = stop_backend
+        self.on_start_failure = on_start_failure
         self.channels = list(channels)
-        for channel in self.channels:
-            handler.add_channel(channel)
+        self.handler: ClientIOHandler | None = None
+        self._starting: Deferred[None] | None = None
+        self._serving = False
+        self._start_failure: Failure | None = None
+        self._ready_waiters: list[Deferred[ClientIOHandler]] = []
+
+    def when_ready(self) -> Deferred[ClientIOHandler]:
+        """Fires with the handler once the channels are opening (fails if the start failed)."""
+        if self._serving and self.handler is not None:
+            return succeed(self.handler)
+        if self._start_failure is not None:
+            return fail(self._start_failure)
+        waiter: Deferred[ClientIOHandler] = Deferred()
+        self._ready_waiters.append(waiter)
+        return waiter
 
     def startService(self) -> None:
         super().startService()
+        self._start_failure = None
+        self._starting = self.start_backend().addCallbacks(self._serve, self._start_failed)
+
+    def _serve(self, handler: ClientIOHandler) -> None:
+        if not self.running:
+            return  # stopped while starting
+        self.handler = handler
+        for channel in self.channels:
+            if channel not in handler.channels:
+                handler.add_channel(channel)
+        self._serving = True
         for channel in self.channels:
             channel.open()
-        self.handler.start()
+        handler.start()
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            waiter.callback(handler)
+
+    def _start_failed(self, failure: Failure) -> None:
+        self._start_failure = failure
+        log.critical("the backend cannot start: {error}", error=failure.getErrorMessage())
+        log.failure("the backend's start failed", failure)
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            waiter.errback(failure)
+        if self.on_start_failure is not None:
+            self.on_start_failure(failure)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        self.handler.stop()
-        closing = gatherResults([channel.close() for channel in self.channels])
-        return closing.addCallback(lambda _: None)
+        starting = self._starting or succeed(None)
+        return starting.addBoth(lambda _: self._stop())
+
+    def _stop(self) -> Deferred[None]:
+        closing: Deferred[None] = succeed(None)
+        if self._serving and self.handler is not None:
+            self._serving = False
+            self.handler.stop()
+            channels = gatherResults([channel.close() for channel in self.channels])
+            closing = channels.addCallback(lambda _: None)
+        if self.stop_backend is not None:
+            stop_backend = self.stop_backend
+            closing.addCallback(lambda _: stop_backend())
+        return closing

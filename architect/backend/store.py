@@ -1,59 +1,106 @@
-"""Where submissions go. An in-memory store for now; the database comes with the storage issue.
+"""Where submissions go: `SubmissionStore` is what the ClientIOHandler uses.
 
-Every method returns a Deferred so a store backed by a database (adbapi) fits
-the same interface.
+`StoredSubmissions` keeps them in the database: each kind (unit, onboarding,
+metadata) with its uploaded files, fetched from the router and written beside
+the database. Its Deferreds fire only once the submission is committed, and a
+submission delivered twice (same `dedupe_key`) is stored once, across
+restarts too.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Protocol
 
-import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from architect.backend.files import FileFetchError, UploadedFiles
+from architect.storage import Database, SubmissionFile, SubmissionKind
+
+log = Logger()
 
 
 class SubmissionStore(Protocol):
     def save_unit_submission(
-        self, agent_id: str, worker_id: str | None, data: dict[str, Any]
+        self, agent_id: str, worker_id: str | None, data: dict[str, Any], dedupe_key: str | None
+    ) -> Deferred[None]: ...
+
+    def save_onboarding(
+        self, agent_id: str, worker_id: str | None, data: dict[str, Any], dedupe_key: str | None
     ) -> Deferred[None]: ...
 
     def save_metadata(
-        self, agent_id: str, worker_id: str | None, data: dict[str, Any]
+        self, agent_id: str, worker_id: str | None, data: dict[str, Any], dedupe_key: str | None
     ) -> Deferred[None]: ...
 
 
-@attrs.frozen
-class StoredSubmission:
-    kind: str  # "unit" or "metadata"
-    agent_id: str
-    worker_id: str | None
-    data: dict[str, Any]
+class StoredSubmissions:
+    """Submissions in the database, files beside it."""
 
-
-class MemoryStore:
-    """Keeps submissions in a list, in arrival order."""
-
-    def __init__(self) -> None:
-        self.submissions: list[StoredSubmission] = []
+    def __init__(self, database: Database, files: UploadedFiles | None) -> None:
+        self.database = database
+        self.files = files
 
     def save_unit_submission(
-        self, agent_id: str, worker_id: str | None, data: dict[str, Any]
+        self, agent_id: str, worker_id: str | None, data: dict[str, Any], dedupe_key: str | None
     ) -> Deferred[None]:
-        self.submissions.append(StoredSubmission("unit", agent_id, worker_id, copy.deepcopy(data)))
-        return succeed(None)
+        return Deferred.fromCoroutine(self._save(SubmissionKind.UNIT, agent_id, data, dedupe_key))
+
+    def save_onboarding(
+        self, agent_id: str, worker_id: str | None, data: dict[str, Any], dedupe_key: str | None
+    ) -> Deferred[None]:
+        return Deferred.fromCoroutine(
+            self._save(SubmissionKind.ONBOARDING, agent_id, data, dedupe_key)
+        )
 
     def save_metadata(
-        self, agent_id: str, worker_id: str | None, data: dict[str, Any]
+        self, agent_id: str, worker_id: str | None, data: dict[str, Any], dedupe_key: str | None
     ) -> Deferred[None]:
-        self.submissions.append(
-            StoredSubmission("metadata", agent_id, worker_id, copy.deepcopy(data))
+        return Deferred.fromCoroutine(
+            self._save(SubmissionKind.METADATA, agent_id, data, dedupe_key)
         )
-        return succeed(None)
 
-    def of_agent(self, agent_id: str, kind: str | None = None) -> list[StoredSubmission]:
-        return [
-            s
-            for s in self.submissions
-            if s.agent_id == agent_id and (kind is None or s.kind == kind)
-        ]
+    async def _save(
+        self, kind: str, agent_id: str, data: dict[str, Any], dedupe_key: str | None
+    ) -> None:
+        files = await self._fetch_files(agent_id, data)
+        stored = await self.database.store_submission(agent_id, kind, data, dedupe_key, files)
+        if not stored:
+            log.info(
+                "a repeated {kind} submission of agent {agent_id}: kept once",
+                kind=kind,
+                agent_id=agent_id,
+            )
+            for file in files:  # the copies the first delivery did not need
+                (self.database.data_dir / file.stored_path).unlink(missing_ok=True)
+
+    async def _fetch_files(self, agent_id: str, data: dict[str, Any]) -> list[SubmissionFile]:
+        """Each file the submission names, kept beside the database.
+
+        A file that cannot be had is logged and left out: the rest of the
+        submission is still stored (its `files` entries still describe it).
+        """
+        entries = data.get("files")
+        if not isinstance(entries, list) or not entries:
+            return []
+        stored: list[SubmissionFile] = []
+        for entry in entries:
+            if not isinstance(entry, dict):
+                continue
+            filename = entry.get("filename")
+            original = entry.get("originalname") or filename
+            mimetype = entry.get("mimetype") or "application/octet-stream"
+            try:
+                if not isinstance(filename, str):
+                    raise FileFetchError(f"a file entry without a filename: {entry!r}")
+                if self.files is None:
+                    raise FileFetchError("this backend has no way to fetch uploaded files")
+                content = await self.files.fetch(filename)
+                stored.append(await self.database.write_file(str(original), content, str(mimetype)))
+            except Exception:
+                log.failure(
+                    "could not keep the file {filename} of agent {agent_id}'s submission",
+                    filename=filename,
+                    agent_id=agent_id,
+                )
+        return stored

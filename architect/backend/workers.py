@@ -1,46 +1,71 @@
 """The worker pool: who gets which unit.
 
 `WorkerPool` is the interface the ClientIOHandler uses; every decision comes
-back as a Deferred so that a pool backed by a database and a staged pipeline
-(qualification, onboarding, assignment) can replace this one unchanged.
+back as a Deferred.
 
-`MemoryWorkerPool` is the first, small pool: units are an in-memory list of
-assignment data dicts, each done once; workers are known by their name.
+`StoredWorkerPool` keeps everything in the database and answers a
+registration through staged checks, in this order:
+
+0. find or create the worker from `provider_data` (`worker_name`, `provider_type`);
+   a request whose `agent_registration_id` was seen before in this run is a
+   reconnection instead: the same agent, its data and `past_live_updates`
+   while it is active, the task-missing refusal once it is completed or cleared;
+1. qualifications: every requirement of the task, and (with onboarding on) not
+   having failed onboarding before;
+2. limits: `allowed_concurrent` agents in progress, `maximum_units_per_worker`
+   units done or in progress;
+3. the task's `worker_can_do_unit(worker, unit)` over the available units of
+   assignments the worker has not worked on;
+4. onboarding, for a worker without the onboarding qualification: an
+   onboarding agent with the task's `onboarding_data(worker)`; its submission
+   goes through `validate_onboarding(worker, data)`, which grants the
+   qualification as passed (1) or failed (0);
+5. the atomic reservation of the first still-available unit.
+
+The stages of one worker run one registration at a time (a lock per worker),
+so simultaneous requests of one worker cannot pass a limit together; the
+reservation itself is atomic in the database, so no two workers share a unit.
+
+Task hooks run through `call_hook`, so a blocking hook runs in a thread. A hook
+that raises is logged with the worker and unit; the worker gets a refusal.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import attrs
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredLock, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from architect.backend.agents import Agent, new_agent_id
-from architect.protocol import FailureReason, Status
+from architect.config import TaskConfig
+from architect.protocol import (
+    CLIENT_BOUND_LIVE_UPDATE,
+    FailureReason,
+    Status,
+)
+from architect.qualifications import meets_all
+from architect.storage import Database, Direction, TaskRun, Unit, UnitStatus, Worker
+from architect.tasks.definition import TaskDefinition, UnitInfo, WorkerInfo
+from architect.tasks.hooks import BlockingRunner, call_hook
 
 log = Logger()
+T = TypeVar("T")
 
-# A task's onboarding check: a plain value, a Deferred, or a coroutine (async def).
-OnboardingCheck = Callable[[dict[str, Any]], "bool | Deferred[bool] | Coroutine[Any, Any, bool]"]
-
-
-def _call_hook(
-    hook: Callable[[dict[str, Any]], bool | Deferred[bool] | Coroutine[Any, Any, bool]],
-    data: dict[str, Any],
-) -> Deferred[bool]:
-    try:
-        result = hook(data)
-    except Exception:
-        return fail()
-    if isinstance(result, Deferred):
-        return result
-    if isinstance(result, Coroutine):
-        return Deferred.fromCoroutine(result)
-    return succeed(bool(result))
+# How many units' worker_can_do_unit verdicts are asked for at once.
+HOOK_BATCH = 20
+# The provider a registration without provider_type is taken to come from.
+DEFAULT_PROVIDER = "mock"
+# Qualification values granted by onboarding.
+PASSED, FAILED = 1, 0
+# A unit agent in one of these has done its unit: the unit stays completed.
+DONE_STATUSES = frozenset(
+    {Status.COMPLETED, Status.APPROVED, Status.SOFT_REJECTED, Status.REJECTED}
+)
 
 
 @attrs.define
@@ -78,50 +103,54 @@ class WorkerPool(Protocol):
         ...
 
 
-@attrs.define(eq=False)
-class WorkerRecord:
-    worker_id: str
-    worker_name: str
-    agents: list[Agent] = attrs.field(factory=list)
-    onboarded: bool | None = None  # None: not tried yet
-    completed_units: set[int] = attrs.field(factory=set)
+async def prepare_task_run(
+    database: Database, settings: TaskConfig, units: Sequence[dict[str, Any]]
+) -> TaskRun:
+    """The named task run, continued or created, with any assignments it does not hold yet."""
+    run = await database.find_or_create_task_run(settings.name, settings.summary())
+    added = await database.add_assignments(run.id, list(units), settings.units_per_assignment)
+    log.info(
+        "task run {name} (id {id}): {added} new assignments, {kept} already stored",
+        name=run.name,
+        id=run.id,
+        added=added,
+        kept=len(units) - added,
+    )
+    return run
 
 
-@attrs.define(eq=False)
-class UnitSlot:
-    index: int
-    assignment_data: dict[str, Any]
-    agent: Agent | None = None
-    completed: bool = False
+def _unit_info(unit: Unit) -> UnitInfo:
+    return UnitInfo(
+        unit_id=str(unit.id),
+        assignment_index=unit.assignment_index,
+        unit_index=unit.unit_index,
+        assignment_data=copy.deepcopy(unit.assignment_data),
+    )
 
 
-class MemoryWorkerPool:
-    """Units from a list, one worker each, done once; workers by name; state in memory."""
+class StoredWorkerPool:
+    """The registration pipeline over a Database, for one task run."""
 
     def __init__(
         self,
         clock: IReactorTime,
-        units: Iterable[dict[str, Any]],
-        *,
-        onboarding_data: dict[str, Any] | None = None,
-        check_onboarding: OnboardingCheck | None = None,
-        max_concurrent: int | None = None,
-        max_units_per_worker: int | None = None,
-        blocked_workers: Sequence[str] = (),
+        database: Database,
+        task_run: TaskRun,
+        settings: TaskConfig,
+        task: TaskDefinition,
+        run_blocking: BlockingRunner,
     ) -> None:
         self.clock = clock
-        self.units = [UnitSlot(i, copy.deepcopy(data)) for i, data in enumerate(units)]
-        self.onboarding_data = onboarding_data or {}
-        self.check_onboarding = check_onboarding
-        self.max_concurrent = max_concurrent
-        self.max_units_per_worker = max_units_per_worker
-        self.blocked_workers = frozenset(blocked_workers)
-        self.workers: dict[str, WorkerRecord] = {}  # by worker name
-        self.workers_by_id: dict[str, WorkerRecord] = {}
-        self.agents: dict[str, Agent] = {}
+        self.database = database
+        self.task_run = task_run
+        self.settings = settings
+        self.task = task
+        self.run_blocking = run_blocking
+        self.agents: dict[str, Agent] = {}  # the agents of this process, by id
         self.registrations: dict[str, Agent] = {}  # agent_registration_id -> latest agent
-        self.agent_units: dict[str, UnitSlot] = {}
-        self.pending_provider_data: dict[str, dict[str, Any]] = {}  # onboarding agent -> data
+        self.workers: dict[str, Worker] = {}  # by worker id (as on the wire)
+        self._locks: dict[int, DeferredLock] = {}
+        self._writes: set[Deferred[Any]] = set()
 
     # --- WorkerPool ---
 
@@ -129,141 +158,359 @@ class MemoryWorkerPool:
         return self.agents.get(agent_id)
 
     def register(self, provider_data: dict[str, Any]) -> Deferred[Registration]:
-        return maybeDeferred(self._register, provider_data)
+        return Deferred.fromCoroutine(self._register(provider_data))
 
     def submit_onboarding(
         self, agent: Agent, onboarding_data: dict[str, Any]
     ) -> Deferred[Registration]:
-        worker = self.workers_by_id.get(agent.worker_id)
-        if worker is None or not agent.is_onboarding or agent.status != Status.ONBOARDING:
-            return succeed(Registration.refused(agent.worker_id, FailureReason.TASK_MISSING))
-        if self.check_onboarding is None:
-            passed: Deferred[bool] = succeed(True)
-        else:
-            passed = _call_hook(self.check_onboarding, onboarding_data)
-        return passed.addCallback(self._onboarding_checked, worker, agent)
+        return Deferred.fromCoroutine(self._submit_onboarding(agent, onboarding_data))
 
-    # --- registration ---
+    def settled(self) -> Deferred[None]:
+        """Fires once the status and live-update writes issued so far are committed."""
+        pending = list(self._writes)
+        return gatherResults(pending, consumeErrors=True).addBoth(lambda _: None)
 
-    def _register(self, provider_data: dict[str, Any]) -> Registration:
+    # --- the pipeline ---
+
+    async def _register(self, provider_data: dict[str, Any]) -> Registration:
         worker_name = provider_data.get("worker_name")
         if not isinstance(worker_name, str) or not worker_name:
             raise BadRegistration("provider_data has no worker_name")
-        worker = self._worker(worker_name)
+        provider_type = provider_data.get("provider_type") or DEFAULT_PROVIDER
+        if not isinstance(provider_type, str):
+            raise BadRegistration("provider_data's provider_type must be a string")
         registration_id = provider_data.get("agent_registration_id")
-        if isinstance(registration_id, str) and registration_id in self.registrations:
-            return self._reregister(worker, self.registrations[registration_id])
-        if worker.worker_name in self.blocked_workers or worker.onboarded is False:
-            return Registration.refused(worker.worker_id, FailureReason.NOT_QUALIFIED)
-        active = [a for a in worker.agents if a.is_active]
-        if self.max_concurrent is not None and len(active) >= self.max_concurrent:
-            return Registration.refused(worker.worker_id, FailureReason.TOO_MANY_CONCURRENT)
-        if (
-            self.max_units_per_worker is not None
-            and len(worker.completed_units) + len(active) >= self.max_units_per_worker
-        ):
-            return Registration.refused(worker.worker_id, FailureReason.MAX_UNITS)
-        reg_id = registration_id if isinstance(registration_id, str) else None
-        if self.check_onboarding is not None and worker.onboarded is None:
-            return self._start_onboarding(worker, reg_id, provider_data)
-        return self._assign(worker, reg_id)
+        if not isinstance(registration_id, str) or not registration_id:
+            registration_id = None
+        # Stage 0: the worker (one transaction: simultaneous first visits find one row).
+        worker = await self.database.find_or_create_worker(provider_type, worker_name)
+        self.workers[str(worker.id)] = worker
+        async with self._lock(worker.id):
+            if registration_id is not None:
+                again = await self._reconnect(worker, registration_id)
+                if again is not None:
+                    return again
+            return await self._find_work(worker, registration_id)
 
-    def _worker(self, worker_name: str) -> WorkerRecord:
-        worker = self.workers.get(worker_name)
-        if worker is None:
-            worker = self.workers[worker_name] = WorkerRecord(new_agent_id(), worker_name)
-            self.workers_by_id[worker.worker_id] = worker
-        return worker
-
-    def _reregister(self, worker: WorkerRecord, agent: Agent) -> Registration:
-        if agent.worker_id != worker.worker_id:
-            log.warn(
-                "worker {name} used the registration id of agent {agent_id}: refused",
-                name=worker.worker_name,
-                agent_id=agent.agent_id,
+    async def _reconnect(self, worker: Worker, registration_id: str) -> Registration | None:
+        """Stage 6: the agent this registration id had, or None to go through the stages."""
+        worker_id = str(worker.id)
+        agent = self.registrations.get(registration_id)
+        if agent is None:
+            stored = await self.database.find_agent_by_registration_id(registration_id)
+            if stored is None or stored.task_run_id != self.task_run.id:
+                return None
+            if stored.worker_id != worker.id:
+                return self._stolen_registration(worker, stored.agent_id)
+            if stored.kind == "onboarding":
+                return None  # onboarding ended: the stages decide afresh
+            # An agent of an earlier life of the daemon: completed, or cleared at the restart.
+            return Registration.refused(worker_id, FailureReason.TASK_MISSING)
+        if agent.worker_id != worker_id:
+            return self._stolen_registration(worker, agent.agent_id)
+        if agent.is_active:
+            return Registration(
+                worker_id=worker_id,
+                agent=agent,
+                init_task_data=agent.reconnect_task_data(),
+                reconnected=True,
             )
-            return Registration.refused(worker.worker_id, FailureReason.TASK_MISSING)
-        if not agent.is_active:
-            return Registration.refused(worker.worker_id, FailureReason.TASK_MISSING)
-        return Registration(
-            worker_id=worker.worker_id,
-            agent=agent,
-            init_task_data=agent.reconnect_task_data(),
-            reconnected=True,
-        )
+        if agent.is_onboarding:
+            return None
+        return Registration.refused(worker_id, FailureReason.TASK_MISSING)
 
-    def _start_onboarding(
-        self, worker: WorkerRecord, registration_id: str | None, provider_data: dict[str, Any]
+    def _stolen_registration(self, worker: Worker, agent_id: str) -> Registration:
+        log.warn(
+            "worker {name} used the registration id of agent {agent_id}: refused",
+            name=worker.worker_name,
+            agent_id=agent_id,
+        )
+        return Registration.refused(str(worker.id), FailureReason.TASK_MISSING)
+
+    async def _find_work(self, worker: Worker, registration_id: str | None) -> Registration:
+        """Stages 1 to 5."""
+        worker_id = str(worker.id)
+        settings = self.settings
+        granted = await self.database.get_qualifications(worker.id)
+        held = {name: q.value for name, q in granted.items()}
+        info = WorkerInfo(worker_id, worker.worker_name, worker.provider_type, held)
+        # 1. qualifications
+        if not meets_all(settings.qualifications, held):
+            return Registration.refused(worker_id, FailureReason.NOT_QUALIFIED)
+        needs_onboarding = False
+        if settings.onboarding:
+            if settings.onboarding_qualification not in held:
+                needs_onboarding = True
+            elif held[settings.onboarding_qualification] != PASSED:
+                return Registration.refused(worker_id, FailureReason.NOT_QUALIFIED)
+        # 2. limits
+        if settings.allowed_concurrent:
+            active = await self.database.count_active_agents(worker.id, self.task_run.id)
+            if active >= settings.allowed_concurrent:
+                return Registration.refused(worker_id, FailureReason.TOO_MANY_CONCURRENT)
+        if settings.maximum_units_per_worker:
+            done = await self.database.count_worker_units(self.task_run.id, worker.id)
+            if done >= settings.maximum_units_per_worker:
+                return Registration.refused(worker_id, FailureReason.MAX_UNITS)
+        # 3. the units this worker may do, asked of the task as they are needed
+        candidates = await self._candidates(worker)
+        if needs_onboarding:
+            # 4. onboarding first, provided some unit is there for the worker afterwards
+            if await self._first_doable(info, candidates, self._any_unit) is None:
+                return Registration.refused(worker_id, FailureReason.NO_WORK)
+            return await self._start_onboarding(worker, info, registration_id)
+
+        # 5. reservation of the first doable unit still available
+        async def reserve(batch: list[Unit]) -> Agent | None:
+            return await self._reserve(worker, batch, registration_id)
+
+        agent = await self._first_doable(info, candidates, reserve)
+        if agent is None:
+            return Registration.refused(worker_id, FailureReason.NO_WORK)
+        return Registration(worker_id, agent, copy.deepcopy(agent.init_task_data))
+
+    async def _candidates(self, worker: Worker) -> list[Unit]:
+        """Available units of assignments the worker has had no unit of, in order."""
+        worked_on = await self.database.worked_on(self.task_run.id, worker.id)
+        available = await self.database.list_units(self.task_run.id, UnitStatus.AVAILABLE)
+        return [unit for unit in available if unit.assignment_id not in worked_on.assignment_ids]
+
+    async def _first_doable(
+        self,
+        info: WorkerInfo,
+        candidates: list[Unit],
+        take: Callable[[list[Unit]], Awaitable[T | None]],
+    ) -> T | None:
+        """Offer `take` the candidates worker_can_do_unit accepts, batch by batch, in order,
+        until it takes one (returns non-None)."""
+        hook = self.task.worker_can_do_unit
+        if hook is None:
+            return await take(candidates) if candidates else None
+        for start in range(0, len(candidates), HOOK_BATCH):
+            batch = candidates[start : start + HOOK_BATCH]
+            verdicts = await gatherResults([self._can_do(hook, info, unit) for unit in batch])
+            accepted = [unit for unit, ok in zip(batch, verdicts, strict=True) if ok]
+            if accepted:
+                taken = await take(accepted)
+                if taken is not None:
+                    return taken
+        return None
+
+    @staticmethod
+    async def _any_unit(batch: list[Unit]) -> Unit:
+        return batch[0]
+
+    def _can_do(self, hook: Any, info: WorkerInfo, unit: Unit) -> Deferred[bool]:
+        d = call_hook(self.run_blocking, hook, info, _unit_info(unit))
+
+        def failed(failure: Any) -> bool:
+            log.failure(
+                "worker_can_do_unit failed for worker {name} ({worker_id}) and unit {unit_id}"
+                " (assignment {index}): the unit is not offered",
+                failure,
+                name=info.worker_name,
+                worker_id=info.worker_id,
+                unit_id=unit.id,
+                index=unit.assignment_index,
+            )
+            return False
+
+        return d.addCallbacks(bool, failed)
+
+    async def _reserve(
+        self, worker: Worker, batch: list[Unit], registration_id: str | None
+    ) -> Agent | None:
+        agent_id = new_agent_id()
+        unit = await self.database.reserve_unit(
+            self.task_run.id,
+            worker.id,
+            agent_id,
+            [u.id for u in batch],
+            registration_id,
+            status=Status.IN_TASK,
+        )
+        if unit is None:
+            return None  # all taken meanwhile: the next batch
+        try:
+            data = await self._init_data(unit)
+        except Exception:
+            log.failure(
+                "init_data failed for unit {unit_id} (assignment {index}) of worker {name}:"
+                " the unit goes back to the pool",
+                unit_id=unit.id,
+                index=unit.assignment_index,
+                name=worker.worker_name,
+            )
+            await self.database.set_agent_status(agent_id, Status.EXPIRED, UnitStatus.AVAILABLE)
+            raise
+        return self._new_agent(agent_id, worker, data, registration_id, Status.IN_TASK)
+
+    async def _init_data(self, unit: Unit) -> dict[str, Any]:
+        if self.task.init_data is None:
+            data = unit.assignment_data
+        else:
+            data = await call_hook(self.run_blocking, self.task.init_data, _unit_info(unit))
+        if not isinstance(data, dict):
+            raise TypeError(f"a unit's task data must be a dict, not {type(data).__name__}")
+        return copy.deepcopy(data)
+
+    # --- onboarding ---
+
+    async def _start_onboarding(
+        self, worker: Worker, info: WorkerInfo, registration_id: str | None
     ) -> Registration:
-        agent = self._new_agent(
-            worker, new_agent_id("onboarding-"), self.onboarding_data, registration_id
+        worker_id = str(worker.id)
+        data: Any = {}
+        if self.task.onboarding_data is not None:
+            try:
+                data = await call_hook(self.run_blocking, self.task.onboarding_data, info)
+                if not isinstance(data, dict):
+                    kind = type(data).__name__
+                    raise TypeError(f"onboarding_data must return a dict, not {kind}")
+            except Exception:
+                log.failure(
+                    "onboarding_data failed for worker {name} ({worker_id})",
+                    name=worker.worker_name,
+                    worker_id=worker_id,
+                )
+                return Registration.refused(worker_id, FailureReason.NO_WORK)
+        agent_id = new_agent_id("onboarding-")
+        await self.database.create_onboarding_agent(
+            self.task_run.id, worker.id, agent_id, registration_id, status=Status.ONBOARDING
         )
-        self.pending_provider_data[agent.agent_id] = copy.deepcopy(provider_data)
-        agent.set_status(Status.ONBOARDING)
-        return Registration(worker.worker_id, agent, copy.deepcopy(agent.init_task_data))
+        agent = self._new_agent(agent_id, worker, data, registration_id, Status.ONBOARDING)
+        return Registration(worker_id, agent, copy.deepcopy(data))
 
-    def _onboarding_checked(self, passed: bool, worker: WorkerRecord, agent: Agent) -> Registration:
-        self.pending_provider_data.pop(agent.agent_id, None)
-        if not passed:
-            worker.onboarded = False
-            agent.set_status(Status.REJECTED)
-            return Registration.refused(worker.worker_id, FailureReason.NOT_QUALIFIED)
-        worker.onboarded = True
-        agent.set_status(Status.APPROVED)
-        return self._assign(worker, agent.registration_id)
+    async def _submit_onboarding(
+        self, agent: Agent, onboarding_data: dict[str, Any]
+    ) -> Registration:
+        worker = self.workers.get(agent.worker_id)
+        if worker is None or not agent.is_onboarding or agent.status != Status.ONBOARDING:
+            return Registration.refused(agent.worker_id, FailureReason.TASK_MISSING)
+        async with self._lock(worker.id):
+            if agent.status != Status.ONBOARDING:  # a second submission got here first
+                return Registration.refused(agent.worker_id, FailureReason.TASK_MISSING)
+            granted = await self.database.get_qualifications(worker.id)
+            held = {name: q.value for name, q in granted.items()}
+            info = WorkerInfo(agent.worker_id, worker.worker_name, worker.provider_type, held)
+            try:
+                passed = await self._validate_onboarding(info, onboarding_data)
+            except Exception:
+                log.failure(
+                    "validate_onboarding failed for worker {name} ({worker_id}), agent {agent_id}",
+                    name=worker.worker_name,
+                    worker_id=agent.worker_id,
+                    agent_id=agent.agent_id,
+                )
+                agent.set_status(Status.EXPIRED)
+                return Registration.refused(agent.worker_id, FailureReason.NO_WORK)
+            qualification = self.settings.onboarding_qualification
+            await self.database.grant_qualification(
+                worker.id, qualification, PASSED if passed else FAILED
+            )
+            if not passed:
+                agent.set_status(Status.REJECTED)
+                return Registration.refused(agent.worker_id, FailureReason.NOT_QUALIFIED)
+            agent.set_status(Status.APPROVED)
+            return await self._find_work(worker, agent.registration_id)
 
-    def _assign(self, worker: WorkerRecord, registration_id: str | None) -> Registration:
-        slot = next(
-            (
-                s
-                for s in self.units
-                if not s.completed and s.agent is None and s.index not in worker.completed_units
-            ),
-            None,
-        )
-        if slot is None:
-            return Registration.refused(worker.worker_id, FailureReason.NO_WORK)
-        agent = self._new_agent(worker, new_agent_id(), slot.assignment_data, registration_id)
-        slot.agent = agent
-        self.agent_units[agent.agent_id] = slot
-        agent.set_status(Status.IN_TASK)
-        return Registration(worker.worker_id, agent, copy.deepcopy(agent.init_task_data))
+    async def _validate_onboarding(self, info: WorkerInfo, data: dict[str, Any]) -> bool:
+        hook = self.task.validate_onboarding
+        if hook is None:
+            return True
+        return bool(await call_hook(self.run_blocking, hook, info, copy.deepcopy(data)))
+
+    # --- agents and the database ---
 
     def _new_agent(
         self,
-        worker: WorkerRecord,
         agent_id: str,
+        worker: Worker,
         init_task_data: dict[str, Any],
         registration_id: str | None,
+        status: str,
     ) -> Agent:
         agent = Agent(
             self.clock,
             agent_id,
-            worker.worker_id,
+            str(worker.id),
             copy.deepcopy(init_task_data),
             registration_id=registration_id,
         )
-        agent.add_status_listener(self._status_changed)
-        worker.agents.append(agent)
+        agent.set_status(status)  # stored with the agent; pushed once it has an outlet
+        agent.add_status_listener(self._record_status)
+        agent.add_live_update_listener(self._record_live_update)
         self.agents[agent_id] = agent
         if registration_id is not None:
             self.registrations[registration_id] = agent
         return agent
 
-    def _status_changed(self, agent: Agent, old: str, new: str) -> None:
-        slot = self.agent_units.get(agent.agent_id)
-        if slot is None or slot.agent is not agent or new in Status.ACTIVE:
-            return
-        if new == Status.COMPLETED:
-            slot.completed = True
-            worker = self.workers_by_id.get(agent.worker_id)
-            if worker is not None:
-                worker.completed_units.add(slot.index)
-        else:
-            slot.agent = None  # disconnected, expired...: the unit is free for someone else
-            log.info(
-                "unit {index} is free again ({agent_id}: {status})",
-                index=slot.index,
-                agent_id=agent.agent_id,
-                status=new,
-            )
+    def _record_status(self, agent: Agent, old: str, new: str) -> None:
+        unit_status = None
+        if not agent.is_onboarding:
+            if new in DONE_STATUSES:
+                unit_status = UnitStatus.COMPLETED
+            elif new not in Status.ACTIVE and old not in DONE_STATUSES:
+                unit_status = UnitStatus.AVAILABLE  # disconnect, return, expiry...: free again
+                log.info(
+                    "agent {agent_id} is {status}: its unit goes back to the pool",
+                    agent_id=agent.agent_id,
+                    status=new,
+                )
+        self._track(
+            self.database.set_agent_status(agent.agent_id, new, unit_status),
+            "recording the status of agent {agent_id}",
+            agent.agent_id,
+        )
+
+    def _record_live_update(self, agent: Agent, packet_type: str, data: dict[str, Any]) -> None:
+        direction = (
+            Direction.CLIENT_BOUND
+            if packet_type == CLIENT_BOUND_LIVE_UPDATE
+            else Direction.MEPHISTO_BOUND
+        )
+        update_id = data.get("update_id")
+        self._track(
+            self.database.store_live_update(
+                agent.agent_id,
+                direction,
+                data,
+                update_id if isinstance(update_id, str) else None,
+            ),
+            "logging a live update of agent {agent_id}",
+            agent.agent_id,
+        )
+
+    def _track(self, d: Deferred[Any], what: str, agent_id: str) -> None:
+        self._writes.add(d)
+
+        def done(result: Any) -> None:
+            self._writes.discard(d)
+
+        def failed(failure: Any) -> None:
+            log.failure(what + " failed", failure, agent_id=agent_id)
+
+        d.addErrback(failed).addBoth(done)
+
+    def _lock(self, worker_id: int) -> _WorkerLock:
+        lock = self._locks.get(worker_id)
+        if lock is None:
+            lock = self._locks[worker_id] = DeferredLock()
+        return _WorkerLock(self, worker_id, lock)
+
+
+class _WorkerLock:
+    """`async with`: one registration of a worker at a time; unused locks are forgotten."""
+
+    def __init__(self, pool: StoredWorkerPool, worker_id: int, lock: DeferredLock) -> None:
+        self.pool = pool
+        self.worker_id = worker_id
+        self.lock = lock
+
+    async def __aenter__(self) -> None:
+        await self.lock.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.lock.release()
+        if not self.lock.locked and not self.lock.waiting:
+            self.pool._locks.pop(self.worker_id, None)

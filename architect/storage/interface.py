@@ -186,6 +186,12 @@ class Database(Protocol):
         """The run with this name (kept with its first config), or a new one."""
         ...
 
+    def get_task_run(self, name: str) -> Deferred[TaskRun | None]:
+        """The run with this name, if there is one (nothing is created)."""
+        ...
+
+    def list_task_runs(self) -> Deferred[list[TaskRun]]: ...
+
     def add_assignments(
         self, task_run_id: int, assignments: Sequence[Any], units_per_assignment: int = 1
     ) -> Deferred[int]:

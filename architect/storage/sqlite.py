@@ -272,6 +272,12 @@ class SQLiteDatabase:
     def find_or_create_task_run(self, name: str, config: Mapping[str, Any]) -> Deferred[TaskRun]:
         return self._run(True, _find_or_create_task_run, name, _encode(dict(config)), self._now())
 
+    def get_task_run(self, name: str) -> Deferred[TaskRun | None]:
+        return self._run(False, _get_task_run, name)
+
+    def list_task_runs(self) -> Deferred[list[TaskRun]]:
+        return self._run(False, _list_task_runs)
+
     def add_assignments(
         self, task_run_id: int, assignments: Sequence[Any], units_per_assignment: int = 1
     ) -> Deferred[int]:
@@ -511,6 +517,24 @@ def _inserted_id(cursor: Cursor) -> int:
 def _count_by(cursor: Cursor, sql: str, params: Sequence[Any]) -> dict[str, int]:
     cursor.execute(sql, params)
     return {key: count for key, count in cursor.fetchall()}
+
+
+_TASK_RUN_COLUMNS = "SELECT id, name, config, created_at FROM task_runs"
+
+
+def _task_run(row: Sequence[Any]) -> TaskRun:
+    return TaskRun(row[0], row[1], json.loads(row[2]), row[3])
+
+
+def _get_task_run(cursor: Cursor, name: str) -> TaskRun | None:
+    cursor.execute(_TASK_RUN_COLUMNS + " WHERE name = ?", (name,))
+    row = cursor.fetchone()
+    return None if row is None else _task_run(row)
+
+
+def _list_task_runs(cursor: Cursor) -> list[TaskRun]:
+    cursor.execute(_TASK_RUN_COLUMNS + " ORDER BY id")
+    return [_task_run(row) for row in cursor.fetchall()]
 
 
 def _find_or_create_task_run(cursor: Cursor, name: str, config: str, now: float) -> TaskRun:

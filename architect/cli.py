@@ -1,0 +1,186 @@
+"""The `architect` command: what the requester reads from the daemon's database.
+
+    architect results [--config FILE] [--run NAME] [--format jsonl|csv]
+    architect status  [--config FILE] [--run NAME]
+    architect workers [--config FILE]
+
+It reads the same config file as the daemon (its [storage] for the database,
+its [task] name for the run). Bad arguments, a bad config and a missing
+database each give one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from twisted.internet.task import react
+
+from architect.config import Config, ConfigError, load_config
+from architect.storage import Database, StorageError, TaskRun, open_database
+
+CSV_FIELDS = (
+    "received_at",
+    "kind",
+    "agent_id",
+    "agent_status",
+    "worker_name",
+    "provider_type",
+    "assignment_index",
+    "unit_index",
+    "data",
+    "files",
+    "assignment_data",
+)
+
+
+class CommandError(Exception):
+    """A problem worth one line to the user."""
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="architect", description=__doc__.split("\n")[0])
+    commands = top.add_subparsers(dest="command", required=True)
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary)
+        sub.add_argument("--config", "-c", default="conf/router.ini", help="the daemon's ini file")
+        return sub
+
+    results = command("results", "print the submissions, one per line")
+    results.add_argument("--run", help="the task run's name (default: the config's [task] name)")
+    results.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    status = command("status", "count units and agents by status")
+    status.add_argument("--run", help="the task run's name (default: the config's [task] name)")
+    command("workers", "list workers and their qualifications")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        sys.stderr.write(f"architect: {e}\n")
+        raise SystemExit(2) from None
+    react(_run, (args, config, sys.stdout))
+
+
+async def _run(reactor: Any, args: argparse.Namespace, config: Config, out: TextIO) -> None:
+    try:
+        database = await _open(reactor, config)
+    except (CommandError, StorageError) as e:
+        sys.stderr.write(f"architect: {e}\n")
+        raise SystemExit(1) from None
+    try:
+        if args.command == "results":
+            await results(
+                database, await _task_run(database, args.run or config.task.name), args.format, out
+            )
+        elif args.command == "status":
+            await status(database, await _task_run(database, args.run or config.task.name), out)
+        else:
+            await workers(database, out)
+    except (CommandError, StorageError) as e:
+        sys.stderr.write(f"architect: {e}\n")
+        raise SystemExit(1) from None
+    finally:
+        await database.close()
+
+
+async def _open(reactor: Any, config: Config) -> Database:
+    path = config.storage.data_dir / config.storage.database
+    if not path.is_file():
+        raise CommandError(f"no database at {path} (has the daemon run with {config.path}?)")
+    return await open_database(config.storage, reactor=reactor)
+
+
+async def _task_run(database: Database, name: str) -> TaskRun:
+    run = await database.get_task_run(name)
+    if run is None:
+        known = [r.name for r in await database.list_task_runs()]
+        raise CommandError(
+            f"no task run named {name!r} (runs: {', '.join(known) if known else 'none yet'})"
+        )
+    return run
+
+
+async def results(database: Database, run: TaskRun, format: str, out: TextIO) -> None:
+    agents = {a.agent_id: a for a in await database.list_agents(task_run_id=run.id)}
+    units = {u.id: u for u in await database.list_units(run.id)}
+    workers = {w.id: w for w in await database.list_workers()}
+    rows: list[dict[str, Any]] = []
+    for submission in await database.list_submissions(task_run_id=run.id):
+        agent = agents.get(submission.agent_id)
+        unit = units.get(agent.unit_id) if agent is not None and agent.unit_id else None
+        worker = workers.get(agent.worker_id) if agent is not None else None
+        rows.append(
+            {
+                "received_at": submission.received_at,
+                "kind": submission.kind,
+                "agent_id": submission.agent_id,
+                "agent_status": agent.status if agent is not None else None,
+                "worker_id": worker.id if worker is not None else None,
+                "worker_name": worker.worker_name if worker is not None else None,
+                "provider_type": worker.provider_type if worker is not None else None,
+                "unit_id": unit.id if unit is not None else None,
+                "assignment_index": unit.assignment_index if unit is not None else None,
+                "unit_index": unit.unit_index if unit is not None else None,
+                "assignment_data": unit.assignment_data if unit is not None else None,
+                "data": submission.data,
+                "files": [
+                    {
+                        "original_name": f.original_name,
+                        "path": str(database.data_dir / f.stored_path),
+                        "size": f.size,
+                        "mimetype": f.mimetype,
+                    }
+                    for f in submission.files
+                ],
+            }
+        )
+    if format == "csv":
+        writer = csv.DictWriter(out, CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {
+                    key: json.dumps(value) if isinstance(value, dict | list) else value
+                    for key, value in row.items()
+                }
+            )
+        return
+    for row in rows:
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+async def status(database: Database, run: TaskRun, out: TextIO) -> None:
+    units = await database.count_units_by_status(run.id)
+    agents = await database.count_agents_by_status(run.id)
+    out.write(f"task run {run.name}\n")
+    out.write(f"units: {_counts(units)} (total {sum(units.values())})\n")
+    out.write(f"agents: {_counts(agents)} (total {sum(agents.values())})\n")
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in sorted(counts.items())) or "none"
+
+
+async def workers(database: Database, out: TextIO) -> None:
+    for worker in await database.list_workers():
+        granted = await database.get_qualifications(worker.id)
+        row = {
+            "worker_id": worker.id,
+            "provider_type": worker.provider_type,
+            "worker_name": worker.worker_name,
+            "qualifications": {name: q.value for name, q in sorted(granted.items())},
+        }
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""StoredSubmissions: each kind in the database, files beside it, repeats stored once;
+and the comparators of qualification requirements."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
+
+from architect.backend.files import FileFetchError, UploadDirFiles, download_base
+from architect.backend.store import StoredSubmissions
+from architect.qualifications import Requirement, parse_requirements
+from architect.storage import SQLiteDatabase, open_sqlite_database
+from tests.clients import reactor
+
+
+class FakeUploads:
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.fetched: list[str] = []
+
+    def fetch(self, filename: str) -> Deferred[bytes]:
+        self.fetched.append(filename)
+        if filename not in self.files:
+            return fail(FileFetchError(f"no {filename}"))
+        return succeed(self.files[filename])
+
+
+@pytest_twisted.async_yield_fixture
+async def db(tmp_path: Path) -> AsyncIterator[SQLiteDatabase]:
+    database = await open_sqlite_database(tmp_path / "data", clock=Clock())
+    run = await database.find_or_create_task_run("run", {})
+    await database.add_assignments(run.id, [{"n": 0}])
+    worker = await database.find_or_create_worker("mock", "w1")
+    await database.reserve_unit(run.id, worker.id, "agent1", [1])
+    yield database
+    await database.close()
+
+
+def file_entry(filename: str, original: str) -> dict[str, Any]:
+    return {"filename": filename, "originalname": original, "mimetype": "text/plain", "size": 5}
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_kind_is_stored_once_with_its_files(db: SQLiteDatabase) -> None:
+    uploads = FakeUploads({"abc.txt": b"hello"})
+    store = StoredSubmissions(db, uploads)
+    data = {"answer": 1, "files": [file_entry("abc.txt", "notes.txt")]}
+    await store.save_unit_submission("agent1", "1", data, "key-1")
+    await store.save_unit_submission("agent1", "1", data, "key-1")  # the router's repeat
+    await store.save_onboarding("agent1", "1", {"answer": "4"}, "key-2")
+    await store.save_metadata("agent1", "1", {"feedback": "fine"}, "key-3")
+    stored = await db.list_submissions(agent_id="agent1")
+    assert [(s.kind, s.dedupe_key) for s in stored] == [
+        ("unit", "key-1"),
+        ("onboarding", "key-2"),
+        ("metadata", "key-3"),
+    ]
+    unit = stored[0]
+    assert unit.data == data
+    [kept] = unit.files
+    assert (kept.original_name, kept.size, kept.mimetype) == ("notes.txt", 5, "text/plain")
+    assert (db.data_dir / kept.stored_path).read_bytes() == b"hello"
+    # the repeat's copy of the file was not left behind
+    assert [p.name for p in (db.data_dir / "files").iterdir()] == [Path(kept.stored_path).name]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_that_cannot_be_had_is_logged_and_the_rest_is_kept(
+    db: SQLiteDatabase,
+) -> None:
+    store = StoredSubmissions(db, FakeUploads({"good.txt": b"ok"}))
+    data = {"files": [file_entry("gone.txt", "a.txt"), file_entry("good.txt", "b.txt")]}
+    with capturedLogs() as events:
+        await store.save_unit_submission("agent1", "1", data, "key")
+    [submission] = await db.list_submissions()
+    assert [f.original_name for f in submission.files] == ["b.txt"]
+    assert submission.data == data
+    failures = [e for e in events if e.get("log_failure") is not None]
+    assert [(e["filename"], e["agent_id"]) for e in failures] == [("gone.txt", "agent1")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_upload_dir_files_refuse_paths(tmp_path: Path) -> None:
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "x.txt").write_bytes(b"x")
+    (tmp_path / "secret").write_bytes(b"s")
+    files = UploadDirFiles(reactor, tmp_path / "up")
+    assert await files.fetch("x.txt") == b"x"
+    for bad in ("../secret", "..", "", "a/b"):
+        with pytest.raises(FileFetchError):
+            await files.fetch(bad)
+    with pytest.raises(FileFetchError):
+        await files.fetch("missing.txt")
+
+
+def test_download_urls_follow_the_router_url() -> None:
+    assert download_base("ws://127.0.0.1:3000/") == "http://127.0.0.1:3000/download_file/"
+    assert download_base("wss://r.example/x?token=t") == "https://r.example/x/download_file/"
+
+
+# --- qualification requirements ---
+
+
+@pytest.mark.parametrize(
+    ("requirement", "held", "met"),
+    [
+        (Requirement("q", "exists"), {"q": 0}, True),
+        (Requirement("q", "exists"), {}, False),
+        (Requirement("q", "not exists"), {}, True),
+        (Requirement("q", "not exists"), {"q": 1}, False),
+        (Requirement("q", "==", "a"), {"q": "a"}, True),
+        (Requirement("q", "==", "a"), {"q": "b"}, False),
+        (Requirement("q", "==", "a"), {}, False),
+        (Requirement("q", "!=", "a"), {"q": "b"}, True),
+        (Requirement("q", "!=", "a"), {"q": "a"}, False),
+        (Requirement("q", "!=", "a"), {}, False),
+        (Requirement("q", "<", 5), {"q": 4.9}, True),
+        (Requirement("q", "<", 5), {"q": 5}, False),
+        (Requirement("q", "<=", 5), {"q": 5}, True),
+        (Requirement("q", "<=", 5), {"q": 5.1}, False),
+        (Requirement("q", ">", 5), {"q": 6}, True),
+        (Requirement("q", ">", 5), {"q": 5}, False),
+        (Requirement("q", ">=", 5), {"q": 5}, True),
+        (Requirement("q", ">=", 5), {"q": 4}, False),
+        (Requirement("q", ">=", 5), {"q": "9"}, False),  # not a number
+        (Requirement("q", ">=", 1), {"q": True}, False),
+        (Requirement("q", "in", ["a", "b"]), {"q": "b"}, True),
+        (Requirement("q", "in", ["a", "b"]), {"q": "c"}, False),
+        (Requirement("q", "not in", ["a", "b"]), {"q": "c"}, True),
+        (Requirement("q", "not in", ["a", "b"]), {"q": "a"}, False),
+        (Requirement("q", "not in", ["a"]), {}, False),
+    ],
+)
+def test_each_comparator(requirement: Requirement, held: dict[str, Any], met: bool) -> None:
+    assert requirement.met_by(held) is met
+
+
+def test_requirements_parse_from_json() -> None:
+    assert parse_requirements("") == ()
+    assert parse_requirements('[["a", "exists"], ["b", ">=", 2], ["c", "in", [1]]]') == (
+        Requirement("a", "exists"),
+        Requirement("b", ">=", 2),
+        Requirement("c", "in", [1]),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[", "not valid JSON"),
+        ('{"a": 1}', "must be a JSON list"),
+        ('[["a"]]', "requirement 1 must be a list"),
+        ('[["a", "~", 1]]', "'~' is not one of"),
+        ('[["a", ">"]]', "needs a value"),
+        ('[["a", ">", "x"]]', "needs a number"),
+        ('[["a", "in", 3]]', "needs a list"),
+        ('[["", "exists"]]', "non-empty string"),
+    ],
+)
+def test_bad_requirements_say_what_is_wrong(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem.replace("[", r"\[")):
+        parse_requirements(text)
