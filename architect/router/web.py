@@ -6,6 +6,7 @@ import json
 import re
 import time
 import uuid
+from importlib import resources
 from pathlib import Path
 from typing import Any, cast
 
@@ -299,6 +300,13 @@ class RouterWeb:
         resource = File(str(path), defaultType="application/octet-stream")
         resource.isLeaf = True
         return resource
+
+    @app.route("/architect.js", methods=["GET"])
+    def architect_js(self, request: IRequest) -> bytes:
+        """Our browser client; served before (and instead of) any file of the task's static_dir."""
+        request.setHeader(b"content-type", b"application/javascript; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        return resources.files("architect").joinpath("static", "architect.js").read_bytes()
 
     @app.route("/", branch=True)
     def root(self, request: IRequest) -> IResource | bytes:

@@ -1,0 +1,302 @@
+"""Browser tests' parts: Chromium and npm set-up, Playwright on its own loop, backend helpers.
+
+Set-up works on a clean machine and fails loudly (never skips) when it cannot:
+
+- `/usr/bin/chromium` is installed with apt-get when missing (never `playwright install`);
+- the npm packages of package.json (mephisto-task 2.0.4, React 18) are installed into
+  tests/browser/node_modules (ignored by git) when missing or at another version.
+
+Threads: the Twisted reactor runs the daemon in the test's thread (pytest-twisted). Playwright
+runs its async API on an asyncio loop in a thread of its own; a test hands it coroutines with
+`browser.run(...)`, which returns a Deferred, so the reactor keeps serving the page meanwhile.
+
+The router serves this folder as the task's static_dir: pages are at /pages/..., the npm
+files at /node_modules/..., and our client at /architect.js (the router's own route).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
+
+from architect.backend.agents import Agent
+from architect.tap import ArchitectService
+
+reactor: Any = _reactor
+T = TypeVar("T")
+
+HERE = Path(__file__).parent
+NODE_MODULES = HERE / "node_modules"
+ARTIFACTS = HERE / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+DEADLINE = 10.0  # seconds for something that should happen soon
+PAGE_TIMEOUT_MS = 15_000  # Playwright's own waits
+CALL_TIMEOUT = 60.0  # seconds, any one call into the browser
+
+
+def _fail_setup(what: str, result: subprocess.CompletedProcess[str] | None = None) -> None:
+    detail = ""
+    if result is not None:
+        detail = f"\n--- exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    pytest.fail(f"browser test set-up: {what}{detail}", pytrace=False)
+
+
+# --- Chromium ---
+
+
+def ensure_chromium() -> Path:
+    """Debian's chromium, installed with apt-get when missing."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    apt = shutil.which("apt-get")
+    if apt is None:
+        _fail_setup(f"{CHROMIUM} is missing and there is no apt-get to install it")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for command in ([apt, "update"], [apt, "install", "-y", "chromium"]):
+        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        if result.returncode != 0:
+            _fail_setup(f"{' '.join(command)} failed", result)
+    if not CHROMIUM.exists():
+        _fail_setup(f"apt-get installed chromium but {CHROMIUM} is still missing")
+    return CHROMIUM
+
+
+# --- npm packages ---
+
+
+def wanted_packages() -> dict[str, str]:
+    """name -> exact version, from tests/browser/package.json."""
+    manifest = json.loads((HERE / "package.json").read_text())
+    dependencies: dict[str, str] = manifest["dependencies"]
+    return dependencies
+
+
+def installed_version(name: str) -> str | None:
+    manifest = NODE_MODULES / name / "package.json"
+    if not manifest.is_file():
+        return None
+    version = json.loads(manifest.read_text()).get("version")
+    return version if isinstance(version, str) else None
+
+
+def ensure_npm_packages() -> None:
+    wanted = wanted_packages()
+    missing = [f"{n}@{v}" for n, v in wanted.items() if installed_version(n) != v]
+    if not missing:
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        _fail_setup(f"npm is needed to install {', '.join(missing)} and is not on PATH")
+    assert npm is not None
+    command = [npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix", str(HERE)]
+    result = subprocess.run(
+        [*command, *(f"{n}@{v}" for n, v in wanted.items())],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        _fail_setup("npm install failed", result)
+    still = [n for n, v in wanted.items() if installed_version(n) != v]
+    if still:
+        _fail_setup(f"npm install left these packages missing or at another version: {still}")
+
+
+# --- Playwright on its own asyncio loop ---
+
+
+class BrowserThread:
+    """Playwright's async API on an asyncio loop in a thread; `run` bridges to Deferreds."""
+
+    def __init__(self, executable: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="playwright", daemon=True)
+        self.thread.start()
+        self.executable = executable
+        self._stop: Callable[[], Awaitable[None]] | None = None
+        self.browser: Browser = self.wait(self._launch(), timeout=60)
+
+    async def _launch(self) -> Browser:
+        playwright = await async_playwright().start()
+        browser = await playwright.chromium.launch(
+            executable_path=str(self.executable), args=CHROMIUM_ARGS
+        )
+
+        async def stop() -> None:
+            await browser.close()
+            await playwright.stop()
+
+        self._stop = stop
+        return browser
+
+    def _submit(self, awaitable: Awaitable[T]) -> Future[T]:
+        async def wrapper() -> T:
+            # Some Playwright calls (evaluate awaiting a page's Promise) have no timeout.
+            return await asyncio.wait_for(awaitable, CALL_TIMEOUT)
+
+        return asyncio.run_coroutine_threadsafe(wrapper(), self.loop)
+
+    def wait(self, awaitable: Awaitable[T], timeout: float) -> T:
+        """Block until done: only for set-up and tear-down, never while a page needs the daemon."""
+        return self._submit(awaitable).result(timeout)
+
+    def run(self, awaitable: Awaitable[T]) -> Deferred[T]:
+        """Run on the browser's loop; the Deferred fires in the reactor thread."""
+        deferred: Deferred[T] = Deferred()
+
+        def finished(future: Future[T]) -> None:
+            error = future.exception()
+            if error is not None:
+                reactor.callFromThread(deferred.errback, error)
+            else:
+                reactor.callFromThread(deferred.callback, future.result())
+
+        self._submit(awaitable).add_done_callback(finished)
+        return deferred
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self.wait(self._stop(), timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@attrs.define
+class PageHandle:
+    """A page in a fresh browser context, and what its console said."""
+
+    context: BrowserContext
+    page: Page
+    console: list[str]
+    errors: list[str]
+
+
+async def _open_page(browser: Browser, url: str) -> PageHandle:
+    context = await browser.new_context(viewport={"width": 900, "height": 640})
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    page = await context.new_page()
+    handle = PageHandle(context, page, [], [])
+    page.on("console", lambda message: handle.console.append(f"{message.type}: {message.text}"))
+    page.on("pageerror", lambda error: handle.errors.append(str(error)))
+    await page.goto(url)
+    return handle
+
+
+class Pages:
+    """Opens task pages of one test against one daemon; closes them at the end."""
+
+    def __init__(self, thread: BrowserThread, port: int, test_name: str) -> None:
+        self.thread = thread
+        self.port = port
+        self.test_name = test_name
+        self.opened: list[PageHandle] = []
+
+    def run(self, awaitable: Awaitable[T]) -> Deferred[T]:
+        return self.thread.run(awaitable)
+
+    def url(self, page: str, worker: str, assignment: str = "1", **extra: str | int) -> str:
+        query = "&".join(
+            f"{k}={v}"
+            for k, v in {"worker_id": worker, "assignment_id": assignment, **extra}.items()
+        )
+        return f"http://127.0.0.1:{self.port}/pages/{page}?{query}"
+
+    async def open(self, page: str, worker: str, **extra: str | int) -> PageHandle:
+        handle = await self.run(_open_page(self.thread.browser, self.url(page, worker, **extra)))
+        self.opened.append(handle)
+        return handle
+
+    async def screenshot(self, handle: PageHandle, name: str) -> Path:
+        path = ARTIFACTS / f"{self.test_name}-{name}.png"
+        await self.run(handle.page.screenshot(path=str(path), full_page=True))
+        return path
+
+    async def close(self) -> None:
+        for handle in self.opened:
+            await self.run(handle.context.close())
+        self.opened.clear()
+
+
+# --- the daemon ---
+
+
+async def free_port() -> int:
+    listener = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+    port: int = listener.getHost().port
+    await listener.stopListening()
+    return port
+
+
+# --- the backend's side ---
+
+
+@attrs.frozen
+class Submission:
+    agent_id: str
+    data: dict[str, Any]
+    file_names: tuple[str, ...]  # the uploaded files' original names
+
+
+async def stored_submissions(service: ArchitectService) -> list[Submission]:
+    """The unit submissions the backend has stored, oldest first.
+
+    The one place that knows how the backend stores them: adapt it when that changes.
+    """
+    database = service.database
+    assert database is not None, "this daemon runs no backend (or it is not ready)"
+    stored = await database.list_submissions(kind="unit")
+    return [Submission(s.agent_id, s.data, tuple(f.original_name for f in s.files)) for s in stored]
+
+
+async def wait_for(condition: Callable[[], object], what: str, deadline: float = DEADLINE) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await deferLater(reactor, 0.02)
+
+
+async def wait_for_submission(service: ArchitectService, agent_id: str) -> Submission:
+    end = time.monotonic() + DEADLINE
+    while True:
+        found = [s for s in await stored_submissions(service) if s.agent_id == agent_id]
+        if found:
+            assert len(found) == 1, found
+            return found[0]
+        if time.monotonic() > end:
+            raise AssertionError(f"no submission stored for agent {agent_id}")
+        await deferLater(reactor, 0.05)
+
+
+def agent_of(service: ArchitectService, agent_id: str) -> Agent:
+    assert service.pool is not None
+    agent = service.pool.get_agent(agent_id)
+    assert agent is not None, f"the backend knows no agent {agent_id}"
+    return agent
