@@ -81,6 +81,7 @@ class TaskConfig:
     allowed_concurrent: int = 0  # 0: unlimited
     qualifications: tuple[Requirement, ...] = ()
     onboarding: bool = False
+    timeout: float = 0.0  # seconds a live assignment may run; 0: no limit
     onboarding_qualification: str = attrs.field()
 
     @onboarding_qualification.default
@@ -97,6 +98,7 @@ class TaskConfig:
             "allowed_concurrent": self.allowed_concurrent,
             "qualifications": [[q.name, q.comparator, q.value] for q in self.qualifications],
             "onboarding": self.onboarding,
+            "timeout": self.timeout,
             "onboarding_qualification": self.onboarding_qualification,
         }
 
@@ -179,6 +181,16 @@ def _json_object_file(value: str, base: Path) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise ValueError(f"{path} must hold a JSON object")
     return loaded
+
+
+def _non_negative_float(value: str, base: Path) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number") from None
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"must be 0 (no limit) or a positive number of seconds, not {value!r}")
+    return number
 
 
 def _non_negative_int(value: str, base: Path) -> int:
@@ -318,6 +330,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "qualifications": _requirements,
             "onboarding": _switch,
             "onboarding_qualification": _text,
+            "timeout": _non_negative_float,
         },
     ),
 }

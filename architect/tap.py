@@ -27,6 +27,7 @@ from architect.router.web import RouterWeb
 from architect.storage import Database, open_database
 from architect.tasks.definition import TaskDefinition, WorkerInfo
 from architect.tasks.hooks import TaskModuleError, in_reactor, load_task_module, thread_runner
+from architect.tasks.runner import TaskRunner
 
 log = Logger()
 
@@ -164,12 +165,20 @@ def build_service(
             )
         units = config.task.units if config.task.units is not None else demo_units()
         run = await prepare_task_run(database, config.task, units)
+        run_blocking = thread_runner(reactor)
+        runner = TaskRunner(
+            reactor, task, run_blocking, config.task.units_per_assignment, config.task.timeout
+        )
         top.pool = StoredWorkerPool(
-            reactor, database, run, config.task, task, thread_runner(reactor)
+            reactor, database, run, config.task, task, run_blocking, runner.agent_assigned
         )
         top.store = StoredSubmissions(database, files)
         top.backend = ClientIOHandler(
-            reactor, top.pool, top.store, status_interval=config.backend.status_interval
+            reactor,
+            top.pool,
+            top.store,
+            status_interval=config.backend.status_interval,
+            on_unit_submitted=runner.unit_submitted,
         )
         return top.backend
 

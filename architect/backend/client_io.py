@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -67,8 +68,10 @@ class ClientIOHandler:
         store: SubmissionStore,
         status_interval: float = 4.0,
         remembered_ids: int = 10_000,
+        on_unit_submitted: Callable[[Agent, dict[str, Any]], object] | None = None,
     ) -> None:
         self.clock = clock
+        self.on_unit_submitted = on_unit_submitted  # e.g. the task's validate_submission
         self.pool = pool
         self.store = store
         self.status_interval = status_interval
@@ -295,6 +298,8 @@ class ClientIOHandler:
         def stored(_: None) -> None:
             if agent is not None and agent.status in Status.ACTIVE:
                 agent.set_status(Status.COMPLETED)
+                if self.on_unit_submitted is not None:
+                    self.on_unit_submitted(agent, packet.data)
 
         def failed(failure: Failure) -> Failure:
             self.stored_submissions.discard(key)  # a repeat may be stored yet

@@ -139,8 +139,10 @@ class StoredWorkerPool:
         settings: TaskConfig,
         task: TaskDefinition,
         run_blocking: BlockingRunner,
+        on_unit_agent: Callable[[Agent, Unit], None] | None = None,
     ) -> None:
         self.clock = clock
+        self.on_unit_agent = on_unit_agent  # the task runner puts new unit agents to work
         self.database = database
         self.task_run = task_run
         self.settings = settings
@@ -343,7 +345,10 @@ class StoredWorkerPool:
             )
             await self.database.set_agent_status(agent_id, Status.EXPIRED, UnitStatus.AVAILABLE)
             raise
-        return self._new_agent(agent_id, worker, data, registration_id, Status.IN_TASK)
+        agent = self._new_agent(agent_id, worker, data, registration_id, Status.IN_TASK)
+        if self.on_unit_agent is not None:
+            self.on_unit_agent(agent, unit)
+        return agent
 
     async def _init_data(self, unit: Unit) -> dict[str, Any]:
         if self.task.init_data is None:

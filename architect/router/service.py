@@ -43,6 +43,13 @@ class RouterService(Service):
             sys.stderr.write(f"architect: cannot listen on {self.listen}: {failures[0]}\n")
             raise SystemExit(1)
 
+    @property
+    def port_number(self) -> int | None:
+        """The TCP port listened on (useful with `tcp:0`), once listening."""
+        address = self.port.getHost() if self.port is not None else None
+        number = getattr(address, "port", None)
+        return number if isinstance(number, int) else None
+
     def _listening(self, port: IListeningPort) -> None:
         self.port = port
         address = port.getHost()

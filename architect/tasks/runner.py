@@ -1,0 +1,82 @@
+"""TaskRunner: puts each new unit agent to work the way its task's kind says.
+
+- static: nothing to drive; `validate_submission(agent, data)`, when the task has
+  it, judges each submission after it is stored: False makes the agent
+  `soft_rejected` (the submission is kept).
+- live: the agent joins its assignment's room (`LiveTaskRunner`).
+- remote procedure: the agent's live updates go to the task's procedures.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from architect.backend.agents import Agent
+from architect.protocol import Status
+from architect.storage.interface import Unit
+from architect.tasks.definition import LIVE, REMOTE_PROCEDURE, TaskDefinition
+from architect.tasks.hooks import BlockingRunner, call_hook
+from architect.tasks.live import LiveTaskRunner
+from architect.tasks.remote_procedure import ProcedureDispatcher
+
+log = Logger()
+
+
+class TaskRunner:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        task: TaskDefinition,
+        run_blocking: BlockingRunner,
+        units_per_assignment: int = 1,
+        timeout: float | None = None,
+    ) -> None:
+        self.task = task
+        self.run_blocking = run_blocking
+        self.units_per_assignment = units_per_assignment
+        self.live: LiveTaskRunner | None = None
+        self.procedures: ProcedureDispatcher | None = None
+        self.units: dict[str, int] = {}  # agent id -> unit id, for the logs
+        if task.kind == LIVE:
+            assert task.run_assignment is not None
+            self.live = LiveTaskRunner(clock, task.run_assignment, run_blocking, timeout or None)
+        elif task.kind == REMOTE_PROCEDURE:
+            self.procedures = ProcedureDispatcher(task.procedures, run_blocking)
+
+    def agent_assigned(self, agent: Agent, unit: Unit) -> None:
+        """A new agent holds `unit`."""
+        self.units[agent.agent_id] = unit.id
+        if self.procedures is not None:
+            self.procedures.attach(agent)
+        if self.live is not None:
+            self.live.join(
+                agent, unit.assignment_id, self.units_per_assignment, unit.assignment_data
+            )
+
+    def unit_submitted(self, agent: Agent, data: dict[str, Any]) -> Deferred[None] | None:
+        """The agent's submission is stored: the task may judge it."""
+        hook = self.task.validate_submission
+        if hook is None:
+            return None
+        d = call_hook(self.run_blocking, hook, agent, data)
+
+        def judged(valid: Any) -> None:
+            if valid is False:
+                log.info("submission of agent {agent_id} judged invalid", agent_id=agent.agent_id)
+                agent.set_status(Status.SOFT_REJECTED)
+
+        def failed(failure: Failure) -> None:
+            log.failure(
+                "validate_submission failed for agent {agent_id} (unit {unit}); the submission"
+                " is kept as it is",
+                failure,
+                agent_id=agent.agent_id,
+                unit=self.units.get(agent.agent_id),
+            )
+
+        return d.addCallbacks(judged, failed)
