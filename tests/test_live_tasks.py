@@ -202,3 +202,22 @@ def test_procedures_answer_values_and_errors() -> None:
     assert "r6" not in answers
     pending.callback(99)
     assert json.loads(rpc_answers(sent)["r6"]["response"]) == 99
+
+
+def test_live_task_with_procedures_routes_calls_and_messages_apart() -> None:
+    clock = Clock()
+    heard: list[Any] = []
+
+    async def listen(assignment: Assignment, agents: list[Agent]) -> None:
+        heard.append(await agents[0].act(timeout=10))
+
+    dispatcher = ProcedureDispatcher({"double": lambda agent, args: args * 2}, inline_runner)
+    runner = LiveTaskRunner(clock, listen, inline_runner)
+    alice, sent = make_agent(clock, "a")
+    dispatcher.attach_beside_act(alice)
+    runner.join(alice, "as-1", 1, {})
+    alice.receive_live_update({"request_id": "r1", "target": "double", "args": "21"})
+    assert heard == []
+    alice.receive_live_update({"update_id": "u1", "text": "a chat line"})
+    assert heard == [{"update_id": "u1", "text": "a chat line"}]
+    assert json.loads(rpc_answers(sent)["r1"]["response"]) == 42

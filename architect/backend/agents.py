@@ -177,13 +177,18 @@ class Agent:
                     "the live update callback of agent {agent_id} failed", agent_id=self.agent_id
                 )
             return True
+        self.queue_for_act(data)
+        return True
+
+    def queue_for_act(self, data: dict[str, Any]) -> None:
+        """Hand live data to the task code's `act()`: a waiting call, or the inbox."""
         while self._waiting:
             deferred, timer = self._waiting.popleft()
             if timer is not None and timer.active():
                 timer.cancel()
             if not deferred.called:
                 deferred.callback(data)
-                return True
+                return
         if len(self._inbox) >= self.max_inbox:
             self._inbox.popleft()
             log.warn(
@@ -192,7 +197,6 @@ class Agent:
                 limit=self.max_inbox,
             )
         self._inbox.append(data)
-        return True
 
     def act(self, timeout: float | None = None) -> Deferred[dict[str, Any] | None]:
         """The next live update from the browser; None if none comes within `timeout` seconds.

@@ -25,6 +25,11 @@ log = Logger()
 Procedure = Any  # fn(agent, args) -> JSON value, Deferred or coroutine
 
 
+def is_call(data: dict[str, Any]) -> bool:
+    """A live update shaped as a remote procedure call."""
+    return isinstance(data.get("request_id"), str) and "target" in data
+
+
 class ProcedureDispatcher:
     def __init__(self, procedures: Mapping[str, Procedure], run_blocking: BlockingRunner) -> None:
         self.procedures = dict(procedures)
@@ -33,6 +38,17 @@ class ProcedureDispatcher:
     def attach(self, agent: Agent) -> None:
         """Route the agent's live updates to the procedures."""
         agent.on_live_update = self.on_live_update
+
+    def attach_beside_act(self, agent: Agent) -> None:
+        """Calls go to the procedures; any other live update goes to the task's `act()`."""
+
+        def route(agent: Agent, data: dict[str, Any]) -> None:
+            if is_call(data):
+                self.on_live_update(agent, data)
+            else:
+                agent.queue_for_act(data)
+
+        agent.on_live_update = route
 
     def on_live_update(self, agent: Agent, data: dict[str, Any]) -> None:
         request_id, target = data.get("request_id"), data.get("target")

@@ -3,7 +3,8 @@
 - static: nothing to drive; `validate_submission(agent, data)`, when the task has
   it, judges each submission after it is stored: False makes the agent
   `soft_rejected` (the submission is kept).
-- live: the agent joins its assignment's room (`LiveTaskRunner`).
+- live: the agent joins its assignment's room (`LiveTaskRunner`); when the task
+  also has PROCEDURES, calls go to them and other live updates to `act()`.
 - remote procedure: the agent's live updates go to the task's procedures.
 """
 
@@ -45,14 +46,17 @@ class TaskRunner:
         if task.kind == LIVE:
             assert task.run_assignment is not None
             self.live = LiveTaskRunner(clock, task.run_assignment, run_blocking, timeout or None)
-        elif task.kind == REMOTE_PROCEDURE:
+        if task.kind == REMOTE_PROCEDURE or (task.kind == LIVE and task.procedures):
             self.procedures = ProcedureDispatcher(task.procedures, run_blocking)
 
     def agent_assigned(self, agent: Agent, unit: Unit) -> None:
         """A new agent holds `unit`."""
         self.units[agent.agent_id] = unit.id
         if self.procedures is not None:
-            self.procedures.attach(agent)
+            if self.live is not None:
+                self.procedures.attach_beside_act(agent)
+            else:
+                self.procedures.attach(agent)
         if self.live is not None:
             self.live.join(
                 agent, unit.assignment_id, self.units_per_assignment, unit.assignment_data
