@@ -232,36 +232,28 @@ class RouterWeb:
         cast(Request, request).notifyFinish().addErrback(lambda _: d.cancel())
         return d.addCallback(lambda packet: _json(request, packet))
 
+    def _submission(
+        self, request: IRequest, json_field: str, multipart_field: str
+    ) -> tuple[str, dict[str, Any], float | None]:
+        """(agent id, data, client timestamp) of a JSON or multipart submission."""
+        if self._is_multipart(request):
+            data, agent_id = self._multipart_body(request, multipart_field)
+            return agent_id, data, None
+        body = self._json_body(request)
+        agent_id = _agent_id(body)
+        submitted = body.get(json_field)
+        if not isinstance(submitted, dict):
+            raise BadRequest(f"{json_field} must be a JSON object")
+        return agent_id, submitted, _timestamp(body.get("client_timestamp"))
+
     @app.route("/submit_task", methods=["POST"])
     def submit_task(self, request: IRequest) -> bytes:
-        if self._is_multipart(request):
-            data, agent_id = self._multipart_body(request, "final_string_data")
-            stamp = None
-        else:
-            body = self._json_body(request)
-            agent_id = _agent_id(body)
-            final_data = body.get("final_data")
-            if not isinstance(final_data, dict):
-                raise BadRequest("final_data must be a JSON object")
-            data = final_data
-            stamp = _timestamp(body.get("client_timestamp"))
-        self.hub.submit(SUBMIT_UNIT, agent_id, data, stamp)
+        self.hub.submit(SUBMIT_UNIT, *self._submission(request, "final_data", "final_string_data"))
         return _json(request, {"status": "Submitted!"})
 
     @app.route("/submit_metadata", methods=["POST"])
     def submit_metadata(self, request: IRequest) -> bytes:
-        if self._is_multipart(request):
-            data, agent_id = self._multipart_body(request, "metadata")
-            stamp = None
-        else:
-            body = self._json_body(request)
-            agent_id = _agent_id(body)
-            metadata = body.get("metadata")
-            if not isinstance(metadata, dict):
-                raise BadRequest("metadata must be a JSON object")
-            data = metadata
-            stamp = _timestamp(body.get("client_timestamp"))
-        self.hub.submit(SUBMIT_METADATA, agent_id, data, stamp)
+        self.hub.submit(SUBMIT_METADATA, *self._submission(request, "metadata", "metadata"))
         return _json(request, {"status": "Submitted metadata"})
 
     @app.route("/log_error", methods=["POST"])
