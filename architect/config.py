@@ -44,6 +44,7 @@ class RouterConfig:
     max_message_bytes: int = 1024 * 1024
     upload_dir: Path = Path("uploads")
     max_outbox_packets: int = 10_000
+    replay_window: float = 60.0
     max_backend_queue_packets: int = 100_000
 
 
@@ -298,6 +299,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "max_message_bytes": _positive_int,
             "upload_dir": _dir_to_create,
             "max_outbox_packets": _positive_int,
+            "replay_window": _positive_float,
             "max_backend_queue_packets": _positive_int,
         },
     ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import attrs
@@ -32,6 +33,10 @@ from architect.tasks.runner import TaskRunner
 log = Logger()
 
 
+# The shipped conf/router.ini runs the demo task of architect/demo/ (all three kinds on one
+# page). A config naming no task module or units file gets the plain static task below.
+
+
 def demo_units(count: int = 10) -> list[dict[str, Any]]:
     """The units a backend serves without a configured units file: short texts to read."""
     return [
@@ -54,7 +59,7 @@ def _demo_validate_onboarding(worker: WorkerInfo, data: dict[str, Any]) -> bool:
 
 
 def demo_task() -> TaskDefinition:
-    """The built-in hooks used without a task module: a static task, a one-question onboarding."""
+    """The hooks used without a task module: a static task, a one-question onboarding."""
     return TaskDefinition(
         name="demo",
         onboarding_data=_demo_onboarding_data,
@@ -63,7 +68,7 @@ def demo_task() -> TaskDefinition:
 
 
 def load_task(config: Config) -> TaskDefinition:
-    """The task module's hooks, or the demo's; a ConfigError naming [task] module."""
+    """The task module's hooks, or the plain static task's; a ConfigError naming [task] module."""
     if config.task.module is None:
         return demo_task()
     try:
@@ -123,6 +128,7 @@ def build_service(
 ) -> ArchitectService:
     """The daemon's services from the config; a ConfigError if the task module is unusable."""
     top = ArchitectService()
+    router: RouterService | None = None
     if config.backend.mode in ("off", "embedded"):
         top.hub = RouterHub(reactor, config.router)
         web = RouterWeb(top.hub, config.router)
@@ -180,6 +186,7 @@ def build_service(
             status_interval=config.backend.status_interval,
             on_unit_submitted=runner.unit_submitted,
         )
+        say_where(config, data_dir / config.storage.database, router.url if router else None)
         return top.backend
 
     def stop_backend() -> Deferred[None]:
@@ -196,6 +203,20 @@ def build_service(
     backend.setServiceParent(top)
     top.backend_service = backend
     return top
+
+
+def say_where(config: Config, database: Path, router_url: str | None) -> None:
+    """Log what a newcomer needs at start: the page to open, and where the results go."""
+    if router_url is not None:
+        log.info(
+            "open {url} to work on the task as worker alice (change worker_id for another worker)",
+            url=f"{router_url}?worker_id=alice&assignment_id=1",
+        )
+    log.info(
+        "submissions are stored in {database}; print them with: architect results --config {path}",
+        database=str(database),
+        path=str(config.path),
+    )
 
 
 def makeService(options: Options) -> IService:

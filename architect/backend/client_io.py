@@ -39,6 +39,7 @@ from architect.protocol import (
     SUBMIT_METADATA,
     SUBMIT_ONBOARDING,
     SUBMIT_UNIT,
+    UPDATE_STATUS,
     FailureReason,
     Packet,
     Status,
@@ -354,6 +355,26 @@ class ClientIOHandler:
                 agent.set_status(Status.DISCONNECT, push=False)
             else:
                 agent.push_status()
+        self._forget_lost_agents(channel, router_statuses)
+
+    def _forget_lost_agents(self, channel: Channel, router_statuses: dict[str, Any]) -> None:
+        """Agents a backend made active at the router, and this backend does not hold, are gone.
+
+        After a backend restart the agents of the last run are cleared (their units
+        are back in the pool); without this their pages would show `in task` forever.
+        (`none` is the router's own default, never pushed by a backend: left alone.)
+        """
+        for agent_id, router_status in router_statuses.items():
+            if router_status not in Status.ACTIVE - {Status.NONE}:
+                continue
+            if self.pool.get_agent(agent_id) is not None:
+                continue
+            log.info(
+                "agent {agent_id} is {status} at the router but unknown here: disconnect",
+                agent_id=agent_id,
+                status=router_status,
+            )
+            self._send(channel, Packet(UPDATE_STATUS, agent_id, {"status": Status.DISCONNECT}))
 
     # --- errors ---
 

@@ -91,6 +91,7 @@ class RouterHub:
             disconnect_grace=config.disconnect_grace,
             heartbeat_timeout=config.heartbeat_timeout,
             max_outbox_packets=config.max_outbox_packets,
+            replay_window=config.replay_window,
         )
         self.backend: Link | None = None
         self.backend_queue: deque[Packet] = deque()
@@ -248,6 +249,9 @@ class RouterHub:
         agent_id = packet.data.get("agent_id")
         if isinstance(agent_id, str) and agent_id:
             self.agents.ensure(agent_id)
+            init_task_data = packet.data.get("init_task_data")
+            if isinstance(init_task_data, dict) and "past_live_updates" in init_task_data:
+                self.agents.history_delivered(agent_id)
         pending.deferred.callback(self._stamp_out(packet).to_dict())
 
     # --- to the backend ---

@@ -9,6 +9,16 @@ Liveness rules (PROTOCOL.md):
 - an agent that has heartbeated before, whose status is watched (onboarding,
   waiting, in task) and that has not heartbeated for `heartbeat_timeout`
   seconds is `disconnect`.
+
+Delivery: packets for an agent whose link is away wait in its outbox. Live
+updates written to a link are kept for `replay_window` seconds (`unconfirmed`):
+a socket can die with them unread (a laptop going offline) and the browser only
+notices after several unanswered heartbeats, so a new link gets them again
+first. Nothing tells the router what a browser has read (its heartbeats may
+have been held back and flushed late), hence a window of time. Browsers drop
+repeated `update_id`s. A registration answer that
+carries `past_live_updates` hands the page its whole history, so both queues
+are cleared then.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from architect.protocol import Packet, Status
+from architect.protocol import CLIENT_BOUND_LIVE_UPDATE, Packet, Status
 
 log = Logger()
 
@@ -39,6 +49,7 @@ class AgentRecord:
     link: AgentLink | None = None
     outbox: deque[Packet] = attrs.field(factory=deque)
     last_heartbeat: float | None = None
+    unconfirmed: deque[tuple[float, Packet]] = attrs.field(factory=deque)  # (written at, packet)
     grace_timer: IDelayedCall | None = None
     heartbeat_timer: IDelayedCall | None = None
 
@@ -58,7 +69,9 @@ class AgentTable:
         heartbeat_timeout: float,
         max_outbox_packets: int,
         on_status_change: Callable[[AgentRecord], None] | None = None,
+        replay_window: float = 60.0,
     ) -> None:
+        self.replay_window = replay_window
         self.clock = clock
         self.disconnect_grace = disconnect_grace
         self.heartbeat_timeout = heartbeat_timeout
@@ -92,10 +105,37 @@ class AgentTable:
         record = self.ensure(agent_id)
         _cancel(record.grace_timer)
         record.grace_timer = None
+        if record.link is link:
+            return record
         record.link = link
+        # What the last link may have lost goes first, then what waited for a link.
+        self._forget_old(record)
+        for _, packet in list(record.unconfirmed):
+            link.send_packet(packet)
         while record.outbox and record.link is link:
-            link.send_packet(record.outbox.popleft())
+            self._send(record, link, record.outbox.popleft())
         return record
+
+    def _send(self, record: AgentRecord, link: AgentLink, packet: Packet) -> None:
+        link.send_packet(packet)
+        if packet.packet_type != CLIENT_BOUND_LIVE_UPDATE:
+            return  # statuses: a new link is told the current one anyway
+        self._forget_old(record)
+        if len(record.unconfirmed) >= self.max_outbox_packets:
+            record.unconfirmed.popleft()
+        record.unconfirmed.append((self.clock.seconds(), packet))
+
+    def _forget_old(self, record: AgentRecord) -> None:
+        oldest = self.clock.seconds() - self.replay_window
+        while record.unconfirmed and record.unconfirmed[0][0] < oldest:
+            record.unconfirmed.popleft()
+
+    def history_delivered(self, agent_id: str) -> None:
+        """The page got every live update so far another way (a registration answer)."""
+        record = self.records.get(agent_id)
+        if record is not None:
+            record.outbox.clear()
+            record.unconfirmed.clear()
 
     def detach(self, agent_id: str, link: AgentLink) -> None:
         """A link went away; if it was the agent's current one, the grace period starts."""
@@ -156,7 +196,7 @@ class AgentTable:
         """Send to the agent now, or keep in its outbox until its next `alive`."""
         record = self.ensure(agent_id)
         if record.link is not None:
-            record.link.send_packet(packet)
+            self._send(record, record.link, packet)
             return
         if len(record.outbox) >= self.max_outbox_packets:
             dropped = record.outbox.popleft()

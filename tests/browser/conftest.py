@@ -14,6 +14,7 @@ from tests.browser.support import (
     ARTIFACTS,
     HERE,
     BrowserThread,
+    Launcher,
     Pages,
     ensure_chromium,
     ensure_npm_packages,
@@ -69,3 +70,15 @@ async def pages(
         yield opened
     finally:
         await opened.close()
+
+
+@pytest_twisted.async_yield_fixture
+async def launcher(
+    browser_thread: BrowserThread, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Launcher]:
+    """Daemons running task modules (see support.Launcher), stopped with their pages."""
+    launched = Launcher(browser_thread, tmp_path, request.node.name)
+    try:
+        yield launched
+    finally:
+        await launched.close()

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import subprocess
+import textwrap
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -37,7 +38,9 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 
 from architect.backend.agents import Agent
-from architect.tap import ArchitectService
+from architect.config import BackendConfig, Config, RouterConfig, StorageConfig, TaskConfig
+from architect.router.service import RouterService
+from architect.tap import ArchitectService, build_service
 
 reactor: Any = _reactor
 T = TypeVar("T")
@@ -59,6 +62,7 @@ CHROMIUM_ARGS = [
 DEADLINE = 10.0  # seconds for something that should happen soon
 PAGE_TIMEOUT_MS = 15_000  # Playwright's own waits
 CALL_TIMEOUT = 60.0  # seconds, any one call into the browser
+DOC_VIEWPORT: Any = {"width": 1000, "height": 700}  # screenshots copied to docs/screenshots
 
 
 def _fail_setup(what: str, result: subprocess.CompletedProcess[str] | None = None) -> None:
@@ -226,7 +230,8 @@ class Pages:
             f"{k}={v}"
             for k, v in {"worker_id": worker, "assignment_id": assignment, **extra}.items()
         )
-        return f"http://127.0.0.1:{self.port}/pages/{page}?{query}"
+        path = page if page.startswith("/") else f"/pages/{page}"  # tests/browser/pages/
+        return f"http://127.0.0.1:{self.port}{path}?{query}"
 
     async def open(self, page: str, worker: str, **extra: str | int) -> PageHandle:
         handle = await self.run(_open_page(self.thread.browser, self.url(page, worker, **extra)))
@@ -236,6 +241,13 @@ class Pages:
     async def screenshot(self, handle: PageHandle, name: str) -> Path:
         path = ARTIFACTS / f"{self.test_name}-{name}.png"
         await self.run(handle.page.screenshot(path=str(path), full_page=True))
+        return path
+
+    async def doc_screenshot(self, handle: PageHandle, name: str) -> Path:
+        """A screenshot for the README: the 1000x700 viewport, artifacts/docs-<name>.png."""
+        path = ARTIFACTS / f"docs-{name}.png"
+        await self.run(handle.page.set_viewport_size(DOC_VIEWPORT))
+        await self.run(handle.page.screenshot(path=str(path)))
         return path
 
     async def close(self) -> None:
@@ -300,3 +312,114 @@ def agent_of(service: ArchitectService, agent_id: str) -> Agent:
     agent = service.pool.get_agent(agent_id)
     assert agent is not None, f"the backend knows no agent {agent_id}"
     return agent
+
+
+# --- daemons running a task module ---
+
+
+def write_task_module(folder: Path, source: str, name: str = "browser_task") -> Path:
+    """A task module file, written the way a researcher writes one."""
+    module = folder / f"{name}.py"
+    module.write_text(textwrap.dedent(source))
+    return module
+
+
+def task_config_for(
+    folder: Path,
+    module_source: str,
+    units: list[dict[str, Any]],
+    router: dict[str, Any] | None = None,
+    backend: dict[str, Any] | None = None,
+    **task: Any,
+) -> Config:
+    """An embedded daemon's config serving tests/browser, running `module_source` over `units`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    module = write_task_module(folder, module_source)
+    return Config(
+        path=folder / "router.ini",
+        router=RouterConfig(
+            **{
+                "listen": "tcp:0:interface=127.0.0.1",
+                "static_dir": HERE,
+                "task_config": {"task_title": "Browser test task"},
+                "upload_dir": folder / "uploads",
+                **(router or {}),
+            }
+        ),
+        backend=BackendConfig(**{"mode": "embedded", "status_interval": 0.5, **(backend or {})}),
+        storage=StorageConfig(data_dir=folder / "data"),
+        task=TaskConfig(
+            **{"name": "browser", "module": str(module), "units": tuple(units), **task}
+        ),
+    )
+
+
+def router_port(service: ArchitectService) -> int:
+    router = service.getServiceNamed("router")
+    assert isinstance(router, RouterService) and router.port_number is not None
+    return router.port_number
+
+
+class Launcher:
+    """Starts daemons (build_service) and their pages for one test; stops them all at the end."""
+
+    def __init__(self, thread: BrowserThread, folder: Path, test_name: str) -> None:
+        self.thread = thread
+        self.folder = folder
+        self.test_name = test_name
+        self.services: list[ArchitectService] = []
+        self.pages: list[Pages] = []
+
+    async def start(self, config: Config, ready: bool = True) -> ArchitectService:
+        service = build_service(config, reactor)
+        self.services.append(service)
+        service.startService()
+        if ready:
+            await service.when_ready()
+        return service
+
+    async def stop(self, service: ArchitectService) -> None:
+        self.services.remove(service)
+        await service.stopService()
+
+    async def task(
+        self, module_source: str, units: list[dict[str, Any]], **settings: Any
+    ) -> tuple[ArchitectService, Pages]:
+        """An embedded daemon running the task module, and a Pages opener for it."""
+        config = task_config_for(
+            self.folder / f"daemon{len(self.services)}", module_source, units, **settings
+        )
+        service = await self.start(config)
+        return service, self.pages_for(router_port(service))
+
+    def pages_for(self, port: int) -> Pages:
+        pages = Pages(self.thread, port, self.test_name)
+        self.pages.append(pages)
+        return pages
+
+    async def close(self) -> None:
+        for pages in self.pages:
+            await pages.close()
+        for service in reversed(self.services):
+            await service.stopService()
+        self.services.clear()
+
+
+async def text_of(pages: Pages, handle: PageHandle, selector: str) -> str:
+    await pages.run(handle.page.wait_for_selector(selector))
+    text: str = await pages.run(handle.page.inner_text(selector))
+    return text
+
+
+async def wait_for_text(pages: Pages, handle: PageHandle, selector: str, text: str) -> None:
+    """Until the element's text is exactly `text` (a clear error naming what was shown)."""
+    try:
+        await pages.run(
+            handle.page.wait_for_function(
+                "([s, t]) => document.querySelector(s)?.textContent === t",
+                arg=[selector, text],
+            )
+        )
+    except Exception as e:
+        shown = await pages.run(handle.page.evaluate("document.body.innerText"))
+        raise AssertionError(f"{selector} never showed {text!r}; the page shows:\n{shown}") from e

@@ -25,6 +25,13 @@
   const task = Architect.connect(
     Object.assign(options, {
       onReady: (ready) => {
+        if (ready.isBlocked) {
+          const blocked = document.createElement("p");
+          blocked.id = "blocked";
+          blocked.textContent = ready.failureReason;
+          document.body.replaceChildren(blocked);
+          return;
+        }
         document.getElementById("unit-text").textContent = ready.initData ? ready.initData.text : "";
         ready.connectLive();
       },
@@ -36,7 +43,7 @@
         document.getElementById("connection").textContent = state;
       },
       // Replayed updates include the page's own earlier messages (they have no "from").
-      onLiveUpdate: (update) => addMessage(update, update.from !== "task"),
+      onLiveUpdate: (update) => addMessage(update, update.from === undefined),
     })
   );
   window.task = task;

@@ -10,6 +10,19 @@
     return node;
   }
 
+  function showOnboarding(task) {
+    const box = element("div", { id: "onboarding" });
+    box.dataset.agentId = task.agentId;
+    const answer = element("input", { id: "onboarding-answer" });
+    const start = element("button", { id: "onboarding-submit" }, "Start");
+    start.addEventListener("click", async () => {
+      start.disabled = true;
+      show(await task.submitOnboarding({ answer: answer.value }));
+    });
+    box.append(element("p", { id: "onboarding-question" }, task.initData.question), answer, start);
+    app.append(box);
+  }
+
   function show(task) {
     app.replaceChildren();
     if (task.isBlocked) {
@@ -18,6 +31,10 @@
     }
     if (task.isPreview) {
       app.append(element("p", { id: "preview" }, "Preview: open with worker_id and assignment_id."));
+      return;
+    }
+    if (task.isOnboarding) {
+      showOnboarding(task);
       return;
     }
     const box = element("div", { id: "task" });

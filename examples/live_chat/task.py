@@ -1,0 +1,68 @@
+"""A live chat between two workers: `run_assignment` relays their messages.
+
+The assignment has two units (`units_per_assignment = 2` in router.ini): the
+first worker waits in "waiting" until the second arrives, then both are "in
+task" and `run_assignment` runs. Each worker's messages come in through
+`await agent.act()` and go to the partner through `partner.observe(...)`. A
+message "/done" ends the chat; each worker then rates it and submits. When a
+worker leaves, the partner's status becomes "partner disconnect" (the runner
+does that; the pending `act()` then raises AgentGone).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
+
+from architect.backend.agents import Agent, AgentGone
+from architect.protocol import Status
+from architect.tasks.live import Assignment
+
+DONE = "/done"
+
+
+class Chat:
+    def __init__(self, agents: list[Agent]) -> None:
+        self.agents = agents
+        self.listening: dict[str, Deferred[dict[str, Any] | None]] = {}
+        self.over = False
+
+    def tell(self, agents: list[Agent], sender: str, text: str) -> None:
+        for agent in agents:
+            if agent.is_active:
+                agent.observe({"from": sender, "text": text})
+
+    def others(self, agent: Agent) -> list[Agent]:
+        return [other for other in self.agents if other is not agent]
+
+    async def relay(self, agent: Agent) -> None:
+        """Pass each message of `agent` to its partner, until "/done" or until it leaves."""
+        while not self.over:
+            waiting = self.listening[agent.agent_id] = agent.act()
+            try:
+                message = await waiting
+            except CancelledError:
+                return  # the partner ended the chat
+            except AgentGone as gone:
+                if gone.status == Status.COMPLETED:
+                    self.tell(self.others(agent), "system", "Your partner has submitted.")
+                return
+            text = str((message or {}).get("text", "")).strip()
+            if text == DONE:
+                self.end()
+            elif text:
+                self.tell(self.others(agent), "partner", text)
+
+    def end(self) -> None:
+        self.over = True
+        self.tell(self.agents, "system", "The chat is over. Please rate it and submit.")
+        for waiting in self.listening.values():
+            waiting.cancel()  # a partner's pending act(): its relay returns
+
+
+async def run_assignment(assignment: Assignment, agents: list[Agent]) -> None:
+    topic = assignment.data["topic"]
+    chat = Chat(agents)
+    chat.tell(agents, "system", f"You are both here. Topic: {topic} Write {DONE} to end the chat.")
+    await gatherResults([Deferred.fromCoroutine(chat.relay(agent)) for agent in agents])
