@@ -485,6 +485,24 @@ def test_return_statuses_in_agreement_sends_nothing() -> None:
     assert b.channel.sent == []
 
 
+@pytest.mark.parametrize("router_status", [Status.IN_TASK, Status.WAITING, Status.ONBOARDING])
+def test_agents_unknown_here_but_working_at_the_router_are_told_disconnect(
+    router_status: str,
+) -> None:
+    # e.g. the backend restarted: the router still caches its predecessor's statuses.
+    b = Backend()
+    mine = b.register("r1")["agent_id"]
+    b.channel.clear()
+    b.channel.receive(
+        RETURN_STATUSES,
+        MEPHISTO,
+        {mine: Status.IN_TASK, "lost": router_status, "fresh": Status.NONE, "done": "completed"},
+    )
+    assert [(p.subject_id, p.data) for p in b.channel.of_type(UPDATE_STATUS)] == [
+        ("lost", {"status": Status.DISCONNECT})
+    ]
+
+
 def test_disconnect_is_not_taken_for_a_completed_agent() -> None:
     b = Backend()
     agent_id = b.register("r1")["agent_id"]

@@ -337,3 +337,24 @@ def test_other_client_version_warns_the_backend(tmp_path: Path) -> None:
     (warning,) = backend.of_type(LOG_ERROR)
     assert warning.data["error_type"] == "version-mismatch"
     assert warning.data["received_version"] == "1.0.0"
+
+
+def test_registration_answer_with_history_clears_the_replay(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    backend = connect_backend(hub)
+    register(hub, backend, "alice")
+    first = connect_agent(hub, "alice")
+    hub.link_packet(backend, Packet(CLIENT_BOUND_LIVE_UPDATE, "alice", {"update_id": "u1"}))
+    hub.link_lost(first)
+    # The page reloads: its registration answer carries the history, so nothing is replayed.
+    got = results(hub.request_agent({"worker_name": "w"}, None))
+    request = backend.of_type(REGISTER_AGENT)[-1]
+    details = {
+        "request_id": request.subject_id,
+        "agent_id": "alice",
+        "init_task_data": {"past_live_updates": [{"update_id": "u1"}]},
+    }
+    hub.link_packet(backend, Packet(AGENT_DETAILS, request.subject_id, details))
+    assert got
+    again = connect_agent(hub, "alice")
+    assert again.of_type(CLIENT_BOUND_LIVE_UPDATE) == []

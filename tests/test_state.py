@@ -157,3 +157,34 @@ def test_status_change_callback_sees_router_made_disconnects() -> None:
     table.detach("a1", link)
     clock.advance(GRACE)
     assert seen == [("a1", Status.IN_TASK), ("a1", Status.DISCONNECT)]
+
+
+def test_live_updates_a_dead_socket_may_have_lost_go_to_the_next_one() -> None:
+    clock = Clock()
+    table = AgentTable(clock, GRACE, SILENCE, 100, replay_window=60)
+    first = FakeLink("first")
+    table.attach("a1", first)
+    table.deliver("a1", update(1))
+    clock.advance(30)
+    table.deliver("a1", update(2))
+    table.heartbeat("a1")  # a heartbeat proves nothing about what the browser read
+    clock.advance(30.5)  # update 1 is now older than the window: surely read or long gone
+    table.deliver("a1", update(3))
+    table.detach("a1", first)
+    table.deliver("a1", update(4))
+    second = FakeLink("second")
+    table.attach("a1", second)
+    assert [p.data["n"] for p in second.sent] == [2, 3, 4]
+
+
+def test_a_page_given_its_history_gets_no_replay() -> None:
+    _, table = make_table()
+    first = FakeLink("first")
+    table.attach("a1", first)
+    table.deliver("a1", update(1))
+    table.detach("a1", first)
+    table.deliver("a1", update(2))
+    table.history_delivered("a1")  # a reload: past_live_updates came with the registration
+    second = FakeLink("second")
+    table.attach("a1", second)
+    assert second.sent == []
