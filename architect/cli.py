@@ -3,6 +3,8 @@
     architect results [--config FILE] [--run NAME] [--format jsonl|csv]
     architect status  [--config FILE] [--run NAME]
     architect workers [--config FILE]
+    architect grant   [--config FILE] [--provider TYPE] WORKER QUALIFICATION [VALUE]
+    architect revoke  [--config FILE] [--provider TYPE] WORKER QUALIFICATION
 
 It reads the same config file as the daemon (its [storage] for the database,
 its [task] name for the run). Bad arguments, a bad config and a missing
@@ -57,6 +59,13 @@ def parser() -> argparse.ArgumentParser:
     status = command("status", "count units and agents by status")
     status.add_argument("--run", help="the task run's name (default: the config's [task] name)")
     command("workers", "list workers and their qualifications")
+    grant = command("grant", "give a worker a qualification (VALUE is JSON, or else text)")
+    revoke = command("revoke", "take a qualification from a worker")
+    for sub in (grant, revoke):
+        sub.add_argument("--provider", default="mock", help="the worker's provider_type")
+        sub.add_argument("worker", help="the worker's name")
+        sub.add_argument("qualification", help="the qualification's name")
+    grant.add_argument("value", nargs="?", default="1", help="default: 1")
     return top
 
 
@@ -83,6 +92,10 @@ async def _run(reactor: Any, args: argparse.Namespace, config: Config, out: Text
             )
         elif args.command == "status":
             await status(database, await _task_run(database, args.run or config.task.name), out)
+        elif args.command == "grant":
+            await grant(database, args.provider, args.worker, args.qualification, args.value, out)
+        elif args.command == "revoke":
+            await revoke(database, args.provider, args.worker, args.qualification, out)
         else:
             await workers(database, out)
     except (CommandError, StorageError) as e:
@@ -180,6 +193,41 @@ async def workers(database: Database, out: TextIO) -> None:
             "qualifications": {name: q.value for name, q in sorted(granted.items())},
         }
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+async def grant(
+    database: Database, provider: str, name: str, qualification: str, value: str, out: TextIO
+) -> None:
+    # A worker not seen yet is created, so workers can be qualified before they come.
+    worker = await database.find_or_create_worker(provider, name)
+    granted = _json_or_text(value)
+    await database.grant_qualification(worker.id, qualification, granted)
+    out.write(f"granted {qualification} = {json.dumps(granted)} to {provider} worker {name}\n")
+
+
+async def revoke(
+    database: Database, provider: str, name: str, qualification: str, out: TextIO
+) -> None:
+    worker = next(
+        (
+            w
+            for w in await database.list_workers()
+            if w.provider_type == provider and w.worker_name == name
+        ),
+        None,
+    )
+    if worker is None:
+        raise CommandError(f"no {provider} worker named {name!r}")
+    if not await database.revoke_qualification(worker.id, qualification):
+        raise CommandError(f"{provider} worker {name!r} has no qualification {qualification!r}")
+    out.write(f"revoked {qualification} from {provider} worker {name}\n")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ class TaskConfig:
     qualifications: tuple[Requirement, ...] = ()
     onboarding: bool = False
     timeout: float = 0.0  # seconds a live assignment may run; 0: no limit
+    return_units: bool = True  # a unit whose agent left unfinished goes back to the pool
     onboarding_qualification: str = attrs.field()
 
     @onboarding_qualification.default
@@ -100,6 +101,7 @@ class TaskConfig:
             "qualifications": [[q.name, q.comparator, q.value] for q in self.qualifications],
             "onboarding": self.onboarding,
             "timeout": self.timeout,
+            "return_units": self.return_units,
             "onboarding_qualification": self.onboarding_qualification,
         }
 
@@ -333,6 +335,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "onboarding": _switch,
             "onboarding_qualification": _text,
             "timeout": _non_negative_float,
+            "return_units": _switch,
         },
     ),
 }

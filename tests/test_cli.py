@@ -101,6 +101,38 @@ async def test_results_status_and_workers(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_grant_and_revoke(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    await fill(tmp_path)
+
+    def qualifications() -> dict[str, Any]:
+        out = architect("workers", "--config", str(config), cwd=tmp_path)
+        return {
+            w["worker_name"]: w["qualifications"]
+            for w in map(json.loads, out.stdout.split("\n")[:-1])
+        }
+
+    out = architect("grant", "--config", str(config), "w2", "accuracy", "0.95", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "granted accuracy = 0.95 to mock worker w2\n"
+    architect("grant", "--config", str(config), "w2", "country", "NZ", cwd=tmp_path)
+    architect("grant", "--config", str(config), "newcomer", "english", cwd=tmp_path)
+    assert qualifications() == {
+        "w1": {"english": 1},
+        "w2": {"accuracy": 0.95, "country": "NZ"},
+        "newcomer": {"english": 1},  # qualified before ever coming
+    }
+    out = architect("revoke", "--config", str(config), "w1", "english", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert qualifications()["w1"] == {}
+    out = architect("revoke", "--config", str(config), "w1", "english", cwd=tmp_path)
+    assert out.returncode == 1
+    assert out.stderr.strip() == "architect: mock worker 'w1' has no qualification 'english'"
+    out = architect("revoke", "--config", str(config), "ghost", "english", cwd=tmp_path)
+    assert out.returncode == 1 and "no mock worker named 'ghost'" in out.stderr
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_missing_run_or_database_is_one_line_and_a_failure(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     out = architect("status", "--config", str(config), cwd=tmp_path)

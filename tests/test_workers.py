@@ -467,6 +467,16 @@ async def test_an_agent_that_leaves_returns_its_unit_to_the_pool(
     assert await unit_of(pool, await register(pool, "w2")) == 0
 
 
+@pytest_twisted.ensureDeferred
+async def test_with_return_units_off_a_left_unit_stays_used(db: SQLiteDatabase) -> None:
+    pool = await make_pool(db, units=[{"n": 0}], return_units=False)
+    agent = agent_of(await register(pool, "w1"))
+    agent.set_status(Status.DISCONNECT)
+    await pool.settled()
+    assert (await register(pool, "w2")).failure_reason == FailureReason.NO_WORK
+    assert await unit_statuses(pool) == {0: UnitStatus.RESERVED}
+
+
 # --- concurrency ---
 
 

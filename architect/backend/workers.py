@@ -455,7 +455,9 @@ class StoredWorkerPool:
         if not agent.is_onboarding:
             if new in DONE_STATUSES:
                 unit_status = UnitStatus.COMPLETED
-            elif new not in Status.ACTIVE and old not in DONE_STATUSES:
+            elif (
+                new not in Status.ACTIVE and old not in DONE_STATUSES and self.settings.return_units
+            ):
                 unit_status = UnitStatus.AVAILABLE  # disconnect, return, expiry...: free again
                 log.info(
                     "agent {agent_id} is {status}: its unit goes back to the pool",
