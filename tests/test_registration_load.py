@@ -1,0 +1,137 @@
+"""Issue-level check: 50 simulated workers hammer /request_agent for 200 units at once.
+
+Every unit is handed out at most once, every limit holds, every refusal is worded as
+PROTOCOL.md says, and every acknowledged submission is in the database and in
+`architect results`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.web.client import HTTPConnectionPool
+
+from architect.config import load_config
+from architect.protocol import FailureReason
+from architect.router.service import RouterService
+from architect.tap import build_service
+from tests.clients import reactor
+
+pytestmark = pytest.mark.slow
+
+UNITS, WORKERS, MAX_UNITS, CONCURRENT = 200, 50, 5, 2
+
+
+def write_config(tmp_path: Path) -> Path:
+    (tmp_path / "units.jsonl").write_text(
+        "".join(json.dumps({"n": n}) + "\n" for n in range(UNITS))
+    )
+    config = tmp_path / "router.ini"
+    config.write_text(
+        "[router]\nlisten = tcp:0:interface=127.0.0.1\n"
+        "[backend]\nmode = embedded\n"
+        "[storage]\ndata_dir = data\n"
+        "[task]\nname = hammer\nunits = units.jsonl\n"
+        f"maximum_units_per_worker = {MAX_UNITS}\nallowed_concurrent = {CONCURRENT}\n"
+    )
+    return config
+
+
+@pytest_twisted.ensureDeferred
+async def test_fifty_workers_two_hundred_units(tmp_path: Path) -> None:
+    config_path = write_config(tmp_path)
+    config = load_config(config_path)
+    service = build_service(config, reactor)
+    service.startService()
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = 64
+    refusals: Counter[str] = Counter()
+    submitted: list[str] = []
+    try:
+        await service.when_ready()
+        router = service.getServiceNamed("router")
+        assert isinstance(router, RouterService) and router.port_number is not None
+        base = f"http://127.0.0.1:{router.port_number}"
+
+        async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+            response = await treq.post(base + path, data=json.dumps(body).encode(), pool=pool)
+            assert response.code == 200, await response.text()
+            answer: dict[str, Any] = json.loads(await response.text())
+            return answer
+
+        async def attempt(worker: str, n: int) -> str | None:
+            provider = {
+                "worker_name": worker,
+                "agent_registration_id": f"{n}-{worker}",
+                "assignment_id": str(n),
+                "provider_type": "mock",
+            }
+            data = (await post("/request_agent", {"provider_data": provider}))["data"]
+            if data["agent_id"] is None:
+                refusals[data["failure_reason"]] += 1
+                return data["failure_reason"]
+            await post(
+                "/submit_task",
+                {"USED_AGENT_ID": data["agent_id"], "final_data": {"by": worker, "n": n}},
+            )
+            submitted.append(data["agent_id"])
+            return None
+
+        async def worker_loop(worker: str) -> None:
+            # First a burst past allowed_concurrent, then one at a time until refused for good.
+            n = 0
+            burst = [attempt(worker, n + i) for i in range(CONCURRENT + 1)]
+            reasons = await gatherResults([ensureDeferred(b) for b in burst])
+            n += len(burst)
+            final = {FailureReason.MAX_UNITS, FailureReason.NO_WORK}
+            while not final & set(reasons):
+                reasons = [await attempt(worker, n)]
+                n += 1
+
+        await gatherResults([ensureDeferred(worker_loop(f"w{i}")) for i in range(WORKERS)])
+        assert service.pool is not None
+        await service.pool.settled()
+        database = service.database
+        assert database is not None
+        agents = await database.list_agents()
+        units = await database.list_units(service.pool.task_run.id)
+    finally:
+        await pool.closeCachedConnections()
+        await service.stopService()
+
+    # Every unit at most once, and all of them handed out (250 asks for 200 units).
+    held = [a.unit_id for a in agents if a.unit_id is not None]
+    assert len(held) == len(set(held)) == UNITS
+    assert all(u.status == "completed" for u in units)
+    # Every limit held.
+    per_worker = Counter(a.worker_id for a in agents)
+    assert max(per_worker.values()) <= MAX_UNITS
+    # Every refusal worded as it should be, and only the expected reasons.
+    assert set(refusals) <= {
+        FailureReason.TOO_MANY_CONCURRENT,
+        FailureReason.MAX_UNITS,
+        FailureReason.NO_WORK,
+    }
+    assert refusals[FailureReason.NO_WORK] > 0 and refusals[FailureReason.MAX_UNITS] > 0
+    assert refusals[FailureReason.TOO_MANY_CONCURRENT] > 0
+    # Every acknowledged submission is stored, once, and `architect results` shows it.
+    assert len(submitted) == UNITS
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "architect"), "results", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert sorted(r["agent_id"] for r in rows) == sorted(submitted)
+    assert all(r["data"]["by"] == r["worker_name"] for r in rows)
