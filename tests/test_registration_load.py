@@ -56,6 +56,7 @@ async def test_fifty_workers_two_hundred_units(tmp_path: Path) -> None:
     pool.maxPersistentPerHost = 64
     refusals: Counter[str] = Counter()
     submitted: list[str] = []
+    last_refusal: dict[str, str] = {}
     try:
         await service.when_ready()
         router = service.getServiceNamed("router")
@@ -68,7 +69,8 @@ async def test_fifty_workers_two_hundred_units(tmp_path: Path) -> None:
             answer: dict[str, Any] = json.loads(await response.text())
             return answer
 
-        async def attempt(worker: str, n: int) -> str | None:
+        async def register(worker: str, n: int) -> str | None:
+            """The agent id given, or None (the refusal is counted)."""
             provider = {
                 "worker_name": worker,
                 "agent_registration_id": f"{n}-{worker}",
@@ -78,24 +80,27 @@ async def test_fifty_workers_two_hundred_units(tmp_path: Path) -> None:
             data = (await post("/request_agent", {"provider_data": provider}))["data"]
             if data["agent_id"] is None:
                 refusals[data["failure_reason"]] += 1
-                return data["failure_reason"]
-            await post(
-                "/submit_task",
-                {"USED_AGENT_ID": data["agent_id"], "final_data": {"by": worker, "n": n}},
-            )
-            submitted.append(data["agent_id"])
-            return None
+                last_refusal[worker] = data["failure_reason"]
+                return None
+            agent_id: str = data["agent_id"]
+            return agent_id
+
+        async def submit(worker: str, agent_id: str) -> None:
+            await post("/submit_task", {"USED_AGENT_ID": agent_id, "final_data": {"by": worker}})
+            submitted.append(agent_id)
 
         async def worker_loop(worker: str) -> None:
             # First a burst past allowed_concurrent, then one at a time until refused for good.
-            n = 0
-            burst = [attempt(worker, n + i) for i in range(CONCURRENT + 1)]
-            reasons = await gatherResults([ensureDeferred(b) for b in burst])
-            n += len(burst)
-            final = {FailureReason.MAX_UNITS, FailureReason.NO_WORK}
-            while not final & set(reasons):
-                reasons = [await attempt(worker, n)]
+            burst = [ensureDeferred(register(worker, i)) for i in range(CONCURRENT + 1)]
+            for agent_id in await gatherResults(burst):
+                if agent_id is not None:
+                    await submit(worker, agent_id)
+            n = len(burst)
+            while last_refusal.get(worker) not in (FailureReason.MAX_UNITS, FailureReason.NO_WORK):
+                agent_id = await register(worker, n)
                 n += 1
+                if agent_id is not None:
+                    await submit(worker, agent_id)
 
         await gatherResults([ensureDeferred(worker_loop(f"w{i}")) for i in range(WORKERS)])
         assert service.pool is not None
