@@ -38,8 +38,9 @@ from architect.router.service import RouterService
 from architect.tap import ArchitectService, build_service
 from tests.clients import PacketClient, open_socket, reactor
 
-# Set by the blocking-hook test; read by the task module in a worker thread.
+# Shared with the task module's hook, which runs in a worker thread.
 RELEASE_SLOW_HOOK = threading.Event()
+SLOW_HOOK_ENTERED = threading.Event()
 
 
 class Running:
@@ -130,10 +131,11 @@ async def task_service(
 STATIC_TASK = """
     import threading
 
-    from tests.test_task_kinds import RELEASE_SLOW_HOOK
+    from tests.test_task_kinds import RELEASE_SLOW_HOOK, SLOW_HOOK_ENTERED
 
     def init_data(unit):
         if unit.assignment_data.get("slow"):
+            SLOW_HOOK_ENTERED.set()
             RELEASE_SLOW_HOOK.wait(10)  # a hook that blocks, in its worker thread
         return {"question": unit.assignment_data["text"].upper(), "index": unit.assignment_index}
 
@@ -162,10 +164,11 @@ async def test_static_task_hooks_and_validation(tmp_path: Path) -> None:
 @pytest_twisted.ensureDeferred
 async def test_blocking_hook_does_not_stall_other_workers(tmp_path: Path) -> None:
     RELEASE_SLOW_HOOK.clear()
+    SLOW_HOOK_ENTERED.clear()
     units = [{"text": "slow one", "slow": True}, {"text": "quick one"}]
     async with task_service(tmp_path, STATIC_TASK, units) as running:
         slow: Deferred[dict[str, Any]] = ensureDeferred(running.register("slowpoke"))
-        await until(lambda: running.service.database is not None)
+        await until(SLOW_HOOK_ENTERED.is_set)  # the slow unit is reserved; its hook blocks
         quick = await running.register("quick")  # served while the slow hook blocks
         assert quick["init_task_data"]["question"] == "QUICK ONE"
         assert not slow.called

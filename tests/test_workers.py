@@ -477,6 +477,28 @@ async def test_with_return_units_off_a_left_unit_stays_used(db: SQLiteDatabase) 
     assert await unit_statuses(pool) == {0: UnitStatus.RESERVED}
 
 
+@pytest_twisted.ensureDeferred
+async def test_candidates_are_read_page_by_page_across_a_large_run(
+    db: SQLiteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[int] = []
+    original = db.available_units
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        d = original(*args, **kwargs)
+        return d.addCallback(lambda page: reads.append(len(page)) or page)
+
+    monkeypatch.setattr(db, "available_units", counting)
+    only_last = TaskDefinition(worker_can_do_unit=lambda w, unit: unit.assignment_index == 249)
+    pool = await make_pool(db, units=[{"n": n} for n in range(250)], task=only_last)
+    assert await unit_of(pool, await register(pool, "w1")) == 249
+    assert reads == [100, 100, 50]  # every page, each read once
+    reads.clear()
+    plain = await make_pool(db, units=[{"n": n} for n in range(250)], name="run-2")
+    assert await unit_of(plain, await register(plain, "w1")) == 0
+    assert reads == [100]  # the first page was enough
+
+
 # --- concurrency ---
 
 

@@ -33,7 +33,7 @@ that raises is logged with the worker and unit; the worker gets a refusal.
 from __future__ import annotations
 
 import copy
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import attrs
@@ -58,6 +58,7 @@ T = TypeVar("T")
 
 # How many units' worker_can_do_unit verdicts are asked for at once.
 HOOK_BATCH = 20
+CANDIDATE_PAGE = 100  # units read from the database at a time by one registration
 # The provider a registration without provider_type is taken to come from.
 DEFAULT_PROVIDER = "mock"
 # Qualification values granted by onboarding.
@@ -255,7 +256,7 @@ class StoredWorkerPool:
             if done >= settings.maximum_units_per_worker:
                 return Registration.refused(worker_id, FailureReason.MAX_UNITS)
         # 3. the units this worker may do, asked of the task as they are needed
-        candidates = await self._candidates(worker)
+        candidates = self._candidates(worker)
         if needs_onboarding:
             # 4. onboarding first, provided some unit is there for the worker afterwards
             if await self._first_doable(info, candidates, self._any_unit) is None:
@@ -271,31 +272,43 @@ class StoredWorkerPool:
             return Registration.refused(worker_id, FailureReason.NO_WORK)
         return Registration(worker_id, agent, copy.deepcopy(agent.init_task_data))
 
-    async def _candidates(self, worker: Worker) -> list[Unit]:
-        """Available units of assignments the worker has had no unit of, in order."""
+    async def _candidates(self, worker: Worker) -> AsyncIterator[list[Unit]]:
+        """Available units of assignments the worker has had no unit of, in order, a page at
+        a time: a registration reads only as far as it needs, however large the run."""
         worked_on = await self.database.worked_on(self.task_run.id, worker.id)
-        available = await self.database.list_units(self.task_run.id, UnitStatus.AVAILABLE)
-        return [unit for unit in available if unit.assignment_id not in worked_on.assignment_ids]
+        after: tuple[int, int] | None = None
+        while True:
+            page = await self.database.available_units(
+                self.task_run.id, worked_on.assignment_ids, after, CANDIDATE_PAGE
+            )
+            if not page:
+                return
+            yield page
+            after = (page[-1].assignment_index, page[-1].unit_index)
 
     async def _first_doable(
         self,
         info: WorkerInfo,
-        candidates: list[Unit],
+        candidates: AsyncIterator[list[Unit]],
         take: Callable[[list[Unit]], Awaitable[T | None]],
     ) -> T | None:
         """Offer `take` the candidates worker_can_do_unit accepts, batch by batch, in order,
         until it takes one (returns non-None)."""
         hook = self.task.worker_can_do_unit
-        if hook is None:
-            return await take(candidates) if candidates else None
-        for start in range(0, len(candidates), HOOK_BATCH):
-            batch = candidates[start : start + HOOK_BATCH]
-            verdicts = await gatherResults([self._can_do(hook, info, unit) for unit in batch])
-            accepted = [unit for unit, ok in zip(batch, verdicts, strict=True) if ok]
-            if accepted:
-                taken = await take(accepted)
+        async for page in candidates:
+            if hook is None:
+                taken = await take(page)
                 if taken is not None:
                     return taken
+                continue
+            for start in range(0, len(page), HOOK_BATCH):
+                batch = page[start : start + HOOK_BATCH]
+                verdicts = await gatherResults([self._can_do(hook, info, unit) for unit in batch])
+                accepted = [unit for unit, ok in zip(batch, verdicts, strict=True) if ok]
+                if accepted:
+                    taken = await take(accepted)
+                    if taken is not None:
+                        return taken
         return None
 
     @staticmethod

@@ -11,7 +11,7 @@ survives a crash.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -202,6 +202,17 @@ class Database(Protocol):
 
     def list_units(self, task_run_id: int, status: str | None = None) -> Deferred[list[Unit]]:
         """The run's units in assignment then unit order, optionally only those in status."""
+        ...
+
+    def available_units(
+        self,
+        task_run_id: int,
+        excluded_assignment_ids: Collection[int] = (),
+        after: tuple[int, int] | None = None,
+        limit: int = 100,
+    ) -> Deferred[list[Unit]]:
+        """Up to `limit` available units, in order, past (assignment_index, unit_index) `after`,
+        leaving out the given assignments: one page of candidates for a registration."""
         ...
 
     def count_units_by_status(self, task_run_id: int) -> Deferred[dict[str, int]]: ...

@@ -23,7 +23,7 @@ import os
 import re
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -295,6 +295,17 @@ class SQLiteDatabase:
         if status is not None:
             _check(status, UnitStatus.ALL, "unit status")
         return self._run(False, _list_units, task_run_id, status)
+
+    def available_units(
+        self,
+        task_run_id: int,
+        excluded_assignment_ids: Collection[int] = (),
+        after: tuple[int, int] | None = None,
+        limit: int = 100,
+    ) -> Deferred[list[Unit]]:
+        return self._run(
+            False, _available_units, task_run_id, tuple(excluded_assignment_ids), after, limit
+        )
 
     def count_units_by_status(self, task_run_id: int) -> Deferred[dict[str, int]]:
         return self._run(
@@ -597,6 +608,27 @@ def _list_units(cursor: Cursor, task_run_id: int, status: str | None) -> list[Un
         sql += " AND u.status = ?"
         params.append(status)
     cursor.execute(sql + " ORDER BY a.assignment_index, u.unit_index", params)
+    return [_unit(row) for row in cursor.fetchall()]
+
+
+def _available_units(
+    cursor: Cursor,
+    task_run_id: int,
+    excluded: tuple[int, ...],
+    after: tuple[int, int] | None,
+    limit: int,
+) -> list[Unit]:
+    # Keyset paging on (assignment_index, unit_index): each page costs the same, however
+    # far into a large run it is (the units_by_run_status index serves the filter).
+    sql = _UNIT_COLUMNS + " WHERE u.task_run_id = ? AND u.status = ?"
+    params: list[Any] = [task_run_id, UnitStatus.AVAILABLE]
+    if after is not None:
+        sql += " AND (a.assignment_index > ? OR (a.assignment_index = ? AND u.unit_index > ?))"
+        params += [after[0], after[0], after[1]]
+    if excluded:
+        sql += f" AND u.assignment_id NOT IN ({', '.join('?' * len(excluded))})"
+        params += excluded
+    cursor.execute(sql + " ORDER BY a.assignment_index, u.unit_index LIMIT ?", [*params, limit])
     return [_unit(row) for row in cursor.fetchall()]
 
 
