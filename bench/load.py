@@ -14,8 +14,10 @@ import json
 import multiprocessing
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import closing
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -98,7 +100,7 @@ async def _backend(url: str, ready: Any, stop: Any, conn: Connection) -> None:
     Mephisto's Node router sends every packet twice, so duplicates are dropped here, as a
     real backend must.
     """
-    stats = {"registered": 0, "echoed": 0, "duplicates": 0, "other": 0}
+    stats = {"registered": 0, "echoed": 0, "submitted": 0, "duplicates": 0, "other": 0}
     seen: set[str] = set()
     agent_ids = itertools.count()
     async with (
@@ -149,6 +151,13 @@ async def _backend(url: str, ready: Any, stop: Any, conn: Connection) -> None:
                 seen.add(update_id)
                 stats["echoed"] += 1
                 await ws.send_str(packet("client_bound_live_update", p["subject_id"], data))
+            elif kind == "submit_unit":  # acknowledged by the router already; not stored here
+                key = "submit:" + str(p.get("subject_id"))
+                if key in seen:
+                    stats["duplicates"] += 1
+                    continue
+                seen.add(key)
+                stats["submitted"] += 1
             else:
                 stats["other"] += 1
         watcher.cancel()
@@ -496,12 +505,164 @@ async def s3_capacity(
     return results
 
 
+# --- S4: submissions ---
+
+REGISTER_CONCURRENCY = 16
+
+
+def count_stored(database: str) -> int:
+    """Unit submissions committed to the daemon's SQLite file (read-only; WAL lets us read)."""
+    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)) as db:
+        (count,) = db.execute("SELECT count(*) FROM submissions WHERE kind = 'unit'").fetchone()
+    return int(count)
+
+
+async def _register_agents(
+    session: aiohttp.ClientSession, base: str, count: int, prefix: str
+) -> tuple[list[str], float]:
+    """``count`` fresh workers registered through /request_agent: their agent ids, and the rate."""
+    names = iter(range(count))
+    agent_ids: list[str] = []
+
+    async def client() -> None:
+        for number in names:
+            worker = f"{prefix}-w{number}"
+            body = {
+                "provider_data": {
+                    "worker_name": worker,
+                    "agent_registration_id": f"{prefix}-a{number}-{worker}",
+                    "assignment_id": f"{prefix}-a{number}",
+                    "provider_type": "mock",
+                },
+                "client_timestamp": time.time(),
+            }
+            async with session.post(base + "/request_agent", json=body) as r:
+                answer = await r.json(content_type=None)
+            data = answer.get("data") or {}
+            if r.status != 200 or not data.get("agent_id"):
+                raise RuntimeError(f"registration of {worker} failed: {r.status} {answer}")
+            agent_ids.append(data["agent_id"])
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(REGISTER_CONCURRENCY)))
+    return agent_ids, count / (time.perf_counter() - started)
+
+
+async def _submit_all(
+    session: aiohttp.ClientSession, base: str, agent_ids: list[str], concurrency: int
+) -> tuple[list[float], list[str], int, float]:
+    """Each agent posts /submit_task once, ``concurrency`` at a time, back to back.
+
+    Returns the latencies and agent ids of the acknowledged ones, the errors, the seconds.
+    """
+    todo = iter(agent_ids)
+    latencies: list[float] = []
+    acknowledged: list[str] = []
+    errors = 0
+
+    async def client() -> None:
+        nonlocal errors
+        for agent_id in todo:
+            body = {
+                "USED_AGENT_ID": agent_id,
+                "final_data": {
+                    "answer": agent_id[-8:],
+                    "rating": 4,
+                    "comment": "A short free-text comment, as a task page would send. " * 3,
+                    "timings": [1.5, 2.25, 3.0],
+                },
+                "client_timestamp": time.time(),
+            }
+            start = time.perf_counter()
+            try:
+                async with session.post(base + "/submit_task", json=body) as r:
+                    answer = await r.json(content_type=None)
+                ok = r.status == 200 and answer == {"status": "Submitted!"}
+            except (aiohttp.ClientError, ValueError):
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - start)
+                acknowledged.append(agent_id)
+            else:
+                errors += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return latencies, acknowledged, errors, time.perf_counter() - started
+
+
+async def _all_stored(database: str, expected: int, timeout: float) -> tuple[int, float]:
+    """Poll the database until ``expected`` unit submissions are in; (count, when: perf_counter)."""
+    deadline = time.perf_counter() + timeout
+    while True:
+        stored = count_stored(database)
+        now = time.perf_counter()
+        if stored >= expected or now > deadline:
+            return stored, now
+        await asyncio.sleep(0.01)
+
+
+async def s4_submissions(
+    base: str,
+    concurrencies: list[int],
+    per_level: int,
+    warmup_count: int,
+    pids: dict[str, int],
+    database: str | None = None,
+) -> list[dict[str, Any]]:
+    """/submit_task as fast as it goes at each concurrency, each agent submitting once.
+
+    Agents are registered first (not timed with the submissions). With ``database`` (our
+    embedded daemon's SQLite file) the generator then waits until every acknowledged
+    submission is committed there, so the table can show when the last one was durable.
+    """
+    results = []
+    acknowledged_so_far = 0
+    for level, concurrency in enumerate(concurrencies):
+        connector = aiohttp.TCPConnector(limit=max(concurrency, REGISTER_CONCURRENCY))
+        async with aiohttp.ClientSession(connector=connector) as session:
+            agent_ids, registration_rate = await _register_agents(
+                session, base, warmup_count + per_level, f"s4l{level}"
+            )
+            warm, measured = agent_ids[:warmup_count], agent_ids[warmup_count:]
+            _, warm_acked, _, _ = await _submit_all(session, base, warm, concurrency)
+            acknowledged_so_far += len(warm_acked)
+            if database is not None:  # start from a quiet daemon
+                await _all_stored(database, acknowledged_so_far, 30)
+            window = CpuWindow(pids)
+            started = time.perf_counter()
+            latencies, acked, errors, elapsed = await _submit_all(
+                session, base, measured, concurrency
+            )
+            cpu = window.stop()
+        acknowledged_so_far += len(acked)
+        entry: dict[str, Any] = {
+            "concurrency": concurrency,
+            "submissions": len(acked),
+            "throughput_per_s": round(len(acked) / elapsed, 1),
+            "errors": errors,
+            **percentiles(latencies),
+            "cpu": cpu,
+            "registration_per_s": round(registration_rate, 1),
+        }
+        if database is not None:
+            stored, done_at = await _all_stored(database, acknowledged_so_far, 60)
+            all_stored_s = max(elapsed, done_at - started)
+            entry["stored_total"] = stored
+            entry["all_stored_s"] = round(all_stored_s, 3)
+            entry["durable_per_s"] = round(len(acked) / all_stored_s, 1)
+        entry["acknowledged_agents"] = warm_acked + acked
+        results.append(entry)
+    return results
+
+
 # --- running a scenario in a child process ---
 
 SCENARIOS: dict[str, Callable[..., Awaitable[list[dict[str, Any]]]]] = {
     "S1": s1_registration,
     "S2": s2_live,
     "S3": s3_capacity,
+    "S4": s4_submissions,
 }
 
 

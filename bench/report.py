@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 COLUMNS = ["floor", "ours", "mephisto"]
+# S4 is ours only: the embedded daemon storing to SQLite beside the router alone (mode = off)
+# whose backend (the generator's) takes each submission without storing it.
+S4_COLUMNS = {"ours-embedded": "embedded (SQLite)", "ours": "off (no storage)"}
 BUSY = 0.9  # a process using this much of a core is probably the bottleneck
 
 Row = tuple[str, str, dict[str, float | None]]  # label, better ("higher"/"lower"), values
@@ -114,7 +117,7 @@ def _busy_notes(document: dict[str, Any]) -> list[str]:
             continue
         for server, entries in servers.items():
             for e in entries:
-                if scenario == "S1":
+                if scenario in ("S1", "S4"):
                     visit(scenario, server, f"c={e['concurrency']}", e["cpu"])
                 elif scenario == "S2":
                     visit(scenario, server, f"N={e['agents']} fixed rate", e["offered"]["cpu"])
@@ -131,27 +134,102 @@ def table(document: dict[str, Any]) -> str:
     lines = [
         f"Mode: {document.get('mode')}; rounds: {document.get('plan', {}).get('rounds')} "
         "(medians across rounds, servers alternated)",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join("---" for _ in head) + "|",
     ]
-    for label, better, values in _rows(summary):
+    rows = _rows(summary)
+    if rows:
+        lines += ["", "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for label, better, values in rows:
         ours, theirs = values.get("ours"), values.get("mephisto")
         # RSS growth can be negative when a garbage collector runs: no ratio for that
         usable = ours is not None and theirs is not None and ours >= 0 and theirs > 0
         ratio = f"{ours / theirs:.2f}" if usable and ours is not None and theirs else "n/a"
         cells = [label, better, *(_fmt(values.get(c)) for c in columns), ratio]
         lines.append("| " + " | ".join(cells) + " |")
-    s4 = summary.get("S4")
-    if s4:
-        lines.append(
-            f"| S4 submissions | | {s4['status']} |" + " |" * (len(columns) - 1) + " n/a |"
-        )
+    if summary.get("S4"):
+        lines += ["", *s4_table(document)]
     notes = _busy_notes(document)
     if notes:
         lines += ["", f"Processes at >= {BUSY:.0%} of a core (the likely limit there):"]
         lines += [f"- {n}" for n in notes]
     return "\n".join(lines)
+
+
+def _s4_rows(s4: dict[str, list[dict[str, Any]]]) -> list[Row]:
+    rows: list[Row] = []
+
+    def pick(c: int, getter: Callable[[dict[str, Any]], Any]) -> dict[str, float | None]:
+        values: dict[str, float | None] = {}
+        for server, entries in s4.items():
+            found = next((e for e in entries if e["concurrency"] == c), None)
+            values[server] = getter(found) if found else None
+        return values
+
+    for c in sorted({e["concurrency"] for entries in s4.values() for e in entries}):
+        rows.append(
+            (
+                f"S4 c={c} submissions/s acknowledged",
+                "higher",
+                pick(c, lambda e: e["throughput_per_s"]),
+            )
+        )
+        rows.append((f"S4 c={c} p50 ms", "lower", pick(c, lambda e: e["p50_ms"])))
+        rows.append((f"S4 c={c} p99 ms", "lower", pick(c, lambda e: e["p99_ms"])))
+        rows.append(
+            (
+                f"S4 c={c} submissions/s until all stored",
+                "higher",
+                pick(c, lambda e: e.get("durable_per_s")),
+            )
+        )
+        rows.append(
+            (
+                f"S4 c={c} registrations/s before (c=16, not timed with S4)",
+                "higher",
+                pick(c, lambda e: e["registration_per_s"]),
+            )
+        )
+    return rows
+
+
+def s4_table(document: dict[str, Any]) -> list[str]:
+    """S4's own table: our daemon storing submissions beside it not storing them."""
+    s4 = document["summary"]["S4"]
+    columns = [c for c in S4_COLUMNS if c in s4]
+    head = ["measure", "better", *(S4_COLUMNS[c] for c in columns), "stored/not stored"]
+    lines = [
+        "S4 `/submit_task`, ours only. *embedded (SQLite)*: `[backend] mode = embedded`, the"
+        " daemon's backend committing each submission to SQLite (WAL, synchronous = FULL)."
+        " *off (no storage)*: the router alone, the generator's backend taking each"
+        " submission without storing it. Both routers acknowledge a submission once they hold"
+        " it; *until all stored* counts from the first measured submission until the last one"
+        " is committed (polled from the database file). Each concurrency level starts a fresh"
+        " daemon (and database).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join("---" for _ in head) + "|",
+    ]
+    for label, better, values in _s4_rows(s4):
+        stored, plain = values.get("ours-embedded"), values.get("ours")
+        ratio = f"{stored / plain:.2f}" if stored is not None and plain else "n/a"
+        cells = [label, better, *(_fmt(values.get(c)) for c in columns), ratio]
+        lines.append("| " + " | ".join(cells) + " |")
+    checks = document.get("s4_checks") or []
+    if checks:
+        lines += ["", "S4 durability checks (`architect results` read after each embedded run):"]
+        for check in checks:
+            if "stored" not in check:
+                lines.append(
+                    f"- round {check['round'] + 1}, {check['server']} (not stored):"
+                    f" {check['acknowledged']} acknowledged,"
+                    f" {check.get('delivered_to_backend')} reached the generator's backend"
+                )
+            else:
+                lines.append(
+                    f"- round {check['round'] + 1}, {check['server']}:"
+                    f" {check['acknowledged']} acknowledged, {check['stored']} stored,"
+                    f" {check['missing']} missing, {check['duplicates']} duplicates"
+                )
+    return lines
 
 
 def plots(document: dict[str, Any], output: Path) -> list[Path]:
@@ -238,6 +316,31 @@ def plots(document: dict[str, Any], output: Path) -> list[Path]:
             ax.set_xlabel("idle agents heartbeating every 6 s")
         fig.suptitle(f"S3 idle capacity {title}")
         written.append(_save(fig, output / "s3_capacity.png"))
+    s4 = summary.get("S4")
+    if s4:
+        keys = sorted({e["concurrency"] for es in s4.values() for e in es})
+
+        def s4_series(get: Callable[[dict], float | None]) -> dict[str, list[float]]:
+            out = {}
+            for server, label in S4_COLUMNS.items():
+                by_c = {e["concurrency"]: e for e in s4.get(server, [])}
+                if by_c:
+                    out[label] = [float(get(by_c[k]) or 0.0) if k in by_c else 0.0 for k in keys]
+            return out
+
+        colors.update({"embedded (SQLite)": "#1f77b4", "off (no storage)": "#aec7e8"})
+        fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+        rates = s4_series(lambda e: e["throughput_per_s"])
+        durable = s4_series(lambda e: e.get("durable_per_s")).get("embedded (SQLite)")
+        if durable:
+            rates["embedded, until all stored"] = durable
+            colors["embedded, until all stored"] = "#2ca02c"
+        bars(a, keys, rates, "submissions/s")
+        a.set_xlabel("concurrent /submit_task clients")
+        bars(b, keys, s4_series(lambda e: e["p99_ms"]), "p99 latency (ms)")
+        b.set_xlabel("concurrent /submit_task clients")
+        fig.suptitle(f"S4 /submit_task, stored to SQLite or not (ours only) {title}")
+        written.append(_save(fig, output / "s4_submissions.png"))
     return written
 
 

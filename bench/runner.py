@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -14,14 +15,22 @@ from pathlib import Path
 from typing import Any
 
 from bench import load, report
-from bench.servers import BENCH_DIR, SERVERS, SetupError, mephisto_router_dir
+from bench.servers import (
+    BENCH_DIR,
+    SERVERS,
+    OurEmbedded,
+    OurRouter,
+    Server,
+    SetupError,
+    mephisto_router_dir,
+)
 
 ALL_SERVERS = ["ours", "mephisto", "floor"]
 ALL_SCENARIOS = ["S1", "S2", "S3", "S4"]
-S4_MISSING = (
-    "not available yet: S4 needs our backend and its SQLite storage (embedded mode), "
-    "which are not built yet"
-)
+# S4 is ours only: the embedded daemon storing to SQLite, and beside it, for the cost of
+# durability, the router alone (mode = off) with the generator's backend taking each
+# submission without storing it.
+S4_VARIANTS = ["ours-embedded", "ours"]
 
 
 @dataclass
@@ -36,6 +45,9 @@ class Plan:
     s3_hold: float
     warmup: float
     s3_interval: float = 6.0
+    s4_concurrencies: list[int] = field(default_factory=lambda: [1, 16])
+    s4_submissions: int = 600  # measured submissions per concurrency (one agent each)
+    s4_warmup: int = 20  # submissions before each measured batch, not timed
     notes: list[str] = field(default_factory=list)
 
 
@@ -50,6 +62,9 @@ QUICK = Plan(
     s3_hold=4.0,
     warmup=0.3,
     s3_interval=3.0,  # shorter than the browser's 6 s so every agent beats within the hold
+    s4_concurrencies=[1, 16],
+    s4_submissions=600,
+    s4_warmup=20,
 )
 FULL = Plan(
     rounds=2,
@@ -61,6 +76,9 @@ FULL = Plan(
     s3_agents=[1000, 10000],
     s3_hold=14.0,
     warmup=1.0,
+    s4_concurrencies=[1, 4, 16, 64],
+    s4_submissions=2000,
+    s4_warmup=100,
 )
 
 
@@ -80,6 +98,13 @@ def scenario_kwargs(scenario: str, plan: Plan, http_url: str, ws_url: str) -> di
             "duration": plan.s2_duration,
             "warmup": plan.warmup,
         }
+    if scenario == "S4":
+        return {
+            "base": http_url,
+            "concurrencies": plan.s4_concurrencies,
+            "per_level": plan.s4_submissions,
+            "warmup_count": plan.s4_warmup,
+        }
     return {
         "ws_url": ws_url,
         "agent_counts": plan.s3_agents,
@@ -93,6 +118,8 @@ def scenario_timeout(scenario: str, plan: Plan) -> float:
         return 30 + len(plan.s1_concurrencies) * (plan.s1_duration + plan.warmup + 5)
     if scenario == "S2":
         return 60 + len(plan.s2_agents) * (2 * (plan.s2_duration + plan.warmup) + 15)
+    if scenario == "S4":  # one level: generous (registration and submission at 50/s, drain)
+        return 120 + 2 * (plan.s4_submissions + plan.s4_warmup) / 50
     return 60 + sum(k / 200 for k in plan.s3_agents) + len(plan.s3_agents) * (plan.s3_hold + 10)
 
 
@@ -122,6 +149,91 @@ def run_one(scenario: str, name: str, plan: Plan, workdir: Path) -> dict[str, An
     }
 
 
+def run_s4(name: str, plan: Plan, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One S4 run against ``name`` (see S4_VARIANTS): its results, and its durability check.
+
+    Each concurrency level gets a freshly started daemon (and, embedded, a new database with
+    just enough units), so levels do not see each other's data.
+    """
+    results: list[dict[str, Any]] = []
+    backends: list[dict[str, Any]] = []
+    check: dict[str, Any] = {"server": name, "acknowledged": 0}
+    seconds = 0.0
+    for concurrency in plan.s4_concurrencies:
+        level, backend_stats, level_check, elapsed = _run_s4_level(name, plan, concurrency, workdir)
+        results += level
+        backends.append(backend_stats)
+        seconds += elapsed
+        for key, value in level_check.items():
+            check[key] = check.get(key, 0) + value
+    run = {"results": results, "backend": backends, "seconds": round(seconds, 1)}
+    return run, check
+
+
+def _run_s4_level(
+    name: str, plan: Plan, concurrency: int, workdir: Path
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], float]:
+    server: Server
+    if name == "ours-embedded":
+        server = OurEmbedded(workdir / name, units=plan.s4_submissions + plan.s4_warmup)
+    else:
+        server = OurRouter(workdir / name)
+    server.start()
+    backend = None
+    kwargs = scenario_kwargs("S4", plan, server.http_url, server.ws_url)
+    kwargs["concurrencies"] = [concurrency]
+    if isinstance(server, OurEmbedded):
+        kwargs["database"] = str(server.database_path)
+    try:
+        if server.needs_backend:
+            backend = load.BackendProcess(server.ws_url)
+        pids = {"router": server.pid, "backend": backend.pid if backend else 0}
+        started = time.monotonic()
+        results = load.run_in_child("S4", scenario_timeout("S4", plan), pids=pids, **kwargs)
+        elapsed = time.monotonic() - started
+        time.sleep(0.5)  # let the last packets reach the generator's backend
+    finally:
+        backend_stats = backend.stop() if backend else {}
+        server.stop()
+    acknowledged = [a for entry in results for a in entry.pop("acknowledged_agents")]
+    check: dict[str, Any] = {"acknowledged": len(acknowledged)}
+    if isinstance(server, OurEmbedded):
+        check.update(verify_stored(server, acknowledged))
+    else:
+        check["delivered_to_backend"] = backend_stats.get("submitted", 0)
+    return results, backend_stats, check, elapsed
+
+
+def verify_stored(server: OurEmbedded, acknowledged: list[str]) -> dict[str, Any]:
+    """Every acknowledged submission, read back with `architect results` once the daemon stopped."""
+    done = subprocess.run(
+        [sys.executable, "-m", "architect.cli", "results", "--config", str(server.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"`architect results` failed ({done.returncode}): {done.stderr}")
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    stored = [row["agent_id"] for row in rows if row["kind"] == "unit"]
+    expected = set(acknowledged)
+    return {
+        "stored": len(stored),
+        "missing": len(expected - set(stored)),
+        "duplicates": len(stored) - len(set(stored)),
+        "unexpected": len(set(stored) - expected),
+    }
+
+
+def check_problems(check: dict[str, Any]) -> list[str]:
+    """What a durability check found wrong (nothing, normally)."""
+    if "stored" not in check:
+        return []
+    return [
+        f"{check[key]} {key}" for key in ("missing", "duplicates", "unexpected") if check.get(key)
+    ] + ([] if check["stored"] == check["acknowledged"] else ["stored != acknowledged"])
+
+
 def _median_merge(runs: list[Any]) -> Any:
     """Merge repeated runs: numbers by median, dicts and lists element by element."""
     first = runs[0]
@@ -135,6 +247,42 @@ def _median_merge(runs: list[Any]) -> Any:
     if all(isinstance(r, int) for r in runs) and middle == int(middle):
         return int(middle)
     return round(middle, 3)
+
+
+def run_s4_rounds(
+    document: dict[str, Any], plan: Plan, servers: list[str], workdir: Path
+) -> list[str]:
+    """S4's rounds (alternating the variants); the failures."""
+    if "ours" not in servers:
+        print("S4: skipped (it measures our daemon only; `ours` is not in --servers)")
+        return []
+    failures = []
+    per_variant: dict[str, list[Any]] = {name: [] for name in S4_VARIANTS}
+    checks = document.setdefault("s4_checks", [])
+    for round_number in range(plan.rounds):
+        order = S4_VARIANTS if round_number % 2 == 0 else S4_VARIANTS[::-1]
+        for name in order:
+            print(f"S4 round {round_number + 1}/{plan.rounds}: {name}...", flush=True)
+            try:
+                run, check = run_s4(name, plan, workdir)
+            except (SetupError, RuntimeError, subprocess.SubprocessError) as e:
+                print(f"  FAILED: {e}", file=sys.stderr, flush=True)
+                failures.append(f"S4 {name}: {e}")
+                continue
+            check["round"] = round_number
+            checks.append(check)
+            problems = check_problems(check)
+            if problems:
+                failures.append(f"S4 {name}: durability check: {', '.join(problems)}: {check}")
+            print(f"  done in {run['seconds']} s; check: {check}", flush=True)
+            document["runs"].append(
+                {"scenario": "S4", "server": name, "round": round_number, **run}
+            )
+            per_variant[name].append(run["results"])
+    document["summary"]["S4"] = {
+        name: _median_merge(runs) for name, runs in per_variant.items() if runs
+    }
+    return failures
 
 
 def machine() -> dict[str, Any]:
@@ -235,8 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = []
     for scenario in scenarios:
         if scenario == "S4":
-            document["summary"]["S4"] = {"status": S4_MISSING}
-            print(f"S4: {S4_MISSING}", flush=True)
+            failures += run_s4_rounds(document, plan, servers, workdir)
             continue
         per_server: dict[str, list[Any]] = {name: [] for name in servers}
         for round_number in range(plan.rounds):

@@ -1,6 +1,8 @@
 """The servers under test, each a subprocess on loopback and a free port.
 
 - ``ours``: ``twistd -n --pidfile= architect --config <tmp ini>`` with ``[backend] mode = off``;
+- ``ours-embedded`` (S4 only): the same daemon with ``[backend] mode = embedded``, its backend
+  storing to SQLite, and a ``[task]`` with enough units;
 - ``mephisto``: Mephisto's Node router, taken from the PyPI wheel ``mephisto==1.1.1`` and set up
   on first use in ``bench/.cache/`` (nothing of it is committed);
 - ``floor``: ``python -m bench.floor``, a bare one-hop echo (see floor.py).
@@ -8,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -151,20 +154,62 @@ class Server:
 class OurRouter(Server):
     name = "ours"
 
-    def command(self) -> tuple[list[str], Path, dict[str, str] | None]:
-        config = self.workdir / "router.ini"
-        config.write_text(
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "router.ini"
+
+    def config_text(self) -> str:
+        return (
             "[router]\n"
             f"listen = tcp:{self.port}:interface=127.0.0.1\n"
             f"upload_dir = {self.workdir / 'uploads'}\n"
             "[backend]\n"
             "mode = off\n"
         )
+
+    def command(self) -> tuple[list[str], Path, dict[str, str] | None]:
+        self.config_path.write_text(self.config_text())
         twistd = str(Path(sys.executable).parent / "twistd")
         if not Path(twistd).exists():
             twistd = shutil.which("twistd") or "twistd"
-        argv = [twistd, "-n", "--pidfile=", "architect", "--config", str(config)]
+        argv = [twistd, "-n", "--pidfile=", "architect", "--config", str(self.config_path)]
         return argv, self.workdir, None
+
+
+class OurEmbedded(OurRouter):
+    """Our daemon with its backend in the same process, storing to SQLite (fresh at each start).
+
+    ``units`` must be at least the number of agents the scenario registers.
+    """
+
+    name = "ours-embedded"
+    needs_backend = False
+    task_name = "bench"
+
+    def __init__(self, workdir: Path, units: int = 1000) -> None:
+        super().__init__(workdir)
+        self.units = units
+
+    @property
+    def database_path(self) -> Path:
+        return self.workdir / "data" / "architect.sqlite3"
+
+    def config_text(self) -> str:
+        shutil.rmtree(self.workdir / "data", ignore_errors=True)
+        units = self.workdir / "units.json"
+        units.write_text(json.dumps([{"n": n} for n in range(self.units)]))
+        return (
+            "[router]\n"
+            f"listen = tcp:{self.port}:interface=127.0.0.1\n"
+            f"upload_dir = {self.workdir / 'uploads'}\n"
+            "[backend]\n"
+            "mode = embedded\n"
+            "[storage]\n"
+            "data_dir = data\n"
+            "[task]\n"
+            f"name = {self.task_name}\n"
+            f"units = {units.name}\n"
+        )
 
 
 class MephistoRouter(Server):

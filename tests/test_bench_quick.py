@@ -1,5 +1,7 @@
 """`python -m bench --quick` runs end to end against every server and gives sane numbers.
 
+S4 (ours only) must also show that every acknowledged submission reached SQLite once.
+
 This is a smoke test of the harness, never a speed threshold. It sets up Mephisto's Node
 router itself on first use (PyPI wheel + npm); if that fails, the test fails.
 """
@@ -36,7 +38,7 @@ def test_quick_bench(tmp_path: Path) -> None:
     document = json.loads((tmp_path / "results.json").read_text())
     assert document["failures"] == [], output
     summary = document["summary"]
-    assert "not available" in summary["S4"]["status"]
+    check_s4(document)
     for server in SERVERS:
         s1 = summary["S1"][server]
         assert [e["concurrency"] for e in s1] == document["plan"]["s1_concurrencies"]
@@ -56,6 +58,39 @@ def test_quick_bench(tmp_path: Path) -> None:
             check_latency(e, f"S3 {server} K={e['agents']}")
             assert e["rss_mb"] > 0, (server, e)
             assert e["unanswered"] == 0, (server, e)
-    for name in ("s1_registration.png", "s2_live.png", "s3_capacity.png"):
+    for name in ("s1_registration.png", "s2_live.png", "s3_capacity.png", "s4_submissions.png"):
         assert (tmp_path / name).stat().st_size > 0
-    assert "ours/mephisto" in (tmp_path / "table.md").read_text()
+    table = (tmp_path / "table.md").read_text()
+    assert "ours/mephisto" in table
+    assert "stored/not stored" in table
+
+
+def check_s4(document: dict) -> None:
+    """S4 (ours only): the embedded daemon storing to SQLite, and the router alone beside it."""
+    plan = document["plan"]
+    s4 = document["summary"]["S4"]
+    assert sorted(s4) == ["ours", "ours-embedded"], s4
+    for variant, entries in s4.items():
+        assert [e["concurrency"] for e in entries] == plan["s4_concurrencies"]
+        for e in entries:
+            where = f"S4 {variant} c={e['concurrency']}"
+            assert e["errors"] == 0, (where, e)
+            assert e["submissions"] == plan["s4_submissions"], (where, e)
+            assert e["throughput_per_s"] > 0, (where, e)
+            assert e["registration_per_s"] > 0, (where, e)
+            check_latency(e, where)
+            assert "acknowledged_agents" not in e  # the long list is not kept in the summary
+            if variant == "ours-embedded":
+                # counted until the last acknowledged submission was in the database
+                assert e["durable_per_s"] > 0, (where, e)
+                assert e["all_stored_s"] > 0, (where, e)
+            else:
+                assert "durable_per_s" not in e, (where, e)
+    # Every acknowledged submission was stored exactly once (read back by `architect results`).
+    per_run = len(plan["s4_concurrencies"]) * (plan["s4_submissions"] + plan["s4_warmup"])
+    checks = {c["server"]: c for c in document["s4_checks"]}
+    stored = checks["ours-embedded"]
+    assert stored["acknowledged"] == stored["stored"] == per_run, stored
+    assert stored["missing"] == stored["duplicates"] == stored["unexpected"] == 0, stored
+    plain = checks["ours"]
+    assert plain["acknowledged"] == plain["delivered_to_backend"] == per_run, plain

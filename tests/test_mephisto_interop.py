@@ -1,0 +1,339 @@
+"""Our backend (remote mode, in-process) behind Mephisto's own Node router.
+
+The Node router comes from the PyPI wheel `mephisto==1.1.1` and its npm dependencies,
+set up on first use in `bench/.cache/` by `bench/servers.py` (the benchmark harness),
+and runs as a subprocess on a free loopback port. Real clients talk to it: HTTP through
+treq, a browser-like WebSocket (tests/clients.py).
+
+What the Node router does that our backend must cope with (PROTOCOL.md, "Mephisto's Node
+router as a peer"): on Node 15 and later it sends every packet twice, the copy about
+0.5 s later, so the backend sees each `register_agent`, live update and `submit_unit`
+twice; it forgets an agent's socket as soon as `/submit_task` is posted, so statuses
+pushed after a submission are not delivered to that browser (Mephisto's page does not
+need them). Set-up failures (no Node.js, npm or PyPI) fail this test: they never skip it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor as _reactor
+from twisted.internet.task import deferLater
+from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.web.client import HTTPConnectionPool
+from twisted.web.http_headers import Headers
+
+from architect.backend.agents import Agent
+from architect.backend.channel import Channel
+from architect.backend.websocket_channel import WebsocketChannel
+from architect.config import BackendConfig, Config, RouterConfig, StorageConfig, TaskConfig
+from architect.protocol import (
+    AGENT_DETAILS,
+    ALIVE,
+    CLIENT_BOUND_LIVE_UPDATE,
+    HEARTBEAT,
+    MEPHISTO_BOUND_LIVE_UPDATE,
+    REGISTER_AGENT,
+    RETURN_STATUSES,
+    SUBMIT_UNIT,
+    UPDATE_STATUS,
+    Packet,
+    Status,
+)
+from architect.tap import ArchitectService, build_service
+from bench.servers import MephistoRouter, SetupError, mephisto_router_dir
+from tests.clients import PacketClient, open_socket
+
+pytestmark = pytest.mark.slow
+reactor: Any = _reactor
+DEADLINE = 5.0  # seconds to wait for something that should happen at once
+DUPLICATE_DELAY = 2.0  # Node's copy comes about 0.5 s after the original: wait up to this
+UNITS = ({"n": 0, "text": "first unit"}, {"n": 1, "text": "second unit"}, {"n": 2})
+
+
+async def wait_for(condition: Callable[[], object], what: str, deadline: float = DEADLINE) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await deferLater(reactor, 0.01)
+
+
+# --- the Node router ---
+
+
+@pytest.fixture(scope="module")
+def node_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MephistoRouter]:
+    try:
+        mephisto_router_dir()  # downloads and installs on first use; a no-op once cached
+        router = MephistoRouter(tmp_path_factory.mktemp("node-router"))
+        router.start()
+    except (SetupError, OSError) as e:
+        pytest.fail(f"could not set up or start Mephisto's Node router:\n{e}", pytrace=False)
+    try:
+        yield router
+    finally:
+        router.stop()
+
+
+# --- a record of what crosses the backend's channel ---
+
+
+class ChannelSpy:
+    """Every packet the backend receives from, and sends to, the Node router."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.received: list[Packet] = []
+        self.sent: list[Packet] = []
+        handle, send = channel.on_message, channel.send
+
+        def on_message(ch: Channel, packet: Packet) -> object:
+            self.received.append(packet)
+            return handle(ch, packet)
+
+        def spy_send(packet: Packet) -> None:
+            self.sent.append(packet)
+            send(packet)
+
+        channel.on_message = on_message
+        channel.send = spy_send
+
+    def got(self, packet_type: str, match: Callable[[Packet], bool] = lambda p: True) -> int:
+        return sum(1 for p in self.received if p.packet_type == packet_type and match(p))
+
+    def gave(self, packet_type: str, match: Callable[[Packet], bool] = lambda p: True) -> int:
+        return sum(1 for p in self.sent if p.packet_type == packet_type and match(p))
+
+
+# --- our backend, remote, in this process ---
+
+
+@pytest_twisted.async_yield_fixture
+async def backend(
+    node_router: MephistoRouter, tmp_path: Path
+) -> AsyncIterator[tuple[ArchitectService, ChannelSpy]]:
+    config = Config(
+        path=tmp_path / "backend.ini",
+        router=RouterConfig(upload_dir=tmp_path / "unused"),
+        backend=BackendConfig(
+            mode="remote",
+            router_url=node_router.ws_url,
+            status_interval=0.5,
+            reconnect_giveup=30.0,
+        ),
+        storage=StorageConfig(data_dir=tmp_path / "data"),
+        task=TaskConfig(name="interop", units=UNITS),
+    )
+    service = build_service(config, reactor)
+    assert service.hub is None  # the backend alone
+    service.startService()
+    try:
+        handler = await service.when_ready()
+        [channel] = handler.channels
+        assert isinstance(channel, WebsocketChannel)
+        spy = ChannelSpy(channel)  # before any packet can have arrived: the socket opens later
+        # A return_statuses proves the Node router took our "alive" (it answers through the
+        # loop it starts then); before that it would drop our packets and hang /request_agent.
+        await wait_for(lambda: spy.got(RETURN_STATUSES), "the Node router to answer statuses")
+        yield service, spy
+    finally:
+        await service.stopService()
+
+
+@pytest.fixture
+def http_pool() -> HTTPConnectionPool:
+    return HTTPConnectionPool(reactor, persistent=False)
+
+
+async def post_json(
+    pool: HTTPConnectionPool, port: int, path: str, body: dict[str, Any]
+) -> tuple[int, Any]:
+    d = treq.post(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode(),
+        headers=Headers({b"Content-Type": [b"application/json"]}),
+        pool=pool,
+    )
+    d.addTimeout(DEADLINE, reactor)
+    response = await d
+    return response.code, json.loads(await response.text())
+
+
+async def request_agent(pool: HTTPConnectionPool, port: int, worker: str) -> dict[str, Any]:
+    """The whole agent_details packet the router answers with (what mephisto-task reads)."""
+    assignment = f"assignment-{worker}"
+    code, answer = await post_json(
+        pool,
+        port,
+        "/request_agent",
+        {
+            "provider_data": {
+                "worker_name": worker,
+                "agent_registration_id": f"{assignment}-{worker}",
+                "assignment_id": assignment,
+                "provider_type": "mock",
+            },
+            "client_timestamp": time.time(),
+        },
+    )
+    assert code == 200, answer
+    assert isinstance(answer, dict)
+    return answer
+
+
+def agent_of(service: ArchitectService, agent_id: str) -> Agent:
+    assert service.pool is not None
+    agent = service.pool.get_agent(agent_id)
+    assert agent is not None, f"the backend has no agent {agent_id}"
+    return agent
+
+
+async def open_browser(port: int, agent_id: str) -> PacketClient:
+    browser = await open_socket(port)
+    browser.send(ALIVE, agent_id)
+    return browser
+
+
+async def close_browser(browser: PacketClient) -> None:
+    if not browser.closed.called:
+        browser.sendClose()
+        browser.closed.addTimeout(DEADLINE, reactor)
+        await browser.closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_our_backend_serves_a_task_through_mephistos_node_router(
+    node_router: MephistoRouter,
+    backend: tuple[ArchitectService, ChannelSpy],
+    http_pool: HTTPConnectionPool,
+) -> None:
+    try:
+        with capturedLogs() as events:
+            await serve_a_task(node_router.port, *backend, http_pool)
+    except Exception as e:
+        e.add_note(f"the Node router's log: {node_router.workdir / 'mephisto.log'}")
+        raise
+    # Node's habits are coped with quietly: no warning or error from our backend.
+    complaints = [
+        formatEvent(e)
+        for e in events
+        if e["log_namespace"].startswith("architect") and e["log_level"] >= LogLevel.warn
+    ]
+    assert complaints == []
+
+
+async def serve_a_task(
+    port: int, service: ArchitectService, spy: ChannelSpy, http_pool: HTTPConnectionPool
+) -> None:
+    assert service.database is not None and service.pool is not None
+    run_id = service.pool.task_run.id
+    browsers: list[PacketClient] = []
+    try:
+        # Registration: the router answers with the backend's agent_details packet.
+        answer = await request_agent(http_pool, port, "w1")
+        assert answer["packet_type"] == AGENT_DETAILS, answer
+        details = answer["data"]
+        agent_id = details["agent_id"]
+        assert agent_id, details
+        assert details["failure_reason"] is None
+        assert details["init_task_data"] == UNITS[0]
+        request_id = details["request_id"]
+
+        def is_request(p: Packet) -> bool:
+            return p.data.get("request_id") == request_id
+
+        # Node sends register_agent twice; the backend answers it once.
+        await wait_for(
+            lambda: spy.got(REGISTER_AGENT, is_request) >= 2,
+            "Node's repeated register_agent",
+            DUPLICATE_DELAY,
+        )
+        await deferLater(reactor, 0.2)  # time to (wrongly) answer the copy
+        assert spy.gave(AGENT_DETAILS, is_request) == 1
+        stored_agents = await service.database.list_agents(task_run_id=run_id)
+        assert [a.agent_id for a in stored_agents] == [agent_id]
+        agent = agent_of(service, agent_id)
+        assert agent.status == Status.IN_TASK
+
+        # A browser-like socket: alive, then a heartbeat answered by the router.
+        browser = await open_browser(port, agent_id)
+        browsers.append(browser)
+        browser.send(HEARTBEAT, agent_id)
+        beat = await browser.next(HEARTBEAT)
+        assert beat.subject_id == agent_id
+        assert beat.data["last_mephisto_ping"] > 0
+        # Node's status cache is filled from the backend's update_status push.
+        assert beat.data["status"] == Status.IN_TASK
+        first = await browser.next(UPDATE_STATUS)
+        assert first.data["status"] == Status.IN_TASK
+
+        # Browser -> backend: one live update, delivered twice by Node, taken once.
+        browser.send(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u1", "text": "hi"})
+        got = await agent.act(DEADLINE)
+        assert got is not None and got["text"] == "hi"
+
+        def is_u1(p: Packet) -> bool:
+            return p.data.get("update_id") == "u1"
+
+        await wait_for(
+            lambda: spy.got(MEPHISTO_BOUND_LIVE_UPDATE, is_u1) >= 2,
+            "Node's repeated live update",
+            DUPLICATE_DELAY,
+        )
+        assert await agent.act(0.3) is None
+        assert [u.get("text") for u in agent.past_live_updates] == ["hi"]
+
+        # Backend -> browser: observe() reaches the page, with an update_id.
+        sent_id = agent.observe({"text": "hello"})
+        update = await browser.next(CLIENT_BOUND_LIVE_UPDATE)
+        assert update.subject_id == agent_id
+        assert update.data == {"text": "hello", "update_id": sent_id}
+
+        # A status the backend pushes while the page is connected reaches it.
+        other = (await request_agent(http_pool, port, "w2"))["data"]
+        assert other["init_task_data"] == UNITS[1]
+        browser2 = await open_browser(port, other["agent_id"])
+        browsers.append(browser2)
+        assert (await browser2.next(UPDATE_STATUS)).data["status"] == Status.IN_TASK
+        agent_of(service, other["agent_id"]).set_status(Status.EXPIRED)
+
+        async def next_status_of(b: PacketClient) -> str:
+            while True:
+                p = await b.next(UPDATE_STATUS)
+                if p.data["status"] != Status.IN_TASK:  # skip Node's copies of the first
+                    return str(p.data["status"])
+
+        assert await next_status_of(browser2) == Status.EXPIRED
+
+        # The submission: acknowledged by the router, delivered twice, stored once.
+        code, body = await post_json(
+            http_pool,
+            port,
+            "/submit_task",
+            {"USED_AGENT_ID": agent_id, "final_data": {"answer": 42}, "client_timestamp": 1.5},
+        )
+        assert (code, body) == (200, {"status": "Submitted!"})
+        await wait_for(lambda: agent.status == Status.COMPLETED, "the agent to complete")
+
+        def is_ours(p: Packet) -> bool:
+            return p.subject_id == agent_id
+
+        await wait_for(
+            lambda: spy.got(SUBMIT_UNIT, is_ours) >= 2, "Node's repeated submit_unit", 2.0
+        )
+        await deferLater(reactor, 0.3)  # time to (wrongly) store the copy
+        stored = await service.database.list_submissions(agent_id=agent_id)
+        assert [(s.kind, s.data) for s in stored] == [("unit", {"answer": 42})]
+        units = {u.assignment_index: u.status for u in await service.database.list_units(run_id)}
+        assert units[0] == "completed"
+        assert spy.gave(UPDATE_STATUS, lambda p: p.data.get("status") == Status.COMPLETED)
+    finally:
+        for b in browsers:
+            await close_browser(b)
