@@ -24,7 +24,7 @@ from architect.protocol import (
     Packet,
     Status,
 )
-from architect.router.hub import RouterHub
+from architect.router.hub import NoBackend, RouterHub
 from tests.fakes import FakeLink
 from tests.memory_backend import MemoryStore, MemoryWorkerPool
 
@@ -198,3 +198,56 @@ def test_websocket_channel_reports_catastrophic_loss_after_giveup_and_keeps_tryi
     attempts = endpoint.attempts
     clock.advance(100)
     assert endpoint.attempts == attempts
+
+
+class SlowStore(MemoryStore):
+    """A store whose commits the test completes (or fails) by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commits: list[Deferred[None]] = []
+
+    def save_unit_submission(
+        self, agent_id: str, worker_id: str | None, data: dict[str, Any], dedupe_key: Any = None
+    ) -> Deferred[None]:
+        committed: Deferred[None] = Deferred()
+        self.commits.append(committed)
+        return committed.addCallback(
+            lambda _: super(SlowStore, self).save_unit_submission(agent_id, worker_id, data)
+        )
+
+
+def test_embedded_submission_is_acknowledged_only_once_stored() -> None:
+    e = Embedded()
+    store = e.handler.store = SlowStore()
+    e.channel.open()
+    agent_id = e.request_agent()["data"]["agent_id"]
+    acks: list[Any] = []
+    e.hub.submit(SUBMIT_UNIT, agent_id, {"answer": 1}, None).addBoth(acks.append)
+    e.flush()
+    assert acks == [] and len(store.commits) == 1  # handed over, not yet committed
+    store.commits[0].callback(None)
+    e.flush()
+    assert acks == [None]
+    assert [s.data for s in store.of_agent(agent_id)] == [{"answer": 1}]
+
+
+def test_embedded_submission_that_cannot_be_stored_is_refused() -> None:
+    e = Embedded()
+    store = e.handler.store = SlowStore()
+    e.channel.open()
+    agent_id = e.request_agent()["data"]["agent_id"]
+    acks: list[Any] = []
+    e.hub.submit(SUBMIT_UNIT, agent_id, {"answer": 1}, None).addBoth(acks.append)
+    e.flush()
+    store.commits[0].errback(OSError("disk full"))
+    e.flush()
+    (failure,) = acks
+    assert failure.check(NoBackend) and "please submit again" in str(failure.value)
+    # The worker's retry is stored: the failed attempt did not count as done.
+    e.hub.submit(SUBMIT_UNIT, agent_id, {"answer": 1}, None).addBoth(acks.append)
+    e.flush()
+    store.commits[1].callback(None)
+    e.flush()
+    assert acks[1] is None
+    assert [s.data for s in store.of_agent(agent_id)] == [{"answer": 1}]

@@ -18,6 +18,7 @@ import abc
 import copy
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -77,6 +78,12 @@ class _HubSideLink:
     def send_packet(self, packet: Packet) -> None:
         self.channel._router_sent(self, copy_packet(packet))
 
+    def send_and_confirm(self, packet: Packet) -> Deferred[bool]:
+        """Deliver, and say once the backend has handled it (a submission: committed)."""
+        handled: Deferred[bool] = Deferred()
+        self.channel._router_sent(self, copy_packet(packet), handled)
+        return handled
+
     def close(self) -> None:
         self.channel._router_closed(self)
 
@@ -106,7 +113,7 @@ class InProcessChannel(Channel):
         link = self.link = _HubSideLink(self)
         self.hub.backend_connected(link)  # trusted: the hub is in our own process
         while self._unsent and self.link is link:
-            self._later(self._deliver_to_router, link, self._unsent.popleft())
+            self._later(partial(self._deliver_to_router, link, self._unsent.popleft()))
         self.on_open(self)
 
     def close(self) -> Deferred[None]:
@@ -119,14 +126,12 @@ class InProcessChannel(Channel):
         if self.link is None:
             self._unsent.append(copy_packet(packet))
             return
-        self._later(self._deliver_to_router, self.link, copy_packet(packet))
+        self._later(partial(self._deliver_to_router, self.link, copy_packet(packet)))
 
     # --- delivery, one packet per call, in order, in a later reactor turn ---
 
-    def _later(
-        self, deliver: Callable[[_HubSideLink, Packet], None], link: _HubSideLink, packet: Packet
-    ) -> None:
-        self._deliveries.append(lambda: deliver(link, packet))
+    def _later(self, delivery: Callable[[], None]) -> None:
+        self._deliveries.append(delivery)
         if self._drain_call is None:
             self._drain_call = self.clock.callLater(0, self._drain)
 
@@ -141,14 +146,26 @@ class InProcessChannel(Channel):
         else:
             self._unsent.append(packet)  # closed since: kept for the next open
 
-    def _deliver_to_backend(self, link: _HubSideLink, packet: Packet) -> None:
-        if link is self.link:
-            self.on_message(self, packet)
+    def _deliver_to_backend(
+        self, link: _HubSideLink, packet: Packet, handled: Deferred[bool] | None = None
+    ) -> None:
+        if link is not self.link:
+            if handled is not None:
+                handled.callback(False)
+            return
+        result = self.on_message(self, packet)
+        if handled is not None:
+            if isinstance(result, Deferred):
+                result.addBoth(lambda outcome: handled.callback(outcome is True))
+            else:
+                handled.callback(True)
 
     # --- from the hub's side ---
 
-    def _router_sent(self, link: _HubSideLink, packet: Packet) -> None:
-        self._later(self._deliver_to_backend, link, packet)
+    def _router_sent(
+        self, link: _HubSideLink, packet: Packet, handled: Deferred[bool] | None = None
+    ) -> None:
+        self._later(partial(self._deliver_to_backend, link, packet, handled))
 
     def _router_closed(self, link: _HubSideLink) -> None:
         if link is not self.link:

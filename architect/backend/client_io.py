@@ -169,7 +169,8 @@ class ClientIOHandler:
 
     # --- dispatch ---
 
-    def handle_packet(self, channel: Channel, packet: Packet) -> Deferred[None]:
+    def handle_packet(self, channel: Channel, packet: Packet) -> Deferred[bool]:
+        """Handle one packet; the Deferred says whether it was handled (stored, answered)."""
         handler = self.handlers.get(packet.packet_type)
         if handler is None:
             log.debug(
@@ -177,7 +178,7 @@ class ClientIOHandler:
                 t=packet.packet_type,
                 channel=channel.channel_id,
             )
-            return succeed(None)
+            return succeed(True)
         try:
             result = handler(channel, packet)
         except Exception:
@@ -185,15 +186,16 @@ class ClientIOHandler:
         else:
             d = result if result is not None else succeed(None)
 
-        def failed(failure: Failure) -> None:
+        def failed(failure: Failure) -> bool:
             log.failure(
                 "handling a {t} packet about {subject} failed",
                 failure,
                 t=packet.packet_type,
                 subject=packet.subject_id,
             )
+            return False
 
-        return d.addErrback(failed)
+        return d.addCallbacks(lambda _: True, failed)
 
     # --- registration ---
 

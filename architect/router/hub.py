@@ -10,10 +10,10 @@ from __future__ import annotations
 import hmac
 import uuid
 from collections import deque
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -49,6 +49,13 @@ class Link(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class ConfirmingLink(Link, Protocol):
+    """A backend link that says when a packet is handled (for a submission: stored)."""
+
+    def send_and_confirm(self, packet: Packet) -> Deferred[bool]: ...
+
+
 class RouterError(Exception):
     """An error with an HTTP status, answered to the caller as JSON."""
 
@@ -73,6 +80,11 @@ class NoBackend(RouterError):
 
 class BackendTimeout(RouterError):
     code = 504
+
+
+def _stored_or_fail(stored: bool) -> None:
+    if not stored:
+        raise NoBackend("the backend could not store this submission; please submit again")
 
 
 @attrs.define(eq=False)
@@ -335,8 +347,13 @@ class RouterHub:
 
     def submit(
         self, packet_type: str, agent_id: str, data: dict[str, Any], client_timestamp: float | None
-    ) -> None:
-        """A submission: delivered now or kept for the backend; raises if it cannot be kept."""
+    ) -> Deferred[None]:
+        """A submission: fires when it may be acknowledged to the worker.
+
+        With a backend that confirms (the embedded one), that is once it is stored;
+        otherwise once the router holds it (sent, or kept until the backend is back).
+        Raises (or fails) with a RouterError when it cannot be kept or stored.
+        """
         self.known_agent(agent_id)
         packet = Packet(
             packet_type,
@@ -345,8 +362,12 @@ class RouterHub:
             client_timestamp=client_timestamp,
             router_incoming_timestamp=self.clock.seconds(),
         )
+        if isinstance(self.backend, ConfirmingLink):
+            confirmed = self.backend.send_and_confirm(self._stamp_out(packet))
+            return confirmed.addCallback(_stored_or_fail)
         if not self.to_backend(packet):
             raise NoBackend("the backend is away and the router cannot hold more; try again")
+        return succeed(None)
 
     def log_error(self, agent_id: str, error_data: Any, client_timestamp: float | None) -> None:
         packet = Packet(

@@ -247,14 +247,16 @@ class RouterWeb:
         return agent_id, submitted, _timestamp(body.get("client_timestamp"))
 
     @app.route("/submit_task", methods=["POST"])
-    def submit_task(self, request: IRequest) -> bytes:
-        self.hub.submit(SUBMIT_UNIT, *self._submission(request, "final_data", "final_string_data"))
-        return _json(request, {"status": "Submitted!"})
+    def submit_task(self, request: IRequest) -> Deferred[bytes]:
+        # Answered once the submission is safe: stored (embedded) or held by the router.
+        submission = self._submission(request, "final_data", "final_string_data")
+        d = self.hub.submit(SUBMIT_UNIT, *submission)
+        return d.addCallback(lambda _: _json(request, {"status": "Submitted!"}))
 
     @app.route("/submit_metadata", methods=["POST"])
-    def submit_metadata(self, request: IRequest) -> bytes:
-        self.hub.submit(SUBMIT_METADATA, *self._submission(request, "metadata", "metadata"))
-        return _json(request, {"status": "Submitted metadata"})
+    def submit_metadata(self, request: IRequest) -> Deferred[bytes]:
+        d = self.hub.submit(SUBMIT_METADATA, *self._submission(request, "metadata", "metadata"))
+        return d.addCallback(lambda _: _json(request, {"status": "Submitted metadata"}))
 
     @app.route("/log_error", methods=["POST"])
     def log_error(self, request: IRequest) -> bytes:
