@@ -45,6 +45,7 @@ class RouterConfig:
     upload_dir: Path = Path("uploads")
     max_outbox_packets: int = 10_000
     replay_window: float = 60.0
+    access_log: bool = True
     max_backend_queue_packets: int = 100_000
 
 
@@ -302,6 +303,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "upload_dir": _dir_to_create,
             "max_outbox_packets": _positive_int,
             "replay_window": _positive_float,
+            "access_log": _switch,
             "max_backend_queue_packets": _positive_int,
         },
     ),

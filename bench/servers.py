@@ -163,6 +163,7 @@ class OurRouter(Server):
             "[router]\n"
             f"listen = tcp:{self.port}:interface=127.0.0.1\n"
             f"upload_dir = {self.workdir / 'uploads'}\n"
+            "access_log = off\n"  # like the Node router, which logs no line per request
             "[backend]\n"
             "mode = off\n"
         )
@@ -202,6 +203,7 @@ class OurEmbedded(OurRouter):
             "[router]\n"
             f"listen = tcp:{self.port}:interface=127.0.0.1\n"
             f"upload_dir = {self.workdir / 'uploads'}\n"
+            "access_log = off\n"
             "[backend]\n"
             "mode = embedded\n"
             "[storage]\n"

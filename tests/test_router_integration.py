@@ -7,11 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import pytest_twisted
 import treq
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import deferLater
+from twisted.logger import capturedLogs, formatEvent
 
 from architect.config import RouterConfig
 from architect.protocol import (
@@ -421,3 +423,13 @@ async def test_outbox_reaches_a_reconnecting_browser(router: tuple[RouterHub, in
     second.send(ALIVE, "a-1")
     down = await second.next(CLIENT_BOUND_LIVE_UPDATE)
     assert down.data == {"update_id": "k", "n": 1}
+
+
+@pytest.mark.parametrize("access_log", [True, False])
+@pytest_twisted.ensureDeferred
+async def test_access_log_can_be_turned_off(router_config: RouterConfig, access_log: bool) -> None:
+    config = attrs.evolve(router_config, access_log=access_log)
+    with running_router(config) as (_, port), capturedLogs() as events:
+        assert (await get(port, "/is_alive"))[0] == 200
+    lines = [formatEvent(event) for event in events]
+    assert any('"GET /is_alive HTTP/1.1" 200' in line for line in lines) is access_log

@@ -16,6 +16,7 @@ from klein import Klein
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web import http
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
@@ -64,6 +65,13 @@ class LimitedRequest(Request):
         super().handleContentChunk(data)
 
 
+class _QuietSite(Site):
+    """A Site that writes no access log line per request."""
+
+    def log(self, request: http.Request) -> None:
+        pass
+
+
 def _error_body(request: IRequest, code: int, message: str) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
@@ -110,7 +118,7 @@ class RouterWeb:
         class _Request(LimitedRequest):
             max_body_bytes = limit
 
-        site = Site(self.resource())
+        site = Site(self.resource()) if self.config.access_log else _QuietSite(self.resource())
         site.requestFactory = _Request
         site.displayTracebacks = False
         return site
