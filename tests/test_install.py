@@ -76,3 +76,32 @@ def test_wheel_install_exposes_the_plugin(tmp_path: Path) -> None:
     location, plugins = out.stdout.splitlines()
     assert location.startswith(str(target))
     assert "'architect'" in plugins
+
+
+def test_plain_install_has_every_dependency_the_daemon_imports(tmp_path: Path) -> None:
+    # A fresh virtualenv with the package alone (no test extras): every module imports.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", str(ROOT)], check=True, timeout=600)
+    modules = [
+        "architect." + ".".join(path.relative_to(ROOT / "architect").with_suffix("").parts)
+        for path in sorted((ROOT / "architect").rglob("*.py"))
+        if path.name != "__init__.py"
+    ]
+    out = subprocess.run(
+        [python, "-c", f"import importlib; [importlib.import_module(m) for m in {modules!r}]"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    help_text = subprocess.run(
+        [str(venv / "bin" / "twistd"), "architect", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert help_text.returncode == 0 and "--config" in help_text.stdout
