@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -11,6 +12,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.task import deferLater
 
 from architect.config import RouterConfig
 from architect.protocol import Packet
@@ -19,6 +21,17 @@ from architect.router.web import RouterWeb
 
 reactor: Any = _reactor
 TIMEOUT = 5.0  # seconds a test waits for something that should come at once
+
+
+async def wait_for(
+    condition: Callable[[], object], what: str = "a condition", deadline: float = TIMEOUT
+) -> None:
+    """Wait, in small real steps, for something the code under test reaches on its own."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        await deferLater(reactor, 0.01)
 
 
 class PacketClient(WebSocketClientProtocol):

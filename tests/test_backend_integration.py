@@ -50,18 +50,11 @@ from architect.router.hub import RouterHub
 from architect.router.web import RouterWeb
 from architect.storage import StorageError
 from architect.tap import ArchitectService, build_service
+from tests.clients import wait_for
 
 reactor: Any = _reactor
 DEADLINE = 5.0  # seconds to wait for something that should happen at once
 TOKEN = "backend-token"
-
-
-async def wait_for(condition: Callable[[], object], what: str, deadline: float = DEADLINE) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await deferLater(reactor, 0.01)
 
 
 # --- a browser-like socket ---

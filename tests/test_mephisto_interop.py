@@ -49,21 +49,13 @@ from architect.protocol import (
 )
 from architect.tap import ArchitectService, build_service
 from bench.servers import MephistoRouter, SetupError, mephisto_router_dir
-from tests.clients import PacketClient, open_socket
+from tests.clients import PacketClient, open_socket, wait_for
 
 pytestmark = pytest.mark.slow
 reactor: Any = _reactor
 DEADLINE = 5.0  # seconds to wait for something that should happen at once
 DUPLICATE_DELAY = 2.0  # Node's copy comes about 0.5 s after the original: wait up to this
 UNITS = ({"n": 0, "text": "first unit"}, {"n": 1, "text": "second unit"}, {"n": 2})
-
-
-async def wait_for(condition: Callable[[], object], what: str, deadline: float = DEADLINE) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await deferLater(reactor, 0.01)
 
 
 # --- the Node router ---

@@ -12,7 +12,6 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet.defer import ensureDeferred
-from twisted.internet.task import deferLater
 from twisted.logger import capturedLogs, formatEvent
 
 from architect.config import RouterConfig
@@ -34,7 +33,7 @@ from architect.protocol import (
     Status,
 )
 from architect.router.hub import RouterHub
-from tests.clients import PacketClient, open_socket, reactor, running_router
+from tests.clients import PacketClient, open_socket, running_router, wait_for
 
 TOKEN = "backend-secret"
 
@@ -81,16 +80,6 @@ async def connect_backend(port: int) -> PacketClient:
     backend = await open_socket(port, f"?token={TOKEN}")
     backend.send(ALIVE, MEPHISTO)
     return backend
-
-
-async def until(condition: Any, timeout: float = 5.0) -> None:
-    """Wait, in small real steps, for a condition the router reaches on its own."""
-    waited = 0.0
-    while not condition():
-        if waited > timeout:
-            raise AssertionError("condition not reached in time")
-        await deferLater(reactor, 0.01, lambda: None)
-        waited += 0.01
 
 
 async def register(port: int, backend: PacketClient, agent_id: str) -> dict[str, Any]:
@@ -180,7 +169,7 @@ async def test_registration_round_trip(router: tuple[RouterHub, int], path: str)
 async def test_silent_backend_gives_504(router: tuple[RouterHub, int]) -> None:
     hub, port = router
     await connect_backend(port)
-    await until(lambda: hub.backend is not None)
+    await wait_for(lambda: hub.backend is not None)
     code, body = await post_json(port, "/request_agent", {"provider_data": {}})
     assert code == 504 and "0.5" in body["error"]
 
@@ -239,7 +228,7 @@ async def test_submission_while_backend_away_is_delivered_on_return(
     await register(port, backend, "a-1")
     backend.sendClose()
     await backend.closed
-    await until(lambda: hub.backend is None)
+    await wait_for(lambda: hub.backend is None)
     code, _ = await post_json(
         port, "/submit_task", {"USED_AGENT_ID": "a-1", "final_data": {"x": 1}}
     )
@@ -311,7 +300,7 @@ async def test_malformed_and_oversized_bodies(router: tuple[RouterHub, int]) -> 
     code, _ = await get(port, "/is_alive")
     assert code == 200
     # Nothing of the refused submissions reached the backend.
-    await until(lambda: True)
+    await wait_for(lambda: True)
     assert [p for p in backend.pending() if p.packet_type == SUBMIT_UNIT] == []
 
 
@@ -323,7 +312,7 @@ async def test_backend_token_by_header_and_refusals(router: tuple[RouterHub, int
     hub, port = router
     by_header = await open_socket(port, headers={"Authorization": f"Bearer {TOKEN}"})
     by_header.send(ALIVE, MEPHISTO)
-    await until(lambda: hub.backend is not None)
+    await wait_for(lambda: hub.backend is not None)
     assert hub.backend is not None
     intruder = await open_socket(port, "?token=nope")
     intruder.send(ALIVE, MEPHISTO)
@@ -400,7 +389,7 @@ async def test_closed_socket_becomes_disconnect_after_grace(router: tuple[Router
     await browser.next(UPDATE_STATUS)
     browser.sendClose()
     await browser.closed
-    await until(lambda: hub.agents.statuses()["a-1"] == Status.DISCONNECT)
+    await wait_for(lambda: hub.agents.statuses()["a-1"] == Status.DISCONNECT)
     backend.send(REQUEST_STATUSES, MEPHISTO)
     answer = await backend.next(RETURN_STATUSES)
     assert answer.data == {"a-1": Status.DISCONNECT}
@@ -413,12 +402,12 @@ async def test_outbox_reaches_a_reconnecting_browser(router: tuple[RouterHub, in
     await register(port, backend, "a-1")
     first = await open_socket(port)
     first.send(ALIVE, "a-1")
-    await until(lambda: hub.agents.records["a-1"].link is not None)
+    await wait_for(lambda: hub.agents.records["a-1"].link is not None)
     first.sendClose()
     await first.closed
-    await until(lambda: hub.agents.records["a-1"].link is None)
+    await wait_for(lambda: hub.agents.records["a-1"].link is None)
     backend.send(CLIENT_BOUND_LIVE_UPDATE, "a-1", {"update_id": "k", "n": 1})
-    await until(lambda: len(hub.agents.records["a-1"].outbox) == 1)
+    await wait_for(lambda: len(hub.agents.records["a-1"].outbox) == 1)
     second = await open_socket(port)
     second.send(ALIVE, "a-1")
     down = await second.next(CLIENT_BOUND_LIVE_UPDATE)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import textwrap
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,6 @@ from typing import Any
 import pytest_twisted
 import treq
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.task import deferLater
 
 from architect.config import (
     BackendConfig,
@@ -36,7 +35,7 @@ from architect.protocol import (
 )
 from architect.router.service import RouterService
 from architect.tap import ArchitectService, build_service
-from tests.clients import PacketClient, open_socket, reactor
+from tests.clients import PacketClient, open_socket, reactor, wait_for
 
 # Shared with the task module's hook, which runs in a worker thread.
 RELEASE_SLOW_HOOK = threading.Event()
@@ -88,14 +87,6 @@ async def next_status(socket: PacketClient, wanted: str) -> None:
         packet = await socket.next(UPDATE_STATUS)
         if packet.data["status"] == wanted:
             return
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    waited = 0.0
-    while not condition():
-        assert waited < timeout, "condition not reached in time"
-        await deferLater(reactor, 0.02, lambda: None)
-        waited += 0.02
 
 
 @asynccontextmanager
@@ -154,7 +145,7 @@ async def test_static_task_hooks_and_validation(tmp_path: Path) -> None:
         assert bob["init_task_data"]["question"] == "SECOND"
         await running.submit(alice["agent_id"], {"answer": "42"})
         await running.submit(bob["agent_id"], {"answer": "nonsense"})
-        await until(lambda: running.status_of(bob["agent_id"]) == Status.SOFT_REJECTED)
+        await wait_for(lambda: running.status_of(bob["agent_id"]) == Status.SOFT_REJECTED)
         assert running.status_of(alice["agent_id"]) == Status.COMPLETED
         assert running.service.database is not None
         stored = await running.service.database.list_submissions(kind="unit")
@@ -168,7 +159,7 @@ async def test_blocking_hook_does_not_stall_other_workers(tmp_path: Path) -> Non
     units = [{"text": "slow one", "slow": True}, {"text": "quick one"}]
     async with task_service(tmp_path, STATIC_TASK, units) as running:
         slow: Deferred[dict[str, Any]] = ensureDeferred(running.register("slowpoke"))
-        await until(SLOW_HOOK_ENTERED.is_set)  # the slow unit is reserved; its hook blocks
+        await wait_for(SLOW_HOOK_ENTERED.is_set)  # the slow unit is reserved; its hook blocks
         quick = await running.register("quick")  # served while the slow hook blocks
         assert quick["init_task_data"]["question"] == "QUICK ONE"
         assert not slow.called

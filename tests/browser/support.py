@@ -41,6 +41,7 @@ from architect.backend.agents import Agent
 from architect.config import BackendConfig, Config, RouterConfig, StorageConfig, TaskConfig
 from architect.router.service import RouterService
 from architect.tap import ArchitectService, build_service
+from tests import clients
 
 reactor: Any = _reactor
 T = TypeVar("T")
@@ -288,11 +289,7 @@ async def stored_submissions(service: ArchitectService) -> list[Submission]:
 
 
 async def wait_for(condition: Callable[[], object], what: str, deadline: float = DEADLINE) -> None:
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await deferLater(reactor, 0.02)
+    await clients.wait_for(condition, what, deadline)
 
 
 async def wait_for_submission(service: ArchitectService, agent_id: str) -> Submission:
