@@ -25,8 +25,8 @@ from architect.protocol import CLIENT_BOUND_LIVE_UPDATE, MEPHISTO_BOUND_LIVE_UPD
 from architect.router.service import RouterService
 from architect.storage.interface import Submission
 from architect.tap import build_service
-from tests.clients import PacketClient, reactor
-from tests.test_task_kinds import Running, next_status, until
+from tests.clients import PacketClient, reactor, wait_for
+from tests.test_task_kinds import Running, next_status
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -168,7 +168,7 @@ async def test_shipped_demo_shows_all_three_kinds(tmp_path: Path) -> None:
             )
 
             await demo.submit(agent_id, {"label": "negative", "messages": 2})
-            await until(lambda: demo.status_of(agent_id) == Status.COMPLETED)
+            await wait_for(lambda: demo.status_of(agent_id) == Status.COMPLETED)
             [stored] = await demo.submissions()
             assert stored.data == {"label": "negative", "messages": 2}
             assert stored.agent_id == agent_id
@@ -218,14 +218,14 @@ async def test_static_labelling_onboarding_then_a_unit(tmp_path: Path) -> None:
             "labels": ["positive", "negative", "neutral"],
         }
         await example.submit(unit["agent_id"], {"label": "positive"})
-        await until(lambda: example.status_of(unit["agent_id"]) == Status.COMPLETED)
+        await wait_for(lambda: example.status_of(unit["agent_id"]) == Status.COMPLETED)
         [stored] = await example.submissions()
         assert (stored.agent_id, stored.data) == (unit["agent_id"], {"label": "positive"})
 
         # validate_submission: a submission without a known label is kept but soft-rejected
         second = await example.register("bob", "2")
         await example.submit(second["agent_id"], {"label": "happy"})
-        await until(lambda: example.status_of(second["agent_id"]) == Status.SOFT_REJECTED)
+        await wait_for(lambda: example.status_of(second["agent_id"]) == Status.SOFT_REJECTED)
 
 
 # --- examples/live_chat ---
@@ -269,7 +269,7 @@ async def test_live_chat_relays_messages_both_ways(tmp_path: Path) -> None:
             )
         await example.submit(alice, {"rating": 5, "messages_sent": 1})
         await example.submit(bob, {"rating": 4, "messages_sent": 2})
-        await until(
+        await wait_for(
             lambda: {example.status_of(alice), example.status_of(bob)} == {Status.COMPLETED}
         )
         stored = {s.agent_id: s.data for s in await example.submissions()}
@@ -330,6 +330,6 @@ async def test_remote_procedure_values_and_errors(tmp_path: Path) -> None:
 
         corrected = "The quick brown fox jumped over the lazy dog."
         await example.submit(agent_id, {"corrected": corrected})
-        await until(lambda: example.status_of(agent_id) == Status.COMPLETED)
+        await wait_for(lambda: example.status_of(agent_id) == Status.COMPLETED)
         [stored] = await example.submissions()
         assert stored.data == {"corrected": corrected}
