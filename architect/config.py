@@ -56,6 +56,7 @@ class BackendConfig:
     backend_token: str = ""
     status_interval: float = 4.0
     reconnect_giveup: float = 300.0
+    resume_window: float = 60.0  # 0: agents working at a restart are disconnected at once
 
 
 @attrs.frozen
@@ -197,6 +198,16 @@ def _non_negative_float(value: str, base: Path) -> float:
     return number
 
 
+def _zero_or_seconds(value: str, base: Path) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number") from None
+    if not 0 <= number < float("inf"):
+        raise ValueError(f"must be 0 (off) or a positive number of seconds, not {value!r}")
+    return number
+
+
 def _non_negative_int(value: str, base: Path) -> int:
     try:
         number = int(value.replace("_", ""))
@@ -315,6 +326,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "backend_token": _text,
             "status_interval": _positive_float,
             "reconnect_giveup": _positive_float,
+            "resume_window": _zero_or_seconds,
         },
     ),
     "storage": (

@@ -26,7 +26,7 @@ from architect.router.hub import RouterHub
 from architect.router.service import RouterService
 from architect.router.web import RouterWeb
 from architect.storage import Database, open_database
-from architect.tasks.definition import TaskDefinition, WorkerInfo
+from architect.tasks.definition import STATIC, TaskDefinition, WorkerInfo
 from architect.tasks.hooks import TaskModuleError, in_reactor, load_task_module, thread_runner
 from architect.tasks.runner import TaskRunner
 
@@ -161,16 +161,20 @@ def build_service(
         storage = attrs.evolve(config.storage, data_dir=data_dir)
         database = await open_database(storage, reactor=reactor)
         top.database = database
-        # Before anyone is served: agents of the last run of the daemon are gone.
-        recovered = await database.recover_after_restart()
+        units = config.task.units if config.task.units is not None else demo_units()
+        run = await prepare_task_run(database, config.task, units)
+        # Before anyone is served: agents left working by the last life of the daemon are
+        # taken back (this run's, within resume_window) or marked gone (all others).
+        window = config.backend.resume_window
+        recovered = await database.recover_after_restart(
+            keep_task_run_id=run.id if window else None
+        )
         if recovered:
             log.info(
                 "{n} agents were working when the daemon stopped: marked disconnect,"
                 " their units are back in the pool",
                 n=len(recovered),
             )
-        units = config.task.units if config.task.units is not None else demo_units()
-        run = await prepare_task_run(database, config.task, units)
         run_blocking = thread_runner(reactor)
         runner = TaskRunner(
             reactor, task, run_blocking, config.task.units_per_assignment, config.task.timeout
@@ -186,6 +190,13 @@ def build_service(
             status_interval=config.backend.status_interval,
             on_unit_submitted=runner.unit_submitted,
         )
+        if window:
+            resumed = await top.pool.resume(await database.resumable_agents(run.id))
+            runner.agents_resumed(resumed)
+            # A static page holds no socket: no router shows it until it submits.
+            top.backend.expect_resumed(
+                [agent for agent, _ in resumed], None if task.kind == STATIC else window
+            )
         say_where(config, data_dir / config.storage.database, router.url if router else None)
         return top.backend
 

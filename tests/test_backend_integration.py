@@ -560,9 +560,10 @@ async def test_embedded_submissions_and_files_survive_a_restart(
         database = service.database
         assert database is not None and service.pool is not None
         assert service.pool.task_run.id == run_id
-        assert await unit_statuses() == {0: "completed", 1: "completed", 2: "available"}
+        # A static page holds no socket: the agent still working is kept with its unit.
+        assert await unit_statuses() == {0: "completed", 1: "completed", 2: "reserved"}
         third_agent = await database.get_agent(third["agent_id"])
-        assert third_agent is not None and third_agent.status == Status.DISCONNECT
+        assert third_agent is not None and third_agent.status == Status.IN_TASK
 
         submissions = await database.list_submissions(task_run_id=run_id, kind="unit")
         assert [(s.agent_id, s.data.get("answer")) for s in submissions] == [
@@ -574,15 +575,79 @@ async def test_embedded_submissions_and_files_survive_a_restart(
         assert (database.data_dir / kept.stored_path).read_bytes() == b"my notes"
         assert submissions[1].data["files"][0]["originalname"] == "notes.txt"
 
-        for worker in ("w1", "w3"):  # done, and cleared by the restart
-            again = await request_agent(http_pool, port, worker)
-            assert again["agent_id"] is None
-            assert again["failure_reason"] == FailureReason.TASK_MISSING
-        fourth = await request_agent(http_pool, port, "w4")
-        assert fourth["init_task_data"] == {"n": 2}
-        assert (await request_agent(http_pool, port, "w5"))["failure_reason"] == (
+        done = await request_agent(http_pool, port, "w1")
+        assert done["agent_id"] is None
+        assert done["failure_reason"] == FailureReason.TASK_MISSING
+        reload = await request_agent(http_pool, port, "w3")  # the same page, reloaded
+        assert reload["agent_id"] == third["agent_id"]
+        assert reload["init_task_data"]["n"] == 2
+        assert (await request_agent(http_pool, port, "w4"))["failure_reason"] == (
             FailureReason.NO_WORK
         )
+        code, body = await post_json(
+            http_pool,
+            port,
+            "/submit_task",
+            {"USED_AGENT_ID": third["agent_id"], "final_data": {"answer": 3}},
+        )
+        assert (code, body) == (200, {"status": "Submitted!"})
+        assert await unit_statuses() == {0: "completed", 1: "completed", 2: "completed"}
+    finally:
+        await service.stopService()
+
+
+LIVE_ECHO_TASK = """\
+from architect.backend.agents import AgentGone
+
+
+async def run_assignment(assignment, agents):
+    [agent] = agents
+    while True:
+        try:
+            update = await agent.act()
+        except AgentGone:
+            return
+        agent.observe({"echo": update})
+"""
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("resume_window", ["0.5", "0"])
+async def test_live_agents_whose_pages_do_not_come_back_after_a_restart_free_their_units(
+    tmp_path: Path, http_pool: HTTPConnectionPool, resume_window: str
+) -> None:
+    port = await free_port()
+    path = write_config(tmp_path, port)
+    (tmp_path / "echo_task.py").write_text(LIVE_ECHO_TASK)
+    config = path.read_text()
+    config = config.replace("[task]\n", "[task]\nmodule = echo_task.py\n")
+    config = config.replace("[backend]\n", f"[backend]\nresume_window = {resume_window}\n")
+    path.write_text(config)
+    service = await started(path)
+    try:
+        first = await request_agent(http_pool, port, "w1")  # no page ever opens its socket
+        assert first["init_task_data"] == {"n": 0}
+        database = service.database
+        assert database is not None and service.pool is not None
+        run_id = service.pool.task_run.id
+    finally:
+        await service.stopService()
+
+    service = await started(path)
+    try:
+        assert service.database is not None
+        database = service.database
+
+        async def disconnected() -> bool:
+            stored = await database.get_agent(first["agent_id"])
+            return stored is not None and stored.status == Status.DISCONNECT
+
+        await wait_for_async(disconnected, "the agent to be disconnected")
+        units = {u.assignment_index: u.status for u in await database.list_units(run_id)}
+        assert units[0] == "available"
+        again = await request_agent(http_pool, port, "w1")
+        assert again["failure_reason"] == FailureReason.TASK_MISSING
+        assert (await request_agent(http_pool, port, "w2"))["init_task_data"] == {"n": 0}
     finally:
         await service.stopService()
 

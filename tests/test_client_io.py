@@ -611,3 +611,88 @@ def test_a_crashing_handler_is_logged_and_the_backend_goes_on() -> None:
         b.channel.receive(LOG_ERROR, MEPHISTO, {})
     assert any(e.get("log_failure") is not None for e in events)
     assert b.register("r1")["agent_id"] is not None
+
+
+# --- agents taken back after a restart of the backend ---
+
+
+def resumed_agent(b: Backend, agent_id: str = "kept", status: str = Status.IN_TASK) -> Agent:
+    """An agent as a restarted pool hands it over: its status set, no channel yet."""
+    agent = Agent(b.clock, agent_id, "w1", {"text": "first"})
+    agent.set_status(status)
+    b.pool.agents[agent_id] = agent
+    return agent
+
+
+def test_a_resumed_agent_is_bound_to_the_router_that_shows_it() -> None:
+    b = Backend()
+    other = b.add_channel("two")
+    agent = resumed_agent(b)
+    b.handler.expect_resumed([agent], window=60.0)
+    assert b.channel.sent == [] and other.sent == []  # nowhere to go yet
+
+    other.receive(RETURN_STATUSES, MEPHISTO, {"kept": Status.IN_TASK})
+    assert b.handler.agent_channels["kept"] is other
+    assert statuses_sent(other, "kept") == [Status.IN_TASK]  # kept meanwhile, sent now
+    assert b.handler.unclaimed == {}
+    agent.observe({"text": "still here"})
+    assert [p.data["text"] for p in other.of_type(CLIENT_BOUND_LIVE_UPDATE)] == ["still here"]
+    assert b.channel.sent == []
+
+    b.clock.advance(60.0)  # the window ends: an agent that came back is left alone
+    assert agent.status == Status.IN_TASK
+
+
+def test_a_resumed_agent_is_claimed_by_a_packet_about_it() -> None:
+    b = Backend()
+    agent = resumed_agent(b)
+    b.handler.expect_resumed([agent], window=60.0)
+    waiting = agent.act()
+    b.channel.receive(MEPHISTO_BOUND_LIVE_UPDATE, "kept", {"text": "hi", "update_id": "u1"})
+    taken: list[Any] = []
+    waiting.addCallback(taken.append)
+    assert taken == [{"text": "hi", "update_id": "u1"}]
+    assert b.handler.agent_channels["kept"] is b.channel
+    assert statuses_sent(b.channel, "kept") == [Status.IN_TASK]
+
+
+def test_resumed_agents_not_shown_within_the_window_are_disconnected() -> None:
+    b = Backend()
+    back, gone = resumed_agent(b, "back"), resumed_agent(b, "gone")
+    b.handler.expect_resumed([back, gone], window=60.0)
+    b.clock.advance(30.0)
+    b.channel.receive(RETURN_STATUSES, MEPHISTO, {"back": Status.IN_TASK})
+    b.clock.advance(29.9)
+    assert gone.status == Status.IN_TASK
+    b.clock.advance(0.1)
+    assert gone.status == Status.DISCONNECT
+    assert back.status == Status.IN_TASK
+    assert statuses_sent(b.channel, "gone") == []  # no router holds it: nothing to tell
+    assert b.clock.getDelayedCalls() == []
+
+
+def test_a_router_showing_a_resumed_agent_disconnected_is_believed() -> None:
+    b = Backend()
+    agent = resumed_agent(b)
+    b.handler.expect_resumed([agent], window=60.0)
+    b.channel.receive(RETURN_STATUSES, MEPHISTO, {"kept": Status.DISCONNECT})
+    assert agent.status == Status.DISCONNECT
+    assert b.handler.unclaimed == {}
+
+
+def test_without_a_window_resumed_agents_wait_until_they_submit() -> None:
+    b = Backend()
+    agent = resumed_agent(b)
+    b.handler.expect_resumed([agent], window=None)
+    b.clock.advance(86_400.0)
+    assert agent.status == Status.IN_TASK
+    b.channel.receive(SUBMIT_UNIT, "kept", {"answer": 1})
+    assert [s.data for s in b.store.of_agent("kept", "unit")] == [{"answer": 1}]
+    assert statuses_sent(b.channel, "kept") == [Status.IN_TASK, Status.COMPLETED]
+
+
+def test_stopping_the_handler_ends_the_resume_window() -> None:
+    b = Backend()
+    b.handler.expect_resumed([resumed_agent(b)], window=60.0)
+    b.handler.stop()
+    assert b.clock.getDelayedCalls() == []

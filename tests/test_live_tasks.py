@@ -162,6 +162,49 @@ def rpc_answers(sent: list[Packet]) -> dict[str, dict[str, Any]]:
     return {p.data["handles"]: p.data for p in sent if p.packet_type == CLIENT_BOUND_LIVE_UPDATE}
 
 
+def resumed(clock: Clock, name: str, status: str) -> Agent:
+    """An agent as a restarted daemon takes it back: its last status, no status change."""
+    agent, _ = make_agent(clock, name)
+    agent.status = status
+    return agent
+
+
+def test_a_resumed_room_runs_again_with_the_same_agents() -> None:
+    clock, run = Clock(), Recorder()
+    runner = LiveTaskRunner(clock, run, inline_runner, timeout=100.0)
+    alice, bob = resumed(clock, "a", Status.IN_TASK), resumed(clock, "b", Status.IN_TASK)
+    runner.resume([alice, bob], "as-1", 2, {"topic": "cats"})
+    ((assignment, agents),) = run.calls
+    assert assignment.resumed and agents == [alice, bob]
+    assert assignment.data == {"topic": "cats"}
+    bob.set_status(Status.DISCONNECT)  # the room works as any other
+    assert alice.status == Status.PARTNER_DISCONNECT
+    assert runner.assignments == {} and clock.getDelayedCalls() == []
+
+
+def test_a_resumed_room_missing_a_partner_tells_the_others() -> None:
+    clock, run = Clock(), Recorder()
+    runner = LiveTaskRunner(clock, run, inline_runner)
+    alice = resumed(clock, "a", Status.IN_TASK)
+    runner.resume([alice], "as-1", 2, {})
+    assert run.calls == []
+    assert alice.status == Status.PARTNER_DISCONNECT
+    assert runner.assignments == {}
+
+
+def test_resumed_waiting_agents_wait_for_a_partner_again() -> None:
+    clock, run = Clock(), Recorder()
+    runner = LiveTaskRunner(clock, run, inline_runner)
+    alice = resumed(clock, "a", Status.WAITING)
+    runner.resume([alice], "as-1", 2, {})
+    assert run.calls == [] and alice.status == Status.WAITING
+    bob, _ = make_agent(clock, "b")
+    runner.join(bob, "as-1", 2, {})
+    ((assignment, agents),) = run.calls
+    assert agents == [alice, bob] and not assignment.resumed
+    assert (alice.status, bob.status) == (Status.IN_TASK, Status.IN_TASK)
+
+
 def test_procedures_answer_values_and_errors() -> None:
     clock = Clock()
     pending: Deferred[int] = Deferred()

@@ -59,9 +59,9 @@ def query(tmp_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
 
 
 async def run_with_units(
-    db: SQLiteDatabase, assignments: int = 3, per_assignment: int = 1
+    db: SQLiteDatabase, assignments: int = 3, per_assignment: int = 1, name: str = "run-1"
 ) -> tuple[int, list[int]]:
-    run = await db.find_or_create_task_run("run-1", {"task": "demo"})
+    run = await db.find_or_create_task_run(name, {"task": "demo"})
     await db.add_assignments(run.id, [{"n": i} for i in range(assignments)], per_assignment)
     units = await db.list_units(run.id)
     return run.id, [unit.id for unit in units]
@@ -113,7 +113,7 @@ CREATE TABLE extra (id INTEGER PRIMARY KEY, label TEXT DEFAULT 'a;b');
 
 @pytest_twisted.ensureDeferred
 async def test_an_existing_database_is_upgraded_in_place(tmp_path: Path) -> None:
-    first = await open_sqlite_database(tmp_path / "data")
+    first = await open_sqlite_database(tmp_path / "data", target_version=1)
     worker = await first.find_or_create_worker("mock", "alice")
     await first.close()
 
@@ -139,7 +139,7 @@ async def test_a_new_database_gets_the_newest_full_schema(tmp_path: Path) -> Non
 
 @pytest_twisted.ensureDeferred
 async def test_a_failing_upgrade_changes_nothing(tmp_path: Path) -> None:
-    await (await open_sqlite_database(tmp_path / "data")).close()
+    await (await open_sqlite_database(tmp_path / "data", target_version=1)).close()
     bad = "CREATE TABLE extra (id INTEGER);\nALTER TABLE no_such_table ADD COLUMN x TEXT;\n"
     schema = write_schema_folder(tmp_path / "schema", bad)
     with pytest.raises(SchemaError, match=r"upgrade_v1_to_v2\.sql failed: .*no_such_table"):
@@ -150,11 +150,90 @@ async def test_a_failing_upgrade_changes_nothing(tmp_path: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_missing_upgrade_step_is_refused_before_any_step_runs(tmp_path: Path) -> None:
-    await (await open_sqlite_database(tmp_path / "data")).close()
+    await (await open_sqlite_database(tmp_path / "data", target_version=1)).close()
     schema = write_schema_folder(tmp_path / "schema", UPGRADE)
     with pytest.raises(SchemaError, match=r"upgrade_v2_to_v3\.sql"):
         await open_sqlite_database(tmp_path / "data", schema_dir=schema, target_version=3)
     assert query(tmp_path, "SELECT version FROM schema_version") == [(1,)]
+
+
+def table_columns(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """PRAGMA table_info of every table in the file: what a schema gives, however it got there."""
+    connection = sqlite3.connect(path)
+    try:
+        tables = connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+        ).fetchall()
+        return {
+            name: connection.execute(f"PRAGMA table_info({name})").fetchall() for (name,) in tables
+        }
+    finally:
+        connection.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_1_database_is_upgraded_to_version_2_keeping_everything(
+    tmp_path: Path, clock: Clock
+) -> None:
+    old = await open_sqlite_database(tmp_path / "data", clock=clock, target_version=1)
+    run_id, unit_ids = await run_with_units(old)
+    alice = await old.find_or_create_worker("mock", "alice")
+    await old.grant_qualification(alice.id, "onboarded", True)
+    await old.reserve_unit(run_id, alice.id, "a1", unit_ids, "reg-1")
+    await old.set_agent_status("a1", Status.IN_TASK)
+    await old.create_onboarding_agent(run_id, alice.id, "onboarding-1", None, Status.ONBOARDING)
+    await old.store_live_update("a1", Direction.CLIENT_BOUND, {"text": "hello"}, "u1")
+    await old.store_live_update("a1", Direction.MEPHISTO_BOUND, {"text": "hi"}, "u1")
+    await old.store_submission("onboarding-1", SubmissionKind.ONBOARDING, {"answer": 4})
+    before = (
+        await old.list_agents(),
+        await old.list_units(run_id),
+        await old.live_updates("a1"),
+        await old.list_submissions(),
+        await old.status_history("a1"),
+        await old.get_qualifications(alice.id),
+    )
+    await old.close()
+    assert query(tmp_path, "SELECT version FROM schema_version") == [(1,)]
+    assert "init_task_data" not in {
+        column[1] for column in table_columns(tmp_path / "data" / "architect.sqlite3")["agents"]
+    }
+
+    clock.advance(60)
+    new = await open_sqlite_database(tmp_path / "data", clock=clock)
+    try:
+        assert SCHEMA_VERSION == 2
+        assert query(tmp_path, "SELECT version FROM schema_version") == [(2,)]
+        after = (
+            await new.list_agents(),
+            await new.list_units(run_id),
+            await new.live_updates("a1"),
+            await new.list_submissions(),
+            await new.status_history("a1"),
+            await new.get_qualifications(alice.id),
+        )
+        assert after == before
+        assert query(tmp_path, "SELECT agent_id, init_task_data FROM agents ORDER BY seq") == [
+            ("a1", None),
+            ("onboarding-1", None),
+        ]
+        resumable = await new.resumable_agents(run_id)
+        assert [(r.agent.agent_id, r.init_task_data) for r in resumable] == [
+            ("a1", None),
+            ("onboarding-1", None),
+        ]
+        assert resumable[0].live_updates == tuple(before[2])
+        # The upgraded file takes the new data like a new one.
+        await new.set_agent_init_data("a1", {"task": "resumed"})
+        assert (await new.resumable_agents(run_id))[0].init_task_data == {"task": "resumed"}
+    finally:
+        await new.close()
+
+    # Upgraded in place, the file has exactly the tables and columns of a new v2 database.
+    await (await open_sqlite_database(tmp_path / "fresh")).close()
+    assert table_columns(tmp_path / "data" / "architect.sqlite3") == table_columns(
+        tmp_path / "fresh" / "architect.sqlite3"
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -396,6 +475,111 @@ async def test_every_status_change_is_kept_with_its_time(db: SQLiteDatabase, clo
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_task_data_an_agent_was_given_is_kept(
+    db: SQLiteDatabase, tmp_path: Path, clock: Clock
+) -> None:
+    run_id, unit_ids = await run_with_units(db)
+    alice = await db.find_or_create_worker("mock", "alice")
+    await db.reserve_unit(run_id, alice.id, "a1", unit_ids, status=Status.IN_TASK)
+    clock.advance(5)
+    assert await db.set_agent_init_data("a1", {"text": "é", "items": [1, 2]}) is None
+    assert query(tmp_path, "SELECT init_task_data FROM agents WHERE agent_id = 'a1'") == [
+        ('{"text": "é", "items": [1, 2]}',)
+    ]
+    (resumable,) = await db.resumable_agents(run_id)
+    assert resumable.init_task_data == {"text": "é", "items": [1, 2]}
+    # Recording it is not a status change.
+    agent = await db.get_agent("a1")
+    assert agent is not None and agent.updated_at == START
+    # Recorded again, it is replaced.
+    await db.set_agent_init_data("a1", ["second"])
+    assert (await db.resumable_agents(run_id))[0].init_task_data == ["second"]
+    with pytest.raises(UnknownAgent):
+        await db.set_agent_init_data("nobody", {})
+    with pytest.raises(TypeError):
+        db.set_agent_init_data("a1", {"when": object()})
+    assert (await db.resumable_agents(run_id))[0].init_task_data == ["second"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_resumable_agents_are_the_active_agents_of_the_run_with_what_they_need(
+    db: SQLiteDatabase, clock: Clock
+) -> None:
+    run_id, unit_ids = await run_with_units(db, assignments=4)
+    other_run_id, other_unit_ids = await run_with_units(db, assignments=1, name="run-2")
+    alice = await db.find_or_create_worker("mock", "alice")
+    bob = await db.find_or_create_worker("mock", "bob")
+    inbound, outbound = Direction.MEPHISTO_BOUND, Direction.CLIENT_BOUND
+
+    await db.reserve_unit(run_id, alice.id, "done", [unit_ids[0]], status=Status.IN_TASK)
+    await db.set_agent_init_data("done", {"n": 0})
+    await db.set_agent_status("done", Status.COMPLETED, UnitStatus.COMPLETED)
+    await db.reserve_unit(run_id, alice.id, "working", [unit_ids[1]], "reg-a")
+    await db.set_agent_status("working", Status.IN_TASK)
+    await db.set_agent_init_data("working", {"task": 1})
+    await db.reserve_unit(run_id, bob.id, "gone", [unit_ids[2]], status=Status.IN_TASK)
+    await db.set_agent_status("gone", Status.DISCONNECT, UnitStatus.AVAILABLE)
+    await db.create_onboarding_agent(run_id, bob.id, "onboarding-1", "reg-b", Status.ONBOARDING)
+    await db.set_agent_init_data("onboarding-1", {"onboarding": True})
+    await db.reserve_unit(run_id, bob.id, "fresh", [unit_ids[3]])
+    await db.reserve_unit(other_run_id, alice.id, "elsewhere", other_unit_ids, None, Status.IN_TASK)
+
+    # Live updates of several agents, interleaved, both ways.
+    for agent_id, direction, data in [
+        ("working", outbound, {"text": "welcome"}),
+        ("elsewhere", inbound, {"text": "other run"}),
+        ("working", inbound, {"text": "hi"}),
+        ("onboarding-1", inbound, {"answer": 4}),
+        ("done", inbound, {"text": "finished"}),
+        ("working", outbound, {"text": "noted"}),
+        ("working", inbound, {"text": "bye"}),
+    ]:
+        clock.advance(1)
+        await db.store_live_update(agent_id, direction, data)
+
+    resumable = await db.resumable_agents(run_id)
+    assert [r.agent.agent_id for r in resumable] == ["working", "onboarding-1", "fresh"]
+    working, onboarding, fresh = resumable
+
+    assert working.agent == await db.get_agent("working")
+    assert working.agent.status == Status.IN_TASK
+    assert working.worker == alice
+    assert working.unit == await db.get_unit(unit_ids[1])
+    assert working.unit is not None
+    assert (working.unit.assignment_data, working.unit.status, working.unit.agent_id) == (
+        {"n": 1},
+        UnitStatus.RESERVED,
+        "working",
+    )
+    assert working.init_task_data == {"task": 1}
+    assert [(u.direction, u.data, u.created_at - START) for u in working.live_updates] == [
+        (outbound, {"text": "welcome"}, 1),
+        (inbound, {"text": "hi"}, 3),
+        (outbound, {"text": "noted"}, 6),
+        (inbound, {"text": "bye"}, 7),
+    ]
+    assert working.live_updates == tuple(await db.live_updates("working"))
+
+    assert (onboarding.agent.kind, onboarding.agent.status) == ("onboarding", Status.ONBOARDING)
+    assert (onboarding.worker, onboarding.unit) == (bob, None)
+    assert onboarding.init_task_data == {"onboarding": True}
+    assert [u.data for u in onboarding.live_updates] == [{"answer": 4}]
+
+    assert (fresh.agent.status, fresh.worker, fresh.init_task_data, fresh.live_updates) == (
+        Status.NONE,
+        bob,
+        None,
+        (),
+    )
+    assert fresh.unit is not None and fresh.unit.assignment_data == {"n": 3}
+
+    (elsewhere,) = await db.resumable_agents(other_run_id)
+    assert elsewhere.agent.agent_id == "elsewhere"
+    assert [u.data for u in elsewhere.live_updates] == [{"text": "other run"}]
+    assert await db.resumable_agents(9999) == []
+
+
+@pytest_twisted.ensureDeferred
 async def test_releasing_a_unit_returns_it_to_the_pool_only_from_its_holder(
     db: SQLiteDatabase,
 ) -> None:
@@ -489,6 +673,80 @@ async def test_restart_returns_units_of_gone_agents_and_keeps_completed_ones(
         # The returned units can be handed out again.
         again = await second.reserve_unit(run_id, alice.id, "again", unit_ids)
         assert again is not None and again.id == unit_ids[1]
+    finally:
+        await second.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_restart_can_keep_the_active_agents_of_one_run_for_resuming(
+    tmp_path: Path, clock: Clock
+) -> None:
+    first = await open_sqlite_database(tmp_path / "data", clock=clock)
+    kept_run_id, kept_units = await run_with_units(first, assignments=3)
+    other_run_id, other_units = await run_with_units(first, assignments=3, name="run-2")
+    alice = await first.find_or_create_worker("mock", "alice")
+    bob = await first.find_or_create_worker("mock", "bob")
+    await first.reserve_unit(kept_run_id, alice.id, "kept-working", [kept_units[0]])
+    await first.set_agent_status("kept-working", Status.IN_TASK)
+    await first.set_agent_init_data("kept-working", {"task": "kept"})
+    await first.store_live_update("kept-working", Direction.MEPHISTO_BOUND, {"text": "hi"})
+    await first.reserve_unit(kept_run_id, bob.id, "kept-done", [kept_units[1]])
+    await first.set_agent_status("kept-done", Status.COMPLETED, UnitStatus.COMPLETED)
+    await first.create_onboarding_agent(
+        kept_run_id, bob.id, "kept-onboarding", None, Status.ONBOARDING
+    )
+    await first.reserve_unit(other_run_id, alice.id, "other-working", [other_units[0]])
+    await first.set_agent_status("other-working", Status.IN_TASK)
+    await first.reserve_unit(other_run_id, bob.id, "other-done", [other_units[1]])
+    await first.set_agent_status("other-done", Status.COMPLETED, UnitStatus.COMPLETED)
+    await first.create_onboarding_agent(other_run_id, bob.id, "other-onboarding")
+    await first.close()
+
+    clock.advance(60)
+    second = await open_sqlite_database(tmp_path / "data", clock=clock)
+    try:
+        kept_before = await second.list_agents(kept_run_id)
+        kept_history = await second.status_history("kept-working")
+        resumable_before = await second.resumable_agents(kept_run_id)
+
+        recovered = await second.recover_after_restart(keep_task_run_id=kept_run_id)
+        assert recovered == ["other-working", "other-onboarding"]
+
+        # The kept run: agents, their history and their reserved units untouched.
+        assert await second.list_agents(kept_run_id) == kept_before
+        assert await second.status_history("kept-working") == kept_history
+        units = {u.id: u for u in await second.list_units(kept_run_id)}
+        assert [(units[u].status, units[u].agent_id) for u in kept_units] == [
+            (UnitStatus.RESERVED, "kept-working"),
+            (UnitStatus.COMPLETED, "kept-done"),
+            (UnitStatus.AVAILABLE, None),
+        ]
+        assert await second.resumable_agents(kept_run_id) == resumable_before
+        assert [r.agent.agent_id for r in resumable_before] == ["kept-working", "kept-onboarding"]
+
+        # The other run: recovered as always.
+        statuses = {a.agent_id: a.status for a in await second.list_agents(other_run_id)}
+        assert statuses == {
+            "other-working": Status.DISCONNECT,
+            "other-done": Status.COMPLETED,
+            "other-onboarding": Status.DISCONNECT,
+        }
+        history = await second.status_history("other-working")
+        assert [(c.status, c.changed_at) for c in history][-1] == (Status.DISCONNECT, START + 60)
+        units = {u.id: u for u in await second.list_units(other_run_id)}
+        assert [(units[u].status, units[u].agent_id) for u in other_units] == [
+            (UnitStatus.AVAILABLE, None),
+            (UnitStatus.COMPLETED, "other-done"),
+            (UnitStatus.AVAILABLE, None),
+        ]
+        assert await second.resumable_agents(other_run_id) == []
+
+        assert await second.recover_after_restart(keep_task_run_id=kept_run_id) == []
+        # Without the argument every run is recovered, the kept one too.
+        assert await second.recover_after_restart() == ["kept-working", "kept-onboarding"]
+        assert await second.resumable_agents(kept_run_id) == []
+        unit = await second.get_unit(kept_units[0])
+        assert unit is not None and (unit.status, unit.agent_id) == (UnitStatus.AVAILABLE, None)
     finally:
         await second.close()
 

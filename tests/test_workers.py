@@ -543,6 +543,59 @@ async def test_simultaneous_registrations_of_one_worker_respect_its_limits(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_restarted_pool_resumes_the_agents_left_working(tmp_path: Path) -> None:
+    data_dir = tmp_path / "resume"
+    db = await open_sqlite_database(data_dir, clock=Clock())
+    task = TaskDefinition(init_data=lambda unit: {"n": unit.assignment_data["n"], "extra": 1})
+    pool = await make_pool(db, task=task)
+    done = agent_of(await register(pool, "w1", "a1-w1"))
+    working = agent_of(await register(pool, "w2", "a1-w2"))
+    working.receive_live_update({"text": "hi", "update_id": "u1"})
+    working.observe({"text": "hello"})
+    done.set_status(Status.COMPLETED)
+    await pool.settled()
+    await db.close()
+
+    db = await open_sqlite_database(data_dir, clock=Clock())
+    try:
+        pool = await make_pool(db, task=TaskDefinition())
+        assert await db.recover_after_restart(keep_task_run_id=pool.task_run.id) == []
+        [(again, unit)] = await pool.resume(await db.resumable_agents(pool.task_run.id))
+        assert unit is not None and unit.assignment_index == 1
+        assert again.agent_id == working.agent_id and again.status == Status.IN_TASK
+        # The data recorded at registration, not the (changed) hook's.
+        assert again.init_task_data == {"n": 1, "extra": 1}
+        assert [u["text"] for u in again.past_live_updates] == ["hi", "hello"]
+        # A browser update taken before the restart is not taken twice.
+        assert not again.receive_live_update({"text": "hi", "update_id": "u1"})
+        # A reload gets the same agent with its history; the unit stays held.
+        reload = await register(pool, "w2", "a1-w2")
+        assert reload.agent is again and reload.reconnected
+        assert [u["text"] for u in reload.init_task_data["past_live_updates"]] == ["hi", "hello"]
+        assert (await unit_statuses(pool))[1] == UnitStatus.RESERVED
+        # Gone for good after all: the unit goes back to the pool.
+        again.set_status(Status.DISCONNECT)
+        await pool.settled()
+        assert (await unit_statuses(pool))[1] == UnitStatus.AVAILABLE
+    finally:
+        await db.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_agent_without_recorded_task_data_is_not_resumed(db: SQLiteDatabase) -> None:
+    pool = await make_pool(db)
+    working = agent_of(await register(pool, "w1", "a1-w1"))
+    await pool.settled()
+    # As in a database from before schema 2: nothing was recorded.
+    await db.set_agent_init_data(working.agent_id, None)
+    fresh = await make_pool(db)
+    assert await fresh.resume(await db.resumable_agents(fresh.task_run.id)) == []
+    stored = await db.get_agent(working.agent_id)
+    assert stored is not None and stored.status == Status.DISCONNECT
+    assert (await unit_statuses(fresh))[0] == UnitStatus.AVAILABLE
+
+
+@pytest_twisted.ensureDeferred
 async def test_restart_keeps_done_units_and_frees_those_in_progress(tmp_path: Path) -> None:
     data_dir = tmp_path / "restart"
     db = await open_sqlite_database(data_dir, clock=Clock())

@@ -228,6 +228,17 @@ class Agent:
             if not deferred.called:
                 deferred.errback(error)
 
+    # --- a restart of the backend ---
+
+    def restore_live_updates(self, updates: list[tuple[str, dict[str, Any]]]) -> None:
+        """Take back the live updates (packet type, data) an earlier backend logged, in order:
+        a reloading page gets them, and a browser update seen before is not taken twice."""
+        for packet_type, data in updates:
+            self.past_live_updates.append(copy.deepcopy(data))
+            update_id = data.get("update_id")
+            if packet_type == MEPHISTO_BOUND_LIVE_UPDATE and update_id is not None:
+                self._seen_update_ids.add(_hashable(update_id))
+
     # --- reconnection ---
 
     def reconnect_task_data(self) -> dict[str, Any]:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -81,6 +81,8 @@ class ClientIOHandler:
         self.answered_requests = RecentKeys(remembered_ids)
         self.stored_submissions = RecentKeys(remembered_ids)
         self.on_catastrophic_loss: Callable[[Channel], None] | None = None
+        self.unclaimed: dict[str, Agent] = {}  # resumed agents no router has shown yet
+        self._resume_timer: IDelayedCall | None = None
         self._status_loop = LoopingCall(self.request_statuses)
         self._status_loop.clock = clock
         self.handlers: dict[str, PacketHandler] = {
@@ -109,6 +111,42 @@ class ClientIOHandler:
     def stop(self) -> None:
         if self._status_loop.running:
             self._status_loop.stop()
+        if self._resume_timer is not None and self._resume_timer.active():
+            self._resume_timer.cancel()
+        self._resume_timer = None
+
+    # --- agents taken back after a restart ---
+
+    def expect_resumed(self, agents: Sequence[Agent], window: float | None) -> None:
+        """Agents a restarted backend took back: each is bound to the first router that
+        shows it (in its statuses, or by a packet about it). Those still unshown after
+        `window` seconds are `disconnect`; with no window they wait (static pages hold
+        no socket, so no router may show them before they submit)."""
+        for agent in agents:
+            if agent.agent_id not in self.agent_channels:
+                self.unclaimed[agent.agent_id] = agent
+        if self.unclaimed and window is not None:
+            self._resume_timer = self.clock.callLater(window, self._resume_window_over)
+
+    def _claim(self, channel: Channel, agent_id: str) -> None:
+        agent = self.unclaimed.pop(agent_id, None)
+        if agent is None:
+            return
+        log.info(
+            "agent {agent_id} is back through channel {channel}",
+            agent_id=agent_id,
+            channel=channel.channel_id,
+        )
+        self.bind_agent(agent, channel)  # its status, kept meanwhile, goes out now
+
+    def _resume_window_over(self) -> None:
+        self._resume_timer = None
+        gone, self.unclaimed = list(self.unclaimed.values()), {}
+        if gone:
+            log.info("{n} agents of the last run did not come back: disconnect", n=len(gone))
+        for agent in gone:
+            if agent.is_active:
+                agent.set_status(Status.DISCONNECT, push=False)
 
     def channel_opened(self, channel: Channel) -> None:
         log.info("channel {channel} open", channel=channel.channel_id)
@@ -171,6 +209,8 @@ class ClientIOHandler:
 
     def handle_packet(self, channel: Channel, packet: Packet) -> Deferred[bool]:
         """Handle one packet; the Deferred says whether it was handled (stored, answered)."""
+        if self.unclaimed and packet.packet_type != RETURN_STATUSES:
+            self._claim(channel, packet.subject_id)
         handler = self.handlers.get(packet.packet_type)
         if handler is None:
             log.debug(
@@ -343,6 +383,8 @@ class ClientIOHandler:
 
     def handle_return_statuses(self, channel: Channel, packet: Packet) -> None:
         router_statuses = packet.data
+        for agent_id in [a for a in router_statuses if a in self.unclaimed]:
+            self._claim(channel, agent_id)
         for agent_id, bound in list(self.agent_channels.items()):
             if bound is not channel:
                 continue

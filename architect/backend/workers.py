@@ -45,11 +45,20 @@ from architect.backend.agents import Agent, new_agent_id
 from architect.config import TaskConfig
 from architect.protocol import (
     CLIENT_BOUND_LIVE_UPDATE,
+    MEPHISTO_BOUND_LIVE_UPDATE,
     FailureReason,
     Status,
 )
 from architect.qualifications import meets_all
-from architect.storage import Database, Direction, TaskRun, Unit, UnitStatus, Worker
+from architect.storage import (
+    Database,
+    Direction,
+    ResumableAgent,
+    TaskRun,
+    Unit,
+    UnitStatus,
+    Worker,
+)
 from architect.tasks.definition import TaskDefinition, UnitInfo, WorkerInfo
 from architect.tasks.hooks import BlockingRunner, call_hook
 
@@ -172,6 +181,58 @@ class StoredWorkerPool:
         """Fires once the status and live-update writes issued so far are committed."""
         pending = list(self._writes)
         return gatherResults(pending, consumeErrors=True).addBoth(lambda _: None)
+
+    # --- a restart ---
+
+    async def resume(self, records: Sequence[ResumableAgent]) -> list[tuple[Agent, Unit | None]]:
+        """Take back the agents an earlier life of the daemon left working, with their data,
+        status and live updates; each with its unit (None for an onboarding agent).
+
+        An agent whose task data was never recorded (a database older than schema 2)
+        cannot carry on: it becomes `disconnect`, as it would have without resuming.
+        """
+        resumed: list[tuple[Agent, Unit | None]] = []
+        for record in records:
+            stored = record.agent
+            if stored.task_run_id != self.task_run.id:
+                continue
+            if not isinstance(record.init_task_data, dict):
+                log.info(
+                    "agent {agent_id} has no recorded task data: disconnect",
+                    agent_id=stored.agent_id,
+                )
+                unit_status = UnitStatus.AVAILABLE if record.unit is not None else None
+                await self.database.set_agent_status(
+                    stored.agent_id, Status.DISCONNECT, unit_status
+                )
+                continue
+            self.workers[str(record.worker.id)] = record.worker
+            agent = self._new_agent(
+                stored.agent_id,
+                record.worker,
+                record.init_task_data,
+                stored.agent_registration_id,
+                stored.status,
+            )
+            agent.restore_live_updates(
+                [
+                    (
+                        CLIENT_BOUND_LIVE_UPDATE
+                        if update.direction == Direction.CLIENT_BOUND
+                        else MEPHISTO_BOUND_LIVE_UPDATE,
+                        update.data,
+                    )
+                    for update in record.live_updates
+                    if isinstance(update.data, dict)
+                ]
+            )
+            resumed.append((agent, record.unit))
+        if resumed:
+            log.info(
+                "{n} agents were working when the daemon stopped: kept, waiting for them",
+                n=len(resumed),
+            )
+        return resumed
 
     # --- the pipeline ---
 
@@ -359,6 +420,7 @@ class StoredWorkerPool:
             await self.database.set_agent_status(agent_id, Status.EXPIRED, UnitStatus.AVAILABLE)
             raise
         agent = self._new_agent(agent_id, worker, data, registration_id, Status.IN_TASK)
+        self._record_init_data(agent)
         if self.on_unit_agent is not None:
             self.on_unit_agent(agent, unit)
         return agent
@@ -397,6 +459,7 @@ class StoredWorkerPool:
             self.task_run.id, worker.id, agent_id, registration_id, status=Status.ONBOARDING
         )
         agent = self._new_agent(agent_id, worker, data, registration_id, Status.ONBOARDING)
+        self._record_init_data(agent)
         return Registration(worker_id, agent, copy.deepcopy(data))
 
     async def _submit_onboarding(
@@ -462,6 +525,15 @@ class StoredWorkerPool:
         if registration_id is not None:
             self.registrations[registration_id] = agent
         return agent
+
+    def _record_init_data(self, agent: Agent) -> None:
+        """Kept so that a restarted daemon can carry the agent on (not waited for: the
+        worker need not wait, and an agent without it is disconnected at a restart)."""
+        self._track(
+            self.database.set_agent_init_data(agent.agent_id, agent.init_task_data),
+            "recording the task data of agent {agent_id}",
+            agent.agent_id,
+        )
 
     def _record_status(self, agent: Agent, old: str, new: str) -> None:
         unit_status = None

@@ -48,7 +48,8 @@ def bot_reply(message: str) -> str:
 async def run_assignment(assignment: Assignment, agents: list[Agent]) -> None:
     """The live part: greet the worker, then answer each message until the worker is done."""
     (agent,) = agents  # units_per_assignment = 1: one worker per assignment
-    agent.observe({"from": "bot", "text": GREETING})
+    if not assignment.resumed:  # after a restart of the daemon the page has its greeting
+        agent.observe({"from": "bot", "text": GREETING})
     while True:
         try:
             message = await agent.act()

@@ -161,6 +161,17 @@ class LiveUpdate:
 
 
 @attrs.frozen
+class ResumableAgent:
+    """An agent still active when the daemon stopped, with what it takes to carry it on."""
+
+    agent: Agent
+    worker: Worker
+    unit: Unit | None  # None for an onboarding agent
+    init_task_data: Any  # None when never recorded (an agent from schema v1)
+    live_updates: tuple[LiveUpdate, ...]  # both directions, in arrival order
+
+
+@attrs.frozen
 class WorkedOn:
     """The assignments and units a worker has had a unit agent for in a run, whatever its end."""
 
@@ -297,10 +308,26 @@ class Database(Protocol):
 
     def worked_on(self, task_run_id: int, worker_id: int) -> Deferred[WorkedOn]: ...
 
-    def recover_after_restart(self) -> Deferred[list[str]]:
+    def set_agent_init_data(self, agent_id: str, data: Any) -> Deferred[None]:
+        """Keep the task data the agent was given, so a restart can hand it out again.
+
+        Fails with UnknownAgent if there is no such agent.
+        """
+        ...
+
+    def resumable_agents(self, task_run_id: int) -> Deferred[list[ResumableAgent]]:
+        """The run's agents in an active status, oldest first, with all a resume needs.
+
+        Read in one transaction, so the agents, units and logs agree.
+        """
+        ...
+
+    def recover_after_restart(self, keep_task_run_id: int | None = None) -> Deferred[list[str]]:
         """Mark every still-active agent disconnect and return its unit to the pool.
 
         Meant for start-up, before any worker is served; the ids of those agents.
+        The active agents of keep_task_run_id are left as they are (with their
+        units), for the daemon to resume.
         """
         ...
 

@@ -42,6 +42,7 @@ from architect.storage.interface import (
     Direction,
     GrantedQualification,
     LiveUpdate,
+    ResumableAgent,
     SchemaError,
     StatusChange,
     StorageError,
@@ -422,8 +423,14 @@ class SQLiteDatabase:
     def worked_on(self, task_run_id: int, worker_id: int) -> Deferred[WorkedOn]:
         return self._run(False, _worked_on, task_run_id, worker_id)
 
-    def recover_after_restart(self) -> Deferred[list[str]]:
-        return self._run(True, _recover_after_restart, self._now())
+    def set_agent_init_data(self, agent_id: str, data: Any) -> Deferred[None]:
+        return self._run(True, _set_agent_init_data, agent_id, _encode(data))
+
+    def resumable_agents(self, task_run_id: int) -> Deferred[list[ResumableAgent]]:
+        return self._run(False, _resumable_agents, task_run_id)
+
+    def recover_after_restart(self, keep_task_run_id: int | None = None) -> Deferred[list[str]]:
+        return self._run(True, _recover_after_restart, keep_task_run_id, self._now())
 
     # --- submissions and files ---
 
@@ -704,10 +711,11 @@ def _get_qualifications(cursor: Cursor, worker_id: int) -> dict[str, GrantedQual
     }
 
 
-_AGENT_COLUMNS = (
-    "SELECT agent_id, kind, task_run_id, worker_id, unit_id, agent_registration_id, status,"
-    " created_at, updated_at FROM agents"
+_AGENT_FIELDS = (
+    "agent_id, kind, task_run_id, worker_id, unit_id, agent_registration_id, status,"
+    " created_at, updated_at"
 )
+_AGENT_COLUMNS = f"SELECT {_AGENT_FIELDS} FROM agents"
 
 
 def _insert_agent(
@@ -915,12 +923,61 @@ def _worked_on(cursor: Cursor, task_run_id: int, worker_id: int) -> WorkedOn:
     )
 
 
-def _recover_after_restart(cursor: Cursor, now: float) -> list[str]:
+def _set_agent_init_data(cursor: Cursor, agent_id: str, data: str) -> None:
+    cursor.execute("UPDATE agents SET init_task_data = ? WHERE agent_id = ?", (data, agent_id))
+    if cursor.rowcount != 1:
+        raise UnknownAgent(f"no agent {agent_id!r}")
+
+
+def _resumable_agents(cursor: Cursor, task_run_id: int) -> list[ResumableAgent]:
+    # One query per kind of row, each narrowed by the same subquery: the cost does not
+    # grow with the number of agents, and there is no IN list to chunk.
+    def active(columns: str) -> str:
+        return (
+            f"SELECT {columns} FROM agents"
+            f" WHERE task_run_id = ? AND status IN ({_marks(len(_ACTIVE))})"
+        )
+
+    params = (task_run_id, *_ACTIVE)
+    cursor.execute(active(f"{_AGENT_FIELDS}, init_task_data") + " ORDER BY seq", params)
+    rows = cursor.fetchall()
+    if not rows:
+        return []
+    cursor.execute(_WORKER_COLUMNS + f" WHERE id IN ({active('worker_id')})", params)
+    workers = {row[0]: Worker(*row) for row in cursor.fetchall()}
+    cursor.execute(_UNIT_COLUMNS + f" WHERE u.id IN ({active('unit_id')})", params)
+    units = {unit.id: unit for unit in map(_unit, cursor.fetchall())}
     cursor.execute(
-        f"SELECT agent_id, unit_id FROM agents WHERE status IN ({_marks(len(_ACTIVE))})"
-        " ORDER BY seq",
-        _ACTIVE,
+        "SELECT agent_id, direction, update_id, data, created_at FROM live_updates"
+        f" WHERE agent_id IN ({active('agent_id')}) ORDER BY id",
+        params,
     )
+    updates: dict[str, list[LiveUpdate]] = {}
+    for agent_id, direction, update_id, data, created_at in cursor.fetchall():
+        update = LiveUpdate(agent_id, direction, update_id, json.loads(data), created_at)
+        updates.setdefault(agent_id, []).append(update)
+    resumable = []
+    for *fields, init_task_data in rows:
+        agent = Agent(*fields)
+        resumable.append(
+            ResumableAgent(
+                agent=agent,
+                worker=workers[agent.worker_id],
+                unit=None if agent.unit_id is None else units[agent.unit_id],
+                init_task_data=None if init_task_data is None else json.loads(init_task_data),
+                live_updates=tuple(updates.get(agent.agent_id, ())),
+            )
+        )
+    return resumable
+
+
+def _recover_after_restart(cursor: Cursor, keep_task_run_id: int | None, now: float) -> list[str]:
+    sql = f"SELECT agent_id, unit_id FROM agents WHERE status IN ({_marks(len(_ACTIVE))})"
+    params: list[Any] = [*_ACTIVE]
+    if keep_task_run_id is not None:
+        sql += " AND task_run_id <> ?"
+        params.append(keep_task_run_id)
+    cursor.execute(sql + " ORDER BY seq", params)
     stranded = cursor.fetchall()
     for agent_id, unit_id in stranded:
         cursor.execute(

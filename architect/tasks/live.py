@@ -6,7 +6,9 @@ come first wait in `waiting`; then all move to `in task` and the task's
 return, expiry...) the others get `partner disconnect`. Past `timeout`
 seconds, agents still working get `timeout`. If `run_assignment` raises, the
 error is logged with the assignment and its agents, and the agents still
-working get `expired`, which their page shows as a clear message.
+working get `expired`, which their page shows as a clear message. After a
+restart of the daemon, a room whose agents are all back runs `run_assignment`
+again with `assignment.resumed` set (the agents hold their past live updates).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Assignment:
     data: Mapping[str, Any]
     agents: list[Agent] = attrs.field(factory=list)
     started: bool = False
+    resumed: bool = False  # started again by a restarted daemon: agents have their history
     ending: bool = False
     timer: IDelayedCall | None = None
 
@@ -71,6 +74,30 @@ class LiveTaskRunner:
             agent.set_status(Status.WAITING)
         else:
             self._start(assignment)
+
+    def resume(
+        self, agents: list[Agent], key: Hashable, size: int, data: Mapping[str, Any]
+    ) -> None:
+        """Agents of assignment `key` a restarted daemon took back, with their statuses.
+
+        Waiting agents wait again. A room that had started runs `run_assignment` again
+        (with `resumed` set) when all its seats are back; otherwise a partner left before
+        the restart, and the ones here are told so.
+        """
+        if all(agent.status == Status.WAITING for agent in agents):
+            for agent in agents:
+                self.join(agent, key, size, data)
+            return
+        assignment = self.assignments[key] = Assignment(key, size, data, resumed=True)
+        for agent in agents:
+            assignment.agents.append(agent)
+            self._of_agent[agent.agent_id] = assignment
+            agent.add_status_listener(self._status_changed)
+        if len(agents) < size:
+            assignment.started = True
+            self._end_with(assignment, Status.PARTNER_DISCONNECT)
+            return
+        self._start(assignment)
 
     def _start(self, assignment: Assignment) -> None:
         assignment.started = True

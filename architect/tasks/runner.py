@@ -5,11 +5,14 @@
   `soft_rejected` (the submission is kept).
 - live: the agent joins its assignment's room (`LiveTaskRunner`); when the task
   also has PROCEDURES, calls go to them and other live updates to `act()`.
+  Agents a restarted daemon takes back are put to work the same way, and their
+  rooms start again (`Assignment.resumed`).
 - remote procedure: the agent's live updates go to the task's procedures.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -61,6 +64,25 @@ class TaskRunner:
             self.live.join(
                 agent, unit.assignment_id, self.units_per_assignment, unit.assignment_data
             )
+
+    def agents_resumed(self, resumed: Sequence[tuple[Agent, Unit | None]]) -> None:
+        """Agents a restarted daemon took back go to work again; a live assignment whose
+        agents were all in the task starts again, `resumed`, with the same agents."""
+        rooms: dict[int, tuple[Unit, list[Agent]]] = {}
+        for agent, unit in resumed:
+            if unit is None:
+                continue  # onboarding: nothing runs until it is submitted
+            self.units[agent.agent_id] = unit.id
+            if self.procedures is not None:
+                if self.live is not None:
+                    self.procedures.attach_beside_act(agent)
+                else:
+                    self.procedures.attach(agent)
+            rooms.setdefault(unit.assignment_id, (unit, []))[1].append(agent)
+        if self.live is None:
+            return
+        for key, (unit, agents) in rooms.items():
+            self.live.resume(agents, key, self.units_per_assignment, unit.assignment_data)
 
     def unit_submitted(self, agent: Agent, data: dict[str, Any]) -> Deferred[None] | None:
         """The agent's submission is stored: the task may judge it."""

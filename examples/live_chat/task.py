@@ -64,5 +64,8 @@ class Chat:
 async def run_assignment(assignment: Assignment, agents: list[Agent]) -> None:
     topic = assignment.data["topic"]
     chat = Chat(agents)
-    chat.tell(agents, "system", f"You are both here. Topic: {topic} Write {DONE} to end the chat.")
+    if not assignment.resumed:  # after a restart of the daemon, the chat goes on as it was
+        chat.tell(
+            agents, "system", f"You are both here. Topic: {topic} Write {DONE} to end the chat."
+        )
     await gatherResults([Deferred.fromCoroutine(chat.relay(agent)) for agent in agents])

@@ -47,7 +47,8 @@ ECHO_TASK = """
 
     async def run_assignment(assignment, agents):
         [agent] = agents
-        agent.observe({"text": "Say something.", "from": "task"})
+        if not assignment.resumed:
+            agent.observe({"text": "Say something.", "from": "task"})
         while agent.is_active:
             try:
                 update = await agent.act(timeout=1)
