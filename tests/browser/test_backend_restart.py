@@ -2,15 +2,12 @@
 
 The router runs alone; the backend is a separate service connecting to it over its
 WebSocket, with the same data folder. It is stopped mid-task and a new one is started
-with the same config.
-
-What the backend guarantees today: the page keeps its state and its socket (the router
-stays up), nothing crashes, and the service carries on with new work. It does not carry a
-live assignment across its own restart: `run_assignment` lived in the old process, and the
-new one marks that run's working agents `disconnect` and puts their units back in the pool
-(storage semantics). So the open page is told `disconnect` (the new backend does not hold
-the agents the router still shows as working), a reload is refused with the task-missing
-text, and a new worker gets the freed unit.
+with the same config. The page keeps its state and its socket (the router stays up);
+the new backend takes the agent back from the database (its data and live updates),
+learns from the router that the page is still there, and runs the live assignment
+again (`assignment.resumed`: the task does not greet twice). What the page sent while
+the backend was away waits at the router and is answered; nothing is lost or doubled,
+and a reload shows the whole conversation.
 """
 
 from __future__ import annotations
@@ -20,17 +17,19 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import deferLater
 
-from architect.protocol import FailureReason, Status
+from architect.protocol import Status
+from architect.storage import UnitStatus
 from tests.browser.support import (
     Launcher,
     reactor,
     router_port,
     task_config_for,
     text_of,
+    wait_for_submission,
     wait_for_text,
 )
 from tests.browser.tasks import ECHO_TASK
-from tests.browser.test_live_chat import send, shown_messages, wait_for_messages
+from tests.browser.test_live_chat import agent_id_of, send, shown_messages, wait_for_messages
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -52,43 +51,53 @@ async def test_backend_restart_during_a_live_task(launcher: Launcher, page: str)
     handle = await pages.open(page, "alice")
     await wait_for_text(pages, handle, "#status", Status.IN_TASK)
     await wait_for_text(pages, handle, "#connection", "connected")
+    agent_id = await agent_id_of(pages, handle)
     await send(pages, handle, "before")
     conversation = ["Say something.", "before", "echo: before"]
     await wait_for_messages(pages, handle, conversation)
 
     await launcher.stop(backend)
     await deferLater(reactor, 1.0)
-    await send(pages, handle, "while the backend is away")
+    await send(pages, handle, "while the backend is away")  # waits at the router
     backend = await launcher.start(remote)
-    # The new backend learns from the router's statuses that the agent is not its own,
-    # and tells the page it is disconnected rather than leaving it "in task" forever.
-    await wait_for_text(pages, handle, "#status", Status.DISCONNECT)
 
-    # The page keeps what it had and its socket; nothing broke in it.
-    assert await shown_messages(pages, handle) == [*conversation, "while the backend is away"]
+    # The new backend carries the agent on: the waiting message is answered, then more.
+    away = ["while the backend is away", "echo: while the backend is away"]
+    await wait_for_messages(pages, handle, [*conversation, *away])
+    await send(pages, handle, "after")
+    conversation = [*conversation, *away, "after", "echo: after"]
+    await wait_for_messages(pages, handle, conversation)
+    await deferLater(reactor, 0.3)  # time for anything doubled to show
+    assert await shown_messages(pages, handle) == conversation
+    assert await text_of(pages, handle, "#status") == Status.IN_TASK
     assert await text_of(pages, handle, "#connection") == "connected"
     assert handle.errors == []
     await pages.screenshot(handle, "after-restart")
 
-    # The new backend took the agent as disconnect: a reload is refused, clearly.
+    # The new backend holds the agent and its unit, with the whole log.
     database = backend.database
     assert database is not None
     [stored] = await database.list_agents()
-    assert stored.status == Status.DISCONNECT
-    if page.startswith("mephisto"):
-        await pages.run(handle.page.reload())
-        assert await text_of(pages, handle, "#blocked") == FailureReason.TASK_MISSING
-    else:
-        await pages.run(handle.page.reload())
-        reason = await pages.run(
-            handle.page.evaluate("window.task.ready.then(t => t.failureReason)")
-        )
-        assert reason == FailureReason.TASK_MISSING
+    assert stored.agent_id == agent_id and stored.status == Status.IN_TASK
+    [unit] = await database.list_units(stored.task_run_id)
+    assert unit.status == UnitStatus.RESERVED and unit.agent_id == agent_id
+    logged = [u.data.get("text") for u in await database.live_updates(agent_id)]
+    assert logged == conversation
 
-    # The service carries on: the unit is back in the pool and a new worker does it live.
-    bob = await pages.open(page, "bob")
-    await wait_for_text(pages, bob, "#status", Status.IN_TASK)
-    await wait_for_text(pages, bob, "#connection", "connected")
-    await send(pages, bob, "hello again")
-    await wait_for_messages(pages, bob, ["Say something.", "hello again", "echo: hello again"])
-    assert bob.errors == []
+    # A reload (served by the new backend) shows the whole conversation, once, in order.
+    await pages.run(handle.page.reload())
+    await wait_for_text(pages, handle, "#connection", "connected")
+    await wait_for_messages(pages, handle, conversation)
+    assert await shown_messages(pages, handle) == conversation
+    assert await text_of(pages, handle, "#status") == Status.IN_TASK
+
+    # And the worker finishes the task: the submission reaches the new backend.
+    submit = (
+        "window.liveTask.handleSubmit({answer: 'done'})"
+        if page.startswith("mephisto")
+        else "window.task.ready.then(t => t.submit({answer: 'done'}))"
+    )
+    await pages.run(handle.page.evaluate(submit))
+    submission = await wait_for_submission(backend, agent_id)
+    assert submission.data == {"answer": "done"}
+    assert handle.errors == []
