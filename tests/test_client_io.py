@@ -696,3 +696,16 @@ def test_stopping_the_handler_ends_the_resume_window() -> None:
     b.handler.expect_resumed([resumed_agent(b)], window=60.0)
     b.handler.stop()
     assert b.clock.getDelayedCalls() == []
+
+
+def test_a_resumed_agent_whose_page_reloads_is_claimed_by_the_registration() -> None:
+    b = Backend()
+    details = b.register("r1", registration_id="reg-1")
+    agent = b.agent(details["agent_id"])
+    del b.handler.agent_channels[agent.agent_id]  # as a restarted backend holds it
+    b.handler.expect_resumed([agent], window=60.0)
+    again = b.register("r2", registration_id="reg-1")
+    assert again["agent_id"] == agent.agent_id
+    assert b.handler.unclaimed == {}
+    b.clock.advance(60.0)
+    assert agent.status == Status.IN_TASK

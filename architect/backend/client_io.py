@@ -194,6 +194,7 @@ class ClientIOHandler:
         """The agent's packets now go through `channel` (where it last registered)."""
         previous = self.agent_channels.get(agent.agent_id)
         self.agent_channels[agent.agent_id] = channel
+        self.unclaimed.pop(agent.agent_id, None)  # a resumed agent's page reloaded
         if previous is None:
             agent_id = agent.agent_id
             agent.set_outlet(lambda packet: self._send_for_agent(agent_id, packet))
