@@ -346,6 +346,18 @@ async def test_qualifications_are_granted_replaced_and_revoked(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_reservation_can_record_the_assignment_data_as_the_task_data(
+    db: SQLiteDatabase,
+) -> None:
+    run_id, unit_ids = await run_with_units(db, assignments=3)
+    alice = await db.find_or_create_worker("mock", "alice")
+    await db.reserve_unit(run_id, alice.id, "a1", [unit_ids[2]], init_from_assignment=True)
+    await db.reserve_unit(run_id, alice.id, "a2", [unit_ids[1]])
+    kept = {r.agent.agent_id: r.init_task_data for r in await db.resumable_agents(run_id)}
+    assert kept == {"a1": {"n": 2}, "a2": None}
+
+
+@pytest_twisted.ensureDeferred
 async def test_reserve_takes_the_first_still_available_candidate(db: SQLiteDatabase) -> None:
     run_id, unit_ids = await run_with_units(db, assignments=3)
     alice = await db.find_or_create_worker("mock", "alice")

@@ -404,6 +404,7 @@ class StoredWorkerPool:
             [u.id for u in batch],
             registration_id,
             status=Status.IN_TASK,
+            init_from_assignment=self.task.init_data is None,
         )
         if unit is None:
             return None  # all taken meanwhile: the next batch
@@ -420,7 +421,8 @@ class StoredWorkerPool:
             await self.database.set_agent_status(agent_id, Status.EXPIRED, UnitStatus.AVAILABLE)
             raise
         agent = self._new_agent(agent_id, worker, data, registration_id, Status.IN_TASK)
-        self._record_init_data(agent)
+        if self.task.init_data is not None:  # else recorded with the reservation
+            self._record_init_data(agent)
         if self.on_unit_agent is not None:
             self.on_unit_agent(agent, unit)
         return agent

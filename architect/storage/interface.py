@@ -256,10 +256,13 @@ class Database(Protocol):
         candidate_unit_ids: Iterable[int],
         agent_registration_id: str | None = None,
         status: str = Status.NONE,
+        init_from_assignment: bool = False,
     ) -> Deferred[Unit | None]:
         """Atomically take the first still-available candidate for a new unit agent.
 
-        None (and no agent created) if every candidate is taken.
+        None (and no agent created) if every candidate is taken. With
+        init_from_assignment, the agent's task data is recorded as its unit's
+        assignment data in the same transaction (no set_agent_init_data needed).
         """
         ...
 

@@ -346,6 +346,7 @@ class SQLiteDatabase:
         candidate_unit_ids: Iterable[int],
         agent_registration_id: str | None = None,
         status: str = Status.NONE,
+        init_from_assignment: bool = False,
     ) -> Deferred[Unit | None]:
         _check(status, Status.ALL, "agent status")
         return self._run(
@@ -357,6 +358,7 @@ class SQLiteDatabase:
             list(candidate_unit_ids),
             agent_registration_id,
             status,
+            init_from_assignment,
             self._now(),
         )
 
@@ -756,6 +758,7 @@ def _reserve_unit(
     candidates: list[int],
     agent_registration_id: str | None,
     status: str,
+    init_from_assignment: bool,
     now: float,
 ) -> Unit | None:
     chosen: int | None = None
@@ -789,6 +792,12 @@ def _reserve_unit(
         status,
         now,
     )
+    if init_from_assignment:  # the stored JSON as it is: nothing decoded or encoded
+        cursor.execute(
+            "UPDATE agents SET init_task_data = (SELECT a.data FROM units u"
+            " JOIN assignments a ON a.id = u.assignment_id WHERE u.id = ?) WHERE agent_id = ?",
+            (chosen, agent_id),
+        )
     return _get_unit(cursor, chosen)
 
 
