@@ -15,7 +15,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater
 
 from architect.config import RouterConfig
-from architect.protocol import Packet
+from architect.protocol import UPDATE_STATUS, Packet
 from architect.router.hub import RouterHub
 from architect.router.web import RouterWeb
 
@@ -35,7 +35,8 @@ async def wait_for(
 
 
 class PacketClient(WebSocketClientProtocol):
-    """One WebSocket peer: sends packets, queues what it receives."""
+    """One WebSocket peer (a page or a backend): sends packets, and keeps what it receives twice:
+    queued, for `next` to take in order, and in `history`, never taken, for polling."""
 
     factory: PacketClientFactory
 
@@ -43,7 +44,9 @@ class PacketClient(WebSocketClientProtocol):
         self.factory.opened.callback(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.factory.received.put(Packet.from_json(payload))
+        packet = Packet.from_json(payload)
+        self.factory.history.append(packet)
+        self.factory.received.put(packet)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.factory.close_code = code
@@ -52,7 +55,12 @@ class PacketClient(WebSocketClientProtocol):
         self.factory.closed.callback(code)
 
     def send(self, packet_type: str, subject_id: str, data: dict[str, Any] | None = None) -> None:
-        packet = {"packet_type": packet_type, "subject_id": subject_id, "data": data or {}}
+        packet = {
+            "packet_type": packet_type,
+            "subject_id": subject_id,
+            "data": data or {},
+            "client_timestamp": time.time(),
+        }
         self.sendMessage(json.dumps(packet).encode())
 
     def send_raw(self, payload: bytes, binary: bool = False) -> None:
@@ -63,8 +71,18 @@ class PacketClient(WebSocketClientProtocol):
         return self.factory.received
 
     @property
+    def history(self) -> list[Packet]:
+        """Every packet received so far, in order (`next` does not take from it)."""
+        return self.factory.history
+
+    @property
     def closed(self) -> Deferred[int | None]:
         return self.factory.closed
+
+    @property
+    def has_closed(self) -> bool:
+        """Whether the socket has closed (autobahn's own `is_closed` is a Deferred it resolves)."""
+        return self.factory.closed.called
 
     async def next(self, packet_type: str | None = None, timeout: float = TIMEOUT) -> Packet:
         """The next packet (of this type, skipping others)."""
@@ -78,6 +96,19 @@ class PacketClient(WebSocketClientProtocol):
     def pending(self) -> list[Packet]:
         return list(self.received.pending)
 
+    def of_type(self, packet_type: str) -> list[Packet]:
+        return [p for p in self.history if p.packet_type == packet_type]
+
+    def statuses(self) -> list[str]:
+        """The statuses pushed to this socket so far, in order."""
+        return [p.data["status"] for p in self.of_type(UPDATE_STATUS)]
+
+    async def close(self, timeout: float = TIMEOUT) -> None:
+        """Close the socket and wait until it is closed; nothing to do if it already is."""
+        if not self.has_closed:
+            self.sendClose()
+            await wait_for(lambda: self.has_closed, "the socket to close", timeout)
+
 
 class PacketClientFactory(WebSocketClientFactory):
     def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
@@ -86,6 +117,7 @@ class PacketClientFactory(WebSocketClientFactory):
         self.opened: Deferred[PacketClient] = Deferred()
         self.closed: Deferred[int | None] = Deferred()
         self.received: DeferredQueue[Packet] = DeferredQueue()
+        self.history: list[Packet] = []
         self.close_code: int | None = None
 
 

@@ -20,11 +20,8 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
-from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import reactor as _reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
@@ -41,79 +38,18 @@ from architect.protocol import (
     CLIENT_BOUND_LIVE_UPDATE,
     HEARTBEAT,
     MEPHISTO_BOUND_LIVE_UPDATE,
-    UPDATE_STATUS,
     FailureReason,
-    Packet,
     Status,
 )
 from architect.router.hub import RouterHub
 from architect.router.web import RouterWeb
 from architect.storage import StorageError
 from architect.tap import ArchitectService, build_service
-from tests.clients import wait_for
+from tests.clients import PacketClient, open_socket, wait_for
 
 reactor: Any = _reactor
 DEADLINE = 5.0  # seconds to wait for something that should happen at once
 TOKEN = "backend-token"
-
-
-# --- a browser-like socket ---
-
-
-class Browser(WebSocketClientProtocol):
-    factory: BrowserFactory
-
-    def onOpen(self) -> None:
-        self.factory.opened.callback(self)
-
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.factory.received.append(Packet.from_json(payload))
-
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.factory.is_closed = True
-        if not self.factory.opened.called:
-            self.factory.opened.errback(ConnectionError(f"refused: {code} {reason}"))
-
-    def send(self, packet_type: str, subject_id: str, data: dict[str, Any] | None = None) -> None:
-        packet = {
-            "packet_type": packet_type,
-            "subject_id": subject_id,
-            "data": data or {},
-            "client_timestamp": time.time(),
-        }
-        self.sendMessage(json.dumps(packet).encode())
-
-    @property
-    def received(self) -> list[Packet]:
-        return self.factory.received
-
-    def of_type(self, packet_type: str) -> list[Packet]:
-        return [p for p in self.received if p.packet_type == packet_type]
-
-    def statuses(self) -> list[str]:
-        return [p.data["status"] for p in self.of_type(UPDATE_STATUS)]
-
-
-class BrowserFactory(WebSocketClientFactory):
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.protocol = Browser
-        self.opened: Deferred[Browser] = Deferred()
-        self.received: list[Packet] = []
-        self.is_closed = False
-
-
-async def open_browser(port: int) -> Browser:
-    factory = BrowserFactory(f"ws://127.0.0.1:{port}/")
-    await TCP4ClientEndpoint(reactor, "127.0.0.1", port).connect(factory)
-    factory.opened.addTimeout(DEADLINE, reactor)
-    return await factory.opened
-
-
-async def close_browser(browser: Browser) -> None:
-    if not browser.factory.is_closed:
-        browser.sendClose()
-        await wait_for(lambda: browser.factory.is_closed, "the browser socket to close")
 
 
 # --- HTTP ---
@@ -221,7 +157,7 @@ async def test_embedded_mode_end_to_end(
     assert details["init_task_data"]["text"].startswith("Demo unit 1 of 10")
     agent = agent_of(service, agent_id)
 
-    browser = await open_browser(port)
+    browser = await open_socket(port)
     try:
         browser.send(ALIVE, agent_id)
         browser.send(HEARTBEAT, agent_id)
@@ -265,7 +201,7 @@ async def test_embedded_mode_end_to_end(
         stored = await service.database.list_submissions(agent_id=agent_id)
         assert [(s.kind, s.data) for s in stored] == [("unit", {"answer": 42})]
     finally:
-        await close_browser(browser)
+        await browser.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -274,10 +210,10 @@ async def test_embedded_backend_learns_a_router_disconnect(
 ) -> None:
     service, port = embedded
     agent_id = (await request_agent(http_pool, port, "w2"))["agent_id"]
-    browser = await open_browser(port)
+    browser = await open_socket(port)
     browser.send(ALIVE, agent_id)
     await wait_for(lambda: Status.IN_TASK in browser.statuses(), "status in task")
-    await close_browser(browser)  # not back within disconnect_grace (0.3 s)
+    await browser.close()  # not back within disconnect_grace (0.3 s)
     agent = agent_of(service, agent_id)
     await wait_for(lambda: agent.status == Status.DISCONNECT, "the backend to take disconnect")
 
@@ -353,12 +289,12 @@ async def test_remote_mode_survives_a_router_restart(
     service = build_service(config, reactor)
     assert service.hub is None  # the backend alone
     service.startService()
-    browsers: list[Browser] = []
+    browsers: list[PacketClient] = []
     try:
         await wait_for(lambda: router.hub.backend is not None, "the backend to connect")
         agent_id = (await request_agent(http_pool, router.port, "w1"))["agent_id"]
         agent = agent_of(service, agent_id)
-        browser = await open_browser(router.port)
+        browser = await open_socket(router.port)
         browsers.append(browser)
         browser.send(ALIVE, agent_id)
         browser.send(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u1", "n": 1})
@@ -372,7 +308,7 @@ async def test_remote_mode_survives_a_router_restart(
         assert isinstance(channel, WebsocketChannel)
         await router.stop()
         await wait_for(lambda: not channel.is_open, "the backend to notice")
-        await wait_for(lambda: browser.factory.is_closed, "the browser to notice")
+        await wait_for(lambda: browser.has_closed, "the browser to notice")
         # What the task code sends in the gap is kept.
         agent.observe({"n": 3})
         agent.observe({"n": 4})
@@ -381,7 +317,7 @@ async def test_remote_mode_survives_a_router_restart(
         router.start()  # a new process: a new hub, nothing remembered
         await wait_for(lambda: router.hub.backend is not None, "the backend to reconnect")
         assert channel.connections == 2
-        browser2 = await open_browser(router.port)
+        browser2 = await open_socket(router.port)
         browsers.append(browser2)
         browser2.send(ALIVE, agent_id)
         await wait_for(
@@ -411,7 +347,7 @@ async def test_remote_mode_survives_a_router_restart(
         assert [u.get("n") for u in agent.past_live_updates] == [1, 2, 3, 4, 5]
     finally:
         for b in browsers:
-            await close_browser(b)
+            await b.close()
         await service.stopService()
         await router.stop()
 

@@ -283,8 +283,7 @@ async def test_live_chat_relays_messages_both_ways(tmp_path: Path) -> None:
 async def test_live_chat_partner_disconnect(tmp_path: Path) -> None:
     async with running_config(EXAMPLES / "live_chat" / "router.ini", tmp_path) as example:
         alice, alice_socket, bob, bob_socket, _ = await two_in_a_chat(example)
-        bob_socket.sendClose()
-        await bob_socket.closed
+        await bob_socket.close()
         await next_status(alice_socket, Status.PARTNER_DISCONNECT)
         assert example.status_of(bob) == Status.DISCONNECT
         # alice may still submit what she has

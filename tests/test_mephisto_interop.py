@@ -193,13 +193,6 @@ async def open_browser(port: int, agent_id: str) -> PacketClient:
     return browser
 
 
-async def close_browser(browser: PacketClient) -> None:
-    if not browser.closed.called:
-        browser.sendClose()
-        browser.closed.addTimeout(DEADLINE, reactor)
-        await browser.closed
-
-
 @pytest_twisted.ensureDeferred
 async def test_our_backend_serves_a_task_through_mephistos_node_router(
     node_router: MephistoRouter,
@@ -328,4 +321,4 @@ async def serve_a_task(
         assert spy.gave(UPDATE_STATUS, lambda p: p.data.get("status") == Status.COMPLETED)
     finally:
         for b in browsers:
-            await close_browser(b)
+            await b.close()

@@ -226,8 +226,7 @@ async def test_submission_while_backend_away_is_delivered_on_return(
     hub, port = router
     backend = await connect_backend(port)
     await register(port, backend, "a-1")
-    backend.sendClose()
-    await backend.closed
+    await backend.close()
     await wait_for(lambda: hub.backend is None)
     code, _ = await post_json(
         port, "/submit_task", {"USED_AGENT_ID": "a-1", "final_data": {"x": 1}}
@@ -387,8 +386,7 @@ async def test_closed_socket_becomes_disconnect_after_grace(router: tuple[Router
     browser.send(ALIVE, "a-1")
     backend.send(UPDATE_STATUS, "a-1", {"status": Status.IN_TASK})
     await browser.next(UPDATE_STATUS)
-    browser.sendClose()
-    await browser.closed
+    await browser.close()
     await wait_for(lambda: hub.agents.statuses()["a-1"] == Status.DISCONNECT)
     backend.send(REQUEST_STATUSES, MEPHISTO)
     answer = await backend.next(RETURN_STATUSES)
@@ -403,8 +401,7 @@ async def test_outbox_reaches_a_reconnecting_browser(router: tuple[RouterHub, in
     first = await open_socket(port)
     first.send(ALIVE, "a-1")
     await wait_for(lambda: hub.agents.records["a-1"].link is not None)
-    first.sendClose()
-    await first.closed
+    await first.close()
     await wait_for(lambda: hub.agents.records["a-1"].link is None)
     backend.send(CLIENT_BOUND_LIVE_UPDATE, "a-1", {"update_id": "k", "n": 1})
     await wait_for(lambda: len(hub.agents.records["a-1"].outbox) == 1)

@@ -201,8 +201,7 @@ async def test_live_chat_waiting_room_messages_and_partner_disconnect(tmp_path: 
         relayed = await bob_socket.next(CLIENT_BOUND_LIVE_UPDATE)
         assert relayed.data["text"] == "partner says hi"
 
-        alice_socket.sendClose()
-        await alice_socket.closed
+        await alice_socket.close()
         # The router marks alice disconnect after the grace period; the backend learns it
         # through return_statuses and tells bob.
         await next_status(bob_socket, Status.PARTNER_DISCONNECT)

@@ -79,8 +79,7 @@ async def test_registration_through_the_daemon(daemon: int) -> None:
     assert response.code == 200
     body = json.loads(await response.text())
     assert body["data"]["agent_id"] == "x"
-    backend.sendClose()
-    await backend.closed
+    await backend.close()
 
 
 def test_plugin_help_lists_the_options(tmp_path: Path) -> None:
