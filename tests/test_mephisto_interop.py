@@ -107,22 +107,23 @@ class ChannelSpy:
 # --- our backend, remote, in this process ---
 
 
-@pytest_twisted.async_yield_fixture
-async def backend(
-    node_router: MephistoRouter, tmp_path: Path
-) -> AsyncIterator[tuple[ArchitectService, ChannelSpy]]:
-    config = Config(
-        path=tmp_path / "backend.ini",
-        router=RouterConfig(upload_dir=tmp_path / "unused"),
+def backend_config(node_router: MephistoRouter, folder: Path) -> Config:
+    return Config(
+        path=folder / "backend.ini",
+        router=RouterConfig(upload_dir=folder / "unused"),
         backend=BackendConfig(
             mode="remote",
             router_url=node_router.ws_url,
             status_interval=0.5,
             reconnect_giveup=30.0,
         ),
-        storage=StorageConfig(data_dir=tmp_path / "data"),
+        storage=StorageConfig(data_dir=folder / "data"),
         task=TaskConfig(name="interop", units=UNITS),
     )
+
+
+async def start_backend(config: Config) -> tuple[ArchitectService, ChannelSpy]:
+    """Our backend, started and heard by the Node router; stop it with stopService()."""
     service = build_service(config, reactor)
     assert service.hub is None  # the backend alone
     service.startService()
@@ -134,6 +135,18 @@ async def backend(
         # A return_statuses proves the Node router took our "alive" (it answers through the
         # loop it starts then); before that it would drop our packets and hang /request_agent.
         await wait_for(lambda: spy.got(RETURN_STATUSES), "the Node router to answer statuses")
+    except BaseException:
+        await service.stopService()
+        raise
+    return service, spy
+
+
+@pytest_twisted.async_yield_fixture
+async def backend(
+    node_router: MephistoRouter, tmp_path: Path
+) -> AsyncIterator[tuple[ArchitectService, ChannelSpy]]:
+    service, spy = await start_backend(backend_config(node_router, tmp_path))
+    try:
         yield service, spy
     finally:
         await service.stopService()
@@ -322,3 +335,50 @@ async def serve_a_task(
     finally:
         for b in browsers:
             await b.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_restarted_backend_takes_its_agent_back_through_mephistos_node_router(
+    node_router: MephistoRouter, tmp_path: Path, http_pool: HTTPConnectionPool
+) -> None:
+    """The Node router keeps the page's socket while our backend restarts; the new backend
+    finds the agent in Node's return_statuses and carries it on, both ways."""
+    config = backend_config(node_router, tmp_path)
+    service, spy = await start_backend(config)
+    browser: PacketClient | None = None
+    try:
+        details = (await request_agent(http_pool, node_router.port, "restart-w1"))["data"]
+        agent_id = details["agent_id"]
+        browser = await open_browser(node_router.port, agent_id)
+        assert (await browser.next(UPDATE_STATUS)).data["status"] == Status.IN_TASK
+        agent = agent_of(service, agent_id)
+        browser.send(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u1", "text": "before"})
+        assert (await agent.act(DEADLINE) or {}).get("text") == "before"
+        await deferLater(reactor, DUPLICATE_DELAY)  # Node's copy, taken as a repeat
+        await service.stopService()
+
+        service, spy = await start_backend(config)
+        again = agent_of(service, agent_id)  # taken back from the database
+        assert [u.get("text") for u in again.past_live_updates] == ["before"]
+        await wait_for(
+            lambda: service.backend is not None and service.backend.unclaimed == {},
+            "the new backend to find its agent in Node's statuses",
+        )
+        sent_id = again.observe({"text": "after the restart"})
+        update = await browser.next(CLIENT_BOUND_LIVE_UPDATE)
+        assert update.data == {"text": "after the restart", "update_id": sent_id}
+        browser.send(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u2", "text": "after"})
+        assert (await again.act(DEADLINE) or {}).get("text") == "after"
+        # Node's copy of u1 (if it comes again) and of u2 are not taken twice.
+        assert await again.act(DUPLICATE_DELAY) is None
+        assert again.status == Status.IN_TASK
+        assert Status.DISCONNECT not in browser.statuses()
+
+        def is_disconnect(p: Packet) -> bool:
+            return p.subject_id == agent_id and p.data.get("status") == Status.DISCONNECT
+
+        assert spy.gave(UPDATE_STATUS, is_disconnect) == 0
+    finally:
+        if browser is not None:
+            await browser.close()
+        await service.stopService()
