@@ -193,10 +193,17 @@ def build_service(
         if window:
             resumed = await top.pool.resume(await database.resumable_agents(run.id))
             runner.agents_resumed(resumed)
-            # A static page holds no socket: no router shows it until it submits.
-            top.backend.expect_resumed(
-                [agent for agent, _ in resumed], None if task.kind == STATIC else window
-            )
+            # Static and onboarding pages hold no socket: no router shows them before they
+            # submit, so they keep their places as they would without the restart.
+            with_socket = [a for a, unit in resumed if unit is not None and task.kind != STATIC]
+            without = [a for a, _ in resumed if a not in with_socket]
+            top.backend.expect_resumed(with_socket, window)
+            top.backend.expect_resumed(without, None)
+            if top.hub is not None:
+                # Embedded: this router is as new as the backend, and must know them too;
+                # it times out the pages that do not come back, as after a lost socket.
+                top.hub.expect_agents({a.agent_id: a.status for a in with_socket}, window)
+                top.hub.expect_agents({a.agent_id: a.status for a in without}, None)
         say_where(config, data_dir / config.storage.database, router.url if router else None)
         return top.backend
 

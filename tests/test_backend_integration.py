@@ -514,12 +514,10 @@ async def test_embedded_submissions_and_files_survive_a_restart(
         done = await request_agent(http_pool, port, "w1")
         assert done["agent_id"] is None
         assert done["failure_reason"] == FailureReason.TASK_MISSING
-        reload = await request_agent(http_pool, port, "w3")  # the same page, reloaded
-        assert reload["agent_id"] == third["agent_id"]
-        assert reload["init_task_data"]["n"] == 2
         assert (await request_agent(http_pool, port, "w4"))["failure_reason"] == (
             FailureReason.NO_WORK
         )
+        # The page left open across the restart submits as it is (no reload first).
         code, body = await post_json(
             http_pool,
             port,
@@ -528,6 +526,8 @@ async def test_embedded_submissions_and_files_survive_a_restart(
         )
         assert (code, body) == (200, {"status": "Submitted!"})
         assert await unit_statuses() == {0: "completed", 1: "completed", 2: "completed"}
+        reload = await request_agent(http_pool, port, "w3")
+        assert reload["failure_reason"] == FailureReason.TASK_MISSING
     finally:
         await service.stopService()
 
@@ -584,6 +584,49 @@ async def test_live_agents_whose_pages_do_not_come_back_after_a_restart_free_the
         again = await request_agent(http_pool, port, "w1")
         assert again["failure_reason"] == FailureReason.TASK_MISSING
         assert (await request_agent(http_pool, port, "w2"))["init_task_data"] == {"n": 0}
+    finally:
+        await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_onboarding_worker_keeps_their_place_across_a_restart(
+    tmp_path: Path, http_pool: HTTPConnectionPool
+) -> None:
+    """An onboarding form holds no socket: a short resume window does not end it."""
+    port = await free_port()
+    path = write_config(tmp_path, port)
+    (tmp_path / "echo_task.py").write_text(
+        LIVE_ECHO_TASK + "\n\ndef validate_onboarding(worker, data):\n    return data['ok']\n"
+    )
+    config = path.read_text()
+    config = config.replace("[task]\n", "[task]\nmodule = echo_task.py\nonboarding = on\n")
+    config = config.replace("[backend]\n", "[backend]\nresume_window = 0.2\n")
+    path.write_text(config)
+    service = await started(path)
+    try:
+        onboarding = await request_agent(http_pool, port, "w1")
+        assert onboarding["agent_id"].startswith("onboarding")
+    finally:
+        await service.stopService()
+
+    service = await started(path)
+    try:
+        await deferLater(reactor, 0.5)  # past the resume window
+        code, answer = await post_json(
+            http_pool,
+            port,
+            "/submit_onboarding",
+            {
+                "provider_data": {
+                    "USED_AGENT_ID": onboarding["agent_id"],
+                    "onboarding_data": {"ok": True},
+                },
+                "client_timestamp": time.time(),
+            },
+        )
+        assert code == 200, answer
+        assert answer["data"]["failure_reason"] is None
+        assert answer["data"]["init_task_data"] == {"n": 0}
     finally:
         await service.stopService()
 

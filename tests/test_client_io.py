@@ -709,3 +709,14 @@ def test_a_resumed_agent_whose_page_reloads_is_claimed_by_the_registration() -> 
     assert b.handler.unclaimed == {}
     b.clock.advance(60.0)
     assert agent.status == Status.IN_TASK
+
+
+def test_only_the_agents_given_a_window_lose_their_place_when_it_ends() -> None:
+    b = Backend()
+    live, form = resumed_agent(b, "live"), resumed_agent(b, "form", Status.ONBOARDING)
+    b.handler.expect_resumed([live], window=60.0)
+    b.handler.expect_resumed([form], window=None)
+    b.clock.advance(60.0)
+    assert live.status == Status.DISCONNECT
+    assert form.status == Status.ONBOARDING
+    assert list(b.handler.unclaimed) == ["form"]

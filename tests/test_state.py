@@ -188,3 +188,22 @@ def test_a_page_given_its_history_gets_no_replay() -> None:
     second = FakeLink("second")
     table.attach("a1", second)
     assert second.sent == []
+
+
+def test_an_expected_agent_is_disconnect_unless_its_page_is_back_within_the_grace() -> None:
+    clock, table = make_table()
+    table.expect("back", Status.IN_TASK, 60.0)
+    table.expect("gone", Status.IN_TASK, 60.0)
+    table.expect("static", Status.IN_TASK, None)
+    clock.advance(59.0)
+    table.attach("back", FakeLink())
+    clock.advance(0.999)
+    assert table.statuses()["gone"] == Status.IN_TASK
+    clock.advance(0.001)
+    assert table.statuses() == {
+        "back": Status.IN_TASK,
+        "gone": Status.DISCONNECT,
+        "static": Status.IN_TASK,
+    }
+    clock.advance(86_400.0)
+    assert table.statuses()["static"] == Status.IN_TASK

@@ -82,7 +82,7 @@ class ClientIOHandler:
         self.stored_submissions = RecentKeys(remembered_ids)
         self.on_catastrophic_loss: Callable[[Channel], None] | None = None
         self.unclaimed: dict[str, Agent] = {}  # resumed agents no router has shown yet
-        self._resume_timer: IDelayedCall | None = None
+        self._resume_timers: list[IDelayedCall] = []
         self._status_loop = LoopingCall(self.request_statuses)
         self._status_loop.clock = clock
         self.handlers: dict[str, PacketHandler] = {
@@ -111,22 +111,24 @@ class ClientIOHandler:
     def stop(self) -> None:
         if self._status_loop.running:
             self._status_loop.stop()
-        if self._resume_timer is not None and self._resume_timer.active():
-            self._resume_timer.cancel()
-        self._resume_timer = None
+        timers, self._resume_timers = self._resume_timers, []
+        for timer in timers:
+            if timer.active():
+                timer.cancel()
 
     # --- agents taken back after a restart ---
 
     def expect_resumed(self, agents: Sequence[Agent], window: float | None) -> None:
         """Agents a restarted backend took back: each is bound to the first router that
         shows it (in its statuses, or by a packet about it). Those still unshown after
-        `window` seconds are `disconnect`; with no window they wait (static pages hold
-        no socket, so no router may show them before they submit)."""
-        for agent in agents:
-            if agent.agent_id not in self.agent_channels:
-                self.unclaimed[agent.agent_id] = agent
-        if self.unclaimed and window is not None:
-            self._resume_timer = self.clock.callLater(window, self._resume_window_over)
+        `window` seconds are `disconnect`; with no window they wait (a page without a
+        socket, static or onboarding, may show itself first by submitting)."""
+        waited = [agent for agent in agents if agent.agent_id not in self.agent_channels]
+        for agent in waited:
+            self.unclaimed[agent.agent_id] = agent
+        if waited and window is not None:
+            ids = [agent.agent_id for agent in waited]
+            self._resume_timers.append(self.clock.callLater(window, self._resume_window_over, ids))
 
     def _claim(self, channel: Channel, agent_id: str) -> None:
         agent = self.unclaimed.pop(agent_id, None)
@@ -139,9 +141,9 @@ class ClientIOHandler:
         )
         self.bind_agent(agent, channel)  # its status, kept meanwhile, goes out now
 
-    def _resume_window_over(self) -> None:
-        self._resume_timer = None
-        gone, self.unclaimed = list(self.unclaimed.values()), {}
+    def _resume_window_over(self, agent_ids: list[str]) -> None:
+        self._resume_timers = [t for t in self._resume_timers if t.active()]
+        gone = [self.unclaimed.pop(i) for i in agent_ids if i in self.unclaimed]
         if gone:
             log.info("{n} agents of the last run did not come back: disconnect", n=len(gone))
         for agent in gone:
@@ -384,8 +386,9 @@ class ClientIOHandler:
 
     def handle_return_statuses(self, channel: Channel, packet: Packet) -> None:
         router_statuses = packet.data
-        for agent_id in [a for a in router_statuses if a in self.unclaimed]:
-            self._claim(channel, agent_id)
+        if self.unclaimed:
+            for agent_id in [a for a in router_statuses if a in self.unclaimed]:
+                self._claim(channel, agent_id)
         for agent_id, bound in list(self.agent_channels.items()):
             if bound is not channel:
                 continue

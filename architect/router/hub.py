@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import uuid
 from collections import deque
+from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
@@ -340,6 +341,12 @@ class RouterHub:
             router_incoming_timestamp=self.clock.seconds(),
         )
         return self._ask_backend(packet, request_id)
+
+    def expect_agents(self, statuses: Mapping[str, str], grace: float | None) -> None:
+        """Agents a backend restarted with this router (embedded) carries on: see
+        AgentTable.expect. Without it, the new router would answer their pages 404."""
+        for agent_id, status in statuses.items():
+            self.agents.expect(agent_id, status, grace)
 
     def known_agent(self, agent_id: str) -> None:
         if self.agents.get(agent_id) is None:

@@ -148,6 +148,17 @@ class AgentTable:
             self.disconnect_grace, self._grace_expired, record
         )
 
+    def expect(self, agent_id: str, status: str, grace: float | None) -> AgentRecord:
+        """An agent a restarted daemon carries on, known before its page is back (its REST
+        calls are taken) with its status. With `grace`, it becomes `disconnect` unless a
+        link says alive for it within `grace` seconds, as if it had just lost its socket."""
+        record = self.ensure(agent_id)
+        record.status = status
+        if grace is not None and record.link is None:
+            _cancel(record.grace_timer)
+            record.grace_timer = self.clock.callLater(grace, self._grace_expired, record)
+        return record
+
     def _grace_expired(self, record: AgentRecord) -> None:
         record.grace_timer = None
         if record.link is None and record.status in Status.ACTIVE:
