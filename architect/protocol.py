@@ -124,6 +124,10 @@ _TIMESTAMP_FIELDS = (
 )
 
 
+# One encoder for every packet (json.dumps with options builds a new one per call).
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 @attrs.define
 class Packet:
     packet_type: str
@@ -146,7 +150,7 @@ class Packet:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        return _COMPACT.encode(self.to_dict())
 
     @classmethod
     def from_dict(cls, raw: object) -> Packet:
