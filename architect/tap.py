@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -237,6 +238,9 @@ def say_where(config: Config, database: Path, router_url: str | None) -> None:
     )
 
 
+YOUNG_GENERATION_THRESHOLD = 10_000  # CPython's default is 700
+
+
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
@@ -245,6 +249,14 @@ def makeService(options: Options) -> IService:
         sys.stderr.write(f"architect: {failure.getErrorMessage()}\n")
         cast(Any, reactor).callLater(0, cast(Any, reactor).stop)
 
+    # Garbage-collector pauses were the router's latency tail under load (measured: see
+    # docs/BENCHMARKS.md). What exists once the daemon runs (modules, config, services)
+    # lives as long as it does: frozen, a full collection no longer walks it. Each HTTP
+    # request leaves reference cycles (Twisted's and Klein's request objects); a larger
+    # first generation collects them young, before they are promoted and make the full
+    # collections long.
+    cast(Any, reactor).callWhenRunning(gc.freeze)
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, 10, 10)
     try:
         return build_service(cast(Config, options["loaded"]), reactor, start_failed)
     except ConfigError as e:

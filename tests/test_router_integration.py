@@ -404,7 +404,7 @@ async def test_outbox_reaches_a_reconnecting_browser(router: tuple[RouterHub, in
     await first.close()
     await wait_for(lambda: hub.agents.records["a-1"].link is None)
     backend.send(CLIENT_BOUND_LIVE_UPDATE, "a-1", {"update_id": "k", "n": 1})
-    await wait_for(lambda: len(hub.agents.records["a-1"].outbox) == 1)
+    await wait_for(lambda: len(hub.agents.records["a-1"].outbox or ()) == 1)
     second = await open_socket(port)
     second.send(ALIVE, "a-1")
     down = await second.next(CLIENT_BOUND_LIVE_UPDATE)

@@ -47,9 +47,11 @@ class AgentRecord:
     agent_id: str
     status: str = Status.NONE
     link: AgentLink | None = None
-    outbox: deque[Packet] = attrs.field(factory=deque)
+    # Made when first needed, dropped when empty: most agents never need them, and the
+    # garbage collector walks every container a router holds (10,000s of agents).
+    outbox: deque[Packet] | None = None
     last_heartbeat: float | None = None
-    unconfirmed: deque[tuple[float, Packet]] = attrs.field(factory=deque)  # (written at, packet)
+    unconfirmed: deque[tuple[float, Packet]] | None = None  # (written at, packet)
     grace_timer: IDelayedCall | None = None
     heartbeat_timer: IDelayedCall | None = None
 
@@ -110,10 +112,12 @@ class AgentTable:
         record.link = link
         # What the last link may have lost goes first, then what waited for a link.
         self._forget_old(record)
-        for _, packet in list(record.unconfirmed):
+        for _, packet in list(record.unconfirmed or ()):
             link.send_packet(packet)
         while record.outbox and record.link is link:
             self._send(record, link, record.outbox.popleft())
+        if not record.outbox:
+            record.outbox = None
         return record
 
     def _send(self, record: AgentRecord, link: AgentLink, packet: Packet) -> None:
@@ -121,21 +125,26 @@ class AgentTable:
         if packet.packet_type != CLIENT_BOUND_LIVE_UPDATE:
             return  # statuses: a new link is told the current one anyway
         self._forget_old(record)
-        if len(record.unconfirmed) >= self.max_outbox_packets:
+        if record.unconfirmed is None:
+            record.unconfirmed = deque()
+        elif len(record.unconfirmed) >= self.max_outbox_packets:
             record.unconfirmed.popleft()
         record.unconfirmed.append((self.clock.seconds(), packet))
 
     def _forget_old(self, record: AgentRecord) -> None:
+        if record.unconfirmed is None:
+            return
         oldest = self.clock.seconds() - self.replay_window
         while record.unconfirmed and record.unconfirmed[0][0] < oldest:
             record.unconfirmed.popleft()
+        if not record.unconfirmed:
+            record.unconfirmed = None
 
     def history_delivered(self, agent_id: str) -> None:
         """The page got every live update so far another way (a registration answer)."""
         record = self.records.get(agent_id)
         if record is not None:
-            record.outbox.clear()
-            record.unconfirmed.clear()
+            record.outbox = record.unconfirmed = None
 
     def detach(self, agent_id: str, link: AgentLink) -> None:
         """A link went away; if it was the agent's current one, the grace period starts."""
@@ -209,7 +218,9 @@ class AgentTable:
         if record.link is not None:
             self._send(record, record.link, packet)
             return
-        if len(record.outbox) >= self.max_outbox_packets:
+        if record.outbox is None:
+            record.outbox = deque()
+        elif len(record.outbox) >= self.max_outbox_packets:
             dropped = record.outbox.popleft()
             log.warn(
                 "outbox of agent {agent_id} is full ({limit} packets): dropped the oldest"
