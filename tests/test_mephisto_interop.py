@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -382,3 +383,51 @@ async def test_a_restarted_backend_takes_its_agent_back_through_mephistos_node_r
         if browser is not None:
             await browser.close()
         await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_uploaded_through_mephistos_node_router_reaches_our_storage(
+    node_router: MephistoRouter,
+    backend: tuple[ArchitectService, ChannelSpy],
+    http_pool: HTTPConnectionPool,
+) -> None:
+    """Node keeps the upload (multer, in /tmp) and names it in the submission; our backend
+    fetches it from Node's /download_file and keeps it beside its database, once."""
+    service, spy = backend
+    assert service.database is not None
+    details = (await request_agent(http_pool, node_router.port, "upload-w1"))["data"]
+    agent_id = details["agent_id"]
+    d = treq.post(
+        f"http://127.0.0.1:{node_router.port}/submit_task",
+        data={
+            "USED_AGENT_ID": agent_id,
+            "final_string_data": json.dumps({"answer": "with a file"}),
+        },
+        files={"upload": ("my notes.txt", "text/plain", BytesIO(b"notes through Node"))},
+        pool=http_pool,
+    )
+    d.addTimeout(DEADLINE, reactor)
+    response = await d
+    assert response.code == 200, await response.text()
+    assert json.loads(await response.text()) == {"status": "Submitted!"}
+
+    async def stored() -> bool:
+        assert service.database is not None
+        return bool(await service.database.list_submissions(agent_id=agent_id))
+
+    await wait_for(stored, "the submission to be stored")
+    await wait_for(
+        lambda: spy.got(SUBMIT_UNIT, lambda p: p.subject_id == agent_id) >= 2,
+        "Node's repeated submit_unit",
+        DUPLICATE_DELAY,
+    )
+    await deferLater(reactor, 0.3)  # time to (wrongly) store the copy
+    [submission] = await service.database.list_submissions(agent_id=agent_id)
+    assert submission.data["answer"] == "with a file"
+    [kept] = submission.files
+    assert kept.original_name == "my notes.txt" and kept.mimetype == "text/plain"
+    assert (service.database.data_dir / kept.stored_path).read_bytes() == b"notes through Node"
+    # The copy fetched for Node's repeated delivery was not kept.
+    assert [p.name for p in (service.database.data_dir / "files").iterdir()] == [
+        Path(kept.stored_path).name
+    ]
