@@ -36,6 +36,7 @@ def test_every_shipped_key_is_documented_by_a_comment() -> None:
 def test_empty_file_gives_defaults_and_paths_beside_the_file(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, ""))
     assert config.backend.mode == "off"
+    assert config.backend.resume_window == 60.0
     assert config.router.upload_dir == tmp_path / "uploads"
     assert config.router.task_config == {}
 
@@ -65,6 +66,8 @@ def test_relative_paths_are_taken_from_the_config_folder(tmp_path: Path) -> None
         ("[router]\ncolour = blue\n", "[router] colour: unknown key"),
         ("[routr]\n", "[routr]: unknown section"),
         ("[backend]\nmode = sometimes\n", "[backend] mode: 'sometimes' is not one of"),
+        ("[backend]\nresume_window = -5\n", "[backend] resume_window: must be 0 (off) or a"),
+        ("[backend]\nresume_window = inf\n", "[backend] resume_window: must be 0 (off) or a"),
         ("[backend]\nmode = remote\n", "[backend] router_url: is required when mode = remote"),
         ("[backend]\nrouter_url = http://x\n", "[backend] router_url: 'http://x' must start with"),
         ("key = value\n", "not a valid ini file"),
