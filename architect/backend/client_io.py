@@ -135,7 +135,7 @@ class ClientIOHandler:
         if agent is None:
             return
         log.info(
-            "agent {agent_id} is back through channel {channel}",
+            "agent {agent_id} carries on through channel {channel}",
             agent_id=agent_id,
             channel=channel.channel_id,
         )
