@@ -188,24 +188,21 @@ def _json_object_file(value: str, base: Path) -> dict[str, Any]:
     return loaded
 
 
-def _non_negative_float(value: str, base: Path) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number") from None
-    if not 0 <= number < float("inf"):
-        raise ValueError(f"must be 0 (no limit) or a positive number of seconds, not {value!r}")
-    return number
+def _zero_or_seconds(zero_means: str) -> Callable[[str, Path], float]:
+    """A parser of a number of seconds where 0 has its own meaning (no limit, off...)."""
 
+    def parse(value: str, base: Path) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number") from None
+        if not 0 <= number < float("inf"):
+            raise ValueError(
+                f"must be 0 ({zero_means}) or a positive number of seconds, not {value!r}"
+            )
+        return number
 
-def _zero_or_seconds(value: str, base: Path) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number") from None
-    if not 0 <= number < float("inf"):
-        raise ValueError(f"must be 0 (off) or a positive number of seconds, not {value!r}")
-    return number
+    return parse
 
 
 def _non_negative_int(value: str, base: Path) -> int:
@@ -326,7 +323,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "backend_token": _text,
             "status_interval": _positive_float,
             "reconnect_giveup": _positive_float,
-            "resume_window": _zero_or_seconds,
+            "resume_window": _zero_or_seconds("off"),
         },
     ),
     "storage": (
@@ -348,7 +345,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "qualifications": _requirements,
             "onboarding": _switch,
             "onboarding_qualification": _text,
-            "timeout": _non_negative_float,
+            "timeout": _zero_or_seconds("no limit"),
             "return_units": _switch,
         },
     ),

@@ -94,6 +94,15 @@ async def request_agent(pool: HTTPConnectionPool, port: int, worker: str) -> dic
     return data
 
 
+async def submit_json(
+    pool: HTTPConnectionPool, port: int, agent_id: str, final_data: dict[str, Any]
+) -> tuple[int, Any]:
+    """A page's /submit_task with JSON data: (status code, answer)."""
+    return await post_json(
+        pool, port, "/submit_task", {"USED_AGENT_ID": agent_id, "final_data": final_data}
+    )
+
+
 async def free_port() -> int:
     listener = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
     port: int = listener.getHost().port
@@ -457,12 +466,7 @@ async def test_embedded_submissions_and_files_survive_a_restart(
 
         first = await request_agent(http_pool, port, "w1")
         assert first["init_task_data"] == {"n": 0}
-        code, body = await post_json(
-            http_pool,
-            port,
-            "/submit_task",
-            {"USED_AGENT_ID": first["agent_id"], "final_data": {"answer": 1}},
-        )
+        code, body = await submit_json(http_pool, port, first["agent_id"], {"answer": 1})
         assert (code, body) == (200, {"status": "Submitted!"})
 
         second = await request_agent(http_pool, port, "w2")
@@ -518,12 +522,7 @@ async def test_embedded_submissions_and_files_survive_a_restart(
             FailureReason.NO_WORK
         )
         # The page left open across the restart submits as it is (no reload first).
-        code, body = await post_json(
-            http_pool,
-            port,
-            "/submit_task",
-            {"USED_AGENT_ID": third["agent_id"], "final_data": {"answer": 3}},
-        )
+        code, body = await submit_json(http_pool, port, third["agent_id"], {"answer": 3})
         assert (code, body) == (200, {"status": "Submitted!"})
         assert await unit_statuses() == {0: "completed", 1: "completed", 2: "completed"}
         reload = await request_agent(http_pool, port, "w3")

@@ -185,14 +185,18 @@ async def test_a_version_1_database_is_upgraded_to_version_2_keeping_everything(
     await old.store_live_update("a1", Direction.CLIENT_BOUND, {"text": "hello"}, "u1")
     await old.store_live_update("a1", Direction.MEPHISTO_BOUND, {"text": "hi"}, "u1")
     await old.store_submission("onboarding-1", SubmissionKind.ONBOARDING, {"answer": 4})
-    before = (
-        await old.list_agents(),
-        await old.list_units(run_id),
-        await old.live_updates("a1"),
-        await old.list_submissions(),
-        await old.status_history("a1"),
-        await old.get_qualifications(alice.id),
-    )
+
+    async def everything(db: SQLiteDatabase) -> tuple[Any, ...]:
+        return (
+            await db.list_agents(),
+            await db.list_units(run_id),
+            await db.live_updates("a1"),
+            await db.list_submissions(),
+            await db.status_history("a1"),
+            await db.get_qualifications(alice.id),
+        )
+
+    before = await everything(old)
     await old.close()
     assert query(tmp_path, "SELECT version FROM schema_version") == [(1,)]
     assert "init_task_data" not in {
@@ -204,15 +208,7 @@ async def test_a_version_1_database_is_upgraded_to_version_2_keeping_everything(
     try:
         assert SCHEMA_VERSION == 2
         assert query(tmp_path, "SELECT version FROM schema_version") == [(2,)]
-        after = (
-            await new.list_agents(),
-            await new.list_units(run_id),
-            await new.live_updates("a1"),
-            await new.list_submissions(),
-            await new.status_history("a1"),
-            await new.get_qualifications(alice.id),
-        )
-        assert after == before
+        assert await everything(new) == before
         assert query(tmp_path, "SELECT agent_id, init_task_data FROM agents ORDER BY seq") == [
             ("a1", None),
             ("onboarding-1", None),

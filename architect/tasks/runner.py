@@ -55,11 +55,7 @@ class TaskRunner:
     def agent_assigned(self, agent: Agent, unit: Unit) -> None:
         """A new agent holds `unit`."""
         self.units[agent.agent_id] = unit.id
-        if self.procedures is not None:
-            if self.live is not None:
-                self.procedures.attach_beside_act(agent)
-            else:
-                self.procedures.attach(agent)
+        self._attach_procedures(agent)
         if self.live is not None:
             self.live.join(
                 agent, unit.assignment_id, self.units_per_assignment, unit.assignment_data
@@ -73,16 +69,20 @@ class TaskRunner:
             if unit is None:
                 continue  # onboarding: nothing runs until it is submitted
             self.units[agent.agent_id] = unit.id
-            if self.procedures is not None:
-                if self.live is not None:
-                    self.procedures.attach_beside_act(agent)
-                else:
-                    self.procedures.attach(agent)
+            self._attach_procedures(agent)
             rooms.setdefault(unit.assignment_id, (unit, []))[1].append(agent)
         if self.live is None:
             return
         for key, (unit, agents) in rooms.items():
             self.live.resume(agents, key, self.units_per_assignment, unit.assignment_data)
+
+    def _attach_procedures(self, agent: Agent) -> None:
+        if self.procedures is None:
+            return
+        if self.live is not None:
+            self.procedures.attach_beside_act(agent)  # other updates still go to act()
+        else:
+            self.procedures.attach(agent)
 
     def unit_submitted(self, agent: Agent, data: dict[str, Any]) -> Deferred[None] | None:
         """The agent's submission is stored: the task may judge it."""
