@@ -587,6 +587,66 @@ async def test_live_agents_whose_pages_do_not_come_back_after_a_restart_free_the
         await service.stopService()
 
 
+PAIR_TASK = """\
+from twisted.internet.defer import Deferred
+
+
+async def run_assignment(assignment, agents):
+    await Deferred()  # the room's statuses are what the test looks at
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_restart_a_partner_who_does_not_come_back_ends_the_room(
+    tmp_path: Path, http_pool: HTTPConnectionPool
+) -> None:
+    """Embedded: a two-seat room is taken back; one page comes back, the other does not
+    within resume_window: that one is disconnect, its unit is free again, and the one
+    who came back is told `partner disconnect` on its socket."""
+    port = await free_port()
+    path = write_config(tmp_path, port)
+    (tmp_path / "pair_task.py").write_text(PAIR_TASK)
+    config = path.read_text()
+    config = config.replace("[task]\n", "[task]\nmodule = pair_task.py\nunits_per_assignment = 2\n")
+    config = config.replace("[backend]\n", "[backend]\nresume_window = 0.5\n")
+    path.write_text(config)
+    service = await started(path)
+    try:
+        first = await request_agent(http_pool, port, "w1")
+        second = await request_agent(http_pool, port, "w2")
+        assert service.pool is not None
+        run_id = service.pool.task_run.id
+        await wait_for(
+            lambda: agent_of(service, second["agent_id"]).status == Status.IN_TASK,
+            "the room to start",
+        )
+    finally:
+        await service.stopService()
+
+    service = await started(path)
+    back = await open_socket(port)
+    try:
+        back.send(ALIVE, first["agent_id"])
+        await wait_for(lambda: Status.PARTNER_DISCONNECT in back.statuses(), "partner disconnect")
+        assert agent_of(service, second["agent_id"]).status == Status.DISCONNECT
+        database = service.database
+        assert database is not None
+
+        stored = await database.get_agent(second["agent_id"])
+        assert stored is not None and stored.unit_id is not None
+        unit_id = stored.unit_id
+
+        async def second_unit_free() -> bool:
+            assert database is not None
+            unit = await database.get_unit(unit_id)
+            return unit is not None and unit.status == "available" and unit.task_run_id == run_id
+
+        await wait_for_async(second_unit_free, "the absent partner's unit to be free")
+    finally:
+        await back.close()
+        await service.stopService()
+
+
 @pytest_twisted.ensureDeferred
 async def test_an_onboarding_worker_keeps_their_place_across_a_restart(
     tmp_path: Path, http_pool: HTTPConnectionPool
