@@ -279,6 +279,58 @@ class Router:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_static_page_submits_after_both_router_and_backend_restarted(
+    tmp_path: Path, router_config: RouterConfig, http_pool: HTTPConnectionPool
+) -> None:
+    """A machine restart with separate services: the new router knows no agent, the new
+    backend takes its agents back and tells its only router of them, so the page left open
+    submits as it is."""
+    router = Router(router_config)
+    config = Config(
+        path=tmp_path / "backend.ini",
+        router=RouterConfig(upload_dir=tmp_path / "unused"),
+        backend=BackendConfig(
+            mode="remote",
+            router_url=f"ws://127.0.0.1:{router.port}/",
+            backend_token=TOKEN,
+            status_interval=0.1,
+        ),
+        storage=StorageConfig(data_dir=tmp_path / "data"),
+    )
+    service = build_service(config, reactor)
+    service.startService()
+    try:
+        await wait_for(lambda: router.hub.backend is not None, "the backend to connect")
+        details = await request_agent(http_pool, router.port, "w1")
+        agent_id = details["agent_id"]
+        assert agent_id
+    finally:
+        await service.stopService()
+        await router.stop()
+
+    router.start()  # the same port, nothing remembered
+    assert router.hub.agents.get(agent_id) is None
+    service = build_service(config, reactor)
+    service.startService()
+    try:
+        await wait_for(lambda: router.hub.agents.get(agent_id) is not None, "the router to learn")
+        code, body = await submit_json(http_pool, router.port, agent_id, {"answer": 7})
+        assert (code, body) == (200, {"status": "Submitted!"})
+        database = service.database
+        assert database is not None
+
+        async def stored() -> bool:
+            assert database is not None
+            return bool(await database.list_submissions(agent_id=agent_id))
+
+        await wait_for_async(stored, "the submission to be stored")
+        assert agent_of(service, agent_id).status == Status.COMPLETED
+    finally:
+        await service.stopService()
+        await router.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_remote_mode_survives_a_router_restart(
     tmp_path: Path, router_config: RouterConfig, http_pool: HTTPConnectionPool
 ) -> None:

@@ -720,3 +720,26 @@ def test_only_the_agents_given_a_window_lose_their_place_when_it_ends() -> None:
     assert live.status == Status.DISCONNECT
     assert form.status == Status.ONBOARDING
     assert list(b.handler.unclaimed) == ["form"]
+
+
+def test_the_only_router_is_told_at_once_of_resumed_agents_without_a_socket() -> None:
+    """A router that restarted too knows no one: a static page submitting there must not
+    be refused as unknown, so the backend pushes those agents' statuses when it opens."""
+    b = Backend()
+    form, live = resumed_agent(b, "form"), resumed_agent(b, "live")
+    b.handler.expect_resumed([form], window=None)
+    b.handler.expect_resumed([live], window=60.0)
+    b.handler.channel_opened(b.channel)
+    assert statuses_sent(b.channel, "form") == [Status.IN_TASK]
+    assert b.handler.agent_channels["form"] is b.channel
+    assert list(b.handler.unclaimed) == ["live"]  # its page shows itself, or not
+
+
+def test_with_several_routers_resumed_agents_wait_to_be_shown() -> None:
+    b = Backend()
+    b.add_channel("two")
+    form = resumed_agent(b, "form")
+    b.handler.expect_resumed([form], window=None)
+    b.handler.channel_opened(b.channel)
+    assert statuses_sent(b.channel, "form") == []
+    assert list(b.handler.unclaimed) == ["form"]

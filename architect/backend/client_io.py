@@ -82,6 +82,7 @@ class ClientIOHandler:
         self.stored_submissions = RecentKeys(remembered_ids)
         self.on_catastrophic_loss: Callable[[Channel], None] | None = None
         self.unclaimed: dict[str, Agent] = {}  # resumed agents no router has shown yet
+        self._unwatched: set[str] = set()  # unclaimed ones without a window (no socket)
         self._resume_timers: list[IDelayedCall] = []
         self._status_loop = LoopingCall(self.request_statuses)
         self._status_loop.clock = clock
@@ -126,12 +127,15 @@ class ClientIOHandler:
         waited = [agent for agent in agents if agent.agent_id not in self.agent_channels]
         for agent in waited:
             self.unclaimed[agent.agent_id] = agent
+            if window is None:
+                self._unwatched.add(agent.agent_id)
         if waited and window is not None:
             ids = [agent.agent_id for agent in waited]
             self._resume_timers.append(self.clock.callLater(window, self._resume_window_over, ids))
 
     def _claim(self, channel: Channel, agent_id: str) -> None:
         agent = self.unclaimed.pop(agent_id, None)
+        self._unwatched.discard(agent_id)
         if agent is None:
             return
         log.info(
@@ -144,6 +148,7 @@ class ClientIOHandler:
     def _resume_window_over(self, agent_ids: list[str]) -> None:
         self._resume_timers = [t for t in self._resume_timers if t.active()]
         gone = [self.unclaimed.pop(i) for i in agent_ids if i in self.unclaimed]
+        self._unwatched.difference_update(agent_ids)
         if gone:
             log.info("{n} agents of the last run did not come back: disconnect", n=len(gone))
         for agent in gone:
@@ -152,6 +157,11 @@ class ClientIOHandler:
 
     def channel_opened(self, channel: Channel) -> None:
         log.info("channel {channel} open", channel=channel.channel_id)
+        if len(self.channels) == 1:
+            # The only router is where pages without a socket (static, onboarding) will
+            # submit: it must know them, even if it restarted too and knows no one.
+            for agent_id in list(self._unwatched):
+                self._claim(channel, agent_id)
         # Learn at once what a (re)started router knows, so statuses are re-pushed quickly.
         self._send(channel, Packet(REQUEST_STATUSES, MEPHISTO, {}))
 
@@ -197,6 +207,7 @@ class ClientIOHandler:
         previous = self.agent_channels.get(agent.agent_id)
         self.agent_channels[agent.agent_id] = channel
         self.unclaimed.pop(agent.agent_id, None)  # a resumed agent's page reloaded
+        self._unwatched.discard(agent.agent_id)
         if previous is None:
             agent_id = agent.agent_id
             agent.set_outlet(lambda packet: self._send_for_agent(agent_id, packet))
