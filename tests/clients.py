@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -26,9 +27,16 @@ TIMEOUT = 5.0  # seconds a test waits for something that should come at once
 async def wait_for(
     condition: Callable[[], object], what: str = "a condition", deadline: float = TIMEOUT
 ) -> None:
-    """Wait, in small real steps, for something the code under test reaches on its own."""
+    """Wait, in small real steps, for something the code under test reaches on its own.
+
+    `condition` may be a plain function or an `async` one (e.g. a database query)."""
     end = time.monotonic() + deadline
-    while not condition():
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await deferLater(reactor, 0.01)

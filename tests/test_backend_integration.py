@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -323,7 +323,7 @@ async def test_a_static_page_submits_after_both_router_and_backend_restarted(
             assert database is not None
             return bool(await database.list_submissions(agent_id=agent_id))
 
-        await wait_for_async(stored, "the submission to be stored")
+        await wait_for(stored, "the submission to be stored")
         assert agent_of(service, agent_id).status == Status.COMPLETED
     finally:
         await service.stopService()
@@ -470,16 +470,6 @@ async def test_remote_backend_with_a_wrong_token_is_refused(
 # --- the database across a restart of the daemon ---
 
 
-async def wait_for_async(
-    condition: Callable[[], Any], what: str, deadline: float = DEADLINE
-) -> None:
-    end = time.monotonic() + deadline
-    while not await condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        await deferLater(reactor, 0.01)
-
-
 def write_config(tmp_path: Path, port: int) -> Path:
     (tmp_path / "units.jsonl").write_text("".join(f'{{"n": {n}}}\n' for n in range(3)))
     path = tmp_path / "router.ini"
@@ -542,7 +532,7 @@ async def test_embedded_submissions_and_files_survive_a_restart(
             statuses = await unit_statuses()
             return statuses[0] == statuses[1] == "completed"
 
-        await wait_for_async(both_done, "both submissions to complete their units")
+        await wait_for(both_done, "both submissions to complete their units")
     finally:
         await service.stopService()
 
@@ -629,7 +619,7 @@ async def test_live_agents_whose_pages_do_not_come_back_after_a_restart_free_the
             stored = await database.get_agent(first["agent_id"])
             return stored is not None and stored.status == Status.DISCONNECT
 
-        await wait_for_async(disconnected, "the agent to be disconnected")
+        await wait_for(disconnected, "the agent to be disconnected")
         units = {u.assignment_index: u.status for u in await database.list_units(run_id)}
         assert units[0] == "available"
         again = await request_agent(http_pool, port, "w1")
@@ -693,7 +683,7 @@ async def test_after_a_restart_a_partner_who_does_not_come_back_ends_the_room(
             unit = await database.get_unit(unit_id)
             return unit is not None and unit.status == "available" and unit.task_run_id == run_id
 
-        await wait_for_async(second_unit_free, "the absent partner's unit to be free")
+        await wait_for(second_unit_free, "the absent partner's unit to be free")
     finally:
         await back.close()
         await service.stopService()
