@@ -22,7 +22,8 @@ CHAT_TASK = """
 
     async def run_assignment(assignment, agents):
         for agent in agents:
-            agent.observe({"text": "Welcome to " + assignment.data["room"], "from": "task"})
+            if not assignment.resumed:
+                agent.observe({"text": "Welcome to " + assignment.data["room"], "from": "task"})
         loops = [
             ensureDeferred(relay(agent, [a for a in agents if a is not agent]))
             for agent in agents

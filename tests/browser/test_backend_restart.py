@@ -17,8 +17,10 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import deferLater
 
+from architect.config import Config
 from architect.protocol import Status
 from architect.storage import UnitStatus
+from architect.tap import ArchitectService
 from tests.browser.support import (
     Launcher,
     reactor,
@@ -28,16 +30,17 @@ from tests.browser.support import (
     wait_for_submission,
     wait_for_text,
 )
-from tests.browser.tasks import ECHO_TASK
+from tests.browser.tasks import CHAT_TASK, ECHO_TASK
 from tests.browser.test_live_chat import agent_id_of, send, shown_messages, wait_for_messages
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-@pytest.mark.parametrize("page", ["mephisto_live.html", "architect_live.html"])
-@pytest_twisted.ensureDeferred
-async def test_backend_restart_during_a_live_task(launcher: Launcher, page: str) -> None:
-    config = task_config_for(launcher.folder, ECHO_TASK, [{"n": 1}])
+async def router_and_remote_backend(
+    launcher: Launcher, config: Config
+) -> tuple[int, Config, ArchitectService]:
+    """A router alone (mode off) and a backend connecting to it (mode remote), one config:
+    (the router's port, the backend's config, the backend)."""
     router = await launcher.start(
         attrs.evolve(config, backend=attrs.evolve(config.backend, mode="off")), ready=False
     )
@@ -46,7 +49,14 @@ async def test_backend_restart_during_a_live_task(launcher: Launcher, page: str)
         config,
         backend=attrs.evolve(config.backend, mode="remote", router_url=f"ws://127.0.0.1:{port}/"),
     )
-    backend = await launcher.start(remote)
+    return port, remote, await launcher.start(remote)
+
+
+@pytest.mark.parametrize("page", ["mephisto_live.html", "architect_live.html"])
+@pytest_twisted.ensureDeferred
+async def test_backend_restart_during_a_live_task(launcher: Launcher, page: str) -> None:
+    config = task_config_for(launcher.folder, ECHO_TASK, [{"n": 1}])
+    port, remote, backend = await router_and_remote_backend(launcher, config)
     pages = launcher.pages_for(port)
     handle = await pages.open(page, "alice")
     await wait_for_text(pages, handle, "#status", Status.IN_TASK)
@@ -101,3 +111,35 @@ async def test_backend_restart_during_a_live_task(launcher: Launcher, page: str)
     submission = await wait_for_submission(backend, agent_id)
     assert submission.data == {"answer": "done"}
     assert handle.errors == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_two_workers_keep_chatting_across_a_backend_restart(launcher: Launcher) -> None:
+    """The room is taken back with both its agents and runs again (no second welcome)."""
+    room = {"room": "the blue room", "text": "Chat with your partner: say hello."}
+    config = task_config_for(launcher.folder, CHAT_TASK, [room], units_per_assignment=2)
+    port, remote, backend = await router_and_remote_backend(launcher, config)
+    pages = launcher.pages_for(port)
+    alice = await pages.open("mephisto_live.html", "alice")
+    bob = await pages.open("architect_live.html", "bob")  # one page of each client
+    welcome = ["Welcome to the blue room"]
+    for handle in (alice, bob):
+        await wait_for_text(pages, handle, "#status", Status.IN_TASK)
+        await wait_for_text(pages, handle, "#connection", "connected")
+        await wait_for_messages(pages, handle, welcome)
+    await send(pages, alice, "hello bob")
+    await wait_for_messages(pages, bob, [*welcome, "hello bob"])
+
+    await launcher.stop(backend)
+    backend = await launcher.start(remote)
+    await send(pages, bob, "hi alice, after the restart")
+    conversation = [*welcome, "hello bob", "hi alice, after the restart"]
+    await wait_for_messages(pages, alice, conversation)
+    await send(pages, alice, "still here")
+    conversation = [*conversation, "still here"]
+    await wait_for_messages(pages, bob, conversation)
+    await deferLater(reactor, 0.3)  # time for a second welcome, or anything doubled, to show
+    for handle in (alice, bob):
+        assert await shown_messages(pages, handle) == conversation
+        assert await text_of(pages, handle, "#status") == Status.IN_TASK
+        assert handle.errors == []
