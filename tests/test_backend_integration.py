@@ -278,6 +278,19 @@ class Router:
                 transport.abortConnection()
 
 
+def remote_backend_config(tmp_path: Path, router: Router, **backend: Any) -> Config:
+    """A backend alone (mode remote) connecting to `router` with TOKEN, its data in tmp_path."""
+    settings: dict[str, Any] = {"backend_token": TOKEN, **backend}
+    return Config(
+        path=tmp_path / "backend.ini",
+        router=RouterConfig(upload_dir=tmp_path / "unused"),
+        backend=BackendConfig(
+            mode="remote", router_url=f"ws://127.0.0.1:{router.port}/", **settings
+        ),
+        storage=StorageConfig(data_dir=tmp_path / "data"),
+    )
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_static_page_submits_after_both_router_and_backend_restarted(
     tmp_path: Path, router_config: RouterConfig, http_pool: HTTPConnectionPool
@@ -286,17 +299,7 @@ async def test_a_static_page_submits_after_both_router_and_backend_restarted(
     backend takes its agents back and tells its only router of them, so the page left open
     submits as it is."""
     router = Router(router_config)
-    config = Config(
-        path=tmp_path / "backend.ini",
-        router=RouterConfig(upload_dir=tmp_path / "unused"),
-        backend=BackendConfig(
-            mode="remote",
-            router_url=f"ws://127.0.0.1:{router.port}/",
-            backend_token=TOKEN,
-            status_interval=0.1,
-        ),
-        storage=StorageConfig(data_dir=tmp_path / "data"),
-    )
+    config = remote_backend_config(tmp_path, router, status_interval=0.1)
     service = build_service(config, reactor)
     service.startService()
     try:
@@ -335,18 +338,7 @@ async def test_remote_mode_survives_a_router_restart(
     tmp_path: Path, router_config: RouterConfig, http_pool: HTTPConnectionPool
 ) -> None:
     router = Router(router_config)
-    config = Config(
-        path=tmp_path / "backend.ini",
-        router=RouterConfig(upload_dir=tmp_path / "unused"),
-        backend=BackendConfig(
-            mode="remote",
-            router_url=f"ws://127.0.0.1:{router.port}/",
-            backend_token=TOKEN,
-            status_interval=0.1,
-            reconnect_giveup=30.0,
-        ),
-        storage=StorageConfig(data_dir=tmp_path / "data"),
-    )
+    config = remote_backend_config(tmp_path, router, status_interval=0.1, reconnect_giveup=30.0)
     service = build_service(config, reactor)
     assert service.hub is None  # the backend alone
     service.startService()
@@ -418,14 +410,7 @@ async def test_remote_backend_closes_cleanly_on_stop(
     tmp_path: Path, router_config: RouterConfig
 ) -> None:
     router = Router(router_config)
-    config = Config(
-        path=tmp_path / "backend.ini",
-        router=RouterConfig(upload_dir=tmp_path / "unused"),
-        backend=BackendConfig(
-            mode="remote", router_url=f"ws://127.0.0.1:{router.port}/", backend_token=TOKEN
-        ),
-        storage=StorageConfig(data_dir=tmp_path / "data"),
-    )
+    config = remote_backend_config(tmp_path, router)
     service = build_service(config, reactor)
     service.startService()
     try:
@@ -445,14 +430,7 @@ async def test_remote_backend_with_a_wrong_token_is_refused(
     tmp_path: Path, router_config: RouterConfig
 ) -> None:
     router = Router(router_config)
-    config = Config(
-        path=tmp_path / "backend.ini",
-        router=RouterConfig(upload_dir=tmp_path / "unused"),
-        backend=BackendConfig(
-            mode="remote", router_url=f"ws://127.0.0.1:{router.port}/", backend_token="wrong"
-        ),
-        storage=StorageConfig(data_dir=tmp_path / "data"),
-    )
+    config = remote_backend_config(tmp_path, router, backend_token="wrong")
     service = build_service(config, reactor)
     with capturedLogs() as events:
         service.startService()
