@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from architect.backend.agents import Agent
 from architect.backend.channel import Channel, InProcessChannel
 from architect.backend.client_io import ClientIOHandler
 from architect.backend.files import RouterDownloads, UploadDirFiles, UploadedFiles
@@ -26,7 +27,7 @@ from architect.config import Config, ConfigError, load_config
 from architect.router.hub import RouterHub
 from architect.router.service import RouterService
 from architect.router.web import RouterWeb
-from architect.storage import Database, open_database
+from architect.storage import Database, Unit, open_database
 from architect.tasks.definition import STATIC, TaskDefinition, WorkerInfo
 from architect.tasks.hooks import TaskModuleError, in_reactor, load_task_module, thread_runner
 from architect.tasks.runner import TaskRunner
@@ -194,17 +195,7 @@ def build_service(
         if window:
             resumed = await top.pool.resume(await database.resumable_agents(run.id))
             runner.agents_resumed(resumed)
-            # Static and onboarding pages hold no socket: no router shows them before they
-            # submit, so they keep their places as they would without the restart.
-            with_socket = [a for a, unit in resumed if unit is not None and task.kind != STATIC]
-            without = [a for a, _ in resumed if a not in with_socket]
-            top.backend.expect_resumed(with_socket, window)
-            top.backend.expect_resumed(without, None)
-            if top.hub is not None:
-                # Embedded: this router is as new as the backend, and must know them too;
-                # it times out the pages that do not come back, as after a lost socket.
-                top.hub.expect_agents({a.agent_id: a.status for a in with_socket}, window)
-                top.hub.expect_agents({a.agent_id: a.status for a in without}, None)
+            expect_resumed(top.backend, top.hub, resumed, window, task.kind == STATIC)
         say_where(config, data_dir / config.storage.database, router.url if router else None)
         return top.backend
 
@@ -236,6 +227,31 @@ def say_where(config: Config, database: Path, router_url: str | None) -> None:
         database=str(database),
         path=str(config.path),
     )
+
+
+def expect_resumed(
+    backend: ClientIOHandler,
+    hub: RouterHub | None,
+    resumed: list[tuple[Agent, Unit | None]],
+    window: float,
+    static: bool,
+) -> None:
+    """Tell the backend (and, embedded, its router as new as it) which agents it took back.
+
+    Static and onboarding pages hold no socket: no router shows them before they submit,
+    so they keep their places as they would without the restart. The others get `window`
+    seconds to show up.
+    """
+    with_socket = [agent for agent, unit in resumed if unit is not None and not static]
+    watched = {agent.agent_id for agent in with_socket}
+    without = [agent for agent, _ in resumed if agent.agent_id not in watched]
+    backend.expect_resumed(with_socket, window)
+    backend.expect_resumed(without, None)
+    if hub is not None:
+        # Embedded: the router times out the pages that do not come back, as after a
+        # lost socket, and takes the REST calls of those that do.
+        hub.expect_agents({agent.agent_id: agent.status for agent in with_socket}, window)
+        hub.expect_agents({agent.agent_id: agent.status for agent in without}, None)
 
 
 YOUNG_GENERATION_THRESHOLD = 10_000  # CPython's default is 700
