@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from architect.storage import (
     open_database,
     open_sqlite_database,
 )
+from architect.storage.sqlite import available_units_sql
 
 START = 1_700_000_000.0
 
@@ -172,11 +174,27 @@ def table_columns(path: Path) -> dict[str, list[tuple[Any, ...]]]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_version_1_database_is_upgraded_to_version_2_keeping_everything(
+async def test_a_version_1_database_is_upgraded_to_the_current_version_keeping_everything(
     tmp_path: Path, clock: Clock
 ) -> None:
     old = await open_sqlite_database(tmp_path / "data", clock=clock, target_version=1)
-    run_id, unit_ids = await run_with_units(old)
+    run_id = (await old.find_or_create_task_run("run-1", {"task": "demo"})).id
+    # The units as version 1 stored them (today's add_assignments writes a later schema).
+    connection = sqlite3.connect(tmp_path / "data" / "architect.sqlite3")
+    with connection:
+        for index in range(3):
+            cursor = connection.execute(
+                "INSERT INTO assignments (task_run_id, assignment_index, data, created_at)"
+                " VALUES (?, ?, ?, 0)",
+                (run_id, index, json.dumps({"n": index})),
+            )
+            connection.execute(
+                "INSERT INTO units (task_run_id, assignment_id, unit_index, status, created_at)"
+                " VALUES (?, ?, 0, 'available', 0)",
+                (run_id, cursor.lastrowid),
+            )
+    connection.close()
+    unit_ids = [unit.id for unit in await old.list_units(run_id)]
     alice = await old.find_or_create_worker("mock", "alice")
     await old.grant_qualification(alice.id, "onboarded", True)
     await old.reserve_unit(run_id, alice.id, "a1", unit_ids, "reg-1")
@@ -206,9 +224,17 @@ async def test_a_version_1_database_is_upgraded_to_version_2_keeping_everything(
     clock.advance(60)
     new = await open_sqlite_database(tmp_path / "data", clock=clock)
     try:
-        assert SCHEMA_VERSION == 2
-        assert query(tmp_path, "SELECT version FROM schema_version") == [(2,)]
+        assert query(tmp_path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
         assert await everything(new) == before
+        # Version 3: each unit carries its assignment's index, for the ordered reads.
+        assert query(tmp_path, "SELECT assignment_index FROM units ORDER BY id") == [
+            (0,),
+            (1,),
+            (2,),
+        ]
+        assert [u.id for u in await new.available_units(run_id, frozenset(), None, 10)] == (
+            unit_ids[1:]
+        )
         assert query(tmp_path, "SELECT agent_id, init_task_data FROM agents ORDER BY seq") == [
             ("a1", None),
             ("onboarding-1", None),
@@ -225,9 +251,22 @@ async def test_a_version_1_database_is_upgraded_to_version_2_keeping_everything(
     finally:
         await new.close()
 
-    # Upgraded in place, the file has exactly the tables and columns of a new v2 database.
+    # Upgraded in place, the file has exactly the tables and columns of a new database.
     await (await open_sqlite_database(tmp_path / "fresh")).close()
     assert table_columns(tmp_path / "data" / "architect.sqlite3") == table_columns(
+        tmp_path / "fresh" / "architect.sqlite3"
+    )
+
+    def indexes(path: Path) -> list[Any]:
+        connection = sqlite3.connect(path)
+        try:
+            return connection.execute(
+                "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name"
+            ).fetchall()
+        finally:
+            connection.close()
+
+    assert indexes(tmp_path / "data" / "architect.sqlite3") == indexes(
         tmp_path / "fresh" / "architect.sqlite3"
     )
 
@@ -915,3 +954,21 @@ async def test_open_database_follows_the_storage_config(tmp_path: Path) -> None:
     await database.close()
     assert (tmp_path / "new" / "folder" / "run.sqlite3").is_file()
     assert (tmp_path / "new" / "folder" / "files").is_dir()
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize(("paged", "excluded"), [(False, 0), (True, 0), (True, 3)])
+async def test_a_page_of_available_units_is_read_in_index_order_not_sorted(
+    db: SQLiteDatabase, tmp_path: Path, paged: bool, excluded: int
+) -> None:
+    """However many units a run has, a registration's page must not sort them all: the
+    query plan reads them in order from an index (no temporary b-tree for ORDER BY)."""
+    await run_with_units(db, assignments=50, per_assignment=2)
+    plan = query(
+        tmp_path,
+        "EXPLAIN QUERY PLAN " + available_units_sql(paged, excluded),
+        tuple(range(3 + excluded + (2 if paged else 0))),
+    )
+    steps = [row[-1] for row in plan]
+    assert any("units_available_in_order" in step for step in steps), steps
+    assert not any("TEMP B-TREE" in step for step in steps), steps

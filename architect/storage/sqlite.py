@@ -585,10 +585,9 @@ def _add_assignments(
         assignment_id = _inserted_id(cursor)
         for unit_index in range(units_per_assignment):
             cursor.execute(
-                "INSERT INTO units"
-                " (task_run_id, assignment_id, unit_index, status, agent_id, created_at)"
-                " VALUES (?, ?, ?, ?, NULL, ?)",
-                (task_run_id, assignment_id, unit_index, UnitStatus.AVAILABLE, now),
+                "INSERT INTO units (task_run_id, assignment_id, assignment_index, unit_index,"
+                " status, agent_id, created_at) VALUES (?, ?, ?, ?, ?, NULL, ?)",
+                (task_run_id, assignment_id, index, unit_index, UnitStatus.AVAILABLE, now),
             )
         added += 1
     return added
@@ -627,18 +626,28 @@ def _available_units(
     after: tuple[int, int] | None,
     limit: int,
 ) -> list[Unit]:
-    # Keyset paging on (assignment_index, unit_index): each page costs the same, however
-    # far into a large run it is (the units_by_run_status index serves the filter).
-    sql = _UNIT_COLUMNS + " WHERE u.task_run_id = ? AND u.status = ?"
     params: list[Any] = [task_run_id, UnitStatus.AVAILABLE]
     if after is not None:
-        sql += " AND (a.assignment_index > ? OR (a.assignment_index = ? AND u.unit_index > ?))"
-        params += [after[0], after[0], after[1]]
-    if excluded:
-        sql += f" AND u.assignment_id NOT IN ({', '.join('?' * len(excluded))})"
-        params += excluded
-    cursor.execute(sql + " ORDER BY a.assignment_index, u.unit_index LIMIT ?", [*params, limit])
+        params += [after[0], after[1]]
+    params += [*excluded, limit]
+    cursor.execute(available_units_sql(after is not None, len(excluded)), params)
     return [_unit(row) for row in cursor.fetchall()]
+
+
+def available_units_sql(paged: bool, excluded: int) -> str:
+    """One page of available units: (run, status[, after index pair], excluded ids..., limit).
+
+    Keyset paging on the units' own (assignment_index, unit_index), which the
+    units_available_in_order index holds in order after the run and status: a page
+    costs the same however many units are available (no sort of them all).
+    """
+    sql = _UNIT_COLUMNS + " WHERE u.task_run_id = ? AND u.status = ?"
+    if paged:
+        sql += " AND (u.assignment_index, u.unit_index) > (?, ?)"
+    if excluded:
+        sql += f" AND u.assignment_id NOT IN ({', '.join('?' * excluded)})"
+    return sql + " ORDER BY u.assignment_index, u.unit_index LIMIT ?"
+
 
 
 _WORKER_COLUMNS = "SELECT id, provider_type, worker_name, created_at FROM workers"
