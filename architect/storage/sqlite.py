@@ -649,7 +649,6 @@ def available_units_sql(paged: bool, excluded: int) -> str:
     return sql + " ORDER BY u.assignment_index, u.unit_index LIMIT ?"
 
 
-
 _WORKER_COLUMNS = "SELECT id, provider_type, worker_name, created_at FROM workers"
 
 
