@@ -15,19 +15,21 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from architect.backend.agents import Agent
-from architect.backend.channel import Channel, InProcessChannel
+from architect.backend.channel import Channel
 from architect.backend.client_io import ClientIOHandler
-from architect.backend.files import RouterDownloads, UploadDirFiles, UploadedFiles
+from architect.backend.downloads import RouterDownloads
+from architect.backend.files import UploadDirFiles, UploadedFiles
 from architect.backend.service import BackendService
 from architect.backend.store import StoredSubmissions
 from architect.backend.websocket_channel import WebsocketChannel
 from architect.backend.workers import StoredWorkerPool, prepare_task_run
 from architect.config import Config, ConfigError, load_config
+from architect.embedded import InProcessChannel
 from architect.router.hub import RouterHub
 from architect.router.service import RouterService
 from architect.router.web import RouterWeb
 from architect.storage import Database, Unit, open_database
+from architect.tasks.agent import Agent
 from architect.tasks.definition import STATIC, TaskDefinition, WorkerInfo
 from architect.tasks.hooks import TaskModuleError, in_reactor, load_task_module, thread_runner
 from architect.tasks.runner import TaskRunner

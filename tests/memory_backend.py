@@ -16,9 +16,10 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from architect.backend.agents import Agent, new_agent_id
-from architect.backend.workers import BadRegistration, Registration
+from architect.backend.workers import BadRegistration, Registration, new_agent_id
+from architect.lifecycle import ACTIVE, AgentKind
 from architect.protocol import FailureReason, Status
+from architect.tasks.agent import Agent
 
 log = Logger()
 
@@ -160,7 +161,11 @@ class MemoryWorkerPool:
         self, worker: WorkerRecord, registration_id: str | None, provider_data: dict[str, Any]
     ) -> Registration:
         agent = self._new_agent(
-            worker, new_agent_id("onboarding-"), self.onboarding_data, registration_id
+            worker,
+            new_agent_id("onboarding-"),
+            self.onboarding_data,
+            registration_id,
+            AgentKind.ONBOARDING,
         )
         self.pending_provider_data[agent.agent_id] = copy.deepcopy(provider_data)
         agent.set_status(Status.ONBOARDING)
@@ -199,6 +204,7 @@ class MemoryWorkerPool:
         agent_id: str,
         init_task_data: dict[str, Any],
         registration_id: str | None,
+        kind: str = AgentKind.UNIT,
     ) -> Agent:
         agent = Agent(
             self.clock,
@@ -206,6 +212,7 @@ class MemoryWorkerPool:
             worker.worker_id,
             copy.deepcopy(init_task_data),
             registration_id=registration_id,
+            kind=kind,
         )
         agent.add_status_listener(self._status_changed)
         worker.agents.append(agent)
@@ -216,7 +223,7 @@ class MemoryWorkerPool:
 
     def _status_changed(self, agent: Agent, old: str, new: str) -> None:
         slot = self.agent_units.get(agent.agent_id)
-        if slot is None or slot.agent is not agent or new in Status.ACTIVE:
+        if slot is None or slot.agent is not agent or new in ACTIVE:
             return
         if new == Status.COMPLETED:
             slot.completed = True

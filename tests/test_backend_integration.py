@@ -29,8 +29,8 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
-from architect.backend.agents import Agent
-from architect.backend.files import FileFetchError, RouterDownloads
+from architect.backend.downloads import RouterDownloads
+from architect.backend.files import FileFetchError
 from architect.backend.websocket_channel import WebsocketChannel
 from architect.config import BackendConfig, Config, RouterConfig, StorageConfig, load_config
 from architect.protocol import (
@@ -45,6 +45,7 @@ from architect.router.hub import RouterHub
 from architect.router.web import RouterWeb
 from architect.storage import StorageError
 from architect.tap import ArchitectService, build_service
+from architect.tasks.agent import Agent
 from tests.clients import PacketClient, open_socket, wait_for
 
 reactor: Any = _reactor
@@ -552,7 +553,7 @@ async def test_embedded_submissions_and_files_survive_a_restart(
 
 
 LIVE_ECHO_TASK = """\
-from architect.backend.agents import AgentGone
+from architect.tasks.agent import AgentGone
 
 
 async def run_assignment(assignment, agents):

@@ -11,10 +11,11 @@ from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.task import Clock
 from zope.interface import implementer
 
-from architect.backend.channel import Channel, InProcessChannel
+from architect.backend.channel import Channel
 from architect.backend.client_io import ClientIOHandler
 from architect.backend.websocket_channel import WebsocketChannel, url_with_token
 from architect.config import RouterConfig
+from architect.embedded import InProcessChannel
 from architect.protocol import (
     ALIVE,
     CLIENT_BOUND_LIVE_UPDATE,

@@ -10,7 +10,6 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 
-from architect.backend.agents import Agent, AgentGone
 from architect.backend.client_io import ClientIOHandler
 from architect.protocol import (
     AGENT_DETAILS,
@@ -30,6 +29,7 @@ from architect.protocol import (
     Packet,
     Status,
 )
+from architect.tasks.agent import Agent, AgentGone
 from tests.backend_fakes import FakeChannel
 from tests.memory_backend import MemoryStore, MemoryWorkerPool
 

@@ -8,8 +8,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from architect.backend.agents import Agent
 from architect.protocol import CLIENT_BOUND_LIVE_UPDATE, Packet, Status
+from architect.tasks.agent import Agent
 from architect.tasks.hooks import inline_runner
 from architect.tasks.live import Assignment, LiveTaskRunner
 from architect.tasks.remote_procedure import ProcedureDispatcher

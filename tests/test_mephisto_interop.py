@@ -31,7 +31,6 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
-from architect.backend.agents import Agent
 from architect.backend.channel import Channel
 from architect.backend.websocket_channel import WebsocketChannel
 from architect.config import BackendConfig, Config, RouterConfig, StorageConfig, TaskConfig
@@ -49,6 +48,7 @@ from architect.protocol import (
     Status,
 )
 from architect.tap import ArchitectService, build_service
+from architect.tasks.agent import Agent
 from bench.servers import MephistoRouter, SetupError, mephisto_router_dir
 from tests.clients import PacketClient, open_socket, wait_for
 

@@ -13,7 +13,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
-from architect.backend.files import FileFetchError, UploadDirFiles, download_base
+from architect.backend.downloads import download_base
+from architect.backend.files import FileFetchError, UploadDirFiles
 from architect.backend.store import StoredSubmissions
 from architect.qualifications import Requirement, parse_requirements
 from architect.storage import SQLiteDatabase, open_sqlite_database

@@ -18,7 +18,6 @@ from twisted.internet.defer import DeferredList, gatherResults
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
-from architect.backend.agents import Agent
 from architect.backend.workers import (
     BadRegistration,
     Registration,
@@ -29,6 +28,7 @@ from architect.config import TaskConfig
 from architect.protocol import FailureReason, Status
 from architect.qualifications import Requirement
 from architect.storage import Direction, SQLiteDatabase, UnitStatus, open_sqlite_database
+from architect.tasks.agent import Agent
 from architect.tasks.definition import TaskDefinition, UnitInfo, WorkerInfo
 from architect.tasks.hooks import BlockingRunner, inline_runner, thread_runner
 from tests.clients import reactor

@@ -23,11 +23,10 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from architect.backend.agents import Agent
 from architect.backend.channel import Channel
-from architect.backend.recent import RecentKeys
 from architect.backend.store import SubmissionStore
 from architect.backend.workers import Registration, WorkerPool
+from architect.lifecycle import PUSHED_ACTIVE, is_active
 from architect.protocol import (
     AGENT_DETAILS,
     LOG_ERROR,
@@ -44,6 +43,8 @@ from architect.protocol import (
     Packet,
     Status,
 )
+from architect.recent import RecentKeys
+from architect.tasks.agent import Agent
 
 log = Logger()
 
@@ -353,7 +354,7 @@ class ClientIOHandler:
         d = self.store.save_unit_submission(packet.subject_id, worker_id, packet.data, key)
 
         def stored(_: None) -> None:
-            if agent is not None and agent.status in Status.ACTIVE:
+            if agent is not None and is_active(agent.status):
                 agent.set_status(Status.COMPLETED)
                 if self.on_unit_submitted is not None:
                     self.on_unit_submitted(agent, packet.data)
@@ -424,7 +425,7 @@ class ClientIOHandler:
         (`none` is the router's own default, never pushed by a backend: left alone.)
         """
         for agent_id, router_status in router_statuses.items():
-            if router_status not in Status.ACTIVE - {Status.NONE}:
+            if router_status not in PUSHED_ACTIVE:
                 continue
             if self.pool.get_agent(agent_id) is not None:
                 continue

@@ -2,23 +2,17 @@
 
 A submission names its files by the name the router stored them under
 (`data["files"][i]["filename"]`). In embedded mode the router's upload folder
-is right here and read directly; a remote backend fetches each file from the
-router's `GET /download_file/<name>`, showing its token.
+is right here and read directly (`UploadDirFiles`); a remote backend fetches each
+file over HTTP from the router (`downloads.RouterDownloads`, an edge module).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote, urlsplit, urlunsplit
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.threads import deferToThreadPool
-from twisted.web.client import Agent, readBody
-from twisted.web.http_headers import Headers
-
-# Seconds a remote download may take before it is given up.
-DOWNLOAD_TIMEOUT = 60.0
 
 
 class UploadedFiles(Protocol):
@@ -31,7 +25,7 @@ class FileFetchError(Exception):
     """An uploaded file could not be had."""
 
 
-def _check_name(filename: object) -> str:
+def check_name(filename: object) -> str:
     if (
         not isinstance(filename, str)
         or not filename
@@ -51,7 +45,7 @@ class UploadDirFiles:
 
     def fetch(self, filename: str) -> Deferred[bytes]:
         try:
-            path = self.upload_dir / _check_name(filename)
+            path = self.upload_dir / check_name(filename)
         except FileFetchError:
             return fail()
 
@@ -62,48 +56,3 @@ class UploadDirFiles:
                 raise FileFetchError(f"cannot read {path}: {e.strerror}") from None
 
         return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), read)
-
-
-def download_base(router_url: str) -> str:
-    """ws://host:port/path -> http://host:port/path/download_file/ (wss -> https)."""
-    parts = urlsplit(router_url)
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    path = parts.path if parts.path.endswith("/") else parts.path + "/"
-    return urlunsplit((scheme, parts.netloc, path + "download_file/", "", ""))
-
-
-class RouterDownloads:
-    """Fetch uploads over HTTP from the router (remote mode), with the backend's token."""
-
-    def __init__(self, reactor: Any, router_url: str, token: str = "") -> None:
-        self.reactor = reactor
-        self.base = download_base(router_url)
-        self.token = token
-        self.agent = Agent(reactor)
-
-    def url_of(self, filename: str) -> str:
-        return self.base + quote(_check_name(filename), safe="")
-
-    def fetch(self, filename: str) -> Deferred[bytes]:
-        try:
-            url = self.url_of(filename)
-        except FileFetchError:
-            return fail()
-        headers = Headers()
-        if self.token:
-            headers.addRawHeader(b"Authorization", f"Bearer {self.token}".encode())
-        d: Deferred[Any] = self.agent.request(b"GET", url.encode("ascii"), headers)
-
-        def got(response: Any) -> Deferred[bytes]:
-            body: Deferred[bytes] = readBody(response)
-            if response.code != 200:
-                return body.addCallback(
-                    lambda text: fail(
-                        FileFetchError(f"GET {url} answered {response.code}: {text[:200]!r}")
-                    )
-                )
-            return body
-
-        d.addCallback(got)
-        d.addTimeout(DOWNLOAD_TIMEOUT, self.reactor)
-        return d

@@ -33,6 +33,7 @@ that raises is logged with the worker and unit; the worker gets a refusal.
 from __future__ import annotations
 
 import copy
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -41,8 +42,8 @@ from twisted.internet.defer import Deferred, DeferredLock, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from architect.backend.agents import Agent, new_agent_id
 from architect.config import TaskConfig
+from architect.lifecycle import AgentKind, UnitStatus, unit_status_after, unit_status_if_lost
 from architect.protocol import (
     CLIENT_BOUND_LIVE_UPDATE,
     MEPHISTO_BOUND_LIVE_UPDATE,
@@ -56,14 +57,20 @@ from architect.storage import (
     ResumableAgent,
     TaskRun,
     Unit,
-    UnitStatus,
     Worker,
 )
+from architect.tasks.agent import Agent
 from architect.tasks.definition import TaskDefinition, UnitInfo, WorkerInfo
 from architect.tasks.hooks import BlockingRunner, call_hook
 
 log = Logger()
 T = TypeVar("T")
+
+
+def new_agent_id(prefix: str = "") -> str:
+    """An unguessable agent id."""
+    return prefix + uuid.uuid4().hex
+
 
 # How many units' worker_can_do_unit verdicts are asked for at once.
 HOOK_BATCH = 20
@@ -72,10 +79,6 @@ CANDIDATE_PAGE = 100  # units read from the database at a time by one registrati
 DEFAULT_PROVIDER = "mock"
 # Qualification values granted by onboarding.
 PASSED, FAILED = 1, 0
-# A unit agent in one of these has done its unit: the unit stays completed.
-DONE_STATUSES = frozenset(
-    {Status.COMPLETED, Status.APPROVED, Status.SOFT_REJECTED, Status.REJECTED}
-)
 
 
 @attrs.define
@@ -201,7 +204,7 @@ class StoredWorkerPool:
                     "agent {agent_id} has no recorded task data: disconnect",
                     agent_id=stored.agent_id,
                 )
-                unit_status = UnitStatus.AVAILABLE if record.unit is not None else None
+                unit_status = unit_status_if_lost() if record.unit is not None else None
                 await self.database.set_agent_status(
                     stored.agent_id, Status.DISCONNECT, unit_status
                 )
@@ -213,6 +216,7 @@ class StoredWorkerPool:
                 record.init_task_data,
                 stored.agent_registration_id,
                 stored.status,
+                stored.kind,
             )
             agent.restore_live_updates(
                 [
@@ -266,7 +270,7 @@ class StoredWorkerPool:
                 return None
             if stored.worker_id != worker.id:
                 return self._stolen_registration(worker, stored.agent_id)
-            if stored.kind == "onboarding":
+            if stored.kind == AgentKind.ONBOARDING:
                 return None  # onboarding ended: the stages decide afresh
             # An agent of an earlier life of the daemon: completed, or cleared at the restart.
             return Registration.refused(worker_id, FailureReason.TASK_MISSING)
@@ -418,9 +422,11 @@ class StoredWorkerPool:
                 index=unit.assignment_index,
                 name=worker.worker_name,
             )
-            await self.database.set_agent_status(agent_id, Status.EXPIRED, UnitStatus.AVAILABLE)
+            await self.database.set_agent_status(agent_id, Status.EXPIRED, unit_status_if_lost())
             raise
-        agent = self._new_agent(agent_id, worker, data, registration_id, Status.IN_TASK)
+        agent = self._new_agent(
+            agent_id, worker, data, registration_id, Status.IN_TASK, AgentKind.UNIT
+        )
         if self.task.init_data is not None:  # else recorded with the reservation
             self._record_init_data(agent)
         if self.on_unit_agent is not None:
@@ -460,7 +466,9 @@ class StoredWorkerPool:
         await self.database.create_onboarding_agent(
             self.task_run.id, worker.id, agent_id, registration_id, status=Status.ONBOARDING
         )
-        agent = self._new_agent(agent_id, worker, data, registration_id, Status.ONBOARDING)
+        agent = self._new_agent(
+            agent_id, worker, data, registration_id, Status.ONBOARDING, AgentKind.ONBOARDING
+        )
         self._record_init_data(agent)
         return Registration(worker_id, agent, copy.deepcopy(data))
 
@@ -512,6 +520,7 @@ class StoredWorkerPool:
         init_task_data: dict[str, Any],
         registration_id: str | None,
         status: str,
+        kind: str,
     ) -> Agent:
         agent = Agent(
             self.clock,
@@ -519,6 +528,7 @@ class StoredWorkerPool:
             str(worker.id),
             copy.deepcopy(init_task_data),
             registration_id=registration_id,
+            kind=kind,
         )
         agent.set_status(status)  # stored with the agent; pushed once it has an outlet
         agent.add_status_listener(self._record_status)
@@ -540,12 +550,8 @@ class StoredWorkerPool:
     def _record_status(self, agent: Agent, old: str, new: str) -> None:
         unit_status = None
         if not agent.is_onboarding:
-            if new in DONE_STATUSES:
-                unit_status = UnitStatus.COMPLETED
-            elif (
-                new not in Status.ACTIVE and old not in DONE_STATUSES and self.settings.return_units
-            ):
-                unit_status = UnitStatus.AVAILABLE  # disconnect, return, expiry...: free again
+            unit_status = unit_status_after(old, new, self.settings.return_units)
+            if unit_status == UnitStatus.AVAILABLE:
                 log.info(
                     "agent {agent_id} is {status}: its unit goes back to the pool",
                     agent_id=agent.agent_id,

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from architect.backend.agents import Agent, AgentGone
-from architect.tasks.hooks import in_reactor
-from architect.tasks.live import Assignment
+from architect.tasks import Agent, AgentGone, Assignment, in_reactor
 
 TASK_KIND = "live"
 LABELS = ("positive", "negative", "neutral")

@@ -31,6 +31,7 @@ import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from architect.lifecycle import HEARTBEAT_WATCHED, is_active
 from architect.protocol import CLIENT_BOUND_LIVE_UPDATE, Packet, Status
 
 log = Logger()
@@ -170,7 +171,7 @@ class AgentTable:
 
     def _grace_expired(self, record: AgentRecord) -> None:
         record.grace_timer = None
-        if record.link is None and record.status in Status.ACTIVE:
+        if record.link is None and is_active(record.status):
             log.info("agent {agent_id} did not come back: disconnect", agent_id=record.agent_id)
             self.set_status(record.agent_id, Status.DISCONNECT)
 
@@ -186,14 +187,14 @@ class AgentTable:
         """(Re)arm the silence timer for an agent that heartbeats and is working."""
         _cancel(record.heartbeat_timer)
         record.heartbeat_timer = None
-        if record.last_heartbeat is None or record.status not in Status.HEARTBEAT_WATCHED:
+        if record.last_heartbeat is None or record.status not in HEARTBEAT_WATCHED:
             return
         due = record.last_heartbeat + self.heartbeat_timeout - self.clock.seconds()
         record.heartbeat_timer = self.clock.callLater(max(0.0, due), self._heartbeat_silent, record)
 
     def _heartbeat_silent(self, record: AgentRecord) -> None:
         record.heartbeat_timer = None
-        if record.status in Status.HEARTBEAT_WATCHED:
+        if record.status in HEARTBEAT_WATCHED:
             log.info(
                 "agent {agent_id} silent for {seconds}s: disconnect",
                 agent_id=record.agent_id,

@@ -21,14 +21,12 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from architect.backend.agents import Agent
+from architect.lifecycle import ACTIVE, LEAVING
 from architect.protocol import Status
+from architect.tasks.agent import Agent
 from architect.tasks.hooks import BlockingRunner, Hook, call_hook
 
 log = Logger()
-
-# Leaving in one of these lets the partners down; completing or being told of a partner does not.
-_LEAVING = Status.ALL - Status.ACTIVE - {Status.COMPLETED, Status.PARTNER_DISCONNECT}
 
 
 @attrs.define(eq=False)
@@ -111,14 +109,14 @@ class LiveTaskRunner:
 
     def _status_changed(self, agent: Agent, old: str, new: str) -> None:
         assignment = self._of_agent.get(agent.agent_id)
-        if assignment is None or new in Status.ACTIVE:
+        if assignment is None or new in ACTIVE:
             return
         if not assignment.started:
             # A waiting agent left: its seat is free for the next one.
             assignment.agents.remove(agent)
             del self._of_agent[agent.agent_id]
             return
-        if new in _LEAVING and not assignment.ending:
+        if new in LEAVING and not assignment.ending:
             for partner in assignment.agents:
                 if partner is not agent and partner.is_active:
                     partner.set_status(Status.PARTNER_DISCONNECT)

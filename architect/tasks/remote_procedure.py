@@ -17,7 +17,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from architect.backend.agents import Agent
+from architect.tasks.agent import Agent
 from architect.tasks.hooks import BlockingRunner, call_hook
 
 log = Logger()

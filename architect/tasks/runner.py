@@ -13,22 +13,34 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from architect.backend.agents import Agent
 from architect.protocol import Status
-from architect.storage.interface import Unit
+from architect.tasks.agent import Agent
 from architect.tasks.definition import LIVE, REMOTE_PROCEDURE, TaskDefinition
 from architect.tasks.hooks import BlockingRunner, call_hook
 from architect.tasks.live import LiveTaskRunner
 from architect.tasks.remote_procedure import ProcedureDispatcher
 
 log = Logger()
+
+
+class HeldUnit(Protocol):
+    """What the runner reads of the unit an agent holds (a stored unit is one)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def assignment_id(self) -> int: ...
+
+    @property
+    def assignment_data(self) -> Any: ...
 
 
 class TaskRunner:
@@ -52,7 +64,7 @@ class TaskRunner:
         if task.kind == REMOTE_PROCEDURE or (task.kind == LIVE and task.procedures):
             self.procedures = ProcedureDispatcher(task.procedures, run_blocking)
 
-    def agent_assigned(self, agent: Agent, unit: Unit) -> None:
+    def agent_assigned(self, agent: Agent, unit: HeldUnit) -> None:
         """A new agent holds `unit`."""
         self.units[agent.agent_id] = unit.id
         self._attach_procedures(agent)
@@ -61,10 +73,10 @@ class TaskRunner:
                 agent, unit.assignment_id, self.units_per_assignment, unit.assignment_data
             )
 
-    def agents_resumed(self, resumed: Sequence[tuple[Agent, Unit | None]]) -> None:
+    def agents_resumed(self, resumed: Sequence[tuple[Agent, HeldUnit | None]]) -> None:
         """Agents a restarted daemon took back go to work again; a live assignment whose
         agents were all in the task starts again, `resumed`, with the same agents."""
-        rooms: dict[int, tuple[Unit, list[Agent]]] = {}
+        rooms: dict[int, tuple[HeldUnit, list[Agent]]] = {}
         for agent, unit in resumed:
             if unit is None:
                 continue  # onboarding: nothing runs until it is submitted

@@ -15,9 +15,7 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 
-from architect.backend.agents import Agent, AgentGone
-from architect.protocol import Status
-from architect.tasks.live import Assignment
+from architect.tasks import Agent, AgentGone, Assignment, Status
 
 DONE = "/done"
 

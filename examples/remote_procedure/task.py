@@ -13,8 +13,7 @@ import difflib
 import re
 from typing import Any
 
-from architect.backend.agents import Agent
-from architect.tasks.hooks import in_reactor
+from architect.tasks import Agent, in_reactor
 
 VOCABULARY = frozenset(
     """

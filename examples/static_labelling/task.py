@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from architect.backend.agents import Agent
-from architect.tasks.definition import UnitInfo, WorkerInfo
-from architect.tasks.hooks import in_reactor
+from architect.tasks import Agent, UnitInfo, WorkerInfo, in_reactor
 
 LABELS = ["positive", "negative", "neutral"]
 

@@ -37,10 +37,10 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 
-from architect.backend.agents import Agent
 from architect.config import BackendConfig, Config, RouterConfig, StorageConfig, TaskConfig
 from architect.router.service import RouterService
 from architect.tap import ArchitectService, build_service
+from architect.tasks.agent import Agent
 from tests import clients
 
 reactor: Any = _reactor

@@ -6,7 +6,7 @@ from __future__ import annotations
 CHAT_TASK = """
     from twisted.internet.defer import DeferredList, ensureDeferred
 
-    from architect.backend.agents import AgentGone
+    from architect.tasks.agent import AgentGone
 
     async def relay(sender, partners):
         while sender.is_active:
@@ -44,7 +44,7 @@ RPC_TASK = """
 
 # One worker: every message comes back from the task code as "echo: <text>".
 ECHO_TASK = """
-    from architect.backend.agents import AgentGone
+    from architect.tasks.agent import AgentGone
 
     async def run_assignment(assignment, agents):
         [agent] = agents

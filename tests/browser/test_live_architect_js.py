@@ -12,9 +12,9 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import deferLater
 
-from architect.backend.agents import Agent
 from architect.protocol import Status
 from architect.tap import ArchitectService
+from architect.tasks.agent import Agent
 from tests.browser.support import (
     DEADLINE,
     PageHandle,

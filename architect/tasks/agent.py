@@ -24,7 +24,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from architect.backend.recent import RecentKeys
+from architect.lifecycle import ACTIVE, AgentKind
 from architect.protocol import (
     CLIENT_BOUND_LIVE_UPDATE,
     MEPHISTO_BOUND_LIVE_UPDATE,
@@ -32,6 +32,7 @@ from architect.protocol import (
     Packet,
     Status,
 )
+from architect.recent import RecentKeys
 
 log = Logger()
 
@@ -40,11 +41,6 @@ LiveUpdateCallback = Callable[["Agent", dict[str, Any]], object]
 StatusListener = Callable[["Agent", str, str], None]  # agent, old status, new status
 # agent, packet type (client_bound_live_update or mephisto_bound_live_update), the update
 LiveUpdateListener = Callable[["Agent", str, dict[str, Any]], None]
-
-
-def new_agent_id(prefix: str = "") -> str:
-    """An unguessable agent id."""
-    return prefix + uuid.uuid4().hex
 
 
 class AgentGone(Exception):
@@ -64,6 +60,7 @@ class Agent:
         worker_id: str,
         init_task_data: dict[str, Any],
         registration_id: str | None = None,
+        kind: str = AgentKind.UNIT,
         remembered_update_ids: int = 1000,
         max_inbox: int = 10_000,
     ) -> None:
@@ -72,6 +69,7 @@ class Agent:
         self.worker_id = worker_id
         self.init_task_data = init_task_data
         self.registration_id = registration_id
+        self.kind = kind  # AgentKind: a unit agent, or an onboarding agent (no unit)
         self.status = Status.NONE
         self.submitted = False
         self.past_live_updates: list[dict[str, Any]] = []
@@ -90,11 +88,11 @@ class Agent:
 
     @property
     def is_onboarding(self) -> bool:
-        return self.agent_id.startswith("onboarding")
+        return self.kind == AgentKind.ONBOARDING
 
     @property
     def is_active(self) -> bool:
-        return self.status in Status.ACTIVE
+        return self.status in ACTIVE
 
     # --- the way out ---
 
@@ -125,7 +123,7 @@ class Agent:
         self.status = status
         if push:
             self.push_status()
-        if status not in Status.ACTIVE:
+        if status not in ACTIVE:
             self._fail_waiters(AgentGone(self.agent_id, status))
         for listener in list(self._status_listeners):
             listener(self, old, status)

@@ -1,0 +1,150 @@
+"""The embedded mode's link: the backend and the router in one process, no socket between.
+
+The only module that knows both sides. `InProcessChannel` is a backend `Channel`
+whose other end is a `RouterSide` (the router hub's face to its backend); the hub
+sees it as a `ConfirmingLink`, so it answers a worker's submission only once the
+backend has committed it. There is no JSON here, but the semantics of a socket:
+packets are copied at the boundary so the two sides never share a mutable dict,
+and each is delivered in a later reactor turn, in order, so neither side is
+re-entered while it is still handling a packet.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from typing import Protocol
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from architect.backend.channel import Channel
+from architect.protocol import Packet
+
+log = Logger()
+
+
+def copy_packet(packet: Packet) -> Packet:
+    return attrs.evolve(packet, data=copy.deepcopy(packet.data))
+
+
+class RouterSide(Protocol):
+    """What the in-process channel needs of the router (a `RouterHub` is one)."""
+
+    def backend_connected(self, link: _HubSideLink) -> None: ...
+
+    def link_packet(self, link: _HubSideLink, packet: Packet) -> None: ...
+
+    def link_lost(self, link: _HubSideLink) -> None: ...
+
+
+class _HubSideLink:
+    """What the hub sees of an in-process channel: a Link."""
+
+    def __init__(self, channel: InProcessChannel) -> None:
+        self.channel = channel
+
+    def send_packet(self, packet: Packet) -> None:
+        self.channel._router_sent(self, copy_packet(packet))
+
+    def send_and_confirm(self, packet: Packet) -> Deferred[bool]:
+        """Deliver, and say once the backend has handled it (a submission: committed)."""
+        handled: Deferred[bool] = Deferred()
+        self.channel._router_sent(self, copy_packet(packet), handled)
+        return handled
+
+    def close(self) -> None:
+        self.channel._router_closed(self)
+
+    def __repr__(self) -> str:
+        return f"<in-process link of {self.channel.channel_id}>"
+
+
+class InProcessChannel(Channel):
+    """The backend and a RouterHub in one process, linked without a socket."""
+
+    def __init__(self, hub: RouterSide, clock: IReactorTime, channel_id: str = "embedded") -> None:
+        super().__init__(channel_id)
+        self.hub = hub
+        self.clock = clock
+        self.link: _HubSideLink | None = None
+        self._unsent: deque[Packet] = deque()
+        self._deliveries: deque[Callable[[], None]] = deque()
+        self._drain_call: IDelayedCall | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.link is not None
+
+    def open(self) -> None:
+        if self.link is not None:
+            return
+        link = self.link = _HubSideLink(self)
+        self.hub.backend_connected(link)  # trusted: the hub is in our own process
+        while self._unsent and self.link is link:
+            self._later(partial(self._deliver_to_router, link, self._unsent.popleft()))
+        self.on_open(self)
+
+    def close(self) -> Deferred[None]:
+        link, self.link = self.link, None
+        if link is not None:
+            self.hub.link_lost(link)
+        return succeed(None)
+
+    def send(self, packet: Packet) -> None:
+        if self.link is None:
+            self._unsent.append(copy_packet(packet))
+            return
+        self._later(partial(self._deliver_to_router, self.link, copy_packet(packet)))
+
+    # --- delivery, one packet per call, in order, in a later reactor turn ---
+
+    def _later(self, delivery: Callable[[], None]) -> None:
+        self._deliveries.append(delivery)
+        if self._drain_call is None:
+            self._drain_call = self.clock.callLater(0, self._drain)
+
+    def _drain(self) -> None:
+        self._drain_call = None
+        while self._deliveries:
+            self._deliveries.popleft()()
+
+    def _deliver_to_router(self, link: _HubSideLink, packet: Packet) -> None:
+        if link is self.link:
+            self.hub.link_packet(link, packet)
+        else:
+            self._unsent.append(packet)  # closed since: kept for the next open
+
+    def _deliver_to_backend(
+        self, link: _HubSideLink, packet: Packet, handled: Deferred[bool] | None = None
+    ) -> None:
+        if link is not self.link:
+            if handled is not None:
+                handled.callback(False)
+            return
+        result = self.on_message(self, packet)
+        if handled is not None:
+            if isinstance(result, Deferred):
+                result.addBoth(lambda outcome: handled.callback(outcome is True))
+            else:
+                handled.callback(True)
+
+    # --- from the hub's side ---
+
+    def _router_sent(
+        self, link: _HubSideLink, packet: Packet, handled: Deferred[bool] | None = None
+    ) -> None:
+        self._later(partial(self._deliver_to_backend, link, packet, handled))
+
+    def _router_closed(self, link: _HubSideLink) -> None:
+        if link is not self.link:
+            return
+        # The hub gave our place to another backend; there is nothing to reconnect to.
+        log.error("the router closed the in-process backend link (another backend took over?)")
+        self.link = None
+        self.hub.link_lost(link)
+        self.on_catastrophic_loss(self)
