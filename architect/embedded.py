@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from architect.backend.channel import Channel
-from architect.protocol import Packet
+from architect.protocol import CloseCode, Packet
 
 log = Logger()
 
@@ -57,8 +57,8 @@ class _HubSideLink:
         self.channel._router_sent(self, copy_packet(packet), handled)
         return handled
 
-    def close(self) -> None:
-        self.channel._router_closed(self)
+    def close(self, code: int) -> None:
+        self.channel._router_closed(self, code)
 
     def __repr__(self) -> str:
         return f"<in-process link of {self.channel.channel_id}>"
@@ -140,11 +140,14 @@ class InProcessChannel(Channel):
     ) -> None:
         self._later(partial(self._deliver_to_backend, link, packet, handled))
 
-    def _router_closed(self, link: _HubSideLink) -> None:
+    def _router_closed(self, link: _HubSideLink, code: int) -> None:
         if link is not self.link:
             return
         # The hub gave our place to another backend; there is nothing to reconnect to.
-        log.error("the router closed the in-process backend link (another backend took over?)")
+        log.error(
+            "the router closed the in-process backend link: {reason}",
+            reason=CloseCode.REASONS.get(code, code),
+        )
         self.link = None
         self.hub.link_lost(link)
         self.on_catastrophic_loss(self)

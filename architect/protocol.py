@@ -44,6 +44,20 @@ PACKET_TYPES = frozenset(
     }
 )
 
+
+class CloseCode:
+    """Why the router closed a WebSocket (Architect's own codes, in the range for
+    applications), with the reason text sent beside the code."""
+
+    REFUSED = 4000  # not accepted as the backend: a wrong or missing token
+    REPLACED = 4001  # a newer backend connection took this one's place
+
+    REASONS: dict[int, str] = {  # noqa: RUF012 (read-only)
+        REFUSED: "refused: wrong or missing backend token",
+        REPLACED: "replaced by a newer backend connection",
+    }
+
+
 # The subject id with which the backend names itself.
 MEPHISTO = "mephisto"
 

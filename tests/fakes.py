@@ -12,12 +12,14 @@ class FakeLink:
         self.name = name
         self.sent: list[Packet] = []
         self.closed = False
+        self.close_code: int | None = None
 
     def send_packet(self, packet: Packet) -> None:
         self.sent.append(packet)
 
-    def close(self) -> None:
+    def close(self, code: int) -> None:
         self.closed = True
+        self.close_code = code
 
     def types(self) -> list[str]:
         return [p.packet_type for p in self.sent]

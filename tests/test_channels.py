@@ -25,7 +25,8 @@ from architect.protocol import (
     Packet,
     Status,
 )
-from architect.router.hub import NoBackend, RouterHub
+from architect.router.errors import NoBackend
+from architect.router.hub import RouterHub
 from tests.fakes import FakeLink
 from tests.memory_backend import MemoryStore, MemoryWorkerPool
 

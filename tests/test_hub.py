@@ -24,10 +24,12 @@ from architect.protocol import (
     SUBMIT_ONBOARDING,
     SUBMIT_UNIT,
     UPDATE_STATUS,
+    CloseCode,
     Packet,
     Status,
 )
-from architect.router.hub import BackendTimeout, NoBackend, RouterHub, UnknownAgent
+from architect.router.errors import BackendTimeout, NoBackend, UnknownAgent
+from architect.router.hub import RouterHub
 from tests.fakes import FakeLink
 
 
@@ -78,7 +80,7 @@ def test_remote_backend_refused_without_token(tmp_path: Path) -> None:
     intruder = FakeLink("intruder")
     hub.link_packet(intruder, Packet(ALIVE, MEPHISTO), from_loopback=False)
     assert hub.backend is None
-    assert intruder.closed
+    assert intruder.closed and intruder.close_code == CloseCode.REFUSED
 
 
 @pytest.mark.parametrize(
@@ -100,7 +102,7 @@ def test_new_backend_replaces_the_old_one(tmp_path: Path) -> None:
     old = connect_backend(hub)
     new = connect_backend(hub)
     assert hub.backend is new
-    assert old.closed
+    assert old.closed and old.close_code == CloseCode.REPLACED
     # The old link's late packets are ignored, and its close does not unseat the new one.
     hub.link_packet(old, Packet(REQUEST_STATUSES, MEPHISTO))
     hub.link_lost(old)

@@ -30,6 +30,7 @@ from architect.protocol import (
     SUBMIT_ONBOARDING,
     SUBMIT_UNIT,
     UPDATE_STATUS,
+    CloseCode,
     Status,
 )
 from architect.router.hub import RouterHub
@@ -316,8 +317,21 @@ async def test_backend_token_by_header_and_refusals(router: tuple[RouterHub, int
     intruder = await open_socket(port, "?token=nope")
     intruder.send(ALIVE, MEPHISTO)
     code = await intruder.closed
-    assert code == 4000
+    assert code == CloseCode.REFUSED == 4000
     assert hub.backend is not None and hub.backend.__class__.__name__ == "RouterSocket"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_replaced_backend_is_told_so_not_refused(router: tuple[RouterHub, int]) -> None:
+    hub, port = router
+    first = await connect_backend(port)
+    await wait_for(lambda: hub.backend is not None)
+    second = await connect_backend(port)
+    code = await first.closed
+    assert code == CloseCode.REPLACED != CloseCode.REFUSED
+    await wait_for(lambda: hub.backend is not None and hub.link_agents == {})
+    second.send(REQUEST_STATUSES, MEPHISTO)
+    assert (await second.next(RETURN_STATUSES)).data == {}
 
 
 @pytest_twisted.ensureDeferred

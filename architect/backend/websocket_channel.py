@@ -25,12 +25,9 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 
 from architect.backend.channel import Channel
-from architect.protocol import ALIVE, MEPHISTO, Packet, ProtocolError
+from architect.protocol import ALIVE, MEPHISTO, CloseCode, Packet, ProtocolError
 
 log = Logger()
-
-# The router answers a refused backend by closing with this code.
-REFUSED_CLOSE_CODE = 4000
 
 
 def default_retry_policy() -> Callable[[int], float]:
@@ -223,10 +220,17 @@ class WebsocketChannel(Channel):
                 if not waiter.called:
                     waiter.callback(None)
             return
-        if code == REFUSED_CLOSE_CODE:
+        if code == CloseCode.REFUSED:
             log.error(
                 "the router at {url} closed our connection ({reason}); check [backend]"
                 " backend_token against the router's",
+                url=self.url,
+                reason=reason,
+            )
+        elif code == CloseCode.REPLACED:
+            log.error(
+                "the router at {url} took another backend connection in our place ({reason});"
+                " is a second backend running for this router?",
                 url=self.url,
                 reason=reason,
             )

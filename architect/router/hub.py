@@ -34,9 +34,11 @@ from architect.protocol import (
     RETURN_STATUSES,
     SUBMIT_ONBOARDING,
     UPDATE_STATUS,
+    CloseCode,
     Packet,
     Status,
 )
+from architect.router.errors import BackendTimeout, NoBackend, UnknownAgent
 from architect.router.state import AgentTable
 
 log = Logger()
@@ -47,7 +49,9 @@ class Link(Protocol):
 
     def send_packet(self, packet: Packet) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, code: int) -> None:
+        """Close the link, saying why (a `protocol.CloseCode`)."""
+        ...
 
 
 @runtime_checkable
@@ -55,32 +59,6 @@ class ConfirmingLink(Link, Protocol):
     """A backend link that says when a packet is handled (for a submission: stored)."""
 
     def send_and_confirm(self, packet: Packet) -> Deferred[bool]: ...
-
-
-class RouterError(Exception):
-    """An error with an HTTP status, answered to the caller as JSON."""
-
-    code = 500
-
-
-class BadRequest(RouterError):
-    code = 400
-
-
-class NotFound(RouterError):
-    code = 404
-
-
-class UnknownAgent(NotFound):
-    pass
-
-
-class NoBackend(RouterError):
-    code = 503
-
-
-class BackendTimeout(RouterError):
-    code = 504
 
 
 def _stored_or_fail(stored: bool) -> None:
@@ -149,7 +127,7 @@ class RouterHub:
                     self.backend_connected(link)
                 else:
                     log.warn("refused a backend connection: wrong or missing token")
-                    link.close()
+                    link.close(CloseCode.REFUSED)
                 return
             if packet.subject_id == MEPHISTO:
                 log.warn(
@@ -187,7 +165,7 @@ class RouterHub:
         if old is not None and old is not link:
             log.info("a new backend connection replaces the old one")
             self.retired_backends.add(old)
-            old.close()
+            old.close(CloseCode.REPLACED)
         log.info("backend connected")
         # Requests the old connection never answered go to the new one.
         for pending in self.pending_requests.values():
@@ -359,7 +337,7 @@ class RouterHub:
 
         With a backend that confirms (the embedded one), that is once it is stored;
         otherwise once the router holds it (sent, or kept until the backend is back).
-        Raises (or fails) with a RouterError when it cannot be kept or stored.
+        Raises (or fails) with a RouterError (router/errors.py) when it cannot be kept or stored.
         """
         self.known_agent(agent_id)
         packet = Packet(

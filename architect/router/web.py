@@ -24,7 +24,16 @@ from twisted.web.static import File
 
 from architect.config import RouterConfig
 from architect.protocol import SUBMIT_METADATA, SUBMIT_UNIT
-from architect.router.hub import BadRequest, NotFound, RouterError, RouterHub
+from architect.router.errors import (
+    BackendTimeout,
+    BadRequest,
+    Forbidden,
+    NoBackend,
+    NotFound,
+    RouterError,
+    TooLarge,
+)
+from architect.router.hub import RouterHub
 from architect.router.websocket import RouterSocketFactory, bearer_token, is_loopback
 
 log = Logger()
@@ -34,12 +43,22 @@ _UPLOAD_NAME = re.compile(r"^[0-9a-f]{32}(\.[A-Za-z0-9]{1,10})?$")
 _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,10}$")
 
 
-class TooLarge(RouterError):
-    code = 413
+# Each error of the router, as an HTTP status; a subclass takes its nearest ancestor's.
+HTTP_STATUS: dict[type[RouterError], int] = {
+    BadRequest: 400,
+    Forbidden: 403,
+    NotFound: 404,
+    TooLarge: 413,
+    NoBackend: 503,
+    BackendTimeout: 504,
+}
 
 
-class Forbidden(RouterError):
-    code = 403
+def http_status(error: RouterError) -> int:
+    for cls in type(error).__mro__:
+        if cls in HTTP_STATUS:
+            return HTTP_STATUS[cls]
+    return 500
 
 
 class LimitedRequest(Request):
@@ -133,7 +152,7 @@ class RouterWeb:
     def router_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
         assert isinstance(error, RouterError)
-        return _error_body(request, error.code, str(error))
+        return _error_body(request, http_status(error), str(error))
 
     @app.handle_errors(Exception)
     def unexpected_error(self, request: IRequest, failure: Failure) -> bytes:

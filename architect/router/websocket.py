@@ -8,7 +8,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionRequest
 from twisted.logger import Logger
 
-from architect.protocol import Packet, ProtocolError
+from architect.protocol import CloseCode, Packet, ProtocolError
 from architect.router.hub import RouterHub
 
 log = Logger()
@@ -64,8 +64,8 @@ class RouterSocket(WebSocketServerProtocol):
             return
         self.sendMessage(packet.to_json().encode("utf-8"))
 
-    def close(self) -> None:
-        self.sendClose(code=4000, reason="replaced or refused")
+    def close(self, code: int) -> None:
+        self.sendClose(code=code, reason=CloseCode.REASONS.get(code, "closed"))
 
 
 class RouterSocketFactory(WebSocketServerFactory):

@@ -1,0 +1,39 @@
+"""What can go wrong with a worker's request, in the router's own terms.
+
+The hub raises these; only the HTTP edge (`web.py`) knows which status code each
+one is answered with.
+"""
+
+from __future__ import annotations
+
+
+class RouterError(Exception):
+    """A request that cannot be served; the message is shown to the caller."""
+
+
+class BadRequest(RouterError):
+    """The request is malformed."""
+
+
+class Forbidden(RouterError):
+    """The caller may not do this (only the backend may)."""
+
+
+class NotFound(RouterError):
+    """What the request names does not exist here."""
+
+
+class UnknownAgent(NotFound):
+    """The router never heard of this agent."""
+
+
+class TooLarge(RouterError):
+    """The request's body is over the configured bound."""
+
+
+class NoBackend(RouterError):
+    """No backend can take the request now; the caller may try again."""
+
+
+class BackendTimeout(RouterError):
+    """The backend did not answer in time."""
