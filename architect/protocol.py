@@ -1,7 +1,7 @@
 """The Architect wire protocol: packets, packet types, statuses, failure reasons.
 
-Pure: parsing and serialising with validation, no I/O. See PROTOCOL.md in the
-project documentation for the meaning of each type.
+Pure: parsing and serialising with validation, no I/O. docs/protocol.md tells
+the meaning of each type.
 """
 
 from __future__ import annotations

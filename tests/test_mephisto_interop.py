@@ -5,7 +5,7 @@ set up on first use in `bench/.cache/` by `bench/servers.py` (the benchmark harn
 and runs as a subprocess on a free loopback port. Real clients talk to it: HTTP through
 treq, a browser-like WebSocket (tests/clients.py).
 
-What the Node router does that our backend must cope with (PROTOCOL.md, "Mephisto's Node
+What the Node router does that our backend must cope with (docs/protocol.md, "Mephisto's Node
 router as a peer"): on Node 15 and later it sends every packet twice, the copy about
 0.5 s later, so the backend sees each `register_agent`, live update and `submit_unit`
 twice; it forgets an agent's socket as soon as `/submit_task` is posted, so statuses

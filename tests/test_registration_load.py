@@ -1,7 +1,7 @@
 """Issue-level check: 50 simulated workers hammer /request_agent for 200 units at once.
 
 Every unit is handed out at most once, every limit holds, every refusal is worded as
-PROTOCOL.md says, and every acknowledged submission is in the database and in
+docs/protocol.md says, and every acknowledged submission is in the database and in
 `architect results`.
 """
 

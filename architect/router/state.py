@@ -3,7 +3,7 @@
 A pure state machine driven by an injected clock (`IReactorTime`): no sockets
 here, only `AgentLink`s, which anything with `send_packet` can be.
 
-Liveness rules (PROTOCOL.md):
+Liveness rules (docs/protocol.md):
 - a link that goes away and is not replaced by a new one for the same agent
   within `disconnect_grace` seconds makes an active agent `disconnect`;
 - an agent that has heartbeated before, whose status is watched (onboarding,

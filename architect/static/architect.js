@@ -1,7 +1,7 @@
 /*
  * architect.js: a dependency-free browser client for the Architect API.
  *
- * Speaks the wire protocol of mephisto-task 2.0.4 (see PROTOCOL.md): registration
+ * Speaks the wire protocol of mephisto-task 2.0.4 (see docs/protocol.md): registration
  * and submission over HTTP, live updates, heartbeats and statuses over the
  * WebSocket at "/", remote procedure calls as live updates. Served by the
  * Architect router at /architect.js; load it with a plain <script> tag.
