@@ -19,6 +19,7 @@ from architect.backend.channel import Channel
 from architect.backend.client_io import ClientIOHandler
 from architect.backend.downloads import RouterDownloads
 from architect.backend.files import UploadDirFiles, UploadedFiles
+from architect.backend.resume import Resumption
 from architect.backend.service import BackendService
 from architect.backend.store import StoredSubmissions
 from architect.backend.websocket_channel import WebsocketChannel
@@ -28,8 +29,7 @@ from architect.embedded import InProcessChannel
 from architect.router.hub import RouterHub
 from architect.router.service import RouterService
 from architect.router.web import RouterWeb
-from architect.storage import Database, Unit, open_database
-from architect.tasks.agent import Agent
+from architect.storage import Database, open_database
 from architect.tasks.definition import STATIC, TaskDefinition, WorkerInfo
 from architect.tasks.hooks import TaskModuleError, in_reactor, load_task_module, thread_runner
 from architect.tasks.runner import TaskRunner
@@ -167,18 +167,6 @@ def build_service(
         top.database = database
         units = config.task.units if config.task.units is not None else demo_units()
         run = await prepare_task_run(database, config.task, units)
-        # Before anyone is served: agents left working by the last life of the daemon are
-        # taken back (this run's, within resume_window) or marked gone (all others).
-        window = config.backend.resume_window
-        recovered = await database.recover_after_restart(
-            keep_task_run_id=run.id if window else None
-        )
-        if recovered:
-            log.info(
-                "{n} agents were working when the daemon stopped: marked disconnect,"
-                " their units are back in the pool",
-                n=len(recovered),
-            )
         run_blocking = thread_runner(reactor)
         runner = TaskRunner(
             reactor, task, run_blocking, config.task.units_per_assignment, config.task.timeout
@@ -187,17 +175,18 @@ def build_service(
             reactor, database, run, config.task, task, run_blocking, runner.agent_assigned
         )
         top.store = StoredSubmissions(database, files)
+        resumption = Resumption(reactor, config.backend.resume_window, task.kind == STATIC)
         top.backend = ClientIOHandler(
             reactor,
             top.pool,
             top.store,
             status_interval=config.backend.status_interval,
             on_unit_submitted=runner.unit_submitted,
+            resumption=resumption,
         )
-        if window:
-            resumed = await top.pool.resume(await database.resumable_agents(run.id))
-            runner.agents_resumed(resumed)
-            expect_resumed(top.backend, top.hub, resumed, window, task.kind == STATIC)
+        # Before anyone is served: agents left working by the last life of the daemon are
+        # taken back (this run's, within resume_window) or marked gone (all others).
+        await resumption.start(database, run.id, top.pool.registry, runner, top.hub)
         say_where(config, data_dir / config.storage.database, router.url if router else None)
         return top.backend
 
@@ -229,31 +218,6 @@ def say_where(config: Config, database: Path, router_url: str | None) -> None:
         database=str(database),
         path=str(config.path),
     )
-
-
-def expect_resumed(
-    backend: ClientIOHandler,
-    hub: RouterHub | None,
-    resumed: list[tuple[Agent, Unit | None]],
-    window: float,
-    static: bool,
-) -> None:
-    """Tell the backend (and, embedded, its router as new as it) which agents it took back.
-
-    Static and onboarding pages hold no socket: no router shows them before they submit,
-    so they keep their places as they would without the restart. The others get `window`
-    seconds to show up.
-    """
-    with_socket = [agent for agent, unit in resumed if unit is not None and not static]
-    watched = {agent.agent_id for agent in with_socket}
-    without = [agent for agent, _ in resumed if agent.agent_id not in watched]
-    backend.expect_resumed(with_socket, window)
-    backend.expect_resumed(without, None)
-    if hub is not None:
-        # Embedded: the router times out the pages that do not come back, as after a
-        # lost socket, and takes the REST calls of those that do.
-        hub.expect_agents({agent.agent_id: agent.status for agent in with_socket}, window)
-        hub.expect_agents({agent.agent_id: agent.status for agent in without}, None)
 
 
 YOUNG_GENERATION_THRESHOLD = 10_000  # CPython's default is 700

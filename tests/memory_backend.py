@@ -16,7 +16,8 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from architect.backend.workers import BadRegistration, Registration, new_agent_id
+from architect.backend.agent_registry import new_agent_id
+from architect.backend.registration import BadRegistration, Registration
 from architect.lifecycle import ACTIVE, AgentKind
 from architect.protocol import FailureReason, Status
 from architect.tasks.agent import Agent

@@ -628,13 +628,13 @@ def test_a_resumed_agent_is_bound_to_the_router_that_shows_it() -> None:
     b = Backend()
     other = b.add_channel("two")
     agent = resumed_agent(b)
-    b.handler.expect_resumed([agent], window=60.0)
+    b.handler.resumption.wait_for([agent], window=60.0)
     assert b.channel.sent == [] and other.sent == []  # nowhere to go yet
 
     other.receive(RETURN_STATUSES, MEPHISTO, {"kept": Status.IN_TASK})
     assert b.handler.agent_channels["kept"] is other
     assert statuses_sent(other, "kept") == [Status.IN_TASK]  # kept meanwhile, sent now
-    assert b.handler.unclaimed == {}
+    assert b.handler.resumption.unclaimed == {}
     agent.observe({"text": "still here"})
     assert [p.data["text"] for p in other.of_type(CLIENT_BOUND_LIVE_UPDATE)] == ["still here"]
     assert b.channel.sent == []
@@ -646,7 +646,7 @@ def test_a_resumed_agent_is_bound_to_the_router_that_shows_it() -> None:
 def test_a_resumed_agent_is_claimed_by_a_packet_about_it() -> None:
     b = Backend()
     agent = resumed_agent(b)
-    b.handler.expect_resumed([agent], window=60.0)
+    b.handler.resumption.wait_for([agent], window=60.0)
     waiting = agent.act()
     b.channel.receive(MEPHISTO_BOUND_LIVE_UPDATE, "kept", {"text": "hi", "update_id": "u1"})
     taken: list[Any] = []
@@ -659,7 +659,7 @@ def test_a_resumed_agent_is_claimed_by_a_packet_about_it() -> None:
 def test_resumed_agents_not_shown_within_the_window_are_disconnected() -> None:
     b = Backend()
     back, gone = resumed_agent(b, "back"), resumed_agent(b, "gone")
-    b.handler.expect_resumed([back, gone], window=60.0)
+    b.handler.resumption.wait_for([back, gone], window=60.0)
     b.clock.advance(30.0)
     b.channel.receive(RETURN_STATUSES, MEPHISTO, {"back": Status.IN_TASK})
     b.clock.advance(29.9)
@@ -674,16 +674,16 @@ def test_resumed_agents_not_shown_within_the_window_are_disconnected() -> None:
 def test_a_router_showing_a_resumed_agent_disconnected_is_believed() -> None:
     b = Backend()
     agent = resumed_agent(b)
-    b.handler.expect_resumed([agent], window=60.0)
+    b.handler.resumption.wait_for([agent], window=60.0)
     b.channel.receive(RETURN_STATUSES, MEPHISTO, {"kept": Status.DISCONNECT})
     assert agent.status == Status.DISCONNECT
-    assert b.handler.unclaimed == {}
+    assert b.handler.resumption.unclaimed == {}
 
 
 def test_without_a_window_resumed_agents_wait_until_they_submit() -> None:
     b = Backend()
     agent = resumed_agent(b)
-    b.handler.expect_resumed([agent], window=None)
+    b.handler.resumption.wait_for([agent], window=None)
     b.clock.advance(86_400.0)
     assert agent.status == Status.IN_TASK
     b.channel.receive(SUBMIT_UNIT, "kept", {"answer": 1})
@@ -693,7 +693,7 @@ def test_without_a_window_resumed_agents_wait_until_they_submit() -> None:
 
 def test_stopping_the_handler_ends_the_resume_window() -> None:
     b = Backend()
-    b.handler.expect_resumed([resumed_agent(b)], window=60.0)
+    b.handler.resumption.wait_for([resumed_agent(b)], window=60.0)
     b.handler.stop()
     assert b.clock.getDelayedCalls() == []
 
@@ -703,10 +703,10 @@ def test_a_resumed_agent_whose_page_reloads_is_claimed_by_the_registration() -> 
     details = b.register("r1", registration_id="reg-1")
     agent = b.agent(details["agent_id"])
     del b.handler.agent_channels[agent.agent_id]  # as a restarted backend holds it
-    b.handler.expect_resumed([agent], window=60.0)
+    b.handler.resumption.wait_for([agent], window=60.0)
     again = b.register("r2", registration_id="reg-1")
     assert again["agent_id"] == agent.agent_id
-    assert b.handler.unclaimed == {}
+    assert b.handler.resumption.unclaimed == {}
     b.clock.advance(60.0)
     assert agent.status == Status.IN_TASK
 
@@ -714,12 +714,12 @@ def test_a_resumed_agent_whose_page_reloads_is_claimed_by_the_registration() -> 
 def test_only_the_agents_given_a_window_lose_their_place_when_it_ends() -> None:
     b = Backend()
     live, form = resumed_agent(b, "live"), resumed_agent(b, "form", Status.ONBOARDING)
-    b.handler.expect_resumed([live], window=60.0)
-    b.handler.expect_resumed([form], window=None)
+    b.handler.resumption.wait_for([live], window=60.0)
+    b.handler.resumption.wait_for([form], window=None)
     b.clock.advance(60.0)
     assert live.status == Status.DISCONNECT
     assert form.status == Status.ONBOARDING
-    assert list(b.handler.unclaimed) == ["form"]
+    assert list(b.handler.resumption.unclaimed) == ["form"]
 
 
 def test_the_only_router_is_told_at_once_of_resumed_agents_without_a_socket() -> None:
@@ -727,19 +727,19 @@ def test_the_only_router_is_told_at_once_of_resumed_agents_without_a_socket() ->
     be refused as unknown, so the backend pushes those agents' statuses when it opens."""
     b = Backend()
     form, live = resumed_agent(b, "form"), resumed_agent(b, "live")
-    b.handler.expect_resumed([form], window=None)
-    b.handler.expect_resumed([live], window=60.0)
+    b.handler.resumption.wait_for([form], window=None)
+    b.handler.resumption.wait_for([live], window=60.0)
     b.handler.channel_opened(b.channel)
     assert statuses_sent(b.channel, "form") == [Status.IN_TASK]
     assert b.handler.agent_channels["form"] is b.channel
-    assert list(b.handler.unclaimed) == ["live"]  # its page shows itself, or not
+    assert list(b.handler.resumption.unclaimed) == ["live"]  # its page shows itself, or not
 
 
 def test_with_several_routers_resumed_agents_wait_to_be_shown() -> None:
     b = Backend()
     b.add_channel("two")
     form = resumed_agent(b, "form")
-    b.handler.expect_resumed([form], window=None)
+    b.handler.resumption.wait_for([form], window=None)
     b.handler.channel_opened(b.channel)
     assert statuses_sent(b.channel, "form") == []
-    assert list(b.handler.unclaimed) == ["form"]
+    assert list(b.handler.resumption.unclaimed) == ["form"]

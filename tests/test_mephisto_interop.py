@@ -362,7 +362,7 @@ async def test_a_restarted_backend_takes_its_agent_back_through_mephistos_node_r
         again = agent_of(service, agent_id)  # taken back from the database
         assert [u.get("text") for u in again.past_live_updates] == ["before"]
         await wait_for(
-            lambda: service.backend is not None and service.backend.unclaimed == {},
+            lambda: service.backend is not None and service.backend.resumption.unclaimed == {},
             "the new backend to find its agent in Node's statuses",
         )
         sent_id = again.observe({"text": "after the restart"})

@@ -18,12 +18,9 @@ from twisted.internet.defer import DeferredList, gatherResults
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
-from architect.backend.workers import (
-    BadRegistration,
-    Registration,
-    StoredWorkerPool,
-    prepare_task_run,
-)
+from architect.backend.registration import BadRegistration, Registration
+from architect.backend.resume import Resumption
+from architect.backend.workers import StoredWorkerPool, prepare_task_run
 from architect.config import TaskConfig
 from architect.protocol import FailureReason, Status
 from architect.qualifications import Requirement
@@ -542,6 +539,12 @@ async def test_simultaneous_registrations_of_one_worker_respect_its_limits(
 # --- restart ---
 
 
+async def take_back(db: SQLiteDatabase, pool: StoredWorkerPool) -> list[Any]:
+    """What a restarted backend takes back of the pool's run."""
+    records = await db.resumable_agents(pool.task_run.id)
+    return await Resumption(Clock()).take_back(db, pool.registry, pool.task_run.id, records)
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_restarted_pool_resumes_the_agents_left_working(tmp_path: Path) -> None:
     data_dir = tmp_path / "resume"
@@ -560,7 +563,7 @@ async def test_a_restarted_pool_resumes_the_agents_left_working(tmp_path: Path) 
     try:
         pool = await make_pool(db, task=TaskDefinition())
         assert await db.recover_after_restart(keep_task_run_id=pool.task_run.id) == []
-        [(again, unit)] = await pool.resume(await db.resumable_agents(pool.task_run.id))
+        [(again, unit)] = await take_back(db, pool)
         assert unit is not None and unit.assignment_index == 1
         assert again.agent_id == working.agent_id and again.status == Status.IN_TASK
         # The data recorded at registration, not the (changed) hook's.
@@ -589,7 +592,7 @@ async def test_an_agent_without_recorded_task_data_is_not_resumed(db: SQLiteData
     # As in a database from before schema 2: nothing was recorded.
     await db.set_agent_init_data(working.agent_id, None)
     fresh = await make_pool(db)
-    assert await fresh.resume(await db.resumable_agents(fresh.task_run.id)) == []
+    assert await take_back(db, fresh) == []
     stored = await db.get_agent(working.agent_id)
     assert stored is not None and stored.status == Status.DISCONNECT
     assert (await unit_statuses(fresh))[0] == UnitStatus.AVAILABLE

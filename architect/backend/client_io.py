@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from architect.backend.channel import Channel
+from architect.backend.registration import Registration, WorkerPool
+from architect.backend.resume import Resumption
 from architect.backend.store import SubmissionStore
-from architect.backend.workers import Registration, WorkerPool
 from architect.lifecycle import PUSHED_ACTIVE, is_active
 from architect.protocol import (
     AGENT_DETAILS,
@@ -71,6 +72,7 @@ class ClientIOHandler:
         status_interval: float = 4.0,
         remembered_ids: int = 10_000,
         on_unit_submitted: Callable[[Agent, dict[str, Any]], object] | None = None,
+        resumption: Resumption | None = None,
     ) -> None:
         self.clock = clock
         self.on_unit_submitted = on_unit_submitted  # e.g. the task's validate_submission
@@ -82,9 +84,8 @@ class ClientIOHandler:
         self.answered_requests = RecentKeys(remembered_ids)
         self.stored_submissions = RecentKeys(remembered_ids)
         self.on_catastrophic_loss: Callable[[Channel], None] | None = None
-        self.unclaimed: dict[str, Agent] = {}  # resumed agents no router has shown yet
-        self._unwatched: set[str] = set()  # unclaimed ones without a window (no socket)
-        self._resume_timers: list[IDelayedCall] = []
+        # The agents taken back at a restart, bound to the first router that shows each.
+        self.resumption = resumption if resumption is not None else Resumption(clock)
         self._status_loop = LoopingCall(self.request_statuses)
         self._status_loop.clock = clock
         self.handlers: dict[str, PacketHandler] = {
@@ -113,56 +114,30 @@ class ClientIOHandler:
     def stop(self) -> None:
         if self._status_loop.running:
             self._status_loop.stop()
-        timers, self._resume_timers = self._resume_timers, []
-        for timer in timers:
-            if timer.active():
-                timer.cancel()
+        self.resumption.stop()
 
     # --- agents taken back after a restart ---
 
-    def expect_resumed(self, agents: Sequence[Agent], window: float | None) -> None:
-        """Agents a restarted backend took back: each is bound to the first router that
-        shows it (in its statuses, or by a packet about it). Those still unshown after
-        `window` seconds are `disconnect`; with no window they wait (a page without a
-        socket, static or onboarding, may show itself first by submitting)."""
-        waited = [agent for agent in agents if agent.agent_id not in self.agent_channels]
-        for agent in waited:
-            self.unclaimed[agent.agent_id] = agent
-            if window is None:
-                self._unwatched.add(agent.agent_id)
-        if waited and window is not None:
-            ids = [agent.agent_id for agent in waited]
-            self._resume_timers.append(self.clock.callLater(window, self._resume_window_over, ids))
-
     def _claim(self, channel: Channel, agent_id: str) -> None:
-        agent = self.unclaimed.pop(agent_id, None)
-        self._unwatched.discard(agent_id)
-        if agent is None:
-            return
+        agent = self.resumption.claim(agent_id)
+        if agent is not None:
+            self._carry_on(agent, channel)
+
+    def _carry_on(self, agent: Agent, channel: Channel) -> None:
         log.info(
             "agent {agent_id} carries on through channel {channel}",
-            agent_id=agent_id,
+            agent_id=agent.agent_id,
             channel=channel.channel_id,
         )
         self.bind_agent(agent, channel)  # its status, kept meanwhile, goes out now
-
-    def _resume_window_over(self, agent_ids: list[str]) -> None:
-        self._resume_timers = [t for t in self._resume_timers if t.active()]
-        gone = [self.unclaimed.pop(i) for i in agent_ids if i in self.unclaimed]
-        self._unwatched.difference_update(agent_ids)
-        if gone:
-            log.info("{n} agents of the last run did not come back: disconnect", n=len(gone))
-        for agent in gone:
-            if agent.is_active:
-                agent.set_status(Status.DISCONNECT, push=False)
 
     def channel_opened(self, channel: Channel) -> None:
         log.info("channel {channel} open", channel=channel.channel_id)
         if len(self.channels) == 1:
             # The only router is where pages without a socket (static, onboarding) will
             # submit: it must know them, even if it restarted too and knows no one.
-            for agent_id in list(self._unwatched):
-                self._claim(channel, agent_id)
+            for agent in self.resumption.claim_unwatched():
+                self._carry_on(agent, channel)
         # Learn at once what a (re)started router knows, so statuses are re-pushed quickly.
         self._send(channel, Packet(REQUEST_STATUSES, MEPHISTO, {}))
 
@@ -207,8 +182,7 @@ class ClientIOHandler:
         """The agent's packets now go through `channel` (where it last registered)."""
         previous = self.agent_channels.get(agent.agent_id)
         self.agent_channels[agent.agent_id] = channel
-        self.unclaimed.pop(agent.agent_id, None)  # a resumed agent's page reloaded
-        self._unwatched.discard(agent.agent_id)
+        self.resumption.claim(agent.agent_id)  # a resumed agent's page reloaded
         if previous is None:
             agent_id = agent.agent_id
             agent.set_outlet(lambda packet: self._send_for_agent(agent_id, packet))
@@ -224,7 +198,7 @@ class ClientIOHandler:
 
     def handle_packet(self, channel: Channel, packet: Packet) -> Deferred[bool]:
         """Handle one packet; the Deferred says whether it was handled (stored, answered)."""
-        if self.unclaimed and packet.packet_type != RETURN_STATUSES:
+        if self.resumption.unclaimed and packet.packet_type != RETURN_STATUSES:
             self._claim(channel, packet.subject_id)
         handler = self.handlers.get(packet.packet_type)
         if handler is None:
@@ -398,8 +372,8 @@ class ClientIOHandler:
 
     def handle_return_statuses(self, channel: Channel, packet: Packet) -> None:
         router_statuses = packet.data
-        if self.unclaimed:
-            for agent_id in [a for a in router_statuses if a in self.unclaimed]:
+        if self.resumption.unclaimed:
+            for agent_id in [a for a in router_statuses if a in self.resumption.unclaimed]:
                 self._claim(channel, agent_id)
         for agent_id, bound in list(self.agent_channels.items()):
             if bound is not channel:

@@ -33,32 +33,23 @@ that raises is logged with the worker and unit; the worker gets a refusal.
 from __future__ import annotations
 
 import copy
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-import attrs
-from twisted.internet.defer import Deferred, DeferredLock, gatherResults
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from architect.backend.agent_registry import AgentRegistry, new_agent_id
+from architect.backend.onboarding import PASSED, Onboarding
+from architect.backend.recorder import AgentRecorder
+from architect.backend.registration import BadRegistration, Registration
+from architect.backend.worker_locks import WorkerLocks
 from architect.config import TaskConfig
-from architect.lifecycle import AgentKind, UnitStatus, unit_status_after, unit_status_if_lost
-from architect.protocol import (
-    CLIENT_BOUND_LIVE_UPDATE,
-    MEPHISTO_BOUND_LIVE_UPDATE,
-    FailureReason,
-    Status,
-)
+from architect.lifecycle import AgentKind, unit_status_if_lost
+from architect.protocol import FailureReason, Status
 from architect.qualifications import meets_all
-from architect.storage import (
-    Database,
-    Direction,
-    ResumableAgent,
-    TaskRun,
-    Unit,
-    Worker,
-)
+from architect.storage import Database, TaskRun, Unit, Worker
 from architect.tasks.agent import Agent
 from architect.tasks.definition import TaskDefinition, UnitInfo, WorkerInfo
 from architect.tasks.hooks import BlockingRunner, call_hook
@@ -66,54 +57,11 @@ from architect.tasks.hooks import BlockingRunner, call_hook
 log = Logger()
 T = TypeVar("T")
 
-
-def new_agent_id(prefix: str = "") -> str:
-    """An unguessable agent id."""
-    return prefix + uuid.uuid4().hex
-
-
 # How many units' worker_can_do_unit verdicts are asked for at once.
 HOOK_BATCH = 20
 CANDIDATE_PAGE = 100  # units read from the database at a time by one registration
 # The provider a registration without provider_type is taken to come from.
 DEFAULT_PROVIDER = "mock"
-# Qualification values granted by onboarding.
-PASSED, FAILED = 1, 0
-
-
-@attrs.define
-class Registration:
-    """The pool's answer to a registration or an onboarding submission."""
-
-    worker_id: str | None
-    agent: Agent | None
-    init_task_data: dict[str, Any] | None = None
-    failure_reason: str | None = None
-    reconnected: bool = False  # the same agent as before (a page reload)
-
-    @classmethod
-    def refused(cls, worker_id: str | None, reason: str) -> Registration:
-        return cls(worker_id=worker_id, agent=None, failure_reason=reason)
-
-
-class BadRegistration(ValueError):
-    """provider_data the pool cannot work with."""
-
-
-class WorkerPool(Protocol):
-    def register(self, provider_data: dict[str, Any]) -> Deferred[Registration]:
-        """A browser asks for work: a new agent, the same agent again, or a failure reason."""
-        ...
-
-    def submit_onboarding(
-        self, agent: Agent, onboarding_data: dict[str, Any]
-    ) -> Deferred[Registration]:
-        """An onboarding agent submitted: a unit agent, or a failure reason."""
-        ...
-
-    def get_agent(self, agent_id: str) -> Agent | None:
-        """A live agent by id (onboarding agents included)."""
-        ...
 
 
 async def prepare_task_run(
@@ -161,16 +109,17 @@ class StoredWorkerPool:
         self.settings = settings
         self.task = task
         self.run_blocking = run_blocking
-        self.agents: dict[str, Agent] = {}  # the agents of this process, by id
-        self.registrations: dict[str, Agent] = {}  # agent_registration_id -> latest agent
-        self.workers: dict[str, Worker] = {}  # by worker id (as on the wire)
-        self._locks: dict[int, DeferredLock] = {}
-        self._writes: set[Deferred[Any]] = set()
+        self.recorder = AgentRecorder(database, settings.return_units)
+        self.registry = AgentRegistry(clock, self.recorder)
+        self.onboarding = Onboarding(
+            database, self.registry, task, run_blocking, settings.onboarding_qualification
+        )
+        self.locks = WorkerLocks()
 
     # --- WorkerPool ---
 
     def get_agent(self, agent_id: str) -> Agent | None:
-        return self.agents.get(agent_id)
+        return self.registry.get(agent_id)
 
     def register(self, provider_data: dict[str, Any]) -> Deferred[Registration]:
         return Deferred.fromCoroutine(self._register(provider_data))
@@ -182,61 +131,7 @@ class StoredWorkerPool:
 
     def settled(self) -> Deferred[None]:
         """Fires once the status and live-update writes issued so far are committed."""
-        pending = list(self._writes)
-        return gatherResults(pending, consumeErrors=True).addBoth(lambda _: None)
-
-    # --- a restart ---
-
-    async def resume(self, records: Sequence[ResumableAgent]) -> list[tuple[Agent, Unit | None]]:
-        """Take back the agents an earlier life of the daemon left working, with their data,
-        status and live updates; each with its unit (None for an onboarding agent).
-
-        An agent whose task data was never recorded (a database older than schema 2)
-        cannot carry on: it becomes `disconnect`, as it would have without resuming.
-        """
-        resumed: list[tuple[Agent, Unit | None]] = []
-        for record in records:
-            stored = record.agent
-            if stored.task_run_id != self.task_run.id:
-                continue
-            if not isinstance(record.init_task_data, dict):
-                log.info(
-                    "agent {agent_id} has no recorded task data: disconnect",
-                    agent_id=stored.agent_id,
-                )
-                unit_status = unit_status_if_lost() if record.unit is not None else None
-                await self.database.set_agent_status(
-                    stored.agent_id, Status.DISCONNECT, unit_status
-                )
-                continue
-            self.workers[str(record.worker.id)] = record.worker
-            agent = self._new_agent(
-                stored.agent_id,
-                record.worker,
-                record.init_task_data,
-                stored.agent_registration_id,
-                stored.status,
-                stored.kind,
-            )
-            agent.restore_live_updates(
-                [
-                    (
-                        CLIENT_BOUND_LIVE_UPDATE
-                        if update.direction == Direction.CLIENT_BOUND
-                        else MEPHISTO_BOUND_LIVE_UPDATE,
-                        update.data,
-                    )
-                    for update in record.live_updates
-                    if isinstance(update.data, dict)
-                ]
-            )
-            resumed.append((agent, record.unit))
-        if resumed:
-            log.info(
-                "{n} agents were working when the daemon stopped: kept, waiting for them",
-                n=len(resumed),
-            )
-        return resumed
+        return self.recorder.settled()
 
     # --- the pipeline ---
 
@@ -252,8 +147,8 @@ class StoredWorkerPool:
             registration_id = None
         # Stage 0: the worker (one transaction: simultaneous first visits find one row).
         worker = await self.database.find_or_create_worker(provider_type, worker_name)
-        self.workers[str(worker.id)] = worker
-        async with self._lock(worker.id):
+        self.registry.remember_worker(worker)
+        async with self.locks.of(worker.id):
             if registration_id is not None:
                 again = await self._reconnect(worker, registration_id)
                 if again is not None:
@@ -263,7 +158,7 @@ class StoredWorkerPool:
     async def _reconnect(self, worker: Worker, registration_id: str) -> Registration | None:
         """Stage 6: the agent this registration id had, or None to go through the stages."""
         worker_id = str(worker.id)
-        agent = self.registrations.get(registration_id)
+        agent = self.registry.by_registration(registration_id)
         if agent is None:
             stored = await self.database.find_agent_by_registration_id(registration_id)
             if stored is None or stored.task_run_id != self.task_run.id:
@@ -299,9 +194,8 @@ class StoredWorkerPool:
         """Stages 1 to 5."""
         worker_id = str(worker.id)
         settings = self.settings
-        granted = await self.database.get_qualifications(worker.id)
-        held = {name: q.value for name, q in granted.items()}
-        info = WorkerInfo(worker_id, worker.worker_name, worker.provider_type, held)
+        info = await self._worker_info(worker)
+        held = info.qualifications
         # 1. qualifications
         if not meets_all(settings.qualifications, held):
             return Registration.refused(worker_id, FailureReason.NOT_QUALIFIED)
@@ -326,7 +220,7 @@ class StoredWorkerPool:
             # 4. onboarding first, provided some unit is there for the worker afterwards
             if await self._first_doable(info, candidates, self._any_unit) is None:
                 return Registration.refused(worker_id, FailureReason.NO_WORK)
-            return await self._start_onboarding(worker, info, registration_id)
+            return await self.onboarding.start(self.task_run.id, worker, info, registration_id)
 
         # 5. reservation of the first doable unit still available
         async def reserve(batch: list[Unit]) -> Agent | None:
@@ -336,6 +230,12 @@ class StoredWorkerPool:
         if agent is None:
             return Registration.refused(worker_id, FailureReason.NO_WORK)
         return Registration(worker_id, agent, copy.deepcopy(agent.init_task_data))
+
+    async def _worker_info(self, worker: Worker) -> WorkerInfo:
+        """The worker as hooks see it, with the qualifications granted now."""
+        granted = await self.database.get_qualifications(worker.id)
+        held = {name: q.value for name, q in granted.items()}
+        return WorkerInfo(str(worker.id), worker.worker_name, worker.provider_type, held)
 
     async def _candidates(self, worker: Worker) -> AsyncIterator[list[Unit]]:
         """Available units of assignments the worker has had no unit of, in order, a page at
@@ -424,11 +324,11 @@ class StoredWorkerPool:
             )
             await self.database.set_agent_status(agent_id, Status.EXPIRED, unit_status_if_lost())
             raise
-        agent = self._new_agent(
+        agent = self.registry.new_agent(
             agent_id, worker, data, registration_id, Status.IN_TASK, AgentKind.UNIT
         )
         if self.task.init_data is not None:  # else recorded with the reservation
-            self._record_init_data(agent)
+            self.recorder.record_init_data(agent)
         if self.on_unit_agent is not None:
             self.on_unit_agent(agent, unit)
         return agent
@@ -444,173 +344,17 @@ class StoredWorkerPool:
 
     # --- onboarding ---
 
-    async def _start_onboarding(
-        self, worker: Worker, info: WorkerInfo, registration_id: str | None
-    ) -> Registration:
-        worker_id = str(worker.id)
-        data: Any = {}
-        if self.task.onboarding_data is not None:
-            try:
-                data = await call_hook(self.run_blocking, self.task.onboarding_data, info)
-                if not isinstance(data, dict):
-                    kind = type(data).__name__
-                    raise TypeError(f"onboarding_data must return a dict, not {kind}")
-            except Exception:
-                log.failure(
-                    "onboarding_data failed for worker {name} ({worker_id})",
-                    name=worker.worker_name,
-                    worker_id=worker_id,
-                )
-                return Registration.refused(worker_id, FailureReason.NO_WORK)
-        agent_id = new_agent_id("onboarding-")
-        await self.database.create_onboarding_agent(
-            self.task_run.id, worker.id, agent_id, registration_id, status=Status.ONBOARDING
-        )
-        agent = self._new_agent(
-            agent_id, worker, data, registration_id, Status.ONBOARDING, AgentKind.ONBOARDING
-        )
-        self._record_init_data(agent)
-        return Registration(worker_id, agent, copy.deepcopy(data))
-
     async def _submit_onboarding(
         self, agent: Agent, onboarding_data: dict[str, Any]
     ) -> Registration:
-        worker = self.workers.get(agent.worker_id)
-        if worker is None or not agent.is_onboarding or agent.status != Status.ONBOARDING:
+        worker = self.registry.worker(agent.worker_id)
+        if worker is None or not self.onboarding.is_open(agent):
             return Registration.refused(agent.worker_id, FailureReason.TASK_MISSING)
-        async with self._lock(worker.id):
-            if agent.status != Status.ONBOARDING:  # a second submission got here first
+        async with self.locks.of(worker.id):
+            if not self.onboarding.is_open(agent):  # a second submission got here first
                 return Registration.refused(agent.worker_id, FailureReason.TASK_MISSING)
-            granted = await self.database.get_qualifications(worker.id)
-            held = {name: q.value for name, q in granted.items()}
-            info = WorkerInfo(agent.worker_id, worker.worker_name, worker.provider_type, held)
-            try:
-                passed = await self._validate_onboarding(info, onboarding_data)
-            except Exception:
-                log.failure(
-                    "validate_onboarding failed for worker {name} ({worker_id}), agent {agent_id}",
-                    name=worker.worker_name,
-                    worker_id=agent.worker_id,
-                    agent_id=agent.agent_id,
-                )
-                agent.set_status(Status.EXPIRED)
-                return Registration.refused(agent.worker_id, FailureReason.NO_WORK)
-            qualification = self.settings.onboarding_qualification
-            await self.database.grant_qualification(
-                worker.id, qualification, PASSED if passed else FAILED
-            )
-            if not passed:
-                agent.set_status(Status.REJECTED)
-                return Registration.refused(agent.worker_id, FailureReason.NOT_QUALIFIED)
-            agent.set_status(Status.APPROVED)
+            info = await self._worker_info(worker)
+            refused = await self.onboarding.judge(agent, worker, info, onboarding_data)
+            if refused is not None:
+                return refused
             return await self._find_work(worker, agent.registration_id)
-
-    async def _validate_onboarding(self, info: WorkerInfo, data: dict[str, Any]) -> bool:
-        hook = self.task.validate_onboarding
-        if hook is None:
-            return True
-        return bool(await call_hook(self.run_blocking, hook, info, copy.deepcopy(data)))
-
-    # --- agents and the database ---
-
-    def _new_agent(
-        self,
-        agent_id: str,
-        worker: Worker,
-        init_task_data: dict[str, Any],
-        registration_id: str | None,
-        status: str,
-        kind: str,
-    ) -> Agent:
-        agent = Agent(
-            self.clock,
-            agent_id,
-            str(worker.id),
-            copy.deepcopy(init_task_data),
-            registration_id=registration_id,
-            kind=kind,
-        )
-        agent.set_status(status)  # stored with the agent; pushed once it has an outlet
-        agent.add_status_listener(self._record_status)
-        agent.add_live_update_listener(self._record_live_update)
-        self.agents[agent_id] = agent
-        if registration_id is not None:
-            self.registrations[registration_id] = agent
-        return agent
-
-    def _record_init_data(self, agent: Agent) -> None:
-        """Kept so that a restarted daemon can carry the agent on (not waited for: the
-        worker need not wait, and an agent without it is disconnected at a restart)."""
-        self._track(
-            self.database.set_agent_init_data(agent.agent_id, agent.init_task_data),
-            "recording the task data of agent {agent_id}",
-            agent.agent_id,
-        )
-
-    def _record_status(self, agent: Agent, old: str, new: str) -> None:
-        unit_status = None
-        if not agent.is_onboarding:
-            unit_status = unit_status_after(old, new, self.settings.return_units)
-            if unit_status == UnitStatus.AVAILABLE:
-                log.info(
-                    "agent {agent_id} is {status}: its unit goes back to the pool",
-                    agent_id=agent.agent_id,
-                    status=new,
-                )
-        self._track(
-            self.database.set_agent_status(agent.agent_id, new, unit_status),
-            "recording the status of agent {agent_id}",
-            agent.agent_id,
-        )
-
-    def _record_live_update(self, agent: Agent, packet_type: str, data: dict[str, Any]) -> None:
-        direction = (
-            Direction.CLIENT_BOUND
-            if packet_type == CLIENT_BOUND_LIVE_UPDATE
-            else Direction.MEPHISTO_BOUND
-        )
-        update_id = data.get("update_id")
-        self._track(
-            self.database.store_live_update(
-                agent.agent_id,
-                direction,
-                data,
-                update_id if isinstance(update_id, str) else None,
-            ),
-            "logging a live update of agent {agent_id}",
-            agent.agent_id,
-        )
-
-    def _track(self, d: Deferred[Any], what: str, agent_id: str) -> None:
-        self._writes.add(d)
-
-        def done(result: Any) -> None:
-            self._writes.discard(d)
-
-        def failed(failure: Any) -> None:
-            log.failure(what + " failed", failure, agent_id=agent_id)
-
-        d.addErrback(failed).addBoth(done)
-
-    def _lock(self, worker_id: int) -> _WorkerLock:
-        lock = self._locks.get(worker_id)
-        if lock is None:
-            lock = self._locks[worker_id] = DeferredLock()
-        return _WorkerLock(self, worker_id, lock)
-
-
-class _WorkerLock:
-    """`async with`: one registration of a worker at a time; unused locks are forgotten."""
-
-    def __init__(self, pool: StoredWorkerPool, worker_id: int, lock: DeferredLock) -> None:
-        self.pool = pool
-        self.worker_id = worker_id
-        self.lock = lock
-
-    async def __aenter__(self) -> None:
-        await self.lock.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.lock.release()
-        if not self.lock.locked and not self.lock.waiting:
-            self.pool._locks.pop(self.worker_id, None)
