@@ -226,11 +226,16 @@ def _switch(value: str, base: Path) -> bool:
         raise ValueError(f"{value!r} is not on or off") from None
 
 
+def is_module_path(spec: str) -> bool:
+    """A task module given as a .py file (else a module name, package.module)."""
+    return spec.endswith(".py") or "/" in spec or "\\" in spec
+
+
 def _task_module(value: str, base: Path) -> str | None:
     """`package.module`, or a .py file relative to the config file (made absolute here)."""
     if not value:
         return None
-    if value.endswith(".py") or "/" in value or "\\" in value:
+    if is_module_path(value):
         path = (base / value).resolve()
         if not path.is_file():
             raise ValueError(f"no task module file at {path}")
@@ -384,17 +389,31 @@ def load_config(path: str | Path) -> Config:
                     values[key] = keys[key](raw.strip(), base)
                 except ValueError as e:
                     raise ConfigError(path, section, key, str(e)) from None
-        if section == "router" and "upload_dir" not in values:
-            values["upload_dir"] = (base / "uploads").resolve()
-        if section == "storage" and "data_dir" not in values:
-            values["data_dir"] = (base / "data").resolve()
         if section == "task" and values.get("onboarding_qualification") == "":
             del values["onboarding_qualification"]  # named after the run
         sections[section] = cls(**values)
 
-    config = Config(path=path, **sections)
+    config = beside_its_file(Config(path=path, **sections))
     _check_together(config)
     return config
+
+
+def beside_its_file(config: Config) -> Config:
+    """The config with its relative paths (the defaults, or a Config built in code) taken
+    beside its file, as the ini file's own relative paths are."""
+    base = config.path.resolve().parent
+
+    def here(path: Path) -> Path:
+        return (base / path).resolve()
+
+    router = attrs.evolve(config.router, upload_dir=here(config.router.upload_dir))
+    if config.router.static_dir is not None:
+        router = attrs.evolve(router, static_dir=here(config.router.static_dir))
+    storage = attrs.evolve(config.storage, data_dir=here(config.storage.data_dir))
+    task = config.task
+    if task.module is not None and is_module_path(task.module):
+        task = attrs.evolve(task, module=str(here(Path(task.module))))
+    return attrs.evolve(config, router=router, storage=storage, task=task)
 
 
 def _check_together(config: Config) -> None:

@@ -1,16 +1,27 @@
-"""twistd options and makeService: the one place that wires the parts together."""
+"""twistd options and makeService: the one place that wires the parts together.
+
+The daemon is an `ArchitectService` with up to three named children, by the
+config's `[backend] mode`:
+
+- "router" (`RouterService`: the hub, its HTTP + WebSocket site, its listener),
+  in `off` and `embedded` modes;
+- "database" (`DatabaseService`), in `embedded` and `remote` modes;
+- "backend" (`BackendService`: the ClientIOHandler and its channels), which
+  builds the backend's parts once the database is open, then opens its channels.
+
+They start in that order and stop in the reverse one, each after the last.
+"""
 
 from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import attrs
 from twisted.application.service import IService, MultiService
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -24,60 +35,30 @@ from architect.backend.service import BackendService
 from architect.backend.store import StoredSubmissions
 from architect.backend.websocket_channel import WebsocketChannel
 from architect.backend.workers import StoredWorkerPool, prepare_task_run
-from architect.config import Config, ConfigError, load_config
+from architect.config import Config, ConfigError, beside_its_file, load_config
+from architect.demo.builtin import builtin_units
 from architect.embedded import InProcessChannel
 from architect.router.hub import RouterHub
 from architect.router.service import RouterService
 from architect.router.web import RouterWeb
 from architect.storage import Database, open_database
-from architect.tasks.definition import STATIC, TaskDefinition, WorkerInfo
-from architect.tasks.hooks import TaskModuleError, in_reactor, load_task_module, thread_runner
+from architect.storage.service import DatabaseService
+from architect.tasks.definition import STATIC, TaskDefinition
+from architect.tasks.hooks import TaskModuleError, load_task_module, thread_runner
 from architect.tasks.runner import TaskRunner
 
 log = Logger()
 
-
-# The shipped conf/router.ini runs the demo task of architect/demo/ (all three kinds on one
-# page). A config naming no task module or units file gets the plain static task below.
-
-
-def demo_units(count: int = 10) -> list[dict[str, Any]]:
-    """The units a backend serves without a configured units file: short texts to read."""
-    return [
-        {"text": f"Demo unit {n} of {count}: read this sentence, then submit."}
-        for n in range(1, count + 1)
-    ]
-
-
-DEMO_ONBOARDING_ANSWER = "ready"
-
-
-@in_reactor
-def _demo_onboarding_data(worker: WorkerInfo) -> dict[str, Any]:
-    return {"question": f"Type {DEMO_ONBOARDING_ANSWER!r} to start working."}
-
-
-@in_reactor
-def _demo_validate_onboarding(worker: WorkerInfo, data: dict[str, Any]) -> bool:
-    return str(data.get("answer", "")).strip().lower() == DEMO_ONBOARDING_ANSWER
-
-
-def demo_task() -> TaskDefinition:
-    """The hooks used without a task module: a static task, a one-question onboarding."""
-    return TaskDefinition(
-        name="demo",
-        onboarding_data=_demo_onboarding_data,
-        validate_onboarding=_demo_validate_onboarding,
-    )
+# The task module of a config that names none (a plain static task).
+BUILTIN_TASK_MODULE = "architect.demo.builtin"
 
 
 def load_task(config: Config) -> TaskDefinition:
-    """The task module's hooks, or the plain static task's; a ConfigError naming [task] module."""
-    if config.task.module is None:
-        return demo_task()
+    """The task module's hooks (the built-in task's without one); a ConfigError naming
+    [task] module if it cannot be used."""
     try:
         return TaskDefinition.from_module(
-            load_task_module(config.task.module, config.path.resolve().parent)
+            load_task_module(config.task.module or BUILTIN_TASK_MODULE)
         )
     except TaskModuleError as e:
         raise ConfigError(config.path, "task", "module", str(e)) from None
@@ -103,47 +84,86 @@ class Options(usage.Options):
         self["loaded"] = config
 
 
-class ArchitectService(MultiService):
-    """The daemon's top service.
+@attrs.define
+class BackendParts:
+    """What the backend is made of, once its database is open."""
 
-    `hub` is the router's hub when this process runs a router; `backend_service`
-    when it runs a backend, whose parts (`database`, `pool`, `store`, `backend`)
-    are set once the database is open.
-    """
-
-    hub: RouterHub | None = None
-    backend_service: BackendService | None = None
-    database: Database | None = None
     pool: StoredWorkerPool | None = None
     store: StoredSubmissions | None = None
-    backend: ClientIOHandler | None = None
+    handler: ClientIOHandler | None = None
+
+
+class ArchitectService(MultiService):
+    """The daemon's top service; its children are named "router", "database", "backend"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts = BackendParts()
+
+    def _child(self, name: str) -> Any:
+        return self.namedServices.get(name)
+
+    @property
+    def hub(self) -> RouterHub | None:
+        router = self._child("router")
+        return router.hub if router is not None else None
+
+    @property
+    def database(self) -> Database | None:
+        database = self._child("database")
+        return database.database if database is not None else None
+
+    @property
+    def pool(self) -> StoredWorkerPool | None:
+        return self.parts.pool
+
+    @property
+    def store(self) -> StoredSubmissions | None:
+        return self.parts.store
+
+    @property
+    def backend(self) -> ClientIOHandler | None:
+        return self.parts.handler
 
     def when_ready(self) -> Deferred[ClientIOHandler]:
         """Fires once the backend serves (its database open, its channels opening)."""
-        if self.backend_service is None:
+        backend = self._child("backend")
+        if backend is None:
             return fail(RuntimeError("this process runs no backend"))
-        return self.backend_service.when_ready()
+        return cast(BackendService, backend).when_ready()
+
+    def stopService(self) -> Deferred[None]:
+        # One child after the other, the last started first: the backend's channels are
+        # closed before the database they write to.
+        self.running = False
+        stopping: Deferred[None] = Deferred.fromCoroutine(self._stop_children())
+        return stopping
+
+    async def _stop_children(self) -> None:
+        for child in reversed(list(self)):
+            await child.stopService()
 
 
 def build_service(
-    config: Config,
-    reactor: Any,
-    on_start_failure: Callable[[Failure], None] | None = None,
+    config: Config, reactor: Any, on_start_failure: Any | None = None
 ) -> ArchitectService:
     """The daemon's services from the config; a ConfigError if the task module is unusable."""
+    config = beside_its_file(config)
     top = ArchitectService()
     router: RouterService | None = None
+    hub: RouterHub | None = None
     if config.backend.mode in ("off", "embedded"):
-        top.hub = RouterHub(reactor, config.router)
-        web = RouterWeb(top.hub, config.router)
-        router = RouterService(reactor, top.hub, web.site(), config.router.listen)
+        hub = RouterHub(reactor, config.router)
+        router = RouterService(
+            reactor, hub, RouterWeb(hub, config.router).site(), config.router.listen
+        )
         router.setName("router")
         router.setServiceParent(top)
     channel: Channel
     files: UploadedFiles
     if config.backend.mode == "embedded":
-        assert top.hub is not None
-        channel = InProcessChannel(top.hub, reactor)
+        assert hub is not None
+        channel = InProcessChannel(hub, reactor)
         files = UploadDirFiles(reactor, config.router.upload_dir)
     elif config.backend.mode == "remote":
         channel = WebsocketChannel(
@@ -159,54 +179,47 @@ def build_service(
     if config.task.onboarding and task.validate_onboarding is None:
         log.warn("[task] onboarding is on but the task has no validate_onboarding: all pass")
 
+    database_service = DatabaseService(lambda: open_database(config.storage, reactor=reactor))
+    database_service.setName("database")
+    database_service.setServiceParent(top)
+
     async def start_backend() -> ClientIOHandler:
-        # A relative data_dir (a Config built in code) is taken beside the config file too.
-        data_dir = config.path.resolve().parent / config.storage.data_dir
-        storage = attrs.evolve(config.storage, data_dir=data_dir)
-        database = await open_database(storage, reactor=reactor)
-        top.database = database
-        units = config.task.units if config.task.units is not None else demo_units()
+        database = await database_service.when_open()
+        units = config.task.units if config.task.units is not None else builtin_units()
         run = await prepare_task_run(database, config.task, units)
         run_blocking = thread_runner(reactor)
         runner = TaskRunner(
             reactor, task, run_blocking, config.task.units_per_assignment, config.task.timeout
         )
-        top.pool = StoredWorkerPool(
+        pool = StoredWorkerPool(
             reactor, database, run, config.task, task, run_blocking, runner.agent_assigned
         )
-        top.store = StoredSubmissions(database, files)
+        store = StoredSubmissions(database, files)
         resumption = Resumption(reactor, config.backend.resume_window, task.kind == STATIC)
-        top.backend = ClientIOHandler(
+        handler = ClientIOHandler(
             reactor,
-            top.pool,
-            top.store,
+            pool,
+            store,
             status_interval=config.backend.status_interval,
             on_unit_submitted=runner.unit_submitted,
             resumption=resumption,
         )
+        top.parts = BackendParts(pool, store, handler)
         # Before anyone is served: agents left working by the last life of the daemon are
         # taken back (this run's, within resume_window) or marked gone (all others).
-        await resumption.start(database, run.id, top.pool.registry, runner, top.hub)
-        say_where(config, data_dir / config.storage.database, router.url if router else None)
-        return top.backend
-
-    def stop_backend() -> Deferred[None]:
-        database, top.database = top.database, None
-        return succeed(None) if database is None else database.close()
+        await resumption.start(database, run.id, pool.registry, runner, hub)
+        say_where(config, router.url if router else None)
+        return handler
 
     backend = BackendService(
-        lambda: Deferred.fromCoroutine(start_backend()),
-        [channel],
-        stop_backend,
-        on_start_failure,
+        lambda: Deferred.fromCoroutine(start_backend()), [channel], None, on_start_failure
     )
     backend.setName("backend")
     backend.setServiceParent(top)
-    top.backend_service = backend
     return top
 
 
-def say_where(config: Config, database: Path, router_url: str | None) -> None:
+def say_where(config: Config, router_url: str | None) -> None:
     """Log what a newcomer needs at start: the page to open, and where the results go."""
     if router_url is not None:
         log.info(
@@ -215,9 +228,23 @@ def say_where(config: Config, database: Path, router_url: str | None) -> None:
         )
     log.info(
         "submissions are stored in {database}; print them with: architect results --config {path}",
-        database=str(database),
+        database=str(config.storage.data_dir / config.storage.database),
         path=str(config.path),
     )
+
+
+class _Daemon(MultiService):
+    """What twistd runs: the daemon's service, with its start-up failures said in one line
+    (a port that cannot be had) instead of a traceback."""
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            sys.stderr.write(
+                f"architect: cannot listen on {e.interface or '*'}:{e.port}: {e.socketError}\n"
+            )
+            raise SystemExit(1) from None
 
 
 YOUNG_GENERATION_THRESHOLD = 10_000  # CPython's default is 700
@@ -240,7 +267,10 @@ def makeService(options: Options) -> IService:
     cast(Any, reactor).callWhenRunning(gc.freeze)
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, 10, 10)
     try:
-        return build_service(cast(Config, options["loaded"]), reactor, start_failed)
+        service = build_service(cast(Config, options["loaded"]), reactor, start_failed)
     except ConfigError as e:
         sys.stderr.write(f"architect: {e}\n")
         raise SystemExit(2) from None
+    daemon = _Daemon()
+    service.setServiceParent(daemon)
+    return daemon

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -119,3 +120,27 @@ def test_bad_config_ends_the_start_with_one_line(
     assert len(lines) == 1, lines
     assert str(config) in lines[0] and expected in lines[0]
     assert "Traceback" not in out.stderr
+
+
+def test_a_port_that_cannot_be_had_ends_the_start_with_one_line(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    config = tmp_path / "router.ini"
+    config.write_text(f"[router]\nlisten = tcp:{port}:interface=127.0.0.1\n[backend]\nmode = off\n")
+    try:
+        out = subprocess.run(
+            [*TWISTD, "-n", "--pidfile=", "architect", "--config", str(config)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        taken.close()
+    assert out.returncode == 1
+    assert "Traceback" not in out.stdout + out.stderr
+    # twistd logs what the daemon writes to stderr once its logging is set up.
+    said = [line for line in (out.stdout + out.stderr).splitlines() if "architect: " in line]
+    assert len(said) == 1 and f"cannot listen on 127.0.0.1:{port}" in said[0], said

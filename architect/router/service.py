@@ -1,47 +1,53 @@
-"""RouterService: listens on the configured endpoint, says where, and stops the hub's timers."""
+"""RouterService: the router's HTTP + WebSocket site on its endpoint, as a Twisted service.
+
+Listening is Twisted's own `StreamServerEndpointService` (its child "listener"): it
+listens in `privilegedStartService`, before twistd sheds privileges, so a low port
+works under systemd, and a failure to listen is raised there (`CannotListenError`).
+Stopping the service stops listening and the hub's timers.
+"""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
-from twisted.application.service import Service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.web.server import Site
+from zope.interface import implementer
 
 from architect.router.hub import RouterHub
 
 log = Logger()
 
 
-class RouterService(Service):
+@implementer(IStreamServerEndpoint)
+class _NotedEndpoint:
+    """An endpoint that tells who listens where, once it listens."""
+
+    def __init__(self, endpoint: IStreamServerEndpoint, on_port: Any) -> None:
+        self.endpoint = endpoint
+        self.on_port = on_port
+
+    def listen(self, factory: Any) -> Deferred[IListeningPort]:
+        return self.endpoint.listen(factory).addCallback(self.on_port)
+
+
+class RouterService(MultiService):
     def __init__(self, reactor: Any, hub: RouterHub, site: Site, listen: str) -> None:
-        self.reactor = reactor
+        super().__init__()
         self.hub = hub
-        self.site = site
         self.listen = listen
         self.port: IListeningPort | None = None
         self.url: str | None = None
-
-    def privilegedStartService(self) -> None:
-        # twistd calls this before shedding privileges, so a low port works under systemd.
-        super().privilegedStartService()
-        self._listen()
-
-    def startService(self) -> None:
-        super().startService()
-        if self.port is None:  # started without privilegedStartService (tests, embedding)
-            self._listen()
-
-    def _listen(self) -> None:
-        failures: list[Exception] = []
-        listening = serverFromString(self.reactor, self.listen).listen(self.site)
-        listening.addCallbacks(self._listening, lambda f: failures.append(f.value))
-        if failures:
-            sys.stderr.write(f"architect: cannot listen on {self.listen}: {failures[0]}\n")
-            raise SystemExit(1)
+        endpoint = _NotedEndpoint(serverFromString(reactor, listen), self._listening)
+        listener = StreamServerEndpointService(endpoint, site)
+        listener._raiseSynchronously = True  # a port that cannot be had stops the start
+        listener.setName("listener")
+        listener.setServiceParent(self)
 
     @property
     def port_number(self) -> int | None:
@@ -50,21 +56,19 @@ class RouterService(Service):
         number = getattr(address, "port", None)
         return number if isinstance(number, int) else None
 
-    def _listening(self, port: IListeningPort) -> None:
+    def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
         address = port.getHost()
         host, number = getattr(address, "host", None), getattr(address, "port", None)
         if host is None or number is None:
             log.info("router listening on {listen}", listen=self.listen)
-            return
+            return port
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
         self.url = f"http://{shown}:{number}/"
         log.info("router listening on {url}", url=self.url)
+        return port
 
-    def stopService(self) -> Any:
-        super().stopService()
+    def stopService(self) -> Deferred[None]:
         self.hub.stop()
-        if self.port is not None:
-            port, self.port = self.port, None
-            return port.stopListening()
-        return None
+        self.port = None
+        return super().stopService()
