@@ -193,6 +193,13 @@ class Packet:
         return cls(packet_type=packet_type, subject_id=subject_id, data=data, **stamps)
 
     @classmethod
+    def from_frame(cls, payload: bytes, is_binary: bool) -> Packet:
+        """A WebSocket message: packets are JSON text, never binary frames."""
+        if is_binary:
+            raise ProtocolError("a binary frame: packets are JSON text")
+        return cls.from_json(payload)
+
+    @classmethod
     def from_json(cls, text: str | bytes) -> Packet:
         try:
             raw = json.loads(text)

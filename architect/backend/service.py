@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, gatherResults, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from architect.backend.channel import Channel
 from architect.backend.client_io import ClientIOHandler
+from architect.once import OneShot
 
 log = Logger()
 
@@ -36,22 +37,15 @@ class BackendService(Service):
         self.handler: ClientIOHandler | None = None
         self._starting: Deferred[None] | None = None
         self._serving = False
-        self._start_failure: Failure | None = None
-        self._ready_waiters: list[Deferred[ClientIOHandler]] = []
+        self._ready: OneShot[ClientIOHandler] = OneShot()
 
     def when_ready(self) -> Deferred[ClientIOHandler]:
         """Fires with the handler once the channels are opening (fails if the start failed)."""
-        if self._serving and self.handler is not None:
-            return succeed(self.handler)
-        if self._start_failure is not None:
-            return fail(self._start_failure)
-        waiter: Deferred[ClientIOHandler] = Deferred()
-        self._ready_waiters.append(waiter)
-        return waiter
+        return self._ready.when()
 
     def startService(self) -> None:
         super().startService()
-        self._start_failure = None
+        self._ready.reset()
         self._starting = self.start_backend().addCallbacks(self._serve, self._start_failed)
 
     def _serve(self, handler: ClientIOHandler) -> None:
@@ -65,17 +59,12 @@ class BackendService(Service):
         for channel in self.channels:
             channel.open()
         handler.start()
-        waiters, self._ready_waiters = self._ready_waiters, []
-        for waiter in waiters:
-            waiter.callback(handler)
+        self._ready.succeed(handler)
 
     def _start_failed(self, failure: Failure) -> None:
-        self._start_failure = failure
         log.critical("the backend cannot start: {error}", error=failure.getErrorMessage())
         log.failure("the backend's start failed", failure)
-        waiters, self._ready_waiters = self._ready_waiters, []
-        for waiter in waiters:
-            waiter.errback(failure)
+        self._ready.fail(failure)
         if self.on_start_failure is not None:
             self.on_start_failure(failure)
 
@@ -88,6 +77,7 @@ class BackendService(Service):
         closing: Deferred[None] = succeed(None)
         if self._serving and self.handler is not None:
             self._serving = False
+            self._ready.reset()
             self.handler.stop()
             channels = gatherResults([channel.close() for channel in self.channels])
             closing = channels.addCallback(lambda _: None)

@@ -56,11 +56,8 @@ class BackendSocket(WebSocketClientProtocol):
         self.factory.channel._socket_opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if isBinary:
-            log.warn("dropped a binary frame from the router")
-            return
         try:
-            packet = Packet.from_json(payload)
+            packet = Packet.from_frame(payload, isBinary)
         except ProtocolError as e:
             log.warn("dropped a malformed packet from the router: {why}", why=str(e))
             return

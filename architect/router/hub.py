@@ -263,6 +263,22 @@ class RouterHub:
         self.backend_queue.append(packet)
         return True
 
+    def _incoming(
+        self,
+        packet_type: str,
+        subject_id: str,
+        data: dict[str, Any],
+        client_timestamp: float | None,
+    ) -> Packet:
+        """A packet made of a worker's HTTP request, stamped as it came in."""
+        return Packet(
+            packet_type,
+            subject_id,
+            data,
+            client_timestamp=client_timestamp,
+            router_incoming_timestamp=self.clock.seconds(),
+        )
+
     def _stamp_out(self, packet: Packet) -> Packet:
         packet.router_outgoing_timestamp = self.clock.seconds()
         return packet
@@ -293,15 +309,12 @@ class RouterHub:
                 )
             )
 
-    def request_agent(self, provider_data: dict[str, Any], client_timestamp: float | None):
+    def request_agent(
+        self, provider_data: dict[str, Any], client_timestamp: float | None
+    ) -> Deferred[dict[str, Any]]:
         request_id = str(uuid.uuid4())
-        packet = Packet(
-            REGISTER_AGENT,
-            request_id,
-            {"provider_data": provider_data, "request_id": request_id},
-            client_timestamp=client_timestamp,
-            router_incoming_timestamp=self.clock.seconds(),
-        )
+        data = {"provider_data": provider_data, "request_id": request_id}
+        packet = self._incoming(REGISTER_AGENT, request_id, data, client_timestamp)
         return self._ask_backend(packet, request_id)
 
     def submit_onboarding(
@@ -311,13 +324,7 @@ class RouterHub:
         request_id = str(uuid.uuid4())
         data = {k: v for k, v in provider_data.items() if k != "USED_AGENT_ID"}
         data["request_id"] = request_id
-        packet = Packet(
-            SUBMIT_ONBOARDING,
-            agent_id,
-            data,
-            client_timestamp=client_timestamp,
-            router_incoming_timestamp=self.clock.seconds(),
-        )
+        packet = self._incoming(SUBMIT_ONBOARDING, agent_id, data, client_timestamp)
         return self._ask_backend(packet, request_id)
 
     def expect_agents(self, statuses: Mapping[str, str], grace: float | None) -> None:
@@ -340,13 +347,7 @@ class RouterHub:
         Raises (or fails) with a RouterError (router/errors.py) when it cannot be kept or stored.
         """
         self.known_agent(agent_id)
-        packet = Packet(
-            packet_type,
-            agent_id,
-            data,
-            client_timestamp=client_timestamp,
-            router_incoming_timestamp=self.clock.seconds(),
-        )
+        packet = self._incoming(packet_type, agent_id, data, client_timestamp)
         if isinstance(self.backend, ConfirmingLink):
             confirmed = self.backend.send_and_confirm(self._stamp_out(packet))
             return confirmed.addCallback(_stored_or_fail)
@@ -355,13 +356,7 @@ class RouterHub:
         return succeed(None)
 
     def log_error(self, agent_id: str, error_data: Any, client_timestamp: float | None) -> None:
-        packet = Packet(
-            LOG_ERROR,
-            agent_id,
-            {"error_data": error_data},
-            client_timestamp=client_timestamp,
-            router_incoming_timestamp=self.clock.seconds(),
-        )
+        packet = self._incoming(LOG_ERROR, agent_id, {"error_data": error_data}, client_timestamp)
         self.to_backend(packet, droppable=True)
 
     def task_config_for(self, task_config: dict[str, Any], version: str | None) -> dict[str, Any]:

@@ -41,11 +41,8 @@ class RouterSocket(WebSocketServerProtocol):
         self.from_loopback = is_loopback(getattr(peer, "host", ""))
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if isBinary:
-            log.warn("dropped a binary frame: packets are JSON text")
-            return
         try:
-            packet = Packet.from_json(payload)
+            packet = Packet.from_frame(payload, isBinary)
         except ProtocolError as e:
             log.warn("dropped a malformed packet: {why}", why=str(e))
             return

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
+from architect.once import OneShot
 from architect.storage.interface import Database
 
 
@@ -16,36 +17,23 @@ class DatabaseService(Service):
     def __init__(self, open_database: Callable[[], Deferred[Database]]) -> None:
         self.open_database = open_database
         self.database: Database | None = None
-        self._failure: Failure | None = None
+        self._open: OneShot[Database] = OneShot()
         self._opening: Deferred[None] | None = None
-        self._waiters: list[Deferred[Database]] = []
 
     def when_open(self) -> Deferred[Database]:
         """Fires with the open database (fails if it could not be opened)."""
-        if self.database is not None:
-            return succeed(self.database)
-        if self._failure is not None:
-            return fail(self._failure)
-        waiter: Deferred[Database] = Deferred()
-        self._waiters.append(waiter)
-        return waiter
+        return self._open.when()
 
     def startService(self) -> None:
         super().startService()
-        self._failure = None
         self._opening = self.open_database().addCallbacks(self._opened, self._failed)
 
     def _opened(self, database: Database) -> None:
         self.database = database
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.callback(database)
+        self._open.succeed(database)
 
     def _failed(self, failure: Failure) -> None:
-        self._failure = failure
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            waiter.errback(failure)
+        self._open.fail(failure)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -53,5 +41,6 @@ class DatabaseService(Service):
         return opening.addCallback(lambda _: self._close())
 
     def _close(self) -> Deferred[None]:
+        self._open.reset()
         database, self.database = self.database, None
         return succeed(None) if database is None else database.close()
