@@ -632,7 +632,7 @@ def test_a_resumed_agent_is_bound_to_the_router_that_shows_it() -> None:
     assert b.channel.sent == [] and other.sent == []  # nowhere to go yet
 
     other.receive(RETURN_STATUSES, MEPHISTO, {"kept": Status.IN_TASK})
-    assert b.handler.agent_channels["kept"] is other
+    assert b.handler.routes.channels["kept"] is other
     assert statuses_sent(other, "kept") == [Status.IN_TASK]  # kept meanwhile, sent now
     assert b.handler.resumption.unclaimed == {}
     agent.observe({"text": "still here"})
@@ -652,7 +652,7 @@ def test_a_resumed_agent_is_claimed_by_a_packet_about_it() -> None:
     taken: list[Any] = []
     waiting.addCallback(taken.append)
     assert taken == [{"text": "hi", "update_id": "u1"}]
-    assert b.handler.agent_channels["kept"] is b.channel
+    assert b.handler.routes.channels["kept"] is b.channel
     assert statuses_sent(b.channel, "kept") == [Status.IN_TASK]
 
 
@@ -702,7 +702,7 @@ def test_a_resumed_agent_whose_page_reloads_is_claimed_by_the_registration() -> 
     b = Backend()
     details = b.register("r1", registration_id="reg-1")
     agent = b.agent(details["agent_id"])
-    del b.handler.agent_channels[agent.agent_id]  # as a restarted backend holds it
+    del b.handler.routes.channels[agent.agent_id]  # as a restarted backend holds it
     b.handler.resumption.wait_for([agent], window=60.0)
     again = b.register("r2", registration_id="reg-1")
     assert again["agent_id"] == agent.agent_id
@@ -731,7 +731,7 @@ def test_the_only_router_is_told_at_once_of_resumed_agents_without_a_socket() ->
     b.handler.resumption.wait_for([live], window=60.0)
     b.handler.channel_opened(b.channel)
     assert statuses_sent(b.channel, "form") == [Status.IN_TASK]
-    assert b.handler.agent_channels["form"] is b.channel
+    assert b.handler.routes.channels["form"] is b.channel
     assert list(b.handler.resumption.unclaimed) == ["live"]  # its page shows itself, or not
 
 

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 from architect.backend.channel import Channel
 from architect.backend.registration import Registration, WorkerPool
 from architect.backend.resume import Resumption
+from architect.backend.routes import AgentRoutes
 from architect.backend.store import SubmissionStore
 from architect.lifecycle import PUSHED_ACTIVE, is_active
 from architect.protocol import (
@@ -80,7 +81,7 @@ class ClientIOHandler:
         self.store = store
         self.status_interval = status_interval
         self.channels: list[Channel] = []
-        self.agent_channels: dict[str, Channel] = {}  # agent id -> where its packets go
+        self.routes = AgentRoutes(clock)
         self.answered_requests = RecentKeys(remembered_ids)
         self.stored_submissions = RecentKeys(remembered_ids)
         self.on_catastrophic_loss: Callable[[Channel], None] | None = None
@@ -139,11 +140,11 @@ class ClientIOHandler:
             for agent in self.resumption.claim_unwatched():
                 self._carry_on(agent, channel)
         # Learn at once what a (re)started router knows, so statuses are re-pushed quickly.
-        self._send(channel, Packet(REQUEST_STATUSES, MEPHISTO, {}))
+        self.routes.send(channel, Packet(REQUEST_STATUSES, MEPHISTO, {}))
 
     def channel_lost(self, channel: Channel) -> None:
         """The channel could not reach its router for too long: its live agents are lost."""
-        lost = [agent_id for agent_id, ch in self.agent_channels.items() if ch is channel]
+        lost = self.routes.agents_on(channel)
         log.critical(
             "lost the router of channel {channel} for good; {n} agents are disconnected",
             channel=channel.channel_id,
@@ -159,40 +160,12 @@ class ClientIOHandler:
     def request_statuses(self) -> None:
         for channel in self.channels:
             if channel.is_open:
-                self._send(channel, Packet(REQUEST_STATUSES, MEPHISTO, {}))
-
-    # --- sending ---
-
-    def _send(self, channel: Channel, packet: Packet) -> None:
-        packet.server_timestamp = self.clock.seconds()
-        channel.send(packet)
-
-    def _send_for_agent(self, agent_id: str, packet: Packet) -> None:
-        channel = self.agent_channels.get(agent_id)
-        if channel is None:
-            log.warn(
-                "no channel for agent {agent_id}: dropped a {t} packet",
-                agent_id=agent_id,
-                t=packet.packet_type,
-            )
-            return
-        self._send(channel, packet)
+                self.routes.send(channel, Packet(REQUEST_STATUSES, MEPHISTO, {}))
 
     def bind_agent(self, agent: Agent, channel: Channel) -> None:
         """The agent's packets now go through `channel` (where it last registered)."""
-        previous = self.agent_channels.get(agent.agent_id)
-        self.agent_channels[agent.agent_id] = channel
+        self.routes.bind(agent, channel)
         self.resumption.claim(agent.agent_id)  # a resumed agent's page reloaded
-        if previous is None:
-            agent_id = agent.agent_id
-            agent.set_outlet(lambda packet: self._send_for_agent(agent_id, packet))
-        elif previous is not channel:
-            log.info(
-                "agent {agent_id} moved from channel {old} to {new}",
-                agent_id=agent.agent_id,
-                old=previous.channel_id,
-                new=channel.channel_id,
-            )
 
     # --- dispatch ---
 
@@ -302,7 +275,7 @@ class ClientIOHandler:
             "init_task_data": registration.init_task_data,
             "failure_reason": registration.failure_reason,
         }
-        self._send(channel, Packet(AGENT_DETAILS, request_id, data))
+        self.routes.send(channel, Packet(AGENT_DETAILS, request_id, data))
 
     # --- submissions ---
 
@@ -375,9 +348,7 @@ class ClientIOHandler:
         if self.resumption.unclaimed:
             for agent_id in [a for a in router_statuses if a in self.resumption.unclaimed]:
                 self._claim(channel, agent_id)
-        for agent_id, bound in list(self.agent_channels.items()):
-            if bound is not channel:
-                continue
+        for agent_id in self.routes.agents_on(channel):
             agent = self.pool.get_agent(agent_id)
             if agent is None:
                 continue
@@ -408,7 +379,9 @@ class ClientIOHandler:
                 agent_id=agent_id,
                 status=router_status,
             )
-            self._send(channel, Packet(UPDATE_STATUS, agent_id, {"status": Status.DISCONNECT}))
+            self.routes.send(
+                channel, Packet(UPDATE_STATUS, agent_id, {"status": Status.DISCONNECT})
+            )
 
     # --- errors ---
 

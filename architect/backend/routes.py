@@ -1,0 +1,57 @@
+"""AgentRoutes: which channel (which router) each agent's packets leave through.
+
+An agent is bound to the channel of its last registration, or of the router that
+showed it after a restart; packets it makes before that wait in the agent.
+Every packet leaving the backend is stamped here with the backend's time.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from architect.backend.channel import Channel
+from architect.protocol import Packet
+from architect.tasks.agent import Agent
+
+log = Logger()
+
+
+class AgentRoutes:
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self.channels: dict[str, Channel] = {}  # agent id -> where its packets go
+
+    def send(self, channel: Channel, packet: Packet) -> None:
+        packet.server_timestamp = self.clock.seconds()
+        channel.send(packet)
+
+    def send_for(self, agent_id: str, packet: Packet) -> None:
+        channel = self.channels.get(agent_id)
+        if channel is None:
+            log.warn(
+                "no channel for agent {agent_id}: dropped a {t} packet",
+                agent_id=agent_id,
+                t=packet.packet_type,
+            )
+            return
+        self.send(channel, packet)
+
+    def bind(self, agent: Agent, channel: Channel) -> None:
+        """The agent's packets now go through `channel`."""
+        previous = self.channels.get(agent.agent_id)
+        self.channels[agent.agent_id] = channel
+        if previous is None:
+            agent_id = agent.agent_id
+            agent.set_outlet(lambda packet: self.send_for(agent_id, packet))
+        elif previous is not channel:
+            log.info(
+                "agent {agent_id} moved from channel {old} to {new}",
+                agent_id=agent.agent_id,
+                old=previous.channel_id,
+                new=channel.channel_id,
+            )
+
+    def agents_on(self, channel: Channel) -> list[str]:
+        """The ids of the agents whose packets go through `channel`."""
+        return [agent_id for agent_id, bound in self.channels.items() if bound is channel]
