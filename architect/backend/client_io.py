@@ -28,6 +28,7 @@ from architect.backend.registration import Registration, WorkerPool
 from architect.backend.resume import Resumption
 from architect.backend.routes import AgentRoutes
 from architect.backend.store import SubmissionStore
+from architect.config import BackendConfig
 from architect.lifecycle import PUSHED_ACTIVE, is_active
 from architect.protocol import (
     AGENT_DETAILS,
@@ -70,7 +71,7 @@ class ClientIOHandler:
         clock: IReactorTime,
         pool: WorkerPool,
         store: SubmissionStore,
-        status_interval: float = 4.0,
+        status_interval: float = BackendConfig().status_interval,
         remembered_ids: int = 10_000,
         on_unit_submitted: Callable[[Agent, dict[str, Any]], object] | None = None,
         resumption: Resumption | None = None,

@@ -25,6 +25,7 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 
 from architect.backend.channel import Channel
+from architect.config import BackendConfig
 from architect.protocol import ALIVE, MEPHISTO, CloseCode, Packet, ProtocolError
 
 log = Logger()
@@ -86,7 +87,7 @@ class WebsocketChannel(Channel):
         reactor: IReactorTime,
         url: str,
         token: str = "",
-        reconnect_giveup: float = 300.0,
+        reconnect_giveup: float = BackendConfig().reconnect_giveup,
         channel_id: str | None = None,
         retry_policy: Callable[[int], float] | None = None,
         endpoint: IStreamClientEndpoint | None = None,

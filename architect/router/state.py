@@ -31,6 +31,7 @@ import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from architect.config import RouterConfig
 from architect.lifecycle import HEARTBEAT_WATCHED, is_active
 from architect.protocol import CLIENT_BOUND_LIVE_UPDATE, Packet, Status
 
@@ -72,7 +73,7 @@ class AgentTable:
         heartbeat_timeout: float,
         max_outbox_packets: int,
         on_status_change: Callable[[AgentRecord], None] | None = None,
-        replay_window: float = 60.0,
+        replay_window: float = RouterConfig().replay_window,
     ) -> None:
         self.replay_window = replay_window
         self.clock = clock
