@@ -13,9 +13,8 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-import attrs
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from architect.config import RouterConfig
@@ -38,7 +37,8 @@ from architect.protocol import (
     Packet,
     Status,
 )
-from architect.router.errors import BackendTimeout, NoBackend, UnknownAgent
+from architect.router.errors import NoBackend, UnknownAgent
+from architect.router.requests import PendingRequests
 from architect.router.state import AgentTable
 
 log = Logger()
@@ -66,13 +66,6 @@ def _stored_or_fail(stored: bool) -> None:
         raise NoBackend("the backend could not store this submission; please submit again")
 
 
-@attrs.define(eq=False)
-class PendingRequest:
-    packet: Packet
-    deferred: Deferred[dict[str, Any]]
-    timer: IDelayedCall
-
-
 class RouterHub:
     def __init__(self, clock: IReactorTime, config: RouterConfig) -> None:
         self.clock = clock
@@ -86,7 +79,7 @@ class RouterHub:
         )
         self.backend: Link | None = None
         self.backend_queue: deque[Packet] = deque()
-        self.pending_requests: dict[str, PendingRequest] = {}
+        self.requests = PendingRequests(clock, config.request_timeout)
         self.link_agents: dict[Link, str] = {}  # agent links -> the agent each speaks for
         self.retired_backends: set[Link] = set()  # replaced backend links, closing
         self.last_mephisto_ping = 0.0  # seconds; the time the backend last sent anything
@@ -94,10 +87,7 @@ class RouterHub:
     def stop(self) -> None:
         """The router is stopping: cancel timers, answer pending requests."""
         self.agents.stop()
-        for request_id in list(self.pending_requests):
-            pending = self.pending_requests.pop(request_id)
-            pending.timer.cancel()
-            pending.deferred.errback(NoBackend("the router is shutting down"))
+        self.requests.fail_all(NoBackend("the router is shutting down"))
 
     # --- links ---
 
@@ -168,9 +158,8 @@ class RouterHub:
             old.close(CloseCode.REPLACED)
         log.info("backend connected")
         # Requests the old connection never answered go to the new one.
-        for pending in self.pending_requests.values():
-            self._stamp_out(pending.packet)
-            link.send_packet(pending.packet)
+        for packet in self.requests.unanswered():
+            link.send_packet(self._stamp_out(packet))
         while self.backend_queue and self.backend is link:
             link.send_packet(self._stamp_out(self.backend_queue.popleft()))
 
@@ -230,20 +219,17 @@ class RouterHub:
 
     def _answer_pending(self, packet: Packet) -> None:
         request_id = packet.data.get("request_id", packet.subject_id)
-        pending = (
-            self.pending_requests.pop(request_id, None) if isinstance(request_id, str) else None
-        )
-        if pending is None:
+        if not self.requests.is_pending(request_id):
             log.info("agent_details for no pending request ({rid}): dropped", rid=request_id)
             return
-        pending.timer.cancel()
+        assert isinstance(request_id, str)
         agent_id = packet.data.get("agent_id")
         if isinstance(agent_id, str) and agent_id:
             self.agents.ensure(agent_id)
             init_task_data = packet.data.get("init_task_data")
             if isinstance(init_task_data, dict) and "past_live_updates" in init_task_data:
                 self.agents.history_delivered(agent_id)
-        pending.deferred.callback(self._stamp_out(packet).to_dict())
+        self.requests.answer(request_id, self._stamp_out(packet).to_dict())
 
     # --- to the backend ---
 
@@ -288,26 +274,9 @@ class RouterHub:
     def _ask_backend(self, packet: Packet, request_id: str) -> Deferred[dict[str, Any]]:
         if self.backend is None:
             raise NoBackend("no backend is connected to this router; try again shortly")
-
-        def cancelled(d: Deferred[dict[str, Any]]) -> None:
-            pending = self.pending_requests.pop(request_id, None)
-            if pending is not None and pending.timer.active():
-                pending.timer.cancel()
-
-        deferred: Deferred[dict[str, Any]] = Deferred(cancelled)
-        timer = self.clock.callLater(self.config.request_timeout, self._time_out, request_id)
-        self.pending_requests[request_id] = PendingRequest(packet, deferred, timer)
+        answered = self.requests.add(request_id, packet)
         self.backend.send_packet(self._stamp_out(packet))
-        return deferred
-
-    def _time_out(self, request_id: str) -> None:
-        pending = self.pending_requests.pop(request_id, None)
-        if pending is not None:
-            pending.deferred.errback(
-                BackendTimeout(
-                    f"the backend did not answer within {self.config.request_timeout:g} seconds"
-                )
-            )
+        return answered
 
     def request_agent(
         self, provider_data: dict[str, Any], client_timestamp: float | None
