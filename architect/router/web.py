@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
-import re
 import time
-import uuid
 from importlib import resources
-from pathlib import Path
 from typing import Any, cast
 
-import multipart
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
 from twisted.internet.defer import Deferred
@@ -34,13 +30,10 @@ from architect.router.errors import (
     TooLarge,
 )
 from architect.router.hub import RouterHub
+from architect.router.uploads import UploadFolder
 from architect.router.websocket import RouterSocketFactory, bearer_token, is_loopback
 
 log = Logger()
-
-# Stored upload names are ours: a random hex stem and a short, plain extension.
-_UPLOAD_NAME = re.compile(r"^[0-9a-f]{32}(\.[A-Za-z0-9]{1,10})?$")
-_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,10}$")
 
 
 # Each error of the router, as an HTTP status; a subclass takes its nearest ancestor's.
@@ -126,7 +119,7 @@ class RouterWeb:
         self.config = config
         self.socket_factory = RouterSocketFactory(hub, config.max_message_bytes)
         self.socket_resource = WebSocketResource(self.socket_factory)
-        config.upload_dir.mkdir(parents=True, exist_ok=True)
+        self.uploads = UploadFolder(config.upload_dir)
 
     def resource(self) -> Resource:
         return self.app.resource()
@@ -184,24 +177,8 @@ class RouterWeb:
         """USED_AGENT_ID, the JSON text in `data_field` and files -> (data, agent id)."""
         self._check_size(request)
         content_type = (request.getHeader(b"content-type") or b"").decode("latin-1")
-        _, options = multipart.parse_options_header(content_type)
-        boundary = options.get("boundary")
-        if not boundary:
-            raise BadRequest("multipart body without a boundary")
         assert request.content is not None
-        request.content.seek(0)
-        fields: dict[str, str] = {}
-        files: list[dict[str, Any]] = []
-        try:
-            parser = multipart.MultipartParser(request.content, boundary, charset="utf8")
-            for part in parser:
-                if part.filename is None:
-                    fields[part.name] = part.value
-                else:
-                    files.append(self._store_upload(part))
-                part.close()
-        except multipart.MultipartError as e:
-            raise BadRequest(f"malformed multipart body: {e}") from None
+        fields, files = self.uploads.read_multipart(request.content, content_type)
         agent_id = _agent_id(fields)
         text = fields.get(data_field, "{}")
         try:
@@ -213,20 +190,6 @@ class RouterWeb:
         if files:
             data["files"] = files
         return data, agent_id
-
-    def _store_upload(self, part: multipart.MultipartPart) -> dict[str, Any]:
-        original = Path(part.filename or "").name
-        match = _EXTENSION.search(original)
-        stored = uuid.uuid4().hex + (match.group(0).lower() if match else "")
-        target = self.config.upload_dir / stored
-        part.save_as(str(target))
-        return {
-            "fieldname": part.name,
-            "originalname": original,
-            "filename": stored,
-            "mimetype": part.content_type,
-            "size": target.stat().st_size,
-        }
 
     # --- endpoints ---
 
@@ -317,10 +280,8 @@ class RouterWeb:
         peer = getattr(request.getClientAddress(), "host", "")
         if not self.hub.backend_may_connect(token, is_loopback(peer)):
             raise Forbidden("only the backend may download uploaded files")
-        if not _UPLOAD_NAME.match(name):
-            raise NotFound(f"no uploaded file named {name!r}")
-        path = self.config.upload_dir / name
-        if not path.is_file():
+        path = self.uploads.path_of(name)
+        if path is None:
             raise NotFound(f"no uploaded file named {name!r}")
         resource = File(str(path), defaultType="application/octet-stream")
         resource.isLeaf = True
