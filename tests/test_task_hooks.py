@@ -79,7 +79,7 @@ async def test_blocking_hook_runs_in_a_thread_while_the_reactor_serves() -> None
 def test_load_module_by_path_and_by_name(tmp_path: Path) -> None:
     path = tmp_path / "my_task.py"
     path.write_text("PROCEDURES = {'add': lambda agent, args: args['a'] + args['b']}\n")
-    module = load_task_module("my_task.py", base=tmp_path)
+    module = load_task_module(str(tmp_path / "my_task.py"))
     definition = TaskDefinition.from_module(module)
     assert definition.kind == REMOTE_PROCEDURE
     assert definition.procedures["add"](None, {"a": 1, "b": 2}) == 3
@@ -105,7 +105,7 @@ def test_bad_task_modules_are_explained(tmp_path: Path, source: str, expected: s
 
 def test_missing_modules_are_explained(tmp_path: Path) -> None:
     with pytest.raises(TaskModuleError, match="no task module file"):
-        load_task_module("absent.py", base=tmp_path)
+        load_task_module(str(tmp_path / "absent.py"))
     with pytest.raises(TaskModuleError, match="cannot import task module"):
         load_task_module("no_such_package.tasks")
 

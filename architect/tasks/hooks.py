@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 
+from architect.config import is_module_path
+
 F = TypeVar("F", bound=Callable[..., Any])
 _IN_REACTOR = "__architect_in_reactor__"
 
@@ -69,13 +71,10 @@ def _await_coroutine(result: Any) -> Any:
     return result
 
 
-def load_task_module(spec: str, base: Path | None = None) -> ModuleType:
-    """`package.module`, or a path to a .py file (relative to `base`)."""
-    if spec.endswith(".py") or "/" in spec:
-        path = Path(spec)
-        if base is not None and not path.is_absolute():
-            path = base / path
-        path = path.resolve()
+def load_task_module(spec: str) -> ModuleType:
+    """`package.module`, or a path to a .py file (the config made it absolute)."""
+    if is_module_path(spec):
+        path = Path(spec).resolve()
         if not path.is_file():
             raise TaskModuleError(f"no task module file at {path}")
         name = f"architect_task_{path.stem}"
