@@ -19,12 +19,12 @@ from architect.storage import (
     SCHEMA_DIR,
     SCHEMA_VERSION,
     Direction,
+    NoSuchAgent,
     SchemaError,
     SQLiteDatabase,
     StorageError,
     SubmissionKind,
     UnitStatus,
-    UnknownAgent,
     open_database,
     open_sqlite_database,
 )
@@ -515,7 +515,7 @@ async def test_every_status_change_is_kept_with_its_time(db: SQLiteDatabase, clo
         UnitStatus.COMPLETED: 1,
         UnitStatus.AVAILABLE: 2,
     }
-    with pytest.raises(UnknownAgent):
+    with pytest.raises(NoSuchAgent):
         await db.set_agent_status("nobody", Status.IN_TASK)
     with pytest.raises(ValueError, match="not a known agent status"):
         db.set_agent_status("a1", "finished")
@@ -541,7 +541,7 @@ async def test_the_task_data_an_agent_was_given_is_kept(
     # Recorded again, it is replaced.
     await db.set_agent_init_data("a1", ["second"])
     assert (await db.resumable_agents(run_id))[0].init_task_data == ["second"]
-    with pytest.raises(UnknownAgent):
+    with pytest.raises(NoSuchAgent):
         await db.set_agent_init_data("nobody", {})
     with pytest.raises(TypeError):
         db.set_agent_init_data("a1", {"when": object()})

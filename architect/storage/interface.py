@@ -72,7 +72,7 @@ class SchemaError(StorageError):
     """The database's schema version cannot be brought to the one this code needs."""
 
 
-class UnknownAgent(StorageError, LookupError):
+class NoSuchAgent(StorageError, LookupError):
     """No agent has this id."""
 
 
@@ -112,7 +112,9 @@ class GrantedQualification:
 
 
 @attrs.frozen
-class Agent:
+class StoredAgent:
+    """An agent as the database keeps it; the live one is architect.backend.agents.Agent."""
+
     agent_id: str
     kind: str
     task_run_id: int
@@ -164,7 +166,7 @@ class LiveUpdate:
 class ResumableAgent:
     """An agent still active when the daemon stopped, with what it takes to carry it on."""
 
-    agent: Agent
+    agent: StoredAgent
     worker: Worker
     unit: Unit | None  # None for an onboarding agent
     init_task_data: Any  # None when never recorded (an agent from schema v1)
@@ -273,17 +275,19 @@ class Database(Protocol):
         agent_id: str,
         agent_registration_id: str | None = None,
         status: str = Status.NONE,
-    ) -> Deferred[Agent]: ...
+    ) -> Deferred[StoredAgent]: ...
 
-    def get_agent(self, agent_id: str) -> Deferred[Agent | None]: ...
+    def get_agent(self, agent_id: str) -> Deferred[StoredAgent | None]: ...
 
-    def find_agent_by_registration_id(self, agent_registration_id: str) -> Deferred[Agent | None]:
+    def find_agent_by_registration_id(
+        self, agent_registration_id: str
+    ) -> Deferred[StoredAgent | None]:
         """The most recently created agent with this registration id."""
         ...
 
     def list_agents(
         self, task_run_id: int | None = None, worker_id: int | None = None
-    ) -> Deferred[list[Agent]]: ...
+    ) -> Deferred[list[StoredAgent]]: ...
 
     def set_agent_status(
         self, agent_id: str, status: str, unit_status: str | None = None
@@ -314,7 +318,7 @@ class Database(Protocol):
     def set_agent_init_data(self, agent_id: str, data: Any) -> Deferred[None]:
         """Keep the task data the agent was given, so a restart can hand it out again.
 
-        Fails with UnknownAgent if there is no such agent.
+        Fails with NoSuchAgent if there is no such agent.
         """
         ...
 

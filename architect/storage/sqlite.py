@@ -36,23 +36,23 @@ from architect.config import StorageConfig
 from architect.protocol import Status
 from architect.storage.interface import (
     COUNTED_STATUSES,
-    Agent,
     AgentKind,
     Database,
     Direction,
     GrantedQualification,
     LiveUpdate,
+    NoSuchAgent,
     ResumableAgent,
     SchemaError,
     StatusChange,
     StorageError,
+    StoredAgent,
     Submission,
     SubmissionFile,
     SubmissionKind,
     TaskRun,
     Unit,
     UnitStatus,
-    UnknownAgent,
     WorkedOn,
     Worker,
 )
@@ -369,7 +369,7 @@ class SQLiteDatabase:
         agent_id: str,
         agent_registration_id: str | None = None,
         status: str = Status.NONE,
-    ) -> Deferred[Agent]:
+    ) -> Deferred[StoredAgent]:
         _check(status, Status.ALL, "agent status")
         return self._run(
             True,
@@ -382,15 +382,17 @@ class SQLiteDatabase:
             self._now(),
         )
 
-    def get_agent(self, agent_id: str) -> Deferred[Agent | None]:
+    def get_agent(self, agent_id: str) -> Deferred[StoredAgent | None]:
         return self._run(False, _get_agent, agent_id)
 
-    def find_agent_by_registration_id(self, agent_registration_id: str) -> Deferred[Agent | None]:
+    def find_agent_by_registration_id(
+        self, agent_registration_id: str
+    ) -> Deferred[StoredAgent | None]:
         return self._run(False, _find_agent_by_registration_id, agent_registration_id)
 
     def list_agents(
         self, task_run_id: int | None = None, worker_id: int | None = None
-    ) -> Deferred[list[Agent]]:
+    ) -> Deferred[list[StoredAgent]]:
         return self._run(False, _list_agents, task_run_id, worker_id)
 
     def set_agent_status(
@@ -738,7 +740,7 @@ def _insert_agent(
     agent_registration_id: str | None,
     status: str,
     now: float,
-) -> Agent:
+) -> StoredAgent:
     cursor.execute(
         "INSERT INTO agents (agent_id, kind, task_run_id, worker_id, unit_id,"
         " agent_registration_id, status, created_at, updated_at)"
@@ -746,7 +748,7 @@ def _insert_agent(
         (agent_id, kind, task_run_id, worker_id, unit_id, agent_registration_id, status, now, now),
     )
     _record_status(cursor, agent_id, status, now)
-    return Agent(
+    return StoredAgent(
         agent_id, kind, task_run_id, worker_id, unit_id, agent_registration_id, status, now, now
     )
 
@@ -817,7 +819,7 @@ def _create_onboarding_agent(
     agent_registration_id: str | None,
     status: str,
     now: float,
-) -> Agent:
+) -> StoredAgent:
     return _insert_agent(
         cursor,
         agent_id,
@@ -831,22 +833,26 @@ def _create_onboarding_agent(
     )
 
 
-def _get_agent(cursor: Cursor, agent_id: str) -> Agent | None:
+def _get_agent(cursor: Cursor, agent_id: str) -> StoredAgent | None:
     cursor.execute(_AGENT_COLUMNS + " WHERE agent_id = ?", (agent_id,))
     row = cursor.fetchone()
-    return None if row is None else Agent(*row)
+    return None if row is None else StoredAgent(*row)
 
 
-def _find_agent_by_registration_id(cursor: Cursor, agent_registration_id: str) -> Agent | None:
+def _find_agent_by_registration_id(
+    cursor: Cursor, agent_registration_id: str
+) -> StoredAgent | None:
     cursor.execute(
         _AGENT_COLUMNS + " WHERE agent_registration_id = ? ORDER BY seq DESC LIMIT 1",
         (agent_registration_id,),
     )
     row = cursor.fetchone()
-    return None if row is None else Agent(*row)
+    return None if row is None else StoredAgent(*row)
 
 
-def _list_agents(cursor: Cursor, task_run_id: int | None, worker_id: int | None) -> list[Agent]:
+def _list_agents(
+    cursor: Cursor, task_run_id: int | None, worker_id: int | None
+) -> list[StoredAgent]:
     conditions: list[str] = []
     params: list[Any] = []
     if task_run_id is not None:
@@ -857,7 +863,7 @@ def _list_agents(cursor: Cursor, task_run_id: int | None, worker_id: int | None)
         params.append(worker_id)
     where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     cursor.execute(_AGENT_COLUMNS + where + " ORDER BY seq", params)
-    return [Agent(*row) for row in cursor.fetchall()]
+    return [StoredAgent(*row) for row in cursor.fetchall()]
 
 
 def _set_agent_status(
@@ -866,7 +872,7 @@ def _set_agent_status(
     cursor.execute("SELECT status, unit_id FROM agents WHERE agent_id = ?", (agent_id,))
     row = cursor.fetchone()
     if row is None:
-        raise UnknownAgent(f"no agent {agent_id!r}")
+        raise NoSuchAgent(f"no agent {agent_id!r}")
     old_status, unit_id = row
     changed: bool = old_status != status
     if changed:
@@ -943,7 +949,7 @@ def _worked_on(cursor: Cursor, task_run_id: int, worker_id: int) -> WorkedOn:
 def _set_agent_init_data(cursor: Cursor, agent_id: str, data: str) -> None:
     cursor.execute("UPDATE agents SET init_task_data = ? WHERE agent_id = ?", (data, agent_id))
     if cursor.rowcount != 1:
-        raise UnknownAgent(f"no agent {agent_id!r}")
+        raise NoSuchAgent(f"no agent {agent_id!r}")
 
 
 def _resumable_agents(cursor: Cursor, task_run_id: int) -> list[ResumableAgent]:
@@ -975,7 +981,7 @@ def _resumable_agents(cursor: Cursor, task_run_id: int) -> list[ResumableAgent]:
         updates.setdefault(agent_id, []).append(update)
     resumable = []
     for *fields, init_task_data in rows:
-        agent = Agent(*fields)
+        agent = StoredAgent(*fields)
         resumable.append(
             ResumableAgent(
                 agent=agent,
