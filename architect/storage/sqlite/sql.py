@@ -1,0 +1,59 @@
+"""What the query modules share: the cursor they are given and a few SQL helpers.
+
+The query functions run in the database thread, one transaction each: they take
+a cursor and plain values (JSON already encoded) and return records.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from architect.storage.interface import StorageError
+
+# Most "?" in one IN (...) list; SQLite's own limit is far higher.
+IN_CHUNK = 500
+
+
+class Cursor(Protocol):
+    """What the query functions use of a DB-API cursor (adbapi's Transaction)."""
+
+    rowcount: int
+    lastrowid: int | None
+
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+def marks(count: int) -> str:
+    """ "?, ?, ?" for an IN list of count values."""
+    return ", ".join("?" * count)
+
+
+def inserted_id(cursor: Cursor) -> int:
+    if cursor.lastrowid is None:
+        raise StorageError("the database gave no id for a new row")
+    return cursor.lastrowid
+
+
+def count_by(cursor: Cursor, sql: str, params: Sequence[Any]) -> dict[str, int]:
+    """{key: count} from a "SELECT key, COUNT(*) ... GROUP BY key"."""
+    cursor.execute(sql, params)
+    return {key: count for key, count in cursor.fetchall()}
+
+
+# --- checks made in the reactor thread, before any work is queued ---
+
+
+def json_text(value: Any) -> str:
+    """JSON text of value; raises TypeError/ValueError at once for what JSON cannot hold."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def check_known(value: str, allowed: frozenset[str], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not a known {what} (known: {', '.join(sorted(allowed))})")
