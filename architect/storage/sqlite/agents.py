@@ -25,7 +25,15 @@ from architect.storage.interface import (
 )
 from architect.storage.sqlite.engine import EnginePart
 from architect.storage.sqlite.runs import UNIT_COLUMNS, get_unit, unit_from_row
-from architect.storage.sqlite.sql import IN_CHUNK, Cursor, check_known, count_by, json_text, marks
+from architect.storage.sqlite.sql import (
+    IN_CHUNK,
+    Cursor,
+    check_known,
+    count_by,
+    json_text,
+    marks,
+    where,
+)
 from architect.storage.sqlite.submissions import LIVE_UPDATE_COLUMNS, live_update_from_row
 from architect.storage.sqlite.workers import WORKER_COLUMNS
 
@@ -142,6 +150,7 @@ _AGENT_FIELDS = (
 )
 _AGENT_COLUMNS = f"SELECT {_AGENT_FIELDS} FROM agents"
 _ACTIVE = sorted(Status.ACTIVE)
+_IS_ACTIVE = f"status IN ({marks(len(_ACTIVE))})"
 _COUNTED = sorted(COUNTED_STATUSES)
 
 
@@ -243,16 +252,8 @@ def find_agent_by_registration_id(cursor: Cursor, agent_registration_id: str) ->
 def list_agents(
     cursor: Cursor, task_run_id: int | None, worker_id: int | None
 ) -> list[StoredAgent]:
-    conditions: list[str] = []
-    params: list[Any] = []
-    if task_run_id is not None:
-        conditions.append("task_run_id = ?")
-        params.append(task_run_id)
-    if worker_id is not None:
-        conditions.append("worker_id = ?")
-        params.append(worker_id)
-    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-    cursor.execute(_AGENT_COLUMNS + where + " ORDER BY seq", params)
+    clause, params = where({"task_run_id = ?": task_run_id, "worker_id = ?": worker_id})
+    cursor.execute(_AGENT_COLUMNS + clause + " ORDER BY seq", params)
     return [StoredAgent(*row) for row in cursor.fetchall()]
 
 
@@ -313,15 +314,15 @@ def status_history(cursor: Cursor, agent_id: str) -> list[StatusChange]:
 def count_active_agents(
     cursor: Cursor, worker_id: int, task_run_id: int | None, kind: str | None
 ) -> int:
-    sql = f"SELECT COUNT(*) FROM agents WHERE worker_id = ? AND status IN ({marks(len(_ACTIVE))})"
-    params: list[Any] = [worker_id, *_ACTIVE]
-    if task_run_id is not None:
-        sql += " AND task_run_id = ?"
-        params.append(task_run_id)
-    if kind is not None:
-        sql += " AND kind = ?"
-        params.append(kind)
-    cursor.execute(sql, params)
+    clause, params = where(
+        {
+            "worker_id = ?": worker_id,
+            _IS_ACTIVE: _ACTIVE,
+            "task_run_id = ?": task_run_id,
+            "kind = ?": kind,
+        }
+    )
+    cursor.execute("SELECT COUNT(*) FROM agents" + clause, params)
     count: int = cursor.fetchone()[0]
     return count
 
@@ -361,13 +362,11 @@ def set_agent_init_data(cursor: Cursor, agent_id: str, data: str) -> None:
 def resumable_agents(cursor: Cursor, task_run_id: int) -> list[ResumableAgent]:
     # One query per kind of row, each narrowed by the same subquery: the cost does not
     # grow with the number of agents, and there is no IN list to chunk.
-    def active(columns: str) -> str:
-        return (
-            f"SELECT {columns} FROM agents"
-            f" WHERE task_run_id = ? AND status IN ({marks(len(_ACTIVE))})"
-        )
+    clause, params = where({"task_run_id = ?": task_run_id, _IS_ACTIVE: _ACTIVE})
 
-    params = (task_run_id, *_ACTIVE)
+    def active(columns: str) -> str:
+        return f"SELECT {columns} FROM agents" + clause
+
     cursor.execute(active(f"{_AGENT_FIELDS}, init_task_data") + " ORDER BY seq", params)
     rows = cursor.fetchall()
     if not rows:
@@ -399,12 +398,8 @@ def resumable_agents(cursor: Cursor, task_run_id: int) -> list[ResumableAgent]:
 
 
 def recover_after_restart(cursor: Cursor, keep_task_run_id: int | None, now: float) -> list[str]:
-    sql = f"SELECT agent_id, unit_id FROM agents WHERE status IN ({marks(len(_ACTIVE))})"
-    params: list[Any] = [*_ACTIVE]
-    if keep_task_run_id is not None:
-        sql += " AND task_run_id <> ?"
-        params.append(keep_task_run_id)
-    cursor.execute(sql + " ORDER BY seq", params)
+    clause, params = where({_IS_ACTIVE: _ACTIVE, "task_run_id <> ?": keep_task_run_id})
+    cursor.execute("SELECT agent_id, unit_id FROM agents" + clause + " ORDER BY seq", params)
     stranded = cursor.fetchall()
     for agent_id, unit_id in stranded:
         _change_status(cursor, agent_id, Status.DISCONNECT, now)

@@ -10,7 +10,15 @@ from twisted.internet.defer import Deferred
 
 from architect.storage.interface import TaskRun, Unit, UnitStatus
 from architect.storage.sqlite.engine import EnginePart
-from architect.storage.sqlite.sql import Cursor, check_known, count_by, inserted_id, json_text
+from architect.storage.sqlite.sql import (
+    Cursor,
+    check_known,
+    count_by,
+    inserted_id,
+    json_text,
+    marks,
+    where,
+)
 
 
 class SQLiteRunsAndUnits(EnginePart):
@@ -139,12 +147,8 @@ def get_unit(cursor: Cursor, unit_id: int) -> Unit | None:
 
 
 def list_units(cursor: Cursor, task_run_id: int, status: str | None) -> list[Unit]:
-    sql = UNIT_COLUMNS + " WHERE u.task_run_id = ?"
-    params: list[Any] = [task_run_id]
-    if status is not None:
-        sql += " AND u.status = ?"
-        params.append(status)
-    cursor.execute(sql + " ORDER BY a.assignment_index, u.unit_index", params)
+    clause, params = where({"u.task_run_id = ?": task_run_id, "u.status = ?": status})
+    cursor.execute(UNIT_COLUMNS + clause + " ORDER BY a.assignment_index, u.unit_index", params)
     return [unit_from_row(row) for row in cursor.fetchall()]
 
 
@@ -155,24 +159,33 @@ def available_units(
     after: tuple[int, int] | None,
     limit: int,
 ) -> list[Unit]:
-    params: list[Any] = [task_run_id, UnitStatus.AVAILABLE]
-    if after is not None:
-        params += [after[0], after[1]]
-    params += [*excluded, limit]
-    cursor.execute(available_units_sql(after is not None, len(excluded)), params)
+    cursor.execute(*_available_units_query(task_run_id, excluded, after, limit))
     return [unit_from_row(row) for row in cursor.fetchall()]
 
 
-def available_units_sql(paged: bool, excluded: int) -> str:
-    """One page of available units: (run, status[, after index pair], excluded ids..., limit).
+def _available_units_query(
+    task_run_id: int, excluded: tuple[int, ...], after: tuple[int, int] | None, limit: int
+) -> tuple[str, list[Any]]:
+    """One page of available units, past `after`, leaving out the excluded assignments.
 
     Keyset paging on the units' own (assignment_index, unit_index), which the
     units_available_in_order index holds in order after the run and status: a page
     costs the same however many units are available (no sort of them all).
     """
-    sql = UNIT_COLUMNS + " WHERE u.task_run_id = ? AND u.status = ?"
-    if paged:
-        sql += " AND (u.assignment_index, u.unit_index) > (?, ?)"
-    if excluded:
-        sql += f" AND u.assignment_id NOT IN ({', '.join('?' * excluded)})"
-    return sql + " ORDER BY u.assignment_index, u.unit_index LIMIT ?"
+    clause, params = where(
+        {
+            "u.task_run_id = ?": task_run_id,
+            "u.status = ?": UnitStatus.AVAILABLE,
+            "(u.assignment_index, u.unit_index) > (?, ?)": after,
+            f"u.assignment_id NOT IN ({marks(len(excluded))})": excluded or None,
+        }
+    )
+    order = " ORDER BY u.assignment_index, u.unit_index LIMIT ?"
+    return UNIT_COLUMNS + clause + order, [*params, limit]
+
+
+def available_units_sql(paged: bool, excluded: int) -> str:
+    """The SQL of a page of available units, for its parameters in this order:
+    run, status[, the after index pair], the excluded ids..., limit."""
+    sql, _ = _available_units_query(0, tuple(range(excluded)), (0, 0) if paged else None, 0)
+    return sql

@@ -7,7 +7,7 @@ a cursor and plain values (JSON already encoded) and return records.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from architect.storage.interface import StorageError
@@ -32,6 +32,28 @@ class Cursor(Protocol):
 def marks(count: int) -> str:
     """ "?, ?, ?" for an IN list of count values."""
     return ", ".join("?" * count)
+
+
+def where(conditions: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """(" WHERE c1 AND c2 ...", their parameters) of the conditions whose value is not None.
+
+    Each key is a condition with its "?" ("u.status = ?", "task_run_id <> ?"); its value is
+    its parameter, or a tuple or list of them for a condition with several "?" (an IN
+    list, a row comparison). A value of None leaves the condition out: that is how
+    optional filters are written. No condition left: "" and no parameters.
+    """
+    chosen: list[str] = []
+    params: list[Any] = []
+    for condition, value in conditions.items():
+        if value is None:
+            continue
+        chosen.append(condition)
+        values = list(value) if isinstance(value, tuple | list) else [value]
+        wanted = condition.count("?")
+        if len(values) != wanted:
+            raise ValueError(f"{condition!r} takes {wanted} values, not {len(values)}")
+        params += values
+    return (f" WHERE {' AND '.join(chosen)}" if chosen else ""), params
 
 
 def inserted_id(cursor: Cursor) -> int:

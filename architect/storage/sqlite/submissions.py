@@ -20,7 +20,7 @@ from architect.storage.interface import (
     SubmissionKind,
 )
 from architect.storage.sqlite.engine import FILES_DIR, EnginePart
-from architect.storage.sqlite.sql import Cursor, check_known, inserted_id, json_text
+from architect.storage.sqlite.sql import Cursor, check_known, inserted_id, json_text, where
 
 
 class SQLiteSubmissionsAndLiveUpdates(EnginePart):
@@ -127,24 +127,15 @@ def store_submission(
 def list_submissions(
     cursor: Cursor, agent_id: str | None, task_run_id: int | None, kind: str | None
 ) -> list[Submission]:
-    conditions: list[str] = []
-    params: list[Any] = []
-    if agent_id is not None:
-        conditions.append("s.agent_id = ?")
-        params.append(agent_id)
-    if task_run_id is not None:
-        conditions.append("g.task_run_id = ?")
-        params.append(task_run_id)
-    if kind is not None:
-        conditions.append("s.kind = ?")
-        params.append(kind)
+    clause, params = where(
+        {"s.agent_id = ?": agent_id, "g.task_run_id = ?": task_run_id, "s.kind = ?": kind}
+    )
     source = " FROM submissions s JOIN agents g ON g.agent_id = s.agent_id"
-    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     cursor.execute(
         "SELECT f.submission_id, f.original_name, f.stored_path, f.size, f.mimetype"
         + source
         + " JOIN submission_files f ON f.submission_id = s.id"
-        + where
+        + clause
         + " ORDER BY f.id",
         params,
     )
@@ -154,7 +145,7 @@ def list_submissions(
     cursor.execute(
         "SELECT s.id, s.agent_id, s.kind, s.data, s.dedupe_key, s.received_at"
         + source
-        + where
+        + clause
         + " ORDER BY s.id",
         params,
     )
@@ -202,10 +193,6 @@ def store_live_update(
 
 
 def live_updates(cursor: Cursor, agent_id: str, direction: str | None) -> list[LiveUpdate]:
-    sql = LIVE_UPDATE_COLUMNS + " WHERE agent_id = ?"
-    params: list[Any] = [agent_id]
-    if direction is not None:
-        sql += " AND direction = ?"
-        params.append(direction)
-    cursor.execute(sql + " ORDER BY id", params)
+    clause, params = where({"agent_id = ?": agent_id, "direction = ?": direction})
+    cursor.execute(LIVE_UPDATE_COLUMNS + clause + " ORDER BY id", params)
     return [live_update_from_row(row) for row in cursor.fetchall()]
