@@ -12,6 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import DeferredList, gatherResults
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 
 from architect.config import ConfigError, StorageConfig, load_config
 from architect.protocol import Status
@@ -269,6 +270,62 @@ async def test_a_version_1_database_is_upgraded_to_the_current_version_keeping_e
     assert indexes(tmp_path / "data" / "architect.sqlite3") == indexes(
         tmp_path / "fresh" / "architect.sqlite3"
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upgrade_first_backs_the_file_up_beside_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    old = await open_sqlite_database(data, target_version=1)
+    run = await old.find_or_create_task_run("run-1", {"task": "demo"})
+    await old.find_or_create_worker("mock", "alice")
+    await old.close()
+    backup = data / "architect.sqlite3.v1.bak"
+    assert not backup.exists()
+
+    with capturedLogs() as events:
+        new = await open_sqlite_database(data)
+    try:
+        await new.find_or_create_worker("mock", "bob")  # after the upgrade: not in the backup
+    finally:
+        await new.close()
+
+    # The backup is the file as it was: the old version, its rows, its schema.
+    connection = sqlite3.connect(backup)
+    try:
+        assert connection.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert connection.execute("SELECT provider_type, worker_name FROM workers").fetchall() == [
+            ("mock", "alice")
+        ]
+        assert connection.execute("SELECT id, name FROM task_runs").fetchall() == [
+            (run.id, "run-1")
+        ]
+    finally:
+        connection.close()
+    assert "init_task_data" not in {column[1] for column in table_columns(backup)["agents"]}
+    assert query(tmp_path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    # The operator is told where the backup is.
+    assert any(str(backup) in formatEvent(event) for event in events)
+
+    # Opening the upgraded file again upgrades nothing, so backs nothing up.
+    backup.unlink()
+    await (await open_sqlite_database(data)).close()
+    assert not backup.exists()
+    # Nor does a new database get a backup.
+    await (await open_sqlite_database(tmp_path / "fresh", "run.sqlite3")).close()
+    assert (tmp_path / "fresh" / "run.sqlite3").is_file()
+    assert list((tmp_path / "fresh").glob("*.bak*")) == []
+    assert list(data.glob("*.bak*")) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upgrade_that_cannot_be_backed_up_is_not_made(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    await (await open_sqlite_database(data, target_version=1)).close()
+    (data / "architect.sqlite3.v1.bak").mkdir()  # in the way of the copy
+    with pytest.raises(StorageError, match=r"cannot back up the database .*v1\.bak"):
+        await open_sqlite_database(data)
+    assert query(tmp_path, "SELECT version FROM schema_version") == [(1,)]
+    assert sorted(path.name for path in data.glob("*.bak*")) == ["architect.sqlite3.v1.bak"]
 
 
 @pytest_twisted.ensureDeferred

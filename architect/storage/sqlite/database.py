@@ -46,17 +46,16 @@ def open_sqlite_database(
 ) -> Deferred[SQLiteDatabase]:
     """Open (creating the folder and file if missing) and bring the schema to target_version.
 
-    Fails with SchemaError if the file's schema cannot be brought there, and
-    with StorageError if the folder cannot be made.
+    An existing file is first copied to <database>.v<N>.bak beside it (N its old
+    version) when its schema is upgraded. Fails with SchemaError if the file's
+    schema cannot be brought there, and with StorageError if the folder cannot be
+    made or the copy cannot be written.
     """
-    d = open_engine(
-        data_dir,
-        database,
-        reactor=reactor,
-        clock=clock,
-        schema_dir=schema_dir,
-        target_version=target_version,
-    )
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    d = open_engine(Path(data_dir), database, reactor, clock or reactor, schema_dir, target_version)
     return d.addCallback(SQLiteDatabase)
 
 

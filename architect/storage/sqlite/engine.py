@@ -12,18 +12,21 @@ never wait for the writer, and a commit is on disk before its Deferred fires.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from architect.storage.interface import SchemaError, StorageError
-from architect.storage.schema_versions import SCHEMA_DIR, SCHEMA_VERSION, full_schema, upgrade_steps
+from architect.storage.schema_versions import full_schema, upgrade_steps
 from architect.storage.sqlite.sql import Cursor
 
 DEFAULT_DATABASE = "architect.sqlite3"
@@ -31,28 +34,19 @@ FILES_DIR = "files"
 # Seconds a write waits for another process holding the file's write lock.
 BUSY_TIMEOUT = 10.0
 
+log = Logger()
 T = TypeVar("T")
 
 
 def open_engine(
     data_dir: Path,
-    database: str = DEFAULT_DATABASE,
-    *,
-    reactor: Any = None,
-    clock: IReactorTime | None = None,
-    schema_dir: Path = SCHEMA_DIR,
-    target_version: int = SCHEMA_VERSION,
+    database: str,
+    reactor: Any,
+    clock: IReactorTime,
+    schema_dir: Path,
+    target_version: int,
 ) -> Deferred[SQLiteEngine]:
-    """Open (creating the folder and file if missing) and bring the schema to target_version.
-
-    Fails with SchemaError if the file's schema cannot be brought there, and
-    with StorageError if the folder cannot be made.
-    """
-    if reactor is None:
-        from twisted.internet import reactor as default_reactor
-
-        reactor = default_reactor
-    data_dir = Path(data_dir)
+    """The engine on data_dir/database, made and brought to target_version as needed."""
     try:
         (data_dir / FILES_DIR).mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -69,10 +63,20 @@ def open_engine(
         cp_openfun=_prepare_connection,
         cp_reactor=reactor,
     )
-    d: Deferred[Any] = pool.runWithConnection(_bring_schema_to, schema_dir, target_version)
+    d: Deferred[Path | None] = pool.runWithConnection(
+        _bring_schema_to, path, schema_dir, target_version
+    )
 
-    def opened(_: object) -> SQLiteEngine:
-        return SQLiteEngine(pool, data_dir, reactor, clock or reactor)
+    def opened(backup: Path | None) -> SQLiteEngine:
+        if backup is not None:
+            log.info(
+                "Upgraded the database {path} to schema version {version};"
+                " a copy from before the upgrade is at {backup}",
+                path=str(path),
+                version=target_version,
+                backup=str(backup),
+            )
+        return SQLiteEngine(pool, data_dir, reactor, clock)
 
     def failed(failure: Any) -> Any:
         pool.close()
@@ -80,8 +84,7 @@ def open_engine(
             return fail(StorageError(f"cannot open the database {path}: {failure.value}"))
         return failure
 
-    d.addCallbacks(opened, failed)
-    return d
+    return d.addCallbacks(opened, failed)
 
 
 def _prepare_connection(connection: sqlite3.Connection) -> None:
@@ -92,8 +95,12 @@ def _prepare_connection(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA synchronous = FULL")
 
 
-def _bring_schema_to(connection: Any, schema_dir: Path, target: int) -> None:
-    """Create or upgrade the schema, all in one transaction (SQLite's DDL is transactional)."""
+def _bring_schema_to(connection: Any, path: Path, schema_dir: Path, target: int) -> Path | None:
+    """Create or upgrade the schema, all in one transaction (SQLite's DDL is transactional).
+
+    An existing file is backed up before it is upgraded: the backup's path, or None.
+    """
+    backup = None
     cursor = connection.cursor()
     cursor.execute("BEGIN IMMEDIATE")
     try:
@@ -110,7 +117,10 @@ def _bring_schema_to(connection: Any, schema_dir: Path, target: int) -> None:
             rows = cursor.fetchall()
             if len(rows) != 1:
                 raise SchemaError(f"schema_version holds {len(rows)} rows instead of one")
-            steps = upgrade_steps(rows[0][0], target, schema_dir)
+            current = rows[0][0]
+            steps = upgrade_steps(current, target, schema_dir)
+            if steps:
+                backup = _back_up(path, current)
         for version, sql in steps:
             name = f"v{version}.sql" if fresh else f"upgrade_v{version - 1}_to_v{version}.sql"
             for statement in _statements(sql):
@@ -124,6 +134,33 @@ def _bring_schema_to(connection: Any, schema_dir: Path, target: int) -> None:
     except BaseException:
         connection.rollback()
         raise
+    return backup
+
+
+def _back_up(path: Path, version: int) -> Path:
+    """Copy the database file to <name>.v<version>.bak beside it, replacing an older copy.
+
+    Called while the upgrading connection holds the write lock but has written
+    nothing: a second connection reads exactly what is about to be upgraded (WAL
+    lets it read meanwhile; the backup API refuses a connection that is writing).
+    The copy is a single file in rollback-journal mode, and it gets its final name
+    only once complete.
+    """
+    backup = path.with_name(f"{path.name}.v{version}.bak")
+    partial = backup.with_name(backup.name + ".partial")
+    try:
+        partial.unlink(missing_ok=True)
+        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(partial)) as copy:
+            source.backup(copy)
+            copy.execute("PRAGMA journal_mode = DELETE")
+        os.replace(partial, backup)
+    except (OSError, sqlite3.Error) as e:
+        with suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise StorageError(
+            f"cannot back up the database {path} to {backup} before upgrading it: {e}"
+        ) from e
+    return backup
 
 
 def _statements(script: str) -> list[str]:
