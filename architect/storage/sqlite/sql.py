@@ -62,6 +62,12 @@ def inserted_id(cursor: Cursor) -> int:
     return cursor.lastrowid
 
 
+def exists(cursor: Cursor, sql: str, params: Sequence[Any]) -> bool:
+    """Whether the query finds a row."""
+    cursor.execute(sql, params)
+    return cursor.fetchone() is not None
+
+
 def count_by(cursor: Cursor, sql: str, params: Sequence[Any]) -> dict[str, int]:
     """{key: count} from a "SELECT key, COUNT(*) ... GROUP BY key"."""
     cursor.execute(sql, params)

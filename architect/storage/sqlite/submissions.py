@@ -20,7 +20,14 @@ from architect.storage.interface import (
     SubmissionKind,
 )
 from architect.storage.sqlite.engine import FILES_DIR, EnginePart
-from architect.storage.sqlite.sql import Cursor, check_known, inserted_id, json_text, where
+from architect.storage.sqlite.sql import (
+    Cursor,
+    check_known,
+    exists,
+    inserted_id,
+    json_text,
+    where,
+)
 
 
 class SQLiteSubmissionsAndLiveUpdates(EnginePart):
@@ -105,10 +112,10 @@ def store_submission(
     files: list[SubmissionFile],
     now: float,
 ) -> bool:
-    if dedupe_key is not None:
-        cursor.execute("SELECT 1 FROM submissions WHERE dedupe_key = ?", (dedupe_key,))
-        if cursor.fetchone() is not None:
-            return False
+    if dedupe_key is not None and exists(
+        cursor, "SELECT 1 FROM submissions WHERE dedupe_key = ?", (dedupe_key,)
+    ):
+        return False
     cursor.execute(
         "INSERT INTO submissions (agent_id, kind, data, dedupe_key, received_at)"
         " VALUES (?, ?, ?, ?, ?)",
@@ -177,13 +184,12 @@ def live_update_from_row(row: Sequence[Any]) -> LiveUpdate:
 def store_live_update(
     cursor: Cursor, agent_id: str, direction: str, data: str, update_id: str | None, now: float
 ) -> bool:
-    if update_id is not None:
-        cursor.execute(
-            "SELECT 1 FROM live_updates WHERE agent_id = ? AND direction = ? AND update_id = ?",
-            (agent_id, direction, update_id),
-        )
-        if cursor.fetchone() is not None:
-            return False
+    if update_id is not None and exists(
+        cursor,
+        "SELECT 1 FROM live_updates WHERE agent_id = ? AND direction = ? AND update_id = ?",
+        (agent_id, direction, update_id),
+    ):
+        return False
     cursor.execute(
         "INSERT INTO live_updates (agent_id, direction, update_id, data, created_at)"
         " VALUES (?, ?, ?, ?, ?)",
