@@ -30,6 +30,7 @@ from architect.storage import (
     open_sqlite_database,
 )
 from architect.storage.sqlite import available_units_sql
+from architect.storage.sqlite.sql import where
 
 START = 1_700_000_000.0
 
@@ -1011,6 +1012,21 @@ async def test_open_database_follows_the_storage_config(tmp_path: Path) -> None:
     await database.close()
     assert (tmp_path / "new" / "folder" / "run.sqlite3").is_file()
     assert (tmp_path / "new" / "folder" / "files").is_dir()
+
+
+def test_where_keeps_the_filters_that_are_set() -> None:
+    assert where({}) == ("", [])
+    assert where({"a = ?": None, "b = ?": None}) == ("", [])
+    assert where({"a = ?": 1, "b = ?": None, "c <> ?": "x"}) == (
+        " WHERE a = ? AND c <> ?",
+        [1, "x"],
+    )
+    assert where({"s IN (?, ?)": ["p", "q"], "(i, j) > (?, ?)": (3, 4), "k NOT IN (?)": (7,)}) == (
+        " WHERE s IN (?, ?) AND (i, j) > (?, ?) AND k NOT IN (?)",
+        ["p", "q", 3, 4, 7],
+    )
+    with pytest.raises(ValueError, match="takes 2 values, not 1"):
+        where({"s IN (?, ?)": "p"})
 
 
 @pytest_twisted.ensureDeferred

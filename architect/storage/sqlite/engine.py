@@ -1,4 +1,4 @@
-"""The SQLite file and the one thread that talks to it: opening, the schema, transactions.
+"""The SQLite file and the one thread that talks to it: opening, schema upgrades, transactions.
 
 One connection on one thread (cp_min = cp_max = 1): every interaction runs
 whole, one after another, off the reactor thread. Each interaction is one

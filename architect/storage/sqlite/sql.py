@@ -30,7 +30,7 @@ class Cursor(Protocol):
 
 
 def marks(count: int) -> str:
-    """ "?, ?, ?" for an IN list of count values."""
+    """The placeholders of an IN list of count values: "?, ?, ?"."""
     return ", ".join("?" * count)
 
 
