@@ -12,6 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import DeferredList, gatherResults
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs, formatEvent
 
 from architect.config import ConfigError, StorageConfig, load_config
 from architect.protocol import Status
@@ -19,16 +20,17 @@ from architect.storage import (
     SCHEMA_DIR,
     SCHEMA_VERSION,
     Direction,
+    NoSuchAgent,
     SchemaError,
     SQLiteDatabase,
     StorageError,
     SubmissionKind,
     UnitStatus,
-    UnknownAgent,
     open_database,
     open_sqlite_database,
 )
 from architect.storage.sqlite import available_units_sql
+from architect.storage.sqlite.sql import where
 
 START = 1_700_000_000.0
 
@@ -269,6 +271,62 @@ async def test_a_version_1_database_is_upgraded_to_the_current_version_keeping_e
     assert indexes(tmp_path / "data" / "architect.sqlite3") == indexes(
         tmp_path / "fresh" / "architect.sqlite3"
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upgrade_first_backs_the_file_up_beside_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    old = await open_sqlite_database(data, target_version=1)
+    run = await old.find_or_create_task_run("run-1", {"task": "demo"})
+    await old.find_or_create_worker("mock", "alice")
+    await old.close()
+    backup = data / "architect.sqlite3.v1.bak"
+    assert not backup.exists()
+
+    with capturedLogs() as events:
+        new = await open_sqlite_database(data)
+    try:
+        await new.find_or_create_worker("mock", "bob")  # after the upgrade: not in the backup
+    finally:
+        await new.close()
+
+    # The backup is the file as it was: the old version, its rows, its schema.
+    connection = sqlite3.connect(backup)
+    try:
+        assert connection.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert connection.execute("SELECT provider_type, worker_name FROM workers").fetchall() == [
+            ("mock", "alice")
+        ]
+        assert connection.execute("SELECT id, name FROM task_runs").fetchall() == [
+            (run.id, "run-1")
+        ]
+    finally:
+        connection.close()
+    assert "init_task_data" not in {column[1] for column in table_columns(backup)["agents"]}
+    assert query(tmp_path, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    # The operator is told where the backup is.
+    assert any(str(backup) in formatEvent(event) for event in events)
+
+    # Opening the upgraded file again upgrades nothing, so backs nothing up.
+    backup.unlink()
+    await (await open_sqlite_database(data)).close()
+    assert not backup.exists()
+    # Nor does a new database get a backup.
+    await (await open_sqlite_database(tmp_path / "fresh", "run.sqlite3")).close()
+    assert (tmp_path / "fresh" / "run.sqlite3").is_file()
+    assert list((tmp_path / "fresh").glob("*.bak*")) == []
+    assert list(data.glob("*.bak*")) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upgrade_that_cannot_be_backed_up_is_not_made(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    await (await open_sqlite_database(data, target_version=1)).close()
+    (data / "architect.sqlite3.v1.bak").mkdir()  # in the way of the copy
+    with pytest.raises(StorageError, match=r"cannot back up the database .*v1\.bak"):
+        await open_sqlite_database(data)
+    assert query(tmp_path, "SELECT version FROM schema_version") == [(1,)]
+    assert sorted(path.name for path in data.glob("*.bak*")) == ["architect.sqlite3.v1.bak"]
 
 
 @pytest_twisted.ensureDeferred
@@ -515,7 +573,7 @@ async def test_every_status_change_is_kept_with_its_time(db: SQLiteDatabase, clo
         UnitStatus.COMPLETED: 1,
         UnitStatus.AVAILABLE: 2,
     }
-    with pytest.raises(UnknownAgent):
+    with pytest.raises(NoSuchAgent):
         await db.set_agent_status("nobody", Status.IN_TASK)
     with pytest.raises(ValueError, match="not a known agent status"):
         db.set_agent_status("a1", "finished")
@@ -541,7 +599,7 @@ async def test_the_task_data_an_agent_was_given_is_kept(
     # Recorded again, it is replaced.
     await db.set_agent_init_data("a1", ["second"])
     assert (await db.resumable_agents(run_id))[0].init_task_data == ["second"]
-    with pytest.raises(UnknownAgent):
+    with pytest.raises(NoSuchAgent):
         await db.set_agent_init_data("nobody", {})
     with pytest.raises(TypeError):
         db.set_agent_init_data("a1", {"when": object()})
@@ -954,6 +1012,21 @@ async def test_open_database_follows_the_storage_config(tmp_path: Path) -> None:
     await database.close()
     assert (tmp_path / "new" / "folder" / "run.sqlite3").is_file()
     assert (tmp_path / "new" / "folder" / "files").is_dir()
+
+
+def test_where_keeps_the_filters_that_are_set() -> None:
+    assert where({}) == ("", [])
+    assert where({"a = ?": None, "b = ?": None}) == ("", [])
+    assert where({"a = ?": 1, "b = ?": None, "c <> ?": "x"}) == (
+        " WHERE a = ? AND c <> ?",
+        [1, "x"],
+    )
+    assert where({"s IN (?, ?)": ["p", "q"], "(i, j) > (?, ?)": (3, 4), "k NOT IN (?)": (7,)}) == (
+        " WHERE s IN (?, ?) AND (i, j) > (?, ?) AND k NOT IN (?)",
+        ["p", "q", 3, 4, 7],
+    )
+    with pytest.raises(ValueError, match="takes 2 values, not 1"):
+        where({"s IN (?, ?)": "p"})
 
 
 @pytest_twisted.ensureDeferred

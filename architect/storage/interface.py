@@ -2,7 +2,9 @@
 
 The registration pipeline, the backend and the `architect` command speak only
 to `Database`; `SQLiteDatabase` is the embedded implementation, and a
-PostgreSQL one can follow without touching them.
+PostgreSQL one can follow without touching them. `Database` is the sum of four
+parts (`RunsAndUnits`, `WorkersAndQualifications`, `AgentRecords`,
+`SubmissionsAndLiveUpdates`), which an engine can implement one at a time.
 
 Every method returns a Deferred. A write's Deferred fires only after the
 write is committed, so whatever is acknowledged on the strength of it
@@ -72,7 +74,7 @@ class SchemaError(StorageError):
     """The database's schema version cannot be brought to the one this code needs."""
 
 
-class UnknownAgent(StorageError, LookupError):
+class NoSuchAgent(StorageError, LookupError):
     """No agent has this id."""
 
 
@@ -112,7 +114,9 @@ class GrantedQualification:
 
 
 @attrs.frozen
-class Agent:
+class StoredAgent:
+    """An agent as the database keeps it; the live one is architect.backend.agents.Agent."""
+
     agent_id: str
     kind: str
     task_run_id: int
@@ -164,7 +168,7 @@ class LiveUpdate:
 class ResumableAgent:
     """An agent still active when the daemon stopped, with what it takes to carry it on."""
 
-    agent: Agent
+    agent: StoredAgent
     worker: Worker
     unit: Unit | None  # None for an onboarding agent
     init_task_data: Any  # None when never recorded (an agent from schema v1)
@@ -179,19 +183,8 @@ class WorkedOn:
     unit_ids: frozenset[int]
 
 
-class Database(Protocol):
-    """Everything Architect stores. Each write fires its Deferred after commit."""
-
-    @property
-    def data_dir(self) -> Path:
-        """The folder holding the database and, under files/, the submitted files."""
-        ...
-
-    def close(self) -> Deferred[None]:
-        """Finish pending work and release the database."""
-        ...
-
-    # --- task runs, assignments, units ---
+class RunsAndUnits(Protocol):
+    """Task runs, their assignments, and the units agents work on."""
 
     def find_or_create_task_run(self, name: str, config: Mapping[str, Any]) -> Deferred[TaskRun]:
         """The run with this name (kept with its first config), or a new one."""
@@ -228,7 +221,9 @@ class Database(Protocol):
 
     def count_units_by_status(self, task_run_id: int) -> Deferred[dict[str, int]]: ...
 
-    # --- workers and qualifications ---
+
+class WorkersAndQualifications(Protocol):
+    """Workers, found by provider and name, and the qualifications granted to them."""
 
     def find_or_create_worker(self, provider_type: str, worker_name: str) -> Deferred[Worker]: ...
 
@@ -246,7 +241,9 @@ class Database(Protocol):
 
     def get_qualifications(self, worker_id: int) -> Deferred[dict[str, GrantedQualification]]: ...
 
-    # --- agents ---
+
+class AgentRecords(Protocol):
+    """Agents, their status history, the counts the limits read, and what a restart resumes."""
 
     def reserve_unit(
         self,
@@ -273,17 +270,19 @@ class Database(Protocol):
         agent_id: str,
         agent_registration_id: str | None = None,
         status: str = Status.NONE,
-    ) -> Deferred[Agent]: ...
+    ) -> Deferred[StoredAgent]: ...
 
-    def get_agent(self, agent_id: str) -> Deferred[Agent | None]: ...
+    def get_agent(self, agent_id: str) -> Deferred[StoredAgent | None]: ...
 
-    def find_agent_by_registration_id(self, agent_registration_id: str) -> Deferred[Agent | None]:
+    def find_agent_by_registration_id(
+        self, agent_registration_id: str
+    ) -> Deferred[StoredAgent | None]:
         """The most recently created agent with this registration id."""
         ...
 
     def list_agents(
         self, task_run_id: int | None = None, worker_id: int | None = None
-    ) -> Deferred[list[Agent]]: ...
+    ) -> Deferred[list[StoredAgent]]: ...
 
     def set_agent_status(
         self, agent_id: str, status: str, unit_status: str | None = None
@@ -314,7 +313,7 @@ class Database(Protocol):
     def set_agent_init_data(self, agent_id: str, data: Any) -> Deferred[None]:
         """Keep the task data the agent was given, so a restart can hand it out again.
 
-        Fails with UnknownAgent if there is no such agent.
+        Fails with NoSuchAgent if there is no such agent.
         """
         ...
 
@@ -334,7 +333,9 @@ class Database(Protocol):
         """
         ...
 
-    # --- submissions and files ---
+
+class SubmissionsAndLiveUpdates(Protocol):
+    """Submissions with their uploaded files, and each agent's log of live updates."""
 
     def write_file(
         self, original_name: str, content: bytes, mimetype: str
@@ -359,8 +360,6 @@ class Database(Protocol):
         """Submissions in arrival order, with their files."""
         ...
 
-    # --- live updates ---
-
     def store_live_update(
         self, agent_id: str, direction: str, data: Any, update_id: str | None = None
     ) -> Deferred[bool]:
@@ -371,4 +370,23 @@ class Database(Protocol):
         self, agent_id: str, direction: str | None = None
     ) -> Deferred[list[LiveUpdate]]:
         """The agent's live updates in arrival order."""
+        ...
+
+
+class Database(
+    RunsAndUnits, WorkersAndQualifications, AgentRecords, SubmissionsAndLiveUpdates, Protocol
+):
+    """Everything Architect stores. Each write fires its Deferred after commit.
+
+    An engine implements the four parts above; each is a Protocol of its own so that
+    a part can be written, tested and read on its own.
+    """
+
+    @property
+    def data_dir(self) -> Path:
+        """The folder holding the database and, under files/, the submitted files."""
+        ...
+
+    def close(self) -> Deferred[None]:
+        """Finish pending work and release the database."""
         ...

@@ -1,0 +1,249 @@
+"""The SQLite file and the one thread that talks to it: opening, schema upgrades, transactions.
+
+One connection on one thread (cp_min = cp_max = 1): every interaction runs
+whole, one after another, off the reactor thread. Each interaction is one
+transaction; writes open it with BEGIN IMMEDIATE so that even another process
+on the same file (the `architect` command) cannot slip in between a read and
+the write that depends on it. That is what makes a reservation atomic.
+
+The file is in WAL mode with synchronous = FULL and foreign keys on: readers
+never wait for the writer, and a commit is on disk before its Deferred fires.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from architect.storage.interface import SchemaError, StorageError
+from architect.storage.schema_versions import full_schema, upgrade_steps
+from architect.storage.sqlite.sql import Cursor
+
+DEFAULT_DATABASE = "architect.sqlite3"
+FILES_DIR = "files"
+# Seconds a write waits for another process holding the file's write lock.
+BUSY_TIMEOUT = 10.0
+
+log = Logger()
+T = TypeVar("T")
+
+
+def open_engine(
+    data_dir: Path,
+    database: str,
+    reactor: Any,
+    clock: IReactorTime,
+    schema_dir: Path,
+    target_version: int,
+) -> Deferred[SQLiteEngine]:
+    """The engine on data_dir/database, made and brought to target_version as needed."""
+    try:
+        (data_dir / FILES_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return fail(StorageError(f"cannot create the data folder {data_dir}: {e.strerror}"))
+    path = data_dir / database
+    pool = adbapi.ConnectionPool(
+        "sqlite3",
+        str(path),
+        check_same_thread=False,
+        isolation_level=None,  # we issue BEGIN ourselves; adbapi commits or rolls back
+        timeout=BUSY_TIMEOUT,
+        cp_min=1,
+        cp_max=1,
+        cp_openfun=_prepare_connection,
+        cp_reactor=reactor,
+    )
+    d: Deferred[Path | None] = pool.runWithConnection(
+        _bring_schema_to, path, schema_dir, target_version
+    )
+
+    def opened(backup: Path | None) -> SQLiteEngine:
+        if backup is not None:
+            log.info(
+                "Upgraded the database {path} to schema version {version};"
+                " a copy from before the upgrade is at {backup}",
+                path=str(path),
+                version=target_version,
+                backup=str(backup),
+            )
+        return SQLiteEngine(pool, data_dir, reactor, clock)
+
+    def failed(failure: Any) -> Any:
+        pool.close()
+        if failure.check(sqlite3.DatabaseError) and not failure.check(StorageError):
+            return fail(StorageError(f"cannot open the database {path}: {failure.value}"))
+        return failure
+
+    return d.addCallbacks(opened, failed)
+
+
+def _prepare_connection(connection: sqlite3.Connection) -> None:
+    connection.execute("PRAGMA foreign_keys = ON")
+    (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+    if mode.lower() != "wal":
+        raise StorageError(f"the database cannot use WAL mode (it is in {mode} mode)")
+    connection.execute("PRAGMA synchronous = FULL")
+
+
+def _bring_schema_to(connection: Any, path: Path, schema_dir: Path, target: int) -> Path | None:
+    """Create or upgrade the schema, all in one transaction (SQLite's DDL is transactional).
+
+    An existing file is backed up before it is upgraded: the backup's path, or None.
+    """
+    backup = None
+    cursor = connection.cursor()
+    cursor.execute("BEGIN IMMEDIATE")
+    try:
+        cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        tables = {name for (name,) in cursor.fetchall()}
+        if "schema_version" not in tables:
+            if tables:
+                raise SchemaError("the file holds tables but no schema_version: not ours")
+            steps = [(target, full_schema(target, schema_dir))]
+            fresh = True
+        else:
+            fresh = False
+            cursor.execute("SELECT version FROM schema_version")
+            rows = cursor.fetchall()
+            if len(rows) != 1:
+                raise SchemaError(f"schema_version holds {len(rows)} rows instead of one")
+            current = rows[0][0]
+            steps = upgrade_steps(current, target, schema_dir)
+            if steps:
+                backup = _back_up(path, current)
+        for version, sql in steps:
+            name = f"v{version}.sql" if fresh else f"upgrade_v{version - 1}_to_v{version}.sql"
+            for statement in _statements(sql):
+                try:
+                    cursor.execute(statement)
+                except sqlite3.Error as e:
+                    raise SchemaError(f"{schema_dir / name} failed: {e}") from e
+            cursor.execute("DELETE FROM schema_version")
+            cursor.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+    return backup
+
+
+def _back_up(path: Path, version: int) -> Path:
+    """Copy the database file to <name>.v<version>.bak beside it, replacing an older copy.
+
+    Called while the upgrading connection holds the write lock but has written
+    nothing: a second connection reads exactly what is about to be upgraded (WAL
+    lets it read meanwhile; the backup API refuses a connection that is writing).
+    The copy is a single file in rollback-journal mode, and it gets its final name
+    only once complete.
+    """
+    backup = path.with_name(f"{path.name}.v{version}.bak")
+    partial = backup.with_name(backup.name + ".partial")
+    try:
+        partial.unlink(missing_ok=True)
+        with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(partial)) as copy:
+            source.backup(copy)
+            copy.execute("PRAGMA journal_mode = DELETE")
+        os.replace(partial, backup)
+    except (OSError, sqlite3.Error) as e:
+        with suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise StorageError(
+            f"cannot back up the database {path} to {backup} before upgrading it: {e}"
+        ) from e
+    return backup
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into single statements, leaving ";" inside strings and triggers alone."""
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if _has_code(pending):
+                statements.append(pending.strip())
+            pending = ""
+    if _has_code(pending.rstrip(";")):
+        raise SchemaError(f"incomplete SQL statement at the end: {pending.strip()[:60]!r}")
+    return statements
+
+
+def _has_code(sql: str) -> bool:
+    without_comments = re.sub(r"--[^\n]*|/\*.*?\*/", "", sql, flags=re.DOTALL)
+    return bool(without_comments.strip(" \t\r\n;"))
+
+
+class SQLiteEngine:
+    """The open file: runs query functions as transactions and closes once they are done."""
+
+    def __init__(
+        self, pool: adbapi.ConnectionPool, data_dir: Path, reactor: Any, clock: IReactorTime
+    ) -> None:
+        self._pool = pool
+        self.data_dir = data_dir
+        self.reactor = reactor
+        self._clock = clock
+        self._in_flight = 0
+        self._closing = False
+        self._pool_closed = False
+        self._idle_waiters: list[Deferred[None]] = []
+
+    def now(self) -> float:
+        return self._clock.seconds()
+
+    def run(self, write: bool, interaction: Callable[..., T], *args: Any) -> Deferred[T]:
+        """Run interaction(cursor, *args) as one transaction in the database thread."""
+        if self._closing:
+            return fail(StorageError("the database is closed"))
+        self._in_flight += 1
+        d: Deferred[T] = self._pool.runInteraction(_transaction, write, interaction, *args)
+
+        def finished(result: Any) -> Any:
+            self._in_flight -= 1
+            if self._in_flight == 0 and self._idle_waiters:
+                self._close_pool()
+                waiters, self._idle_waiters = self._idle_waiters, []
+                for waiter in waiters:
+                    waiter.callback(None)
+            return result
+
+        d.addBoth(finished)
+        return d
+
+    def close(self) -> Deferred[None]:
+        """Refuse new work, let running work finish, then close the connection."""
+        self._closing = True
+        if self._in_flight == 0:
+            self._close_pool()
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._idle_waiters.append(waiter)
+        return waiter
+
+    def _close_pool(self) -> None:
+        if not self._pool_closed:
+            self._pool_closed = True
+            self._pool.close()
+
+
+def _transaction(cursor: Cursor, write: bool, interaction: Callable[..., T], *args: Any) -> T:
+    # adbapi commits when the interaction returns and rolls back when it raises.
+    cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    return interaction(cursor, *args)
+
+
+class EnginePart:
+    """Base of the parts of SQLiteDatabase: each reaches the file through the one engine."""
+
+    def __init__(self, engine: SQLiteEngine) -> None:
+        self._engine = engine
