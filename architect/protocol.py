@@ -104,10 +104,7 @@ class Status:
             MEPHISTO_DISCONNECT,
         }
     )
-    # An agent in one of these may still act; losing its socket for good is a disconnect.
-    ACTIVE = frozenset({NONE, ACCEPTED, ONBOARDING, WAITING, IN_TASK})
-    # Heartbeat silence only counts against an agent that is working.
-    HEARTBEAT_WATCHED = frozenset({ONBOARDING, WAITING, IN_TASK})
+    # Which are active, final, counted...: architect/lifecycle.py.
 
 
 class FailureReason:

@@ -142,3 +142,16 @@ def test_task_code_imports_only_the_public_module() -> None:
         path: set() for path in seen
     }
     assert "architect.tasks" in seen["docs/tasks.md"]
+
+
+def test_status_rules_live_in_the_lifecycle_module_only() -> None:
+    # The words (statuses) are the protocol's; which are active, final or counted is
+    # decided in architect/lifecycle.py alone.
+    from architect import lifecycle, protocol
+
+    assert not hasattr(protocol.Status, "ACTIVE")
+    assert lifecycle.ACTIVE | lifecycle.FINAL == protocol.Status.ALL
+    assert not lifecycle.ACTIVE & lifecycle.FINAL
+    assert (
+        lifecycle.DONE <= lifecycle.FINAL and lifecycle.COUNTED == lifecycle.ACTIVE | lifecycle.DONE
+    )

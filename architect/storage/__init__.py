@@ -1,8 +1,7 @@
 """Storage: the Database interface, its records, and the embedded SQLite implementation."""
 
+from architect.lifecycle import AgentKind, UnitStatus
 from architect.storage.interface import (
-    COUNTED_STATUSES,
-    AgentKind,
     AgentRecords,
     Database,
     Direction,
@@ -21,7 +20,6 @@ from architect.storage.interface import (
     SubmissionsAndLiveUpdates,
     TaskRun,
     Unit,
-    UnitStatus,
     WorkedOn,
     Worker,
     WorkersAndQualifications,
@@ -30,7 +28,6 @@ from architect.storage.schema_versions import SCHEMA_DIR, SCHEMA_VERSION
 from architect.storage.sqlite import SQLiteDatabase, open_database, open_sqlite_database
 
 __all__ = [
-    "COUNTED_STATUSES",
     "SCHEMA_DIR",
     "SCHEMA_VERSION",
     "AgentKind",

@@ -23,23 +23,6 @@ from twisted.internet.defer import Deferred
 from architect.protocol import Status
 
 
-class UnitStatus:
-    """Where a unit stands. Exact strings, as stored."""
-
-    AVAILABLE = "available"
-    RESERVED = "reserved"
-    COMPLETED = "completed"
-
-    ALL = frozenset({AVAILABLE, RESERVED, COMPLETED})
-
-
-class AgentKind:
-    UNIT = "unit"
-    ONBOARDING = "onboarding"
-
-    ALL = frozenset({UNIT, ONBOARDING})
-
-
 class SubmissionKind:
     UNIT = "unit"
     ONBOARDING = "onboarding"
@@ -55,15 +38,6 @@ class Direction:
     CLIENT_BOUND = "client_bound"  # from the backend to the worker's browser
 
     ALL = frozenset({MEPHISTO_BOUND, CLIENT_BOUND})
-
-
-# A unit counts against a worker's maximum while its agent is in one of these.
-COUNTED_STATUSES = Status.ACTIVE | {
-    Status.COMPLETED,
-    Status.APPROVED,
-    Status.SOFT_REJECTED,
-    Status.REJECTED,
-}
 
 
 class StorageError(Exception):
@@ -301,11 +275,11 @@ class AgentRecords(Protocol):
     def count_active_agents(
         self, worker_id: int, task_run_id: int | None = None, kind: str | None = None
     ) -> Deferred[int]:
-        """The worker's agents in an active status (Status.ACTIVE)."""
+        """The worker's agents in an active status (lifecycle.ACTIVE)."""
         ...
 
     def count_worker_units(self, task_run_id: int, worker_id: int) -> Deferred[int]:
-        """Units of the run the worker has done or has in progress (COUNTED_STATUSES)."""
+        """Units of the run the worker has done or has in progress (lifecycle.COUNTED)."""
         ...
 
     def worked_on(self, task_run_id: int, worker_id: int) -> Deferred[WorkedOn]: ...

@@ -8,10 +8,9 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from architect.lifecycle import ACTIVE, COUNTED, AgentKind, UnitStatus, unit_status_if_lost
 from architect.protocol import Status
 from architect.storage.interface import (
-    COUNTED_STATUSES,
-    AgentKind,
     LiveUpdate,
     NoSuchAgent,
     ResumableAgent,
@@ -19,7 +18,6 @@ from architect.storage.interface import (
     StorageError,
     StoredAgent,
     Unit,
-    UnitStatus,
     WorkedOn,
     Worker,
 )
@@ -149,9 +147,9 @@ _AGENT_FIELDS = (
     " created_at, updated_at"
 )
 _AGENT_COLUMNS = f"SELECT {_AGENT_FIELDS} FROM agents"
-_ACTIVE = sorted(Status.ACTIVE)
+_ACTIVE = sorted(ACTIVE)
 _IS_ACTIVE = f"status IN ({marks(len(_ACTIVE))})"
-_COUNTED = sorted(COUNTED_STATUSES)
+_COUNTED = sorted(COUNTED)
 
 
 # --- new agents ---
@@ -407,6 +405,6 @@ def recover_after_restart(cursor: Cursor, keep_task_run_id: int | None, now: flo
             cursor.execute(
                 "UPDATE units SET status = ?, agent_id = NULL"
                 " WHERE id = ? AND agent_id = ? AND status = ?",
-                (UnitStatus.AVAILABLE, unit_id, agent_id, UnitStatus.RESERVED),
+                (unit_status_if_lost(), unit_id, agent_id, UnitStatus.RESERVED),
             )
     return [agent_id for agent_id, _ in stranded]

@@ -8,7 +8,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from architect.storage.interface import TaskRun, Unit, UnitStatus
+from architect.lifecycle import UnitStatus
+from architect.storage.interface import TaskRun, Unit
 from architect.storage.sqlite.engine import EnginePart
 from architect.storage.sqlite.sql import (
     Cursor,
