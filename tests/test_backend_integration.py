@@ -25,7 +25,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
-from twisted.logger import LogLevel, capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
@@ -444,6 +444,33 @@ async def test_remote_backend_with_a_wrong_token_is_refused(
         finally:
             await service.stopService()
             await router.stop()
+    said = [formatEvent(e) for e in events if e["log_level"] == LogLevel.error]
+    assert any("backend_token" in line for line in said), said
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_remote_backend_replaced_by_another_says_so(
+    tmp_path: Path, router_config: RouterConfig
+) -> None:
+    router = Router(router_config)
+    first = build_service(remote_backend_config(tmp_path / "one", router), reactor)
+    second = build_service(remote_backend_config(tmp_path / "two", router), reactor)
+    with capturedLogs() as events:
+        first.startService()
+        try:
+            await wait_for(lambda: router.hub.backend is not None, "the first backend")
+            second.startService()
+            await wait_for(
+                lambda: any(e["log_level"] == LogLevel.error for e in events),
+                "the replacement to be logged",
+            )
+        finally:
+            await first.stopService()
+            await second.stopService()
+            await router.stop()
+    said = [formatEvent(e) for e in events if e["log_level"] == LogLevel.error]
+    assert any("second backend" in line for line in said), said
+    assert not any("backend_token" in line for line in said), said
 
 
 # --- the database across a restart of the daemon ---

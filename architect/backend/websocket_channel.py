@@ -30,6 +30,13 @@ from architect.protocol import ALIVE, MEPHISTO, CloseCode, Packet, ProtocolError
 
 log = Logger()
 
+# What the operator should look at when the router closes our socket with its own codes.
+_WHAT_TO_CHECK = {
+    CloseCode.REFUSED: "check [backend] backend_token against the router's",
+    CloseCode.REPLACED: "another backend connection took our place: is a second backend"
+    " running for this router?",
+}
+
 
 def default_retry_policy() -> Callable[[int], float]:
     """Quick first retries (a router restart is short), at most 5 s apart."""
@@ -218,19 +225,12 @@ class WebsocketChannel(Channel):
                 if not waiter.called:
                     waiter.callback(None)
             return
-        if code == CloseCode.REFUSED:
+        if code in _WHAT_TO_CHECK:
             log.error(
-                "the router at {url} closed our connection ({reason}); check [backend]"
-                " backend_token against the router's",
+                "the router at {url} closed our connection ({reason}); {advice}",
                 url=self.url,
                 reason=reason,
-            )
-        elif code == CloseCode.REPLACED:
-            log.error(
-                "the router at {url} took another backend connection in our place ({reason});"
-                " is a second backend running for this router?",
-                url=self.url,
-                reason=reason,
+                advice=_WHAT_TO_CHECK[code],
             )
         elif was_open:
             log.warn("lost the router at {url} ({code}): reconnecting", url=self.url, code=code)
