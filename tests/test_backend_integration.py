@@ -24,7 +24,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, capturedLogs
-from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import FileBodyProducer, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from architect.backend.downloads import RouterDownloads
@@ -446,7 +446,7 @@ async def test_embedded_submissions_and_files_survive_a_restart(
             "USED_AGENT_ID": second["agent_id"],
             "final_string_data": json.dumps({"answer": 2}),
         },
-        files={"upload": ("notes.txt", "text/plain", BytesIO(b"my notes"))},
+        files={"upload": ("notes.txt", "text/plain", FileBodyProducer(BytesIO(b"my notes")))},
         pool=http_pool,
     )
     assert response.code == 200, await response.text()

@@ -28,7 +28,7 @@ import treq
 from twisted.internet import reactor as _reactor
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, capturedLogs, formatEvent
-from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import FileBodyProducer, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from architect.backend.channel import Channel
@@ -81,7 +81,7 @@ def node_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MephistoRo
 class ChannelSpy:
     """Every packet the backend receives from, and sends to, the Node router."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, monkeypatch: pytest.MonkeyPatch) -> None:
         self.received: list[Packet] = []
         self.sent: list[Packet] = []
         handle, send = channel.on_message, channel.send
@@ -95,7 +95,7 @@ class ChannelSpy:
             send(packet)
 
         channel.on_message = on_message
-        channel.send = spy_send
+        monkeypatch.setattr(channel, "send", spy_send)
 
     def got(self, packet_type: str, match: Callable[[Packet], bool] = lambda p: True) -> int:
         return sum(1 for p in self.received if p.packet_type == packet_type and match(p))
@@ -122,13 +122,16 @@ def backend_config(node_router: MephistoRouter, folder: Path) -> Config:
     )
 
 
-async def start_backend(daemons: Daemons, config: Config) -> tuple[Daemon, ChannelSpy]:
+async def start_backend(
+    daemons: Daemons, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Daemon, ChannelSpy]:
     """Our backend, started and heard by the Node router (stopped with the test's daemons)."""
     daemon = await daemons.start(config)
     assert not daemon.runs_router  # the backend alone
     [channel] = daemon.channels
     assert isinstance(channel, WebsocketChannel)
-    spy = ChannelSpy(channel)  # before any packet can have arrived: the socket opens later
+    # Before any packet can have arrived: the socket opens later.
+    spy = ChannelSpy(channel, monkeypatch)
     # A return_statuses proves the Node router took our "alive" (it answers through the
     # loop it starts then); before that it would drop our packets and hang /request_agent.
     await wait_for(lambda: spy.got(RETURN_STATUSES), "the Node router to answer statuses")
@@ -137,9 +140,12 @@ async def start_backend(daemons: Daemons, config: Config) -> tuple[Daemon, Chann
 
 @pytest_twisted.async_fixture
 async def backend(
-    node_router: MephistoRouter, tmp_path: Path, daemons: Daemons
+    node_router: MephistoRouter,
+    tmp_path: Path,
+    daemons: Daemons,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> tuple[Daemon, ChannelSpy]:
-    return await start_backend(daemons, backend_config(node_router, tmp_path))
+    return await start_backend(daemons, backend_config(node_router, tmp_path), monkeypatch)
 
 
 @pytest.fixture
@@ -322,12 +328,16 @@ async def serve_a_task(
 
 @pytest_twisted.ensureDeferred
 async def test_a_restarted_backend_takes_its_agent_back_through_mephistos_node_router(
-    node_router: MephistoRouter, tmp_path: Path, http_pool: HTTPConnectionPool, daemons: Daemons
+    node_router: MephistoRouter,
+    tmp_path: Path,
+    http_pool: HTTPConnectionPool,
+    daemons: Daemons,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The Node router keeps the page's socket while our backend restarts; the new backend
     finds the agent in Node's return_statuses and carries it on, both ways."""
     config = backend_config(node_router, tmp_path)
-    daemon, spy = await start_backend(daemons, config)
+    daemon, spy = await start_backend(daemons, config, monkeypatch)
     browser: PacketClient | None = None
     try:
         details = (await request_agent(http_pool, node_router.port, "restart-w1"))["data"]
@@ -340,7 +350,7 @@ async def test_a_restarted_backend_takes_its_agent_back_through_mephistos_node_r
         await deferLater(reactor, DUPLICATE_DELAY)  # Node's copy, taken as a repeat
         await daemons.stop(daemon)
 
-        daemon, spy = await start_backend(daemons, config)
+        daemon, spy = await start_backend(daemons, config, monkeypatch)
         again = daemon.agent(agent_id)  # taken back from the database
         assert [u.get("text") for u in again.past_live_updates] == ["before"]
         handler = daemon.handler
@@ -384,7 +394,13 @@ async def test_a_file_uploaded_through_mephistos_node_router_reaches_our_storage
             "USED_AGENT_ID": agent_id,
             "final_string_data": json.dumps({"answer": "with a file"}),
         },
-        files={"upload": ("my notes.txt", "text/plain", BytesIO(b"notes through Node"))},
+        files={
+            "upload": (
+                "my notes.txt",
+                "text/plain",
+                FileBodyProducer(BytesIO(b"notes through Node")),
+            )
+        },
         pool=http_pool,
     )
     d.addTimeout(DEADLINE, reactor)

@@ -134,7 +134,7 @@ async def test_static_task_hooks_and_validation(tmp_path: Path) -> None:
 async def test_blocking_hook_does_not_stall_other_workers(tmp_path: Path) -> None:
     RELEASE_SLOW_HOOK.clear()
     SLOW_HOOK_ENTERED.clear()
-    units = [{"text": "slow one", "slow": True}, {"text": "quick one"}]
+    units: list[dict[str, Any]] = [{"text": "slow one", "slow": True}, {"text": "quick one"}]
     async with task_service(tmp_path, STATIC_TASK, units) as running:
         slow: Deferred[dict[str, Any]] = ensureDeferred(running.register("slowpoke"))
         await wait_for(SLOW_HOOK_ENTERED.is_set)  # the slow unit is reserved; its hook blocks

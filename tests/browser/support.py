@@ -27,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import attrs
 import pytest
@@ -63,7 +63,7 @@ CALL_TIMEOUT = 60.0  # seconds, any one call into the browser
 DOC_VIEWPORT: Any = {"width": 1000, "height": 700}  # screenshots copied to docs/screenshots
 
 
-def _fail_setup(what: str, result: subprocess.CompletedProcess[str] | None = None) -> None:
+def _fail_setup(what: str, result: subprocess.CompletedProcess[str] | None = None) -> NoReturn:
     detail = ""
     if result is not None:
         detail = f"\n--- exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -223,7 +223,7 @@ class Pages:
     def run(self, awaitable: Awaitable[T]) -> Deferred[T]:
         return self.thread.run(awaitable)
 
-    def url(self, page: str, worker: str, assignment: str = "1", **extra: str | int) -> str:
+    def url(self, page: str, worker: str, assignment: str | int = "1", **extra: str | int) -> str:
         query = "&".join(
             f"{k}={v}"
             for k, v in {"worker_id": worker, "assignment_id": assignment, **extra}.items()
@@ -231,8 +231,11 @@ class Pages:
         path = page if page.startswith("/") else f"/pages/{page}"  # tests/browser/pages/
         return f"http://127.0.0.1:{self.port}{path}?{query}"
 
-    async def open(self, page: str, worker: str, **extra: str | int) -> PageHandle:
-        handle = await self.run(_open_page(self.thread.browser, self.url(page, worker, **extra)))
+    async def open(
+        self, page: str, worker: str, assignment: str | int = "1", **extra: str | int
+    ) -> PageHandle:
+        url = self.url(page, worker, assignment, **extra)
+        handle = await self.run(_open_page(self.thread.browser, url))
         self.opened.append(handle)
         return handle
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+from playwright.async_api import FilePayload
 from twisted.internet.task import deferLater
 
 from architect.protocol import MEPHISTO_BOUND_LIVE_UPDATE, Status
@@ -124,11 +125,8 @@ async def test_a_submission_with_a_file(launcher: Launcher) -> None:
     assert await text_of(pages, handle, "#unit-text") == "Attach your notes."
     agent_id = await agent_id_shown(pages, handle)
     await pages.run(handle.page.fill("#answer", "see the file"))
-    await pages.run(
-        handle.page.set_input_files(
-            "#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"my notes"}]
-        )
-    )
+    notes: FilePayload = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"my notes"}
+    await pages.run(handle.page.set_input_files("#file", files=[notes]))
     await pages.run(handle.page.click("#submit"))
     await pages.run(handle.page.wait_for_selector("#provider-submitted"))
     assert await pages.run(handle.page.evaluate("window.submitAnswer")) == {"status": "Submitted!"}
