@@ -424,6 +424,19 @@ async def test_a_name_that_climbs_out_of_the_upload_folder_is_not_served(
 
 
 @pytest_twisted.ensureDeferred
+async def test_with_a_task_frontend_no_path_climbs_out_of_it(tmp_path: Path) -> None:
+    static = tmp_path / "static"
+    static.mkdir()
+    static.joinpath("index.html").write_text("the task page")
+    (tmp_path / "secret.txt").write_bytes(b"secret")
+    edge = Edge(tmp_path, static_dir=static)
+    assert (await edge.local.get("/")).body == b"the task page"
+    for path in ("/..%2Fsecret.txt", "/%2E%2E/secret.txt", "/download_file/..%2Fsecret.txt"):
+        reply = await edge.local.get(path)
+        assert reply.code == 404 and b"secret" not in reply.body, path
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_folder_named_as_an_upload_is_not_served(edge: Edge) -> None:
     name = "0123456789abcdef0123456789abcdef"
     edge.config.upload_dir.joinpath(name).mkdir()
