@@ -173,6 +173,10 @@ class Daemon:
         assert agent is not None, f"the backend knows no agent {agent_id}"
         return agent
 
+    def unclaimed(self) -> dict[str, Agent]:
+        """The agents taken back at the start that no router has shown yet, by id."""
+        return self.handler.unclaimed
+
     def settled(self) -> Deferred[None]:
         """Fires once the agents' status and live-update writes issued so far are committed."""
         return self.pool.settled()

@@ -353,9 +353,8 @@ async def test_a_restarted_backend_takes_its_agent_back_through_mephistos_node_r
         daemon, spy = await start_backend(daemons, config, monkeypatch)
         again = daemon.agent(agent_id)  # taken back from the database
         assert [u.get("text") for u in again.past_live_updates] == ["before"]
-        handler = daemon.handler
         await wait_for(
-            lambda: handler.unclaimed == {}, "the new backend to find its agent in Node's statuses"
+            lambda: daemon.unclaimed() == {}, "the new backend to find its agent in Node's statuses"
         )
         sent_id = again.observe({"text": "after the restart"})
         update = await browser.next(CLIENT_BOUND_LIVE_UPDATE)
