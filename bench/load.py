@@ -16,7 +16,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from contextlib import closing
 from multiprocessing.connection import Connection
 from typing import Any
@@ -101,7 +101,7 @@ async def _backend(url: str, ready: Any, stop: Any, conn: Connection) -> None:
     real backend must.
     """
     stats = {"registered": 0, "echoed": 0, "submitted": 0, "duplicates": 0, "other": 0}
-    seen: set[str] = set()
+    seen: set[str | None] = set()  # request and update ids (None: a packet without one)
     agent_ids = itertools.count()
     async with (
         aiohttp.ClientSession() as session,
@@ -658,7 +658,7 @@ async def s4_submissions(
 
 # --- running a scenario in a child process ---
 
-SCENARIOS: dict[str, Callable[..., Awaitable[list[dict[str, Any]]]]] = {
+SCENARIOS: dict[str, Callable[..., Coroutine[Any, Any, list[dict[str, Any]]]]] = {
     "S1": s1_registration,
     "S2": s2_live,
     "S3": s3_capacity,

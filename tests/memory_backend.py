@@ -2,7 +2,10 @@
 
 `MemoryWorkerPool` implements the `WorkerPool` interface with units in a list,
 workers by name and everything in memory, synchronously (a task.Clock drives
-it). The real pool is `architect.backend.workers.StoredWorkerPool`.
+it). The real pool is `architect.backend.workers.StoredWorkerPool`;
+test_pool_contract.py runs the same behaviour tests against both, so that this one
+answers as the real one does. What statuses do to units comes from
+`architect.lifecycle`, as in the real pool.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from twisted.logger import Logger
 
 from architect.backend.agent_registry import new_agent_id
 from architect.backend.registration import BadRegistration, Registration
-from architect.lifecycle import ACTIVE, AgentKind
+from architect.lifecycle import COUNTED, AgentKind, UnitStatus, unit_status_after
 from architect.protocol import FailureReason, Status
 from architect.tasks.agent import Agent
 
@@ -50,7 +53,7 @@ class WorkerRecord:
     worker_name: str
     agents: list[Agent] = attrs.field(factory=list)
     onboarded: bool | None = None  # None: not tried yet
-    completed_units: set[int] = attrs.field(factory=set)
+    worked_on: set[int] = attrs.field(factory=set)  # units it has had an agent on
 
 
 @attrs.define(eq=False)
@@ -107,7 +110,12 @@ class MemoryWorkerPool:
             passed: Deferred[bool] = succeed(True)
         else:
             passed = _call_hook(self.check_onboarding, onboarding_data)
-        return passed.addCallback(self._onboarding_checked, worker, agent)
+        return passed.addCallbacks(
+            self._onboarding_checked,
+            self._onboarding_check_failed,
+            callbackArgs=(worker, agent),
+            errbackArgs=(worker, agent),
+        )
 
     # --- registration ---
 
@@ -118,19 +126,21 @@ class MemoryWorkerPool:
         worker = self._worker(worker_name)
         registration_id = provider_data.get("agent_registration_id")
         if isinstance(registration_id, str) and registration_id in self.registrations:
-            return self._reregister(worker, self.registrations[registration_id])
+            again = self._reregister(worker, self.registrations[registration_id])
+            if again is not None:
+                return again
         if worker.worker_name in self.blocked_workers or worker.onboarded is False:
             return Registration.refused(worker.worker_id, FailureReason.NOT_QUALIFIED)
         active = [a for a in worker.agents if a.is_active]
         if self.max_concurrent is not None and len(active) >= self.max_concurrent:
             return Registration.refused(worker.worker_id, FailureReason.TOO_MANY_CONCURRENT)
-        if (
-            self.max_units_per_worker is not None
-            and len(worker.completed_units) + len(active) >= self.max_units_per_worker
-        ):
+        counted = [a for a in worker.agents if not a.is_onboarding and a.status in COUNTED]
+        if self.max_units_per_worker is not None and len(counted) >= self.max_units_per_worker:
             return Registration.refused(worker.worker_id, FailureReason.MAX_UNITS)
         reg_id = registration_id if isinstance(registration_id, str) else None
         if self.check_onboarding is not None and worker.onboarded is None:
+            if self._free_unit(worker) is None:  # no onboarding without work after it
+                return Registration.refused(worker.worker_id, FailureReason.NO_WORK)
             return self._start_onboarding(worker, reg_id, provider_data)
         return self._assign(worker, reg_id)
 
@@ -141,7 +151,8 @@ class MemoryWorkerPool:
             self.workers_by_id[worker.worker_id] = worker
         return worker
 
-    def _reregister(self, worker: WorkerRecord, agent: Agent) -> Registration:
+    def _reregister(self, worker: WorkerRecord, agent: Agent) -> Registration | None:
+        """The same agent again, a refusal, or None: the registration is taken afresh."""
         if agent.worker_id != worker.worker_id:
             log.warn(
                 "worker {name} used the registration id of agent {agent_id}: refused",
@@ -150,6 +161,8 @@ class MemoryWorkerPool:
             )
             return Registration.refused(worker.worker_id, FailureReason.TASK_MISSING)
         if not agent.is_active:
+            if agent.is_onboarding:
+                return None  # onboarding ended: the stages decide afresh
             return Registration.refused(worker.worker_id, FailureReason.TASK_MISSING)
         return Registration(
             worker_id=worker.worker_id,
@@ -182,19 +195,34 @@ class MemoryWorkerPool:
         agent.set_status(Status.APPROVED)
         return self._assign(worker, agent.registration_id)
 
-    def _assign(self, worker: WorkerRecord, registration_id: str | None) -> Registration:
-        slot = next(
+    def _onboarding_check_failed(
+        self, failure: Any, worker: WorkerRecord, agent: Agent
+    ) -> Registration:
+        log.failure(
+            "the onboarding check failed for agent {agent_id}", failure, agent_id=agent.agent_id
+        )
+        self.pending_provider_data.pop(agent.agent_id, None)
+        agent.set_status(Status.EXPIRED)  # the worker may try again: nothing is recorded
+        return Registration.refused(worker.worker_id, FailureReason.NO_WORK)
+
+    def _free_unit(self, worker: WorkerRecord) -> UnitSlot | None:
+        """The first unit nobody holds or did, that this worker never had."""
+        return next(
             (
                 s
                 for s in self.units
-                if not s.completed and s.agent is None and s.index not in worker.completed_units
+                if not s.completed and s.agent is None and s.index not in worker.worked_on
             ),
             None,
         )
+
+    def _assign(self, worker: WorkerRecord, registration_id: str | None) -> Registration:
+        slot = self._free_unit(worker)
         if slot is None:
             return Registration.refused(worker.worker_id, FailureReason.NO_WORK)
         agent = self._new_agent(worker, new_agent_id(), slot.assignment_data, registration_id)
         slot.agent = agent
+        worker.worked_on.add(slot.index)
         self.agent_units[agent.agent_id] = slot
         agent.set_status(Status.IN_TASK)
         return Registration(worker.worker_id, agent, copy.deepcopy(agent.init_task_data))
@@ -224,14 +252,12 @@ class MemoryWorkerPool:
 
     def _status_changed(self, agent: Agent, old: str, new: str) -> None:
         slot = self.agent_units.get(agent.agent_id)
-        if slot is None or slot.agent is not agent or new in ACTIVE:
+        if slot is None or slot.agent is not agent:
             return
-        if new == Status.COMPLETED:
+        change = unit_status_after(old, new)
+        if change == UnitStatus.COMPLETED:
             slot.completed = True
-            worker = self.workers_by_id.get(agent.worker_id)
-            if worker is not None:
-                worker.completed_units.add(slot.index)
-        else:
+        elif change == UnitStatus.AVAILABLE:
             slot.agent = None  # disconnected, expired...: the unit is free for someone else
             log.info(
                 "unit {index} is free again ({agent_id}: {status})",

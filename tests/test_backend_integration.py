@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -23,10 +22,9 @@ import treq
 from twisted.internet import reactor as _reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, capturedLogs, formatEvent
-from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import FileBodyProducer, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from architect.backend.downloads import RouterDownloads
@@ -44,9 +42,8 @@ from architect.protocol import (
 from architect.router.hub import RouterHub
 from architect.router.web import RouterWeb
 from architect.storage import StorageError
-from architect.tap import ArchitectService, build_service
-from architect.tasks.agent import Agent
 from tests.clients import PacketClient, open_socket, wait_for
+from tests.daemon import Daemon, Daemons
 
 reactor: Any = _reactor
 DEADLINE = 5.0  # seconds to wait for something that should happen at once
@@ -104,20 +101,6 @@ async def submit_json(
     )
 
 
-async def free_port() -> int:
-    listener = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
-    port: int = listener.getHost().port
-    await listener.stopListening()
-    return port
-
-
-def agent_of(service: ArchitectService, agent_id: str) -> Agent:
-    assert service.pool is not None
-    agent = service.pool.get_agent(agent_id)
-    assert agent is not None
-    return agent
-
-
 @pytest.fixture
 def router_config(tmp_path: Path) -> RouterConfig:
     return RouterConfig(
@@ -132,40 +115,23 @@ def router_config(tmp_path: Path) -> RouterConfig:
 # --- embedded ---
 
 
-@pytest_twisted.async_yield_fixture
-async def embedded(tmp_path: Path) -> AsyncIterator[tuple[ArchitectService, int]]:
-    port = await free_port()
-    config = Config(
-        path=tmp_path / "router.ini",
-        router=RouterConfig(
-            listen=f"tcp:{port}:interface=127.0.0.1",
-            task_config={"task_title": "demo"},
-            disconnect_grace=0.3,
-            upload_dir=tmp_path / "uploads",
-        ),
-        backend=BackendConfig(mode="embedded", status_interval=0.1),
-        storage=StorageConfig(data_dir=tmp_path / "data"),
+@pytest_twisted.async_fixture
+async def embedded(daemons: Daemons) -> Daemon:
+    return await daemons.embedded(
+        router={"task_config": {"task_title": "demo"}, "disconnect_grace": 0.3},
+        backend={"status_interval": 0.1},
     )
-    service = build_service(config, reactor)
-    service.startService()
-    await service.when_ready()
-    try:
-        yield service, port
-    finally:
-        await service.stopService()
 
 
 @pytest_twisted.ensureDeferred
-async def test_embedded_mode_end_to_end(
-    embedded: tuple[ArchitectService, int], http_pool: HTTPConnectionPool
-) -> None:
-    service, port = embedded
-    assert service.hub is not None and service.hub.backend is not None
+async def test_embedded_mode_end_to_end(embedded: Daemon, http_pool: HTTPConnectionPool) -> None:
+    daemon, port = embedded, embedded.port
+    assert daemon.hub.backend is not None
     details = await request_agent(http_pool, port, "w1")
     agent_id = details["agent_id"]
     assert details["failure_reason"] is None
     assert details["init_task_data"]["text"].startswith("Demo unit 1 of 10")
-    agent = agent_of(service, agent_id)
+    agent = daemon.agent(agent_id)
 
     browser = await open_socket(port)
     try:
@@ -207,8 +173,7 @@ async def test_embedded_mode_end_to_end(
         # completed is pushed only once the submission is committed
         await wait_for(lambda: Status.COMPLETED in browser.statuses(), "status completed")
         assert agent.status == Status.COMPLETED
-        assert service.database is not None
-        stored = await service.database.list_submissions(agent_id=agent_id)
+        stored = await daemon.database.list_submissions(agent_id=agent_id)
         assert [(s.kind, s.data) for s in stored] == [("unit", {"answer": 42})]
     finally:
         await browser.close()
@@ -216,23 +181,23 @@ async def test_embedded_mode_end_to_end(
 
 @pytest_twisted.ensureDeferred
 async def test_embedded_backend_learns_a_router_disconnect(
-    embedded: tuple[ArchitectService, int], http_pool: HTTPConnectionPool
+    embedded: Daemon, http_pool: HTTPConnectionPool
 ) -> None:
-    service, port = embedded
+    daemon, port = embedded, embedded.port
     agent_id = (await request_agent(http_pool, port, "w2"))["agent_id"]
     browser = await open_socket(port)
     browser.send(ALIVE, agent_id)
     await wait_for(lambda: Status.IN_TASK in browser.statuses(), "status in task")
     await browser.close()  # not back within disconnect_grace (0.3 s)
-    agent = agent_of(service, agent_id)
+    agent = daemon.agent(agent_id)
     await wait_for(lambda: agent.status == Status.DISCONNECT, "the backend to take disconnect")
 
 
 @pytest_twisted.ensureDeferred
 async def test_embedded_version_mismatch_reaches_the_backend_log(
-    embedded: tuple[ArchitectService, int], http_pool: HTTPConnectionPool
+    embedded: Daemon, http_pool: HTTPConnectionPool
 ) -> None:
-    _, port = embedded
+    port = embedded.port
     with capturedLogs() as events:
         response = await treq.get(
             f"http://127.0.0.1:{port}/task_config.json?mephisto_task_version=1.9.0", pool=http_pool
@@ -294,60 +259,55 @@ def remote_backend_config(tmp_path: Path, router: Router, **backend: Any) -> Con
 
 @pytest_twisted.ensureDeferred
 async def test_a_static_page_submits_after_both_router_and_backend_restarted(
-    tmp_path: Path, router_config: RouterConfig, http_pool: HTTPConnectionPool
+    tmp_path: Path, router_config: RouterConfig, http_pool: HTTPConnectionPool, daemons: Daemons
 ) -> None:
     """A machine restart with separate services: the new router knows no agent, the new
     backend takes its agents back and tells its only router of them, so the page left open
     submits as it is."""
     router = Router(router_config)
     config = remote_backend_config(tmp_path, router, status_interval=0.1)
-    service = build_service(config, reactor)
-    service.startService()
+    backend = await daemons.start(config, ready=False)
     try:
         await wait_for(lambda: router.hub.backend is not None, "the backend to connect")
         details = await request_agent(http_pool, router.port, "w1")
         agent_id = details["agent_id"]
         assert agent_id
     finally:
-        await service.stopService()
+        await daemons.stop(backend)
         await router.stop()
 
     router.start()  # the same port, nothing remembered
     assert router.hub.agents.get(agent_id) is None
-    service = build_service(config, reactor)
-    service.startService()
+    backend = await daemons.start(config, ready=False)
     try:
         await wait_for(lambda: router.hub.agents.get(agent_id) is not None, "the router to learn")
         code, body = await submit_json(http_pool, router.port, agent_id, {"answer": 7})
         assert (code, body) == (200, {"status": "Submitted!"})
-        database = service.database
-        assert database is not None
+        database = backend.database
 
         async def stored() -> bool:
-            assert database is not None
             return bool(await database.list_submissions(agent_id=agent_id))
 
         await wait_for(stored, "the submission to be stored")
-        assert agent_of(service, agent_id).status == Status.COMPLETED
+        assert backend.agent(agent_id).status == Status.COMPLETED
     finally:
-        await service.stopService()
+        await daemons.stop(backend)
         await router.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_remote_mode_survives_a_router_restart(
-    tmp_path: Path, router_config: RouterConfig, http_pool: HTTPConnectionPool
+    tmp_path: Path, router_config: RouterConfig, http_pool: HTTPConnectionPool, daemons: Daemons
 ) -> None:
     router = Router(router_config)
     config = remote_backend_config(tmp_path, router, status_interval=0.1, reconnect_giveup=30.0)
-    service = build_service(config, reactor)
-    assert service.hub is None  # the backend alone
-    service.startService()
+    backend = await daemons.start(config, ready=False)
+    assert not backend.runs_router  # the backend alone
     browsers: list[PacketClient] = []
     try:
         await wait_for(lambda: router.hub.backend is not None, "the backend to connect")
         agent_id = (await request_agent(http_pool, router.port, "w1"))["agent_id"]
-        agent = agent_of(service, agent_id)
+        agent = backend.agent(agent_id)
         browser = await open_socket(router.port)
         browsers.append(browser)
         browser.send(ALIVE, agent_id)
@@ -358,7 +318,7 @@ async def test_remote_mode_survives_a_router_restart(
         await wait_for(lambda: browser.of_type(CLIENT_BOUND_LIVE_UPDATE), "the first update")
 
         # The router goes away mid-task.
-        channel = service.backend.channels[0] if service.backend else None
+        [channel] = backend.channels
         assert isinstance(channel, WebsocketChannel)
         await router.stop()
         await wait_for(lambda: not channel.is_open, "the backend to notice")
@@ -395,29 +355,27 @@ async def test_remote_mode_survives_a_router_restart(
         assert (code, body) == (200, {"status": "Submitted!"})
         await wait_for(lambda: Status.COMPLETED in browser2.statuses(), "status completed")
         assert agent.status == Status.COMPLETED
-        assert service.database is not None
-        stored = await service.database.list_submissions(agent_id=agent_id)
+        stored = await backend.database.list_submissions(agent_id=agent_id)
         assert [(s.kind, s.data) for s in stored] == [("unit", {"done": True})]
         assert [u.get("n") for u in agent.past_live_updates] == [1, 2, 3, 4, 5]
     finally:
         for b in browsers:
             await b.close()
-        await service.stopService()
+        await daemons.stop(backend)
         await router.stop()
 
 
 @pytest_twisted.ensureDeferred
 async def test_remote_backend_closes_cleanly_on_stop(
-    tmp_path: Path, router_config: RouterConfig
+    tmp_path: Path, router_config: RouterConfig, daemons: Daemons
 ) -> None:
     router = Router(router_config)
     config = remote_backend_config(tmp_path, router)
-    service = build_service(config, reactor)
-    service.startService()
+    backend = await daemons.start(config, ready=False)
     try:
         await wait_for(lambda: router.hub.backend is not None, "the backend to connect")
         socket = router.hub.backend
-        await service.stopService()
+        await daemons.stop(backend)
         assert router.hub.backend is None
         assert getattr(socket, "wasClean", None) is True
         await deferLater(reactor, 0.3)
@@ -428,13 +386,12 @@ async def test_remote_backend_closes_cleanly_on_stop(
 
 @pytest_twisted.ensureDeferred
 async def test_remote_backend_with_a_wrong_token_is_refused(
-    tmp_path: Path, router_config: RouterConfig
+    tmp_path: Path, router_config: RouterConfig, daemons: Daemons
 ) -> None:
     router = Router(router_config)
     config = remote_backend_config(tmp_path, router, backend_token="wrong")
-    service = build_service(config, reactor)
     with capturedLogs() as events:
-        service.startService()
+        backend = await daemons.start(config, ready=False)
         try:
             await wait_for(
                 lambda: any(e["log_level"] == LogLevel.error for e in events),
@@ -442,7 +399,7 @@ async def test_remote_backend_with_a_wrong_token_is_refused(
             )
             assert router.hub.backend is None
         finally:
-            await service.stopService()
+            await daemons.stop(backend)
             await router.stop()
     said = [formatEvent(e) for e in events if e["log_level"] == LogLevel.error]
     assert any("backend_token" in line for line in said), said
@@ -450,24 +407,22 @@ async def test_remote_backend_with_a_wrong_token_is_refused(
 
 @pytest_twisted.ensureDeferred
 async def test_a_remote_backend_replaced_by_another_says_so(
-    tmp_path: Path, router_config: RouterConfig
+    tmp_path: Path, router_config: RouterConfig, daemons: Daemons
 ) -> None:
     router = Router(router_config)
-    first = build_service(remote_backend_config(tmp_path / "one", router), reactor)
-    second = build_service(remote_backend_config(tmp_path / "two", router), reactor)
     with capturedLogs() as events:
-        first.startService()
+        first = await daemons.start(remote_backend_config(tmp_path / "one", router))
         try:
             await wait_for(lambda: router.hub.backend is not None, "the first backend")
-            second.startService()
+            second = await daemons.start(remote_backend_config(tmp_path / "two", router))
             await wait_for(
                 lambda: any(e["log_level"] == LogLevel.error for e in events),
                 "the replacement to be logged",
             )
         finally:
-            await first.stopService()
-            await second.stopService()
+            await daemons.stop_all()
             await router.stop()
+    assert first is not second
     said = [formatEvent(e) for e in events if e["log_level"] == LogLevel.error]
     assert any("second backend" in line for line in said), said
     assert not any("backend_token" in line for line in said), said
@@ -476,11 +431,12 @@ async def test_a_remote_backend_replaced_by_another_says_so(
 # --- the database across a restart of the daemon ---
 
 
-def write_config(tmp_path: Path, port: int) -> Path:
+def write_config(tmp_path: Path) -> Path:
+    """An embedded daemon's config file (run with Daemons, which restarts it on its port)."""
     (tmp_path / "units.jsonl").write_text("".join(f'{{"n": {n}}}\n' for n in range(3)))
     path = tmp_path / "router.ini"
     path.write_text(
-        f"[router]\nlisten = tcp:{port}:interface=127.0.0.1\nupload_dir = uploads\n"
+        "[router]\nlisten = tcp:0:interface=127.0.0.1\nupload_dir = uploads\n"
         "disconnect_grace = 0.3\n"
         "[backend]\nmode = embedded\nstatus_interval = 0.1\n"
         "[storage]\ndata_dir = data\n"
@@ -489,94 +445,76 @@ def write_config(tmp_path: Path, port: int) -> Path:
     return path
 
 
-async def started(path: Path) -> ArchitectService:
-    service = build_service(load_config(path), reactor)
-    service.startService()
-    await service.when_ready()
-    return service
-
-
 @pytest_twisted.ensureDeferred
 async def test_embedded_submissions_and_files_survive_a_restart(
-    tmp_path: Path, http_pool: HTTPConnectionPool
+    tmp_path: Path, http_pool: HTTPConnectionPool, daemons: Daemons
 ) -> None:
-    port = await free_port()
-    path = write_config(tmp_path, port)
-    service = await started(path)
-    try:
-        database = service.database
-        assert database is not None and service.pool is not None
-        run_id = service.pool.task_run.id
+    path = write_config(tmp_path)
+    daemon = await daemons.start(load_config(path))
+    port = daemon.port
+    database = daemon.database
+    run_id = daemon.task_run_id
 
-        async def unit_statuses() -> dict[int, str]:
-            assert database is not None
-            return {u.assignment_index: u.status for u in await database.list_units(run_id)}
+    async def unit_statuses() -> dict[int, str]:
+        return {u.assignment_index: u.status for u in await database.list_units(run_id)}
 
-        first = await request_agent(http_pool, port, "w1")
-        assert first["init_task_data"] == {"n": 0}
-        code, body = await submit_json(http_pool, port, first["agent_id"], {"answer": 1})
-        assert (code, body) == (200, {"status": "Submitted!"})
+    first = await request_agent(http_pool, port, "w1")
+    assert first["init_task_data"] == {"n": 0}
+    code, body = await submit_json(http_pool, port, first["agent_id"], {"answer": 1})
+    assert (code, body) == (200, {"status": "Submitted!"})
 
-        second = await request_agent(http_pool, port, "w2")
-        assert second["init_task_data"] == {"n": 1}
-        response = await treq.post(
-            f"http://127.0.0.1:{port}/submit_task",
-            data={
-                "USED_AGENT_ID": second["agent_id"],
-                "final_string_data": json.dumps({"answer": 2}),
-            },
-            files={"upload": ("notes.txt", "text/plain", BytesIO(b"my notes"))},
-            pool=http_pool,
-        )
-        assert response.code == 200, await response.text()
-        await response.content()
+    second = await request_agent(http_pool, port, "w2")
+    assert second["init_task_data"] == {"n": 1}
+    response = await treq.post(
+        f"http://127.0.0.1:{port}/submit_task",
+        data={
+            "USED_AGENT_ID": second["agent_id"],
+            "final_string_data": json.dumps({"answer": 2}),
+        },
+        files={"upload": ("notes.txt", "text/plain", FileBodyProducer(BytesIO(b"my notes")))},
+        pool=http_pool,
+    )
+    assert response.code == 200, await response.text()
+    await response.content()
 
-        third = await request_agent(http_pool, port, "w3")
-        assert third["init_task_data"] == {"n": 2}
+    third = await request_agent(http_pool, port, "w3")
+    assert third["init_task_data"] == {"n": 2}
 
-        async def both_done() -> bool:
-            statuses = await unit_statuses()
-            return statuses[0] == statuses[1] == "completed"
+    async def both_done() -> bool:
+        statuses = await unit_statuses()
+        return statuses[0] == statuses[1] == "completed"
 
-        await wait_for(both_done, "both submissions to complete their units")
-    finally:
-        await service.stopService()
+    await wait_for(both_done, "both submissions to complete their units")
 
     # The daemon starts again with the same data folder and task run name.
-    service = await started(path)
-    try:
-        database = service.database
-        assert database is not None and service.pool is not None
-        assert service.pool.task_run.id == run_id
-        # A static page holds no socket: the agent still working is kept with its unit.
-        assert await unit_statuses() == {0: "completed", 1: "completed", 2: "reserved"}
-        third_agent = await database.get_agent(third["agent_id"])
-        assert third_agent is not None and third_agent.status == Status.IN_TASK
+    daemon = await daemons.restart(daemon)
+    database = daemon.database
+    assert daemon.task_run_id == run_id
+    # A static page holds no socket: the agent still working is kept with its unit.
+    assert await unit_statuses() == {0: "completed", 1: "completed", 2: "reserved"}
+    third_agent = await database.get_agent(third["agent_id"])
+    assert third_agent is not None and third_agent.status == Status.IN_TASK
 
-        submissions = await database.list_submissions(task_run_id=run_id, kind="unit")
-        assert [(s.agent_id, s.data.get("answer")) for s in submissions] == [
-            (first["agent_id"], 1),
-            (second["agent_id"], 2),
-        ]
-        [kept] = submissions[1].files
-        assert kept.original_name == "notes.txt" and kept.mimetype == "text/plain"
-        assert (database.data_dir / kept.stored_path).read_bytes() == b"my notes"
-        assert submissions[1].data["files"][0]["originalname"] == "notes.txt"
+    submissions = await database.list_submissions(task_run_id=run_id, kind="unit")
+    assert [(s.agent_id, s.data.get("answer")) for s in submissions] == [
+        (first["agent_id"], 1),
+        (second["agent_id"], 2),
+    ]
+    [kept] = submissions[1].files
+    assert kept.original_name == "notes.txt" and kept.mimetype == "text/plain"
+    assert (database.data_dir / kept.stored_path).read_bytes() == b"my notes"
+    assert submissions[1].data["files"][0]["originalname"] == "notes.txt"
 
-        done = await request_agent(http_pool, port, "w1")
-        assert done["agent_id"] is None
-        assert done["failure_reason"] == FailureReason.TASK_MISSING
-        assert (await request_agent(http_pool, port, "w4"))["failure_reason"] == (
-            FailureReason.NO_WORK
-        )
-        # The page left open across the restart submits as it is (no reload first).
-        code, body = await submit_json(http_pool, port, third["agent_id"], {"answer": 3})
-        assert (code, body) == (200, {"status": "Submitted!"})
-        assert await unit_statuses() == {0: "completed", 1: "completed", 2: "completed"}
-        reload = await request_agent(http_pool, port, "w3")
-        assert reload["failure_reason"] == FailureReason.TASK_MISSING
-    finally:
-        await service.stopService()
+    done = await request_agent(http_pool, port, "w1")
+    assert done["agent_id"] is None
+    assert done["failure_reason"] == FailureReason.TASK_MISSING
+    assert (await request_agent(http_pool, port, "w4"))["failure_reason"] == (FailureReason.NO_WORK)
+    # The page left open across the restart submits as it is (no reload first).
+    code, body = await submit_json(http_pool, port, third["agent_id"], {"answer": 3})
+    assert (code, body) == (200, {"status": "Submitted!"})
+    assert await unit_statuses() == {0: "completed", 1: "completed", 2: "completed"}
+    reload = await request_agent(http_pool, port, "w3")
+    assert reload["failure_reason"] == FailureReason.TASK_MISSING
 
 
 LIVE_ECHO_TASK = """\
@@ -597,42 +535,33 @@ async def run_assignment(assignment, agents):
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize("resume_window", ["0.5", "0"])
 async def test_live_agents_whose_pages_do_not_come_back_after_a_restart_free_their_units(
-    tmp_path: Path, http_pool: HTTPConnectionPool, resume_window: str
+    tmp_path: Path, http_pool: HTTPConnectionPool, daemons: Daemons, resume_window: str
 ) -> None:
-    port = await free_port()
-    path = write_config(tmp_path, port)
+    path = write_config(tmp_path)
     (tmp_path / "echo_task.py").write_text(LIVE_ECHO_TASK)
     config = path.read_text()
     config = config.replace("[task]\n", "[task]\nmodule = echo_task.py\n")
     config = config.replace("[backend]\n", f"[backend]\nresume_window = {resume_window}\n")
     path.write_text(config)
-    service = await started(path)
-    try:
-        first = await request_agent(http_pool, port, "w1")  # no page ever opens its socket
-        assert first["init_task_data"] == {"n": 0}
-        database = service.database
-        assert database is not None and service.pool is not None
-        run_id = service.pool.task_run.id
-    finally:
-        await service.stopService()
+    daemon = await daemons.start(load_config(path))
+    port = daemon.port
+    first = await request_agent(http_pool, port, "w1")  # no page ever opens its socket
+    assert first["init_task_data"] == {"n": 0}
+    run_id = daemon.task_run_id
 
-    service = await started(path)
-    try:
-        assert service.database is not None
-        database = service.database
+    daemon = await daemons.restart(daemon)
+    database = daemon.database
 
-        async def disconnected() -> bool:
-            stored = await database.get_agent(first["agent_id"])
-            return stored is not None and stored.status == Status.DISCONNECT
+    async def disconnected() -> bool:
+        stored = await database.get_agent(first["agent_id"])
+        return stored is not None and stored.status == Status.DISCONNECT
 
-        await wait_for(disconnected, "the agent to be disconnected")
-        units = {u.assignment_index: u.status for u in await database.list_units(run_id)}
-        assert units[0] == "available"
-        again = await request_agent(http_pool, port, "w1")
-        assert again["failure_reason"] == FailureReason.TASK_MISSING
-        assert (await request_agent(http_pool, port, "w2"))["init_task_data"] == {"n": 0}
-    finally:
-        await service.stopService()
+    await wait_for(disconnected, "the agent to be disconnected")
+    units = {u.assignment_index: u.status for u in await database.list_units(run_id)}
+    assert units[0] == "available"
+    again = await request_agent(http_pool, port, "w1")
+    assert again["failure_reason"] == FailureReason.TASK_MISSING
+    assert (await request_agent(http_pool, port, "w2"))["init_task_data"] == {"n": 0}
 
 
 PAIR_TASK = """\
@@ -646,62 +575,53 @@ async def run_assignment(assignment, agents):
 
 @pytest_twisted.ensureDeferred
 async def test_after_a_restart_a_partner_who_does_not_come_back_ends_the_room(
-    tmp_path: Path, http_pool: HTTPConnectionPool
+    tmp_path: Path, http_pool: HTTPConnectionPool, daemons: Daemons
 ) -> None:
     """Embedded: a two-seat room is taken back; one page comes back, the other does not
     within resume_window: that one is disconnect, its unit is free again, and the one
     who came back is told `partner disconnect` on its socket."""
-    port = await free_port()
-    path = write_config(tmp_path, port)
+    path = write_config(tmp_path)
     (tmp_path / "pair_task.py").write_text(PAIR_TASK)
     config = path.read_text()
     config = config.replace("[task]\n", "[task]\nmodule = pair_task.py\nunits_per_assignment = 2\n")
     config = config.replace("[backend]\n", "[backend]\nresume_window = 0.5\n")
     path.write_text(config)
-    service = await started(path)
-    try:
-        first = await request_agent(http_pool, port, "w1")
-        second = await request_agent(http_pool, port, "w2")
-        assert service.pool is not None
-        run_id = service.pool.task_run.id
-        await wait_for(
-            lambda: agent_of(service, second["agent_id"]).status == Status.IN_TASK,
-            "the room to start",
-        )
-    finally:
-        await service.stopService()
+    before = await daemons.start(load_config(path))
+    port = before.port
+    first = await request_agent(http_pool, port, "w1")
+    second = await request_agent(http_pool, port, "w2")
+    run_id = before.task_run_id
+    await wait_for(
+        lambda: before.agent(second["agent_id"]).status == Status.IN_TASK, "the room to start"
+    )
 
-    service = await started(path)
+    daemon = await daemons.restart(before)
     back = await open_socket(port)
     try:
         back.send(ALIVE, first["agent_id"])
         await wait_for(lambda: Status.PARTNER_DISCONNECT in back.statuses(), "partner disconnect")
-        assert agent_of(service, second["agent_id"]).status == Status.DISCONNECT
-        database = service.database
-        assert database is not None
+        assert daemon.agent(second["agent_id"]).status == Status.DISCONNECT
+        database = daemon.database
 
         stored = await database.get_agent(second["agent_id"])
         assert stored is not None and stored.unit_id is not None
         unit_id = stored.unit_id
 
         async def second_unit_free() -> bool:
-            assert database is not None
             unit = await database.get_unit(unit_id)
             return unit is not None and unit.status == "available" and unit.task_run_id == run_id
 
         await wait_for(second_unit_free, "the absent partner's unit to be free")
     finally:
         await back.close()
-        await service.stopService()
 
 
 @pytest_twisted.ensureDeferred
 async def test_an_onboarding_worker_keeps_their_place_across_a_restart(
-    tmp_path: Path, http_pool: HTTPConnectionPool
+    tmp_path: Path, http_pool: HTTPConnectionPool, daemons: Daemons
 ) -> None:
     """An onboarding form holds no socket: a short resume window does not end it."""
-    port = await free_port()
-    path = write_config(tmp_path, port)
+    path = write_config(tmp_path)
     (tmp_path / "echo_task.py").write_text(
         LIVE_ECHO_TASK + "\n\ndef validate_onboarding(worker, data):\n    return data['ok']\n"
     )
@@ -709,33 +629,28 @@ async def test_an_onboarding_worker_keeps_their_place_across_a_restart(
     config = config.replace("[task]\n", "[task]\nmodule = echo_task.py\nonboarding = on\n")
     config = config.replace("[backend]\n", "[backend]\nresume_window = 0.2\n")
     path.write_text(config)
-    service = await started(path)
-    try:
-        onboarding = await request_agent(http_pool, port, "w1")
-        assert onboarding["agent_id"].startswith("onboarding")
-    finally:
-        await service.stopService()
+    daemon = await daemons.start(load_config(path))
+    port = daemon.port
+    onboarding = await request_agent(http_pool, port, "w1")
+    assert onboarding["agent_id"].startswith("onboarding")
 
-    service = await started(path)
-    try:
-        await deferLater(reactor, 0.5)  # past the resume window
-        code, answer = await post_json(
-            http_pool,
-            port,
-            "/submit_onboarding",
-            {
-                "provider_data": {
-                    "USED_AGENT_ID": onboarding["agent_id"],
-                    "onboarding_data": {"ok": True},
-                },
-                "client_timestamp": time.time(),
+    await daemons.restart(daemon)
+    await deferLater(reactor, 0.5)  # past the resume window
+    code, answer = await post_json(
+        http_pool,
+        port,
+        "/submit_onboarding",
+        {
+            "provider_data": {
+                "USED_AGENT_ID": onboarding["agent_id"],
+                "onboarding_data": {"ok": True},
             },
-        )
-        assert code == 200, answer
-        assert answer["data"]["failure_reason"] is None
-        assert answer["data"]["init_task_data"] == {"n": 0}
-    finally:
-        await service.stopService()
+            "client_timestamp": time.time(),
+        },
+    )
+    assert code == 200, answer
+    assert answer["data"]["failure_reason"] is None
+    assert answer["data"]["init_task_data"] == {"n": 0}
 
 
 @pytest_twisted.ensureDeferred
@@ -758,7 +673,9 @@ async def test_a_remote_backend_fetches_uploads_with_its_token(
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_database_that_cannot_open_stops_the_start(tmp_path: Path) -> None:
+async def test_a_database_that_cannot_open_stops_the_start(
+    tmp_path: Path, daemons: Daemons
+) -> None:
     (tmp_path / "not-a-folder").write_text("")
     config = Config(
         path=tmp_path / "router.ini",
@@ -767,14 +684,10 @@ async def test_a_database_that_cannot_open_stops_the_start(tmp_path: Path) -> No
         storage=StorageConfig(data_dir=tmp_path / "not-a-folder"),
     )
     failures: list[Any] = []
-    service = build_service(config, reactor, failures.append)
     with capturedLogs() as events:
-        service.startService()
+        daemon = await daemons.start(config, ready=False, on_start_failure=failures.append)
         with pytest.raises(StorageError, match="cannot create the data folder"):
-            await service.when_ready()
-    try:
-        assert [f.check(StorageError) for f in failures] == [StorageError]
-        assert any(e["log_level"] == LogLevel.critical for e in events)
-        assert service.hub is not None and service.hub.backend is None  # never announced
-    finally:
-        await service.stopService()
+            await daemon.when_ready()
+    assert [f.check(StorageError) for f in failures] == [StorageError]
+    assert any(e["log_level"] == LogLevel.critical for e in events)
+    assert daemon.hub.backend is None  # never announced

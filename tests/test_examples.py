@@ -22,10 +22,9 @@ from zope.interface import implementer
 
 from architect.config import load_config
 from architect.protocol import CLIENT_BOUND_LIVE_UPDATE, MEPHISTO_BOUND_LIVE_UPDATE, Status
-from architect.router.service import RouterService
 from architect.storage.interface import Submission
-from architect.tap import build_service
 from tests.clients import PacketClient, reactor, wait_for
+from tests.daemon import relocated, running
 from tests.test_task_kinds import Running, next_status
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,8 +51,7 @@ class Example(Running):
 
     async def submissions(self, count: int = 0) -> list[Submission]:
         """The stored unit submissions, once there are at least `count`."""
-        database = self.service.database
-        assert database is not None
+        database = self.daemon.database
         for _ in range(250):
             found = list(await database.list_submissions(kind="unit"))
             if len(found) >= count:
@@ -65,27 +63,10 @@ class Example(Running):
 @asynccontextmanager
 async def running_config(path: Path, tmp_path: Path) -> AsyncIterator[Example]:
     """The config file as shipped, on a free port, with its data in tmp_path."""
-    config = load_config(path)
-    config = attrs.evolve(
-        config,
-        router=attrs.evolve(
-            config.router,
-            listen="tcp:0:interface=127.0.0.1",
-            upload_dir=tmp_path / "uploads",
-            disconnect_grace=0.2,
-        ),
-        backend=attrs.evolve(config.backend, status_interval=0.1),
-        storage=attrs.evolve(config.storage, data_dir=tmp_path / "data"),
-    )
-    service = build_service(config, reactor)
-    service.startService()
-    try:
-        await service.when_ready()
-        router = service.getServiceNamed("router")
-        assert isinstance(router, RouterService) and router.port_number is not None
-        yield Example(service, router.port_number)
-    finally:
-        await service.stopService()
+    config = relocated(load_config(path), tmp_path, disconnect_grace=0.2)
+    config = attrs.evolve(config, backend=attrs.evolve(config.backend, status_interval=0.1))
+    async with running(config) as daemon:
+        yield Example(daemon)
 
 
 def say(socket: PacketClient, agent_id: str, update_id: str, **data: Any) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ import treq
 from twisted.internet import reactor as _reactor
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, capturedLogs, formatEvent
-from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import FileBodyProducer, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from architect.backend.channel import Channel
@@ -47,10 +47,9 @@ from architect.protocol import (
     Packet,
     Status,
 )
-from architect.tap import ArchitectService, build_service
-from architect.tasks.agent import Agent
 from bench.servers import MephistoRouter, SetupError, mephisto_router_dir
 from tests.clients import PacketClient, open_socket, wait_for
+from tests.daemon import Daemon, Daemons
 
 pytestmark = pytest.mark.slow
 reactor: Any = _reactor
@@ -82,7 +81,7 @@ def node_router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MephistoRo
 class ChannelSpy:
     """Every packet the backend receives from, and sends to, the Node router."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, monkeypatch: pytest.MonkeyPatch) -> None:
         self.received: list[Packet] = []
         self.sent: list[Packet] = []
         handle, send = channel.on_message, channel.send
@@ -96,7 +95,7 @@ class ChannelSpy:
             send(packet)
 
         channel.on_message = on_message
-        channel.send = spy_send
+        monkeypatch.setattr(channel, "send", spy_send)
 
     def got(self, packet_type: str, match: Callable[[Packet], bool] = lambda p: True) -> int:
         return sum(1 for p in self.received if p.packet_type == packet_type and match(p))
@@ -123,34 +122,30 @@ def backend_config(node_router: MephistoRouter, folder: Path) -> Config:
     )
 
 
-async def start_backend(config: Config) -> tuple[ArchitectService, ChannelSpy]:
-    """Our backend, started and heard by the Node router; stop it with stopService()."""
-    service = build_service(config, reactor)
-    assert service.hub is None  # the backend alone
-    service.startService()
-    try:
-        handler = await service.when_ready()
-        [channel] = handler.channels
-        assert isinstance(channel, WebsocketChannel)
-        spy = ChannelSpy(channel)  # before any packet can have arrived: the socket opens later
-        # A return_statuses proves the Node router took our "alive" (it answers through the
-        # loop it starts then); before that it would drop our packets and hang /request_agent.
-        await wait_for(lambda: spy.got(RETURN_STATUSES), "the Node router to answer statuses")
-    except BaseException:
-        await service.stopService()
-        raise
-    return service, spy
+async def start_backend(
+    daemons: Daemons, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Daemon, ChannelSpy]:
+    """Our backend, started and heard by the Node router (stopped with the test's daemons)."""
+    daemon = await daemons.start(config)
+    assert not daemon.runs_router  # the backend alone
+    [channel] = daemon.channels
+    assert isinstance(channel, WebsocketChannel)
+    # Before any packet can have arrived: the socket opens later.
+    spy = ChannelSpy(channel, monkeypatch)
+    # A return_statuses proves the Node router took our "alive" (it answers through the
+    # loop it starts then); before that it would drop our packets and hang /request_agent.
+    await wait_for(lambda: spy.got(RETURN_STATUSES), "the Node router to answer statuses")
+    return daemon, spy
 
 
-@pytest_twisted.async_yield_fixture
+@pytest_twisted.async_fixture
 async def backend(
-    node_router: MephistoRouter, tmp_path: Path
-) -> AsyncIterator[tuple[ArchitectService, ChannelSpy]]:
-    service, spy = await start_backend(backend_config(node_router, tmp_path))
-    try:
-        yield service, spy
-    finally:
-        await service.stopService()
+    node_router: MephistoRouter,
+    tmp_path: Path,
+    daemons: Daemons,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[Daemon, ChannelSpy]:
+    return await start_backend(daemons, backend_config(node_router, tmp_path), monkeypatch)
 
 
 @pytest.fixture
@@ -194,13 +189,6 @@ async def request_agent(pool: HTTPConnectionPool, port: int, worker: str) -> dic
     return answer
 
 
-def agent_of(service: ArchitectService, agent_id: str) -> Agent:
-    assert service.pool is not None
-    agent = service.pool.get_agent(agent_id)
-    assert agent is not None, f"the backend has no agent {agent_id}"
-    return agent
-
-
 async def open_browser(port: int, agent_id: str) -> PacketClient:
     browser = await open_socket(port)
     browser.send(ALIVE, agent_id)
@@ -210,7 +198,7 @@ async def open_browser(port: int, agent_id: str) -> PacketClient:
 @pytest_twisted.ensureDeferred
 async def test_our_backend_serves_a_task_through_mephistos_node_router(
     node_router: MephistoRouter,
-    backend: tuple[ArchitectService, ChannelSpy],
+    backend: tuple[Daemon, ChannelSpy],
     http_pool: HTTPConnectionPool,
 ) -> None:
     try:
@@ -229,10 +217,10 @@ async def test_our_backend_serves_a_task_through_mephistos_node_router(
 
 
 async def serve_a_task(
-    port: int, service: ArchitectService, spy: ChannelSpy, http_pool: HTTPConnectionPool
+    port: int, daemon: Daemon, spy: ChannelSpy, http_pool: HTTPConnectionPool
 ) -> None:
-    assert service.database is not None and service.pool is not None
-    run_id = service.pool.task_run.id
+    database = daemon.database
+    run_id = daemon.task_run_id
     browsers: list[PacketClient] = []
     try:
         # Registration: the router answers with the backend's agent_details packet.
@@ -256,9 +244,9 @@ async def serve_a_task(
         )
         await deferLater(reactor, 0.2)  # time to (wrongly) answer the copy
         assert spy.gave(AGENT_DETAILS, is_request) == 1
-        stored_agents = await service.database.list_agents(task_run_id=run_id)
+        stored_agents = await database.list_agents(task_run_id=run_id)
         assert [a.agent_id for a in stored_agents] == [agent_id]
-        agent = agent_of(service, agent_id)
+        agent = daemon.agent(agent_id)
         assert agent.status == Status.IN_TASK
 
         # A browser-like socket: alive, then a heartbeat answered by the router.
@@ -301,7 +289,7 @@ async def serve_a_task(
         browser2 = await open_browser(port, other["agent_id"])
         browsers.append(browser2)
         assert (await browser2.next(UPDATE_STATUS)).data["status"] == Status.IN_TASK
-        agent_of(service, other["agent_id"]).set_status(Status.EXPIRED)
+        daemon.agent(other["agent_id"]).set_status(Status.EXPIRED)
 
         async def next_status_of(b: PacketClient) -> str:
             while True:
@@ -328,9 +316,9 @@ async def serve_a_task(
             lambda: spy.got(SUBMIT_UNIT, is_ours) >= 2, "Node's repeated submit_unit", 2.0
         )
         await deferLater(reactor, 0.3)  # time to (wrongly) store the copy
-        stored = await service.database.list_submissions(agent_id=agent_id)
+        stored = await database.list_submissions(agent_id=agent_id)
         assert [(s.kind, s.data) for s in stored] == [("unit", {"answer": 42})]
-        units = {u.assignment_index: u.status for u in await service.database.list_units(run_id)}
+        units = {u.assignment_index: u.status for u in await database.list_units(run_id)}
         assert units[0] == "completed"
         assert spy.gave(UPDATE_STATUS, lambda p: p.data.get("status") == Status.COMPLETED)
     finally:
@@ -340,30 +328,33 @@ async def serve_a_task(
 
 @pytest_twisted.ensureDeferred
 async def test_a_restarted_backend_takes_its_agent_back_through_mephistos_node_router(
-    node_router: MephistoRouter, tmp_path: Path, http_pool: HTTPConnectionPool
+    node_router: MephistoRouter,
+    tmp_path: Path,
+    http_pool: HTTPConnectionPool,
+    daemons: Daemons,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The Node router keeps the page's socket while our backend restarts; the new backend
     finds the agent in Node's return_statuses and carries it on, both ways."""
     config = backend_config(node_router, tmp_path)
-    service, spy = await start_backend(config)
+    daemon, spy = await start_backend(daemons, config, monkeypatch)
     browser: PacketClient | None = None
     try:
         details = (await request_agent(http_pool, node_router.port, "restart-w1"))["data"]
         agent_id = details["agent_id"]
         browser = await open_browser(node_router.port, agent_id)
         assert (await browser.next(UPDATE_STATUS)).data["status"] == Status.IN_TASK
-        agent = agent_of(service, agent_id)
+        agent = daemon.agent(agent_id)
         browser.send(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u1", "text": "before"})
         assert (await agent.act(DEADLINE) or {}).get("text") == "before"
         await deferLater(reactor, DUPLICATE_DELAY)  # Node's copy, taken as a repeat
-        await service.stopService()
+        await daemons.stop(daemon)
 
-        service, spy = await start_backend(config)
-        again = agent_of(service, agent_id)  # taken back from the database
+        daemon, spy = await start_backend(daemons, config, monkeypatch)
+        again = daemon.agent(agent_id)  # taken back from the database
         assert [u.get("text") for u in again.past_live_updates] == ["before"]
         await wait_for(
-            lambda: service.backend is not None and service.backend.resumption.unclaimed == {},
-            "the new backend to find its agent in Node's statuses",
+            lambda: daemon.unclaimed() == {}, "the new backend to find its agent in Node's statuses"
         )
         sent_id = again.observe({"text": "after the restart"})
         update = await browser.next(CLIENT_BOUND_LIVE_UPDATE)
@@ -382,19 +373,18 @@ async def test_a_restarted_backend_takes_its_agent_back_through_mephistos_node_r
     finally:
         if browser is not None:
             await browser.close()
-        await service.stopService()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_file_uploaded_through_mephistos_node_router_reaches_our_storage(
     node_router: MephistoRouter,
-    backend: tuple[ArchitectService, ChannelSpy],
+    backend: tuple[Daemon, ChannelSpy],
     http_pool: HTTPConnectionPool,
 ) -> None:
     """Node keeps the upload (multer, in /tmp) and names it in the submission; our backend
     fetches it from Node's /download_file and keeps it beside its database, once."""
-    service, spy = backend
-    assert service.database is not None
+    daemon, spy = backend
+    database = daemon.database
     details = (await request_agent(http_pool, node_router.port, "upload-w1"))["data"]
     agent_id = details["agent_id"]
     d = treq.post(
@@ -403,7 +393,13 @@ async def test_a_file_uploaded_through_mephistos_node_router_reaches_our_storage
             "USED_AGENT_ID": agent_id,
             "final_string_data": json.dumps({"answer": "with a file"}),
         },
-        files={"upload": ("my notes.txt", "text/plain", BytesIO(b"notes through Node"))},
+        files={
+            "upload": (
+                "my notes.txt",
+                "text/plain",
+                FileBodyProducer(BytesIO(b"notes through Node")),
+            )
+        },
         pool=http_pool,
     )
     d.addTimeout(DEADLINE, reactor)
@@ -412,8 +408,7 @@ async def test_a_file_uploaded_through_mephistos_node_router_reaches_our_storage
     assert json.loads(await response.text()) == {"status": "Submitted!"}
 
     async def stored() -> bool:
-        assert service.database is not None
-        return bool(await service.database.list_submissions(agent_id=agent_id))
+        return bool(await database.list_submissions(agent_id=agent_id))
 
     await wait_for(stored, "the submission to be stored")
     await wait_for(
@@ -422,12 +417,12 @@ async def test_a_file_uploaded_through_mephistos_node_router_reaches_our_storage
         DUPLICATE_DELAY,
     )
     await deferLater(reactor, 0.3)  # time to (wrongly) store the copy
-    [submission] = await service.database.list_submissions(agent_id=agent_id)
+    [submission] = await database.list_submissions(agent_id=agent_id)
     assert submission.data["answer"] == "with a file"
     [kept] = submission.files
     assert kept.original_name == "my notes.txt" and kept.mimetype == "text/plain"
-    assert (service.database.data_dir / kept.stored_path).read_bytes() == b"notes through Node"
+    assert (database.data_dir / kept.stored_path).read_bytes() == b"notes through Node"
     # The copy fetched for Node's repeated delivery was not kept.
-    assert [p.name for p in (service.database.data_dir / "files").iterdir()] == [
+    assert [p.name for p in (database.data_dir / "files").iterdir()] == [
         Path(kept.stored_path).name
     ]

@@ -22,9 +22,8 @@ from twisted.web.client import HTTPConnectionPool
 
 from architect.config import load_config
 from architect.protocol import FailureReason
-from architect.router.service import RouterService
-from architect.tap import build_service
 from tests.clients import reactor
+from tests.daemon import Daemons
 
 pytestmark = pytest.mark.slow
 
@@ -47,21 +46,18 @@ def write_config(tmp_path: Path) -> Path:
 
 
 @pytest_twisted.ensureDeferred
-async def test_fifty_workers_two_hundred_units(tmp_path: Path) -> None:
+async def test_fifty_workers_two_hundred_units(tmp_path: Path, daemons: Daemons) -> None:
     config_path = write_config(tmp_path)
     config = load_config(config_path)
-    service = build_service(config, reactor)
-    service.startService()
+    daemon = await daemons.start(config, ready=False)
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 64
     refusals: Counter[str] = Counter()
     submitted: list[str] = []
     last_refusal: dict[str, str] = {}
     try:
-        await service.when_ready()
-        router = service.getServiceNamed("router")
-        assert isinstance(router, RouterService) and router.port_number is not None
-        base = f"http://127.0.0.1:{router.port_number}"
+        await daemon.when_ready()
+        base = daemon.url
 
         async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
             response = await treq.post(base + path, data=json.dumps(body).encode(), pool=pool)
@@ -103,15 +99,12 @@ async def test_fifty_workers_two_hundred_units(tmp_path: Path) -> None:
                     await submit(worker, agent_id)
 
         await gatherResults([ensureDeferred(worker_loop(f"w{i}")) for i in range(WORKERS)])
-        assert service.pool is not None
-        await service.pool.settled()
-        database = service.database
-        assert database is not None
-        agents = await database.list_agents()
-        units = await database.list_units(service.pool.task_run.id)
+        await daemon.settled()
+        agents = await daemon.database.list_agents()
+        units = await daemon.database.list_units(daemon.task_run_id)
     finally:
         await pool.closeCachedConnections()
-        await service.stopService()
+        await daemons.stop(daemon)
 
     # Every unit at most once, and all of them handed out (250 asks for 200 units).
     held = [a.unit_id for a in agents if a.unit_id is not None]

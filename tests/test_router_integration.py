@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import pytest_twisted
 import treq
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import capturedLogs, formatEvent
+from twisted.web.client import FileBodyProducer
+from twisted.web.http_headers import Headers
 
 from architect.config import RouterConfig
 from architect.protocol import (
@@ -67,7 +70,9 @@ def router(router_config: RouterConfig) -> Iterator[tuple[RouterHub, int]]:
 async def post_json(port: int, path: str, body: Any) -> tuple[int, Any]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     response = await treq.post(
-        f"http://127.0.0.1:{port}{path}", data=raw, headers={"Content-Type": "application/json"}
+        f"http://127.0.0.1:{port}{path}",
+        data=raw,
+        headers=Headers({"Content-Type": ["application/json"]}),
     )
     return response.code, json.loads(await response.text())
 
@@ -75,6 +80,11 @@ async def post_json(port: int, path: str, body: Any) -> tuple[int, Any]:
 async def get(port: int, path: str, **kwargs: Any) -> tuple[int, bytes]:
     response = await treq.get(f"http://127.0.0.1:{port}{path}", **kwargs)
     return response.code, await response.content()
+
+
+def upload(content: bytes) -> FileBodyProducer:
+    """A file's content for treq's `files=`."""
+    return FileBodyProducer(BytesIO(content))
 
 
 async def connect_backend(port: int) -> PacketClient:
@@ -248,7 +258,7 @@ async def test_multipart_upload_and_backend_download(
     response = await treq.post(
         f"http://127.0.0.1:{port}/submit_task",
         data={"USED_AGENT_ID": "a-1", "final_string_data": json.dumps({"label": "cat"})},
-        files={"photo": ("../../etc/cat.PNG", "image/png", b"\x89PNG fake bytes")},
+        files={"photo": ("../../etc/cat.PNG", "image/png", upload(b"\x89PNG fake bytes"))},
     )
     assert response.code == 200
     unit = await backend.next(SUBMIT_UNIT)

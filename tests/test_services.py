@@ -84,6 +84,7 @@ def test_children_stop_one_after_the_other_the_last_started_first() -> None:
     class Child(Service):
         def stopService(self) -> Deferred[None]:
             super().stopService()
+            assert self.name is not None
             stopped.append(self.name)
             pending[self.name] = Deferred()
             return pending[self.name]

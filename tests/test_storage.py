@@ -587,7 +587,8 @@ async def test_the_task_data_an_agent_was_given_is_kept(
     alice = await db.find_or_create_worker("mock", "alice")
     await db.reserve_unit(run_id, alice.id, "a1", unit_ids, status=Status.IN_TASK)
     clock.advance(5)
-    assert await db.set_agent_init_data("a1", {"text": "é", "items": [1, 2]}) is None
+    recorded = db.set_agent_init_data("a1", {"text": "é", "items": [1, 2]})
+    assert await recorded.addCallback(lambda result: result is None)
     assert query(tmp_path, "SELECT init_task_data FROM agents WHERE agent_id = 'a1'") == [
         ('{"text": "é", "items": [1, 2]}',)
     ]

@@ -18,13 +18,6 @@ import pytest_twisted
 import treq
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from architect.config import (
-    BackendConfig,
-    Config,
-    RouterConfig,
-    StorageConfig,
-    TaskConfig,
-)
 from architect.protocol import (
     ALIVE,
     CLIENT_BOUND_LIVE_UPDATE,
@@ -33,9 +26,8 @@ from architect.protocol import (
     UPDATE_STATUS,
     Status,
 )
-from architect.router.service import RouterService
-from architect.tap import ArchitectService, build_service
-from tests.clients import PacketClient, open_socket, reactor, wait_for
+from tests.clients import PacketClient, open_socket, wait_for
+from tests.daemon import Daemon, daemon_config, running
 
 # Shared with the task module's hook, which runs in a worker thread.
 RELEASE_SLOW_HOOK = threading.Event()
@@ -43,9 +35,11 @@ SLOW_HOOK_ENTERED = threading.Event()
 
 
 class Running:
-    def __init__(self, service: ArchitectService, port: int) -> None:
-        self.service = service
-        self.port = port
+    """Simulated workers of one running daemon."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.port = daemon.port
 
     async def register(self, worker: str, assignment: str = "a1") -> dict[str, Any]:
         provider = {
@@ -76,10 +70,7 @@ class Running:
         return socket
 
     def status_of(self, agent_id: str) -> str:
-        assert self.service.pool is not None
-        agent = self.service.pool.get_agent(agent_id)
-        assert agent is not None
-        return agent.status
+        return self.daemon.agent(agent_id).status
 
 
 async def next_status(socket: PacketClient, wanted: str) -> None:
@@ -95,26 +86,14 @@ async def task_service(
 ) -> AsyncIterator[Running]:
     module = tmp_path / "my_task.py"
     module.write_text(textwrap.dedent(module_source))
-    config = Config(
-        path=tmp_path / "router.ini",
-        router=RouterConfig(
-            listen="tcp:0:interface=127.0.0.1",
-            disconnect_grace=0.2,
-            upload_dir=tmp_path / "uploads",
-        ),
-        backend=BackendConfig(mode="embedded", status_interval=0.1),
-        storage=StorageConfig(data_dir=tmp_path / "data"),
-        task=TaskConfig(name="kinds", module=str(module), units=tuple(units), **task),
+    config = daemon_config(
+        tmp_path,
+        router={"disconnect_grace": 0.2},
+        backend={"status_interval": 0.1},
+        task={"name": "kinds", "module": str(module), "units": tuple(units), **task},
     )
-    service = build_service(config, reactor)
-    service.startService()
-    try:
-        await service.when_ready()
-        router = service.getServiceNamed("router")
-        assert isinstance(router, RouterService) and router.port_number is not None
-        yield Running(service, router.port_number)
-    finally:
-        await service.stopService()
+    async with running(config) as daemon:
+        yield Running(daemon)
 
 
 # --- static ---
@@ -147,8 +126,7 @@ async def test_static_task_hooks_and_validation(tmp_path: Path) -> None:
         await running.submit(bob["agent_id"], {"answer": "nonsense"})
         await wait_for(lambda: running.status_of(bob["agent_id"]) == Status.SOFT_REJECTED)
         assert running.status_of(alice["agent_id"]) == Status.COMPLETED
-        assert running.service.database is not None
-        stored = await running.service.database.list_submissions(kind="unit")
+        stored = await running.daemon.database.list_submissions(kind="unit")
         assert sorted(s.data["answer"] for s in stored) == ["42", "nonsense"]
 
 
@@ -156,7 +134,7 @@ async def test_static_task_hooks_and_validation(tmp_path: Path) -> None:
 async def test_blocking_hook_does_not_stall_other_workers(tmp_path: Path) -> None:
     RELEASE_SLOW_HOOK.clear()
     SLOW_HOOK_ENTERED.clear()
-    units = [{"text": "slow one", "slow": True}, {"text": "quick one"}]
+    units: list[dict[str, Any]] = [{"text": "slow one", "slow": True}, {"text": "quick one"}]
     async with task_service(tmp_path, STATIC_TASK, units) as running:
         slow: Deferred[dict[str, Any]] = ensureDeferred(running.register("slowpoke"))
         await wait_for(SLOW_HOOK_ENTERED.is_set)  # the slow unit is reserved; its hook blocks

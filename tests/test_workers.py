@@ -14,17 +14,17 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import DeferredList, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
 from architect.backend.registration import BadRegistration, Registration
-from architect.backend.resume import Resumption
+from architect.backend.resume import Resumed, Resumption
 from architect.backend.workers import StoredWorkerPool, prepare_task_run
 from architect.config import TaskConfig
 from architect.protocol import FailureReason, Status
 from architect.qualifications import Requirement
-from architect.storage import Direction, SQLiteDatabase, UnitStatus, open_sqlite_database
+from architect.storage import Direction, SQLiteDatabase, Unit, UnitStatus, open_sqlite_database
 from architect.tasks.agent import Agent
 from architect.tasks.definition import TaskDefinition, UnitInfo, WorkerInfo
 from architect.tasks.hooks import BlockingRunner, inline_runner, thread_runner
@@ -139,7 +139,7 @@ async def test_qualification_requirements_refuse_the_unqualified(db: SQLiteDatab
             Requirement("blocked", "not exists"),
         ),
     )
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "none": {},
         "low": {"english": True, "accuracy": 0.5},
         "good": {"english": True, "accuracy": 0.9},
@@ -481,9 +481,12 @@ async def test_candidates_are_read_page_by_page_across_a_large_run(
     reads: list[int] = []
     original = db.available_units
 
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        d = original(*args, **kwargs)
-        return d.addCallback(lambda page: reads.append(len(page)) or page)
+    def counted(page: list[Unit]) -> list[Unit]:
+        reads.append(len(page))
+        return page
+
+    def counting(*args: Any, **kwargs: Any) -> Deferred[list[Unit]]:
+        return original(*args, **kwargs).addCallback(counted)
 
     monkeypatch.setattr(db, "available_units", counting)
     only_last = TaskDefinition(worker_can_do_unit=lambda w, unit: unit.assignment_index == 249)
@@ -539,7 +542,7 @@ async def test_simultaneous_registrations_of_one_worker_respect_its_limits(
 # --- restart ---
 
 
-async def take_back(db: SQLiteDatabase, pool: StoredWorkerPool) -> list[Any]:
+async def take_back(db: SQLiteDatabase, pool: StoredWorkerPool) -> Resumed:
     """What a restarted backend takes back of the pool's run."""
     records = await db.resumable_agents(pool.task_run.id)
     return await Resumption(Clock()).take_back(db, pool.registry, pool.task_run.id, records)
@@ -574,6 +577,7 @@ async def test_a_restarted_pool_resumes_the_agents_left_working(tmp_path: Path) 
         # A reload gets the same agent with its history; the unit stays held.
         reload = await register(pool, "w2", "a1-w2")
         assert reload.agent is again and reload.reconnected
+        assert reload.init_task_data is not None
         assert [u["text"] for u in reload.init_task_data["past_live_updates"]] == ["hi", "hello"]
         assert (await unit_statuses(pool))[1] == UnitStatus.RESERVED
         # Gone for good after all: the unit goes back to the pool.

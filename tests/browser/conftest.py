@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from architect.config import BackendConfig, Config, RouterConfig, StorageConfig
-from architect.tap import ArchitectService, build_service
 from tests.browser.support import (
     ARTIFACTS,
     HERE,
@@ -18,9 +16,8 @@ from tests.browser.support import (
     Pages,
     ensure_chromium,
     ensure_npm_packages,
-    free_port,
-    reactor,
 )
+from tests.daemon import Daemon, Daemons
 
 
 @pytest.fixture(scope="session")
@@ -35,37 +32,20 @@ def browser_thread() -> Iterator[BrowserThread]:
         thread.close()
 
 
-@pytest_twisted.async_yield_fixture
-async def daemon(tmp_path: Path) -> AsyncIterator[tuple[ArchitectService, int]]:
+@pytest_twisted.async_fixture
+async def daemon(daemons: Daemons) -> Daemon:
     """The embedded daemon (router + backend, demo units) serving tests/browser as static_dir."""
-    port = await free_port()
-    config = Config(
-        path=tmp_path / "router.ini",
-        router=RouterConfig(
-            listen=f"tcp:{port}:interface=127.0.0.1",
-            static_dir=HERE,
-            task_config={"task_title": "Browser test task"},
-            upload_dir=tmp_path / "uploads",
-        ),
-        backend=BackendConfig(mode="embedded", status_interval=0.5),
-        storage=StorageConfig(data_dir=tmp_path / "data"),
+    return await daemons.embedded(
+        router={"static_dir": HERE, "task_config": {"task_title": "Browser test task"}},
+        backend={"status_interval": 0.5},
     )
-    service = build_service(config, reactor)
-    service.startService()
-    await service.when_ready()
-    try:
-        yield service, port
-    finally:
-        await service.stopService()
 
 
 @pytest_twisted.async_yield_fixture
 async def pages(
-    browser_thread: BrowserThread,
-    daemon: tuple[ArchitectService, int],
-    request: pytest.FixtureRequest,
+    browser_thread: BrowserThread, daemon: Daemon, request: pytest.FixtureRequest
 ) -> AsyncIterator[Pages]:
-    opened = Pages(browser_thread, daemon[1], request.node.name)
+    opened = Pages(browser_thread, daemon.port, request.node.name)
     try:
         yield opened
     finally:
@@ -74,10 +54,14 @@ async def pages(
 
 @pytest_twisted.async_yield_fixture
 async def launcher(
-    browser_thread: BrowserThread, tmp_path: Path, request: pytest.FixtureRequest
+    browser_thread: BrowserThread,
+    daemons: Daemons,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> AsyncIterator[Launcher]:
-    """Daemons running task modules (see support.Launcher), stopped with their pages."""
-    launched = Launcher(browser_thread, tmp_path, request.node.name)
+    """Daemons running task modules (see support.Launcher); their pages are closed first,
+    then the daemons stop (the `daemons` fixture)."""
+    launched = Launcher(browser_thread, daemons, tmp_path, request.node.name)
     try:
         yield launched
     finally:

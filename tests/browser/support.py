@@ -27,21 +27,18 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import attrs
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 
-from architect.config import BackendConfig, Config, RouterConfig, StorageConfig, TaskConfig
-from architect.router.service import RouterService
-from architect.tap import ArchitectService, build_service
-from architect.tasks.agent import Agent
+from architect.config import Config
 from tests import clients
+from tests.daemon import Daemon, Daemons, daemon_config
 
 reactor: Any = _reactor
 T = TypeVar("T")
@@ -66,7 +63,7 @@ CALL_TIMEOUT = 60.0  # seconds, any one call into the browser
 DOC_VIEWPORT: Any = {"width": 1000, "height": 700}  # screenshots copied to docs/screenshots
 
 
-def _fail_setup(what: str, result: subprocess.CompletedProcess[str] | None = None) -> None:
+def _fail_setup(what: str, result: subprocess.CompletedProcess[str] | None = None) -> NoReturn:
     detail = ""
     if result is not None:
         detail = f"\n--- exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -226,7 +223,7 @@ class Pages:
     def run(self, awaitable: Awaitable[T]) -> Deferred[T]:
         return self.thread.run(awaitable)
 
-    def url(self, page: str, worker: str, assignment: str = "1", **extra: str | int) -> str:
+    def url(self, page: str, worker: str, assignment: str | int = "1", **extra: str | int) -> str:
         query = "&".join(
             f"{k}={v}"
             for k, v in {"worker_id": worker, "assignment_id": assignment, **extra}.items()
@@ -234,8 +231,11 @@ class Pages:
         path = page if page.startswith("/") else f"/pages/{page}"  # tests/browser/pages/
         return f"http://127.0.0.1:{self.port}{path}?{query}"
 
-    async def open(self, page: str, worker: str, **extra: str | int) -> PageHandle:
-        handle = await self.run(_open_page(self.thread.browser, self.url(page, worker, **extra)))
+    async def open(
+        self, page: str, worker: str, assignment: str | int = "1", **extra: str | int
+    ) -> PageHandle:
+        url = self.url(page, worker, assignment, **extra)
+        handle = await self.run(_open_page(self.thread.browser, url))
         self.opened.append(handle)
         return handle
 
@@ -257,16 +257,6 @@ class Pages:
         self.opened.clear()
 
 
-# --- the daemon ---
-
-
-async def free_port() -> int:
-    listener = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
-    port: int = listener.getHost().port
-    await listener.stopListening()
-    return port
-
-
 # --- the backend's side ---
 
 
@@ -277,14 +267,12 @@ class Submission:
     file_names: tuple[str, ...]  # the uploaded files' original names
 
 
-async def stored_submissions(service: ArchitectService) -> list[Submission]:
+async def stored_submissions(daemon: Daemon) -> list[Submission]:
     """The unit submissions the backend has stored, oldest first.
 
     The one place that knows how the backend stores them: adapt it when that changes.
     """
-    database = service.database
-    assert database is not None, "this daemon runs no backend (or it is not ready)"
-    stored = await database.list_submissions(kind="unit")
+    stored = await daemon.database.list_submissions(kind="unit")
     return [Submission(s.agent_id, s.data, tuple(f.original_name for f in s.files)) for s in stored]
 
 
@@ -292,23 +280,16 @@ async def wait_for(condition: Callable[[], object], what: str, deadline: float =
     await clients.wait_for(condition, what, deadline)
 
 
-async def wait_for_submission(service: ArchitectService, agent_id: str) -> Submission:
+async def wait_for_submission(daemon: Daemon, agent_id: str) -> Submission:
     end = time.monotonic() + DEADLINE
     while True:
-        found = [s for s in await stored_submissions(service) if s.agent_id == agent_id]
+        found = [s for s in await stored_submissions(daemon) if s.agent_id == agent_id]
         if found:
             assert len(found) == 1, found
             return found[0]
         if time.monotonic() > end:
             raise AssertionError(f"no submission stored for agent {agent_id}")
         await deferLater(reactor, 0.05)
-
-
-def agent_of(service: ArchitectService, agent_id: str) -> Agent:
-    assert service.pool is not None
-    agent = service.pool.get_agent(agent_id)
-    assert agent is not None, f"the backend knows no agent {agent_id}"
-    return agent
 
 
 # --- daemons running a task module ---
@@ -332,62 +313,44 @@ def task_config_for(
     """An embedded daemon's config serving tests/browser, running `module_source` over `units`."""
     folder.mkdir(parents=True, exist_ok=True)
     module = write_task_module(folder, module_source)
-    return Config(
-        path=folder / "router.ini",
-        router=RouterConfig(
-            **{
-                "listen": "tcp:0:interface=127.0.0.1",
-                "static_dir": HERE,
-                "task_config": {"task_title": "Browser test task"},
-                "upload_dir": folder / "uploads",
-                **(router or {}),
-            }
-        ),
-        backend=BackendConfig(**{"mode": "embedded", "status_interval": 0.5, **(backend or {})}),
-        storage=StorageConfig(data_dir=folder / "data"),
-        task=TaskConfig(
-            **{"name": "browser", "module": str(module), "units": tuple(units), **task}
-        ),
+    return daemon_config(
+        folder,
+        router={
+            "static_dir": HERE,
+            "task_config": {"task_title": "Browser test task"},
+            **(router or {}),
+        },
+        backend={"status_interval": 0.5, **(backend or {})},
+        task={"name": "browser", "module": str(module), "units": tuple(units), **task},
     )
 
 
-def router_port(service: ArchitectService) -> int:
-    router = service.getServiceNamed("router")
-    assert isinstance(router, RouterService) and router.port_number is not None
-    return router.port_number
-
-
 class Launcher:
-    """Starts daemons (build_service) and their pages for one test; stops them all at the end."""
+    """Starts daemons (tests/daemon.py) and their pages for one test. `close` closes the
+    pages; the daemons stop with `daemons` (the fixture of the same name)."""
 
-    def __init__(self, thread: BrowserThread, folder: Path, test_name: str) -> None:
+    def __init__(
+        self, thread: BrowserThread, daemons: Daemons, folder: Path, test_name: str
+    ) -> None:
         self.thread = thread
+        self.daemons = daemons
         self.folder = folder
         self.test_name = test_name
-        self.services: list[ArchitectService] = []
         self.pages: list[Pages] = []
 
-    async def start(self, config: Config, ready: bool = True) -> ArchitectService:
-        service = build_service(config, reactor)
-        self.services.append(service)
-        service.startService()
-        if ready:
-            await service.when_ready()
-        return service
+    async def start(self, config: Config, ready: bool = True) -> Daemon:
+        return await self.daemons.start(config, ready)
 
-    async def stop(self, service: ArchitectService) -> None:
-        self.services.remove(service)
-        await service.stopService()
+    async def stop(self, daemon: Daemon) -> None:
+        await self.daemons.stop(daemon)
 
     async def task(
         self, module_source: str, units: list[dict[str, Any]], **settings: Any
-    ) -> tuple[ArchitectService, Pages]:
+    ) -> tuple[Daemon, Pages]:
         """An embedded daemon running the task module, and a Pages opener for it."""
-        config = task_config_for(
-            self.folder / f"daemon{len(self.services)}", module_source, units, **settings
-        )
-        service = await self.start(config)
-        return service, self.pages_for(router_port(service))
+        config = task_config_for(self.daemons.next_folder(), module_source, units, **settings)
+        daemon = await self.start(config)
+        return daemon, self.pages_for(daemon.port)
 
     def pages_for(self, port: int) -> Pages:
         pages = Pages(self.thread, port, self.test_name)
@@ -397,9 +360,6 @@ class Launcher:
     async def close(self) -> None:
         for pages in self.pages:
             await pages.close()
-        for service in reversed(self.services):
-            await service.stopService()
-        self.services.clear()
 
 
 async def text_of(pages: Pages, handle: PageHandle, selector: str) -> str:

@@ -20,11 +20,9 @@ from twisted.internet.task import deferLater
 from architect.config import Config
 from architect.protocol import Status
 from architect.storage import UnitStatus
-from architect.tap import ArchitectService
 from tests.browser.support import (
     Launcher,
     reactor,
-    router_port,
     task_config_for,
     text_of,
     wait_for_submission,
@@ -32,24 +30,23 @@ from tests.browser.support import (
 )
 from tests.browser.tasks import CHAT_TASK, ECHO_TASK
 from tests.browser.test_live_chat import agent_id_of, send, shown_messages, wait_for_messages
+from tests.daemon import Daemon
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 async def router_and_remote_backend(
     launcher: Launcher, config: Config
-) -> tuple[int, Config, ArchitectService]:
+) -> tuple[int, Config, Daemon]:
     """A router alone (mode off) and a backend connecting to it (mode remote), one config:
     (the router's port, the backend's config, the backend)."""
     router = await launcher.start(
         attrs.evolve(config, backend=attrs.evolve(config.backend, mode="off")), ready=False
     )
-    port = router_port(router)
     remote = attrs.evolve(
-        config,
-        backend=attrs.evolve(config.backend, mode="remote", router_url=f"ws://127.0.0.1:{port}/"),
+        config, backend=attrs.evolve(config.backend, mode="remote", router_url=router.ws_url)
     )
-    return port, remote, await launcher.start(remote)
+    return router.port, remote, await launcher.start(remote)
 
 
 @pytest.mark.parametrize("page", ["mephisto_live.html", "architect_live.html"])

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import attrs
 import pytest
 import pytest_twisted
 
 from architect.config import load_config
-from tests.browser.support import Launcher, router_port
+from tests.browser.support import Launcher
+from tests.daemon import relocated
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -26,20 +26,13 @@ async def test_the_shipped_demo_page_registers_and_renders(
 ) -> None:
     shipped = load_config(SHIPPED_CONFIG)
     assert shipped.backend.mode == "embedded"
-    config = attrs.evolve(
-        shipped,
-        router=attrs.evolve(
-            shipped.router, listen="tcp:0:interface=127.0.0.1", upload_dir=tmp_path / "uploads"
-        ),
-        storage=attrs.evolve(shipped.storage, data_dir=tmp_path / "data"),
-    )
-    service = await launcher.start(config)
-    pages = launcher.pages_for(router_port(service))
+    daemon = await launcher.start(relocated(shipped, tmp_path))
+    pages = launcher.pages_for(daemon.port)
     handle = await pages.open("/", "demo-worker")
     await pages.run(handle.page.wait_for_load_state("networkidle"))
 
     # The page registered its worker: the backend gave it an agent.
-    database = service.database
+    database = daemon.database
     assert database is not None
     agents = await database.list_agents()
     assert len(agents) == 1, agents

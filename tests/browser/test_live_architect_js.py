@@ -13,16 +13,15 @@ import pytest_twisted
 from twisted.internet.task import deferLater
 
 from architect.protocol import Status
-from architect.tap import ArchitectService
 from architect.tasks.agent import Agent
 from tests.browser.support import (
     DEADLINE,
     PageHandle,
     Pages,
-    agent_of,
     reactor,
     wait_for_submission,
 )
+from tests.daemon import Daemon
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -65,10 +64,9 @@ async def take(agent: Agent) -> dict[str, Any]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_live_updates_both_ways(pages: Pages, daemon: tuple[ArchitectService, int]) -> None:
-    service, _ = daemon
+async def test_live_updates_both_ways(pages: Pages, daemon: Daemon) -> None:
     handle, agent_id = await live_page(pages, "alice")
-    agent = agent_of(service, agent_id)
+    agent = daemon.agent(agent_id)
     assert agent.status == Status.IN_TASK
 
     await send_from_page(pages, handle, "hello from the page")
@@ -98,15 +96,12 @@ async def test_live_updates_both_ways(pages: Pages, daemon: tuple[ArchitectServi
 
 
 @pytest_twisted.ensureDeferred
-async def test_reconnection_after_going_offline(
-    pages: Pages, daemon: tuple[ArchitectService, int]
-) -> None:
-    service, _ = daemon
+async def test_reconnection_after_going_offline(pages: Pages, daemon: Daemon) -> None:
     # Fast heartbeats so a silent socket is noticed within seconds.
     handle, agent_id = await live_page(
         pages, "bob", heartbeat_ms=500, missed_heartbeats=2, reconnect_max_ms=1000
     )
-    agent = agent_of(service, agent_id)
+    agent = daemon.agent(agent_id)
     await send_from_page(pages, handle, "before")
     assert (await take(agent))["text"] == "before"
 
@@ -144,12 +139,9 @@ async def test_reconnection_after_going_offline(
 
 
 @pytest_twisted.ensureDeferred
-async def test_remote_calls_resolve_and_reject(
-    pages: Pages, daemon: tuple[ArchitectService, int]
-) -> None:
-    service, _ = daemon
+async def test_remote_calls_resolve_and_reject(pages: Pages, daemon: Daemon) -> None:
     handle, agent_id = await live_page(pages, "carol")
-    agent = agent_of(service, agent_id)
+    agent = daemon.agent(agent_id)
     page = handle.page
 
     await pages.run(
@@ -184,8 +176,7 @@ async def test_remote_calls_resolve_and_reject(
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_submission_with_files(pages: Pages, daemon: tuple[ArchitectService, int]) -> None:
-    service, _ = daemon
+async def test_a_submission_with_files(pages: Pages, daemon: Daemon) -> None:
     handle, agent_id = await live_page(pages, "dave")
     answer = await pages.run(
         handle.page.evaluate(
@@ -194,7 +185,7 @@ async def test_a_submission_with_files(pages: Pages, daemon: tuple[ArchitectServ
         )
     )
     assert answer == {"status": "Submitted!"}
-    stored = await wait_for_submission(service, agent_id)
+    stored = await wait_for_submission(daemon, agent_id)
     assert stored.data["rating"] == 4
     assert stored.file_names == ("note.txt",)
     [described] = stored.data["files"]

@@ -15,7 +15,6 @@ from tests.browser.support import (
     Launcher,
     PageHandle,
     Pages,
-    agent_of,
     wait_for,
     wait_for_text,
 )
@@ -60,7 +59,7 @@ async def agent_id_of(pages: Pages, handle: PageHandle) -> str:
 @pytest.mark.parametrize("page", ["mephisto_live.html", "architect_live.html"])
 @pytest_twisted.ensureDeferred
 async def test_two_workers_chat_then_one_leaves(launcher: Launcher, page: str) -> None:
-    service, pages = await launcher.task(
+    daemon, pages = await launcher.task(
         CHAT_TASK,
         [{"room": "the blue room", "text": "Chat with your partner: say hello."}],
         units_per_assignment=2,
@@ -90,7 +89,7 @@ async def test_two_workers_chat_then_one_leaves(launcher: Launcher, page: str) -
     pages.opened.remove(bob)
     await pages.run(bob.context.close())
     await wait_for_text(pages, alice, "#status", Status.PARTNER_DISCONNECT)
-    assert agent_of(service, bob_id).status == Status.DISCONNECT
-    await wait_for(lambda: agent_of(service, alice_id).status == Status.PARTNER_DISCONNECT, "pd")
+    assert daemon.agent(bob_id).status == Status.DISCONNECT
+    await wait_for(lambda: daemon.agent(alice_id).status == Status.PARTNER_DISCONNECT, "pd")
     await pages.screenshot(alice, "partner-left")
     assert alice.errors == [] and bob.errors == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+from playwright.async_api import FilePayload
 from twisted.internet.task import deferLater
 
 from architect.protocol import MEPHISTO_BOUND_LIVE_UPDATE, Status
@@ -15,7 +16,6 @@ from tests.browser.support import (
     Launcher,
     PageHandle,
     Pages,
-    agent_of,
     reactor,
     text_of,
     wait_for,
@@ -59,11 +59,11 @@ async def test_offline_then_back_then_reload(launcher: Launcher) -> None:
     socket; the router writes them again on the page's new socket (mephisto-task drops
     repeated update_ids). A reload shows everything from past_live_updates.
     """
-    service, pages = await launcher.task(ECHO_TASK, [{"n": 1}])
+    daemon, pages = await launcher.task(ECHO_TASK, [{"n": 1}])
     handle = await pages.open("mephisto_live.html", "alice", heartbeat_ms=1000, missed_heartbeats=2)
     await wait_for_text(pages, handle, "#status", Status.IN_TASK)
     await wait_for_text(pages, handle, "#connection", "connected")
-    agent = agent_of(service, await agent_id_shown(pages, handle))
+    agent = daemon.agent(await agent_id_shown(pages, handle))
     received: list[str] = []
     agent.add_live_update_listener(
         lambda _agent, kind, update: (
@@ -118,28 +118,25 @@ async def test_offline_then_back_then_reload(launcher: Launcher) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_submission_with_a_file(launcher: Launcher) -> None:
-    service, pages = await launcher.task(
+    daemon, pages = await launcher.task(
         "def init_data(unit):\n    return {'text': 'Attach your notes.'}\n", [{"n": 1}]
     )
     handle = await pages.open("mephisto_static.html", "alice")
     assert await text_of(pages, handle, "#unit-text") == "Attach your notes."
     agent_id = await agent_id_shown(pages, handle)
     await pages.run(handle.page.fill("#answer", "see the file"))
-    await pages.run(
-        handle.page.set_input_files(
-            "#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"my notes"}]
-        )
-    )
+    notes: FilePayload = {"name": "notes.txt", "mimeType": "text/plain", "buffer": b"my notes"}
+    await pages.run(handle.page.set_input_files("#file", files=[notes]))
     await pages.run(handle.page.click("#submit"))
     await pages.run(handle.page.wait_for_selector("#provider-submitted"))
     assert await pages.run(handle.page.evaluate("window.submitAnswer")) == {"status": "Submitted!"}
 
-    stored = await wait_for_submission(service, agent_id)
+    stored = await wait_for_submission(daemon, agent_id)
     assert stored.data["answer"] == "see the file"
     assert stored.file_names == ("notes.txt",)
     [described] = stored.data["files"]
     assert described["originalname"] == "notes.txt" and described["size"] == len(b"my notes")
-    database = service.database
+    database = daemon.database
     assert database is not None
     [submission] = await database.list_submissions(kind="unit")
     [stored_file] = submission.files

@@ -35,10 +35,10 @@ ONBOARDED_TASK = """
 async def test_onboarding_fail_is_refused_and_pass_gets_a_unit(
     launcher: Launcher, page: str
 ) -> None:
-    service, pages = await launcher.task(
+    daemon, pages = await launcher.task(
         ONBOARDED_TASK, [{"picture": "a red boat"}, {"picture": "a tall tree"}], onboarding=True
     )
-    database = service.database
+    database = daemon.database
     assert database is not None
 
     # Fails: refused at once, and again on a later visit.
@@ -63,7 +63,7 @@ async def test_onboarding_fail_is_refused_and_pass_gets_a_unit(
     assert agent_id and not agent_id.startswith("onboarding")
     await pages.run(paul.page.fill("#answer", "a small red boat on a lake"))
     await pages.run(paul.page.click("#submit"))
-    stored = await wait_for_submission(service, agent_id)
+    stored = await wait_for_submission(daemon, agent_id)
     assert stored.data == {"answer": "a small red boat on a lake"}
     paul_worker = await database.find_or_create_worker("mock", "paul")
     olga_worker = await database.find_or_create_worker("mock", "olga")

@@ -13,7 +13,6 @@ from architect.protocol import FailureReason, Status
 from architect.qualifications import Requirement
 from tests.browser.support import (
     Launcher,
-    agent_of,
     text_of,
     wait_for,
     wait_for_submission,
@@ -32,14 +31,14 @@ UNITS = [{"sentence": "the first one."}, {"sentence": "the second one."}]
 @pytest.mark.parametrize("page", ["mephisto_static.html", "architect_static.html"])
 @pytest_twisted.ensureDeferred
 async def test_each_refusal_reason_is_shown(launcher: Launcher, page: str) -> None:
-    service, pages = await launcher.task(
+    daemon, pages = await launcher.task(
         STATIC_TASK,
         UNITS,
         qualifications=(Requirement("banned", "not exists"),),
         allowed_concurrent=1,
         maximum_units_per_worker=1,
     )
-    database = service.database
+    database = daemon.database
     assert database is not None
     mallory = await database.find_or_create_worker("mock", "mallory")
     await database.grant_qualification(mallory.id, "banned", 1)
@@ -67,8 +66,8 @@ async def test_each_refusal_reason_is_shown(launcher: Launcher, page: str) -> No
     assert bob_agent
     await pages.run(bob.page.fill("#answer", "done"))
     await pages.run(bob.page.click("#submit"))
-    await wait_for_submission(service, bob_agent)
-    await wait_for(lambda: agent_of(service, bob_agent).status == Status.COMPLETED, "completed")
+    await wait_for_submission(daemon, bob_agent)
+    await wait_for(lambda: daemon.agent(bob_agent).status == Status.COMPLETED, "completed")
     assert await refusal("bob", "2") == FailureReason.MAX_UNITS
 
     # No work: alice holds one unit, bob did the other.

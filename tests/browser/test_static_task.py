@@ -9,14 +9,13 @@ import pytest
 import pytest_twisted
 
 from architect.protocol import Status
-from architect.tap import ArchitectService
 from tests.browser.support import (
     DEADLINE,
     Pages,
-    agent_of,
     wait_for,
     wait_for_submission,
 )
+from tests.daemon import Daemon
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -30,9 +29,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 )
 @pytest_twisted.ensureDeferred
 async def test_static_task_is_submitted_and_stored(
-    pages: Pages, daemon: tuple[ArchitectService, int], page: str, done_selector: str
+    pages: Pages, daemon: Daemon, page: str, done_selector: str
 ) -> None:
-    service, _ = daemon
     handle = await pages.open(page, "alice")
     browser = handle.page
 
@@ -41,7 +39,7 @@ async def test_static_task_is_submitted_and_stored(
     assert text.startswith("Demo unit 1 of 10")
     agent_id = await pages.run(browser.get_attribute("#task", "data-agent-id"))
     assert agent_id
-    agent = agent_of(service, agent_id)
+    agent = daemon.agent(agent_id)
     assert agent.worker_id and agent.init_task_data["text"] == text
     await pages.screenshot(handle, "loaded")
 
@@ -49,7 +47,7 @@ async def test_static_task_is_submitted_and_stored(
     await pages.run(browser.click("#submit"))
     await pages.run(browser.wait_for_selector(done_selector))
 
-    stored = await wait_for_submission(service, agent_id)
+    stored = await wait_for_submission(daemon, agent_id)
     assert stored.data == {"answer": "a sentence, read"}
     await wait_for(lambda: agent.status == Status.COMPLETED, "status completed", DEADLINE)
     # The provider's submit hook got what the page submitted.
@@ -64,9 +62,7 @@ async def test_static_task_is_submitted_and_stored(
 
 @pytest.mark.parametrize("page", ["mephisto_static.html", "architect_static.html"])
 @pytest_twisted.ensureDeferred
-async def test_a_reload_keeps_the_same_unit(
-    pages: Pages, daemon: tuple[ArchitectService, int], page: str
-) -> None:
+async def test_a_reload_keeps_the_same_unit(pages: Pages, daemon: Daemon, page: str) -> None:
     first = await pages.open(page, "bob")
     await pages.run(first.page.wait_for_selector("#unit-text"))
     agent_id = await pages.run(first.page.get_attribute("#task", "data-agent-id"))
