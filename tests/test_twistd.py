@@ -33,6 +33,17 @@ def twistd(*args: str, cwd: Path) -> subprocess.Popen[str]:
     )
 
 
+def run_to_the_end(config: Path) -> subprocess.CompletedProcess[str]:
+    """The daemon with this config, until it ends by itself (a start that fails)."""
+    return subprocess.run(
+        [*TWISTD, "-n", "--pidfile=", "architect", "--config", str(config)],
+        cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[int]:
     config = tmp_path / "router.ini"
@@ -108,13 +119,7 @@ def test_bad_config_ends_the_start_with_one_line(
     config = tmp_path / "router.ini"
     if text is not None:
         config.write_text(text)
-    out = subprocess.run(
-        [*TWISTD, "-n", "--pidfile=", "architect", "--config", str(config)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_to_the_end(config)
     assert out.returncode != 0
     lines = (out.stdout + out.stderr).strip().splitlines()
     assert len(lines) == 1, lines
@@ -130,13 +135,7 @@ def test_a_port_that_cannot_be_had_ends_the_start_with_one_line(tmp_path: Path) 
     config = tmp_path / "router.ini"
     config.write_text(f"[router]\nlisten = tcp:{port}:interface=127.0.0.1\n[backend]\nmode = off\n")
     try:
-        out = subprocess.run(
-            [*TWISTD, "-n", "--pidfile=", "architect", "--config", str(config)],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        out = run_to_the_end(config)
     finally:
         taken.close()
     assert out.returncode == 1
