@@ -5,9 +5,11 @@
     architect workers [--config FILE]
     architect grant   [--config FILE] [--provider TYPE] WORKER QUALIFICATION [VALUE]
     architect revoke  [--config FILE] [--provider TYPE] WORKER QUALIFICATION
+    architect token
 
 It reads the same config file as the daemon (its [storage] for the database,
-its [task] name for the run). Bad arguments, a bad config and a missing
+its [task] name for the run); `token` prints a new random secret for
+`backend_token`. Bad arguments, a bad config and a missing
 database each give one line on stderr and a non-zero exit.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import secrets
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -66,11 +69,19 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("worker", help="the worker's name")
         sub.add_argument("qualification", help="the qualification's name")
     grant.add_argument("value", nargs="?", default="1", help="default: 1")
+    commands.add_parser("token", help="print a new random secret for [router] backend_token")
     return top
+
+
+# Bytes of randomness in a token `architect token` prints (43 characters of base64url).
+TOKEN_BYTES = 32
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    if args.command == "token":
+        print(secrets.token_urlsafe(TOKEN_BYTES))
+        return
     try:
         config = load_config(args.config)
     except ConfigError as e:

@@ -47,6 +47,7 @@ class RouterConfig:
     replay_window: float = 60.0
     access_log: bool = True
     max_backend_queue_packets: int = 100_000
+    trust_loopback: bool = False  # a backend from loopback may connect without the token
 
 
 @attrs.frozen
@@ -318,6 +319,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "replay_window": _positive_float,
             "access_log": _switch,
             "max_backend_queue_packets": _positive_int,
+            "trust_loopback": _switch,
         },
     ),
     "backend": (

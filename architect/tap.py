@@ -153,7 +153,9 @@ def build_service(
     router: RouterService | None = None
     hub: RouterHub | None = None
     if config.backend.mode in ("off", "embedded"):
-        hub = RouterHub(reactor, config.router)
+        hub = RouterHub(reactor, config.router, socket_backends=config.backend.mode == "off")
+        if config.backend.mode == "off":
+            warn_about_backend_access(config)
         router = RouterService(
             reactor, hub, RouterWeb(hub, config.router).site(), config.router.listen
         )
@@ -217,6 +219,23 @@ def build_service(
     backend.setName("backend")
     backend.setServiceParent(top)
     return top
+
+
+def warn_about_backend_access(config: Config) -> None:
+    """A router alone is only as safe as the way its backend gets in: say so at start."""
+    if config.router.backend_token:
+        return
+    if config.router.trust_loopback:
+        log.warn(
+            "[router] trust_loopback is on: any process on this host may connect as the"
+            " backend without a token, and so may every worker if a reverse proxy on this"
+            " host forwards to the router; set backend_token instead"
+        )
+    else:
+        log.error(
+            "[router] backend_token is empty and trust_loopback is off: no backend can"
+            " connect; set backend_token (print one with `architect token`)"
+        )
 
 
 def say_where(config: Config, router_url: str | None) -> None:

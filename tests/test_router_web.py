@@ -367,19 +367,22 @@ async def test_downloads_with_a_backend_token_need_it(
 
 
 @pytest.mark.parametrize(
-    ("client", "token", "code"),
+    ("trust_loopback", "client", "token", "code"),
     [
-        (LOOPBACK, "", 200),  # no token configured: a backend on this machine
-        (LOOPBACK, "?token=anything", 200),
-        (ELSEWHERE, "", 403),
-        (ELSEWHERE, "?token=anything", 403),
+        (True, LOOPBACK, "", 200),  # no token, loopback trusted: a backend on this machine
+        (True, LOOPBACK, "?token=anything", 200),
+        (True, ELSEWHERE, "", 403),
+        (True, ELSEWHERE, "?token=anything", 403),
+        (False, LOOPBACK, "", 403),  # no token and loopback not trusted: nobody
+        (False, LOOPBACK, "?token=anything", 403),
+        (False, ELSEWHERE, "", 403),
     ],
 )
 @pytest_twisted.ensureDeferred
-async def test_downloads_without_a_backend_token_are_for_loopback_only(
-    tmp_path: Path, client: str, token: str, code: int
+async def test_downloads_without_a_backend_token_are_for_a_trusted_loopback_only(
+    tmp_path: Path, trust_loopback: bool, client: str, token: str, code: int
 ) -> None:
-    edge = Edge(tmp_path, backend_token="")
+    edge = Edge(tmp_path, backend_token="", trust_loopback=trust_loopback)
     edge.config.upload_dir.joinpath(UPLOAD).write_bytes(b"uploaded")
     reply = await edge.client(client).get(f"/download_file/{UPLOAD}{token}")
     if code == 200:

@@ -47,7 +47,10 @@ def run_to_the_end(config: Path) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[int]:
     config = tmp_path / "router.ini"
-    config.write_text("[router]\nlisten = tcp:0:interface=127.0.0.1\n[backend]\nmode = off\n")
+    # Like Mephisto's own backend, which sends no token: trusted from loopback, explicitly.
+    config.write_text(
+        "[router]\nlisten = tcp:0:interface=127.0.0.1\ntrust_loopback = on\n[backend]\nmode = off\n"
+    )
     process = twistd("--config", str(config), cwd=tmp_path)
     assert process.stdout is not None
     port = None

@@ -67,9 +67,13 @@ def _stored_or_fail(stored: bool) -> None:
 
 
 class RouterHub:
-    def __init__(self, clock: IReactorTime, config: RouterConfig) -> None:
+    def __init__(
+        self, clock: IReactorTime, config: RouterConfig, socket_backends: bool = True
+    ) -> None:
         self.clock = clock
         self.config = config
+        # False when the backend runs in this process (embedded): none may come by socket.
+        self.socket_backends = socket_backends
         self.agents = AgentTable(
             clock,
             disconnect_grace=config.disconnect_grace,
@@ -91,17 +95,31 @@ class RouterHub:
 
     # --- links ---
 
-    def backend_may_connect(self, token: str | None, from_loopback: bool) -> bool:
-        """The backend must show the configured token; with none configured, be on loopback."""
+    def backend_may_connect(
+        self, token: str | None, from_loopback: bool, origin: str | None = None
+    ) -> bool:
+        """Whether a socket (or a download) may act as the backend.
+
+        Never a browser page (it sends an `Origin`), never over a socket when the backend
+        is in this process; otherwise the configured token, or, only with
+        `trust_loopback = on` and no token configured, a peer on loopback.
+        """
+        if origin is not None or not self.socket_backends:
+            return False
         expected = self.config.backend_token
         if expected:
             return token is not None and hmac.compare_digest(
                 token.encode("utf-8"), expected.encode("utf-8")
             )
-        return from_loopback
+        return from_loopback and self.config.trust_loopback
 
     def link_packet(
-        self, link: Link, packet: Packet, token: str | None = None, from_loopback: bool = False
+        self,
+        link: Link,
+        packet: Packet,
+        token: str | None = None,
+        from_loopback: bool = False,
+        origin: str | None = None,
     ) -> None:
         """A packet arrived on a link. The first one decides who the link speaks for."""
         packet.router_incoming_timestamp = self.clock.seconds()
@@ -113,10 +131,13 @@ class RouterHub:
         agent_id = self.link_agents.get(link)
         if agent_id is None:
             if packet.packet_type == ALIVE and packet.subject_id == MEPHISTO:
-                if self.backend_may_connect(token, from_loopback):
+                if self.backend_may_connect(token, from_loopback, origin):
                     self.backend_connected(link)
                 else:
-                    log.warn("refused a backend connection: wrong or missing token")
+                    log.warn(
+                        "refused a backend connection ({why})",
+                        why=self._refusal(token, origin),
+                    )
                     link.close(CloseCode.REFUSED)
                 return
             if packet.subject_id == MEPHISTO:
@@ -137,6 +158,13 @@ class RouterHub:
             )
             return
         self.from_agent(link, agent_id, packet)
+
+    def _refusal(self, token: str | None, origin: str | None) -> str:
+        if origin is not None:
+            return f"a browser page at {origin[:100]!r} spoke as the backend"
+        if not self.socket_backends:
+            return "this router's backend runs in its own process"
+        return "wrong or missing token"
 
     def link_lost(self, link: Link) -> None:
         if link is self.backend:

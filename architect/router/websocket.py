@@ -33,12 +33,14 @@ class RouterSocket(WebSocketServerProtocol):
     factory: RouterSocketFactory
     token: str | None = None
     from_loopback = False
+    origin: str | None = None  # a browser's handshake names the page's origin
 
     def onConnect(self, request: ConnectionRequest) -> None:
         tokens = request.params.get("token") or []
         self.token = tokens[0] if tokens else bearer_token(request.headers.get("authorization"))
         peer = self.transport.getPeer() if self.transport is not None else None
         self.from_loopback = is_loopback(getattr(peer, "host", ""))
+        self.origin = request.headers.get("origin")
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
@@ -47,7 +49,7 @@ class RouterSocket(WebSocketServerProtocol):
             log.warn("dropped a malformed packet: {why}", why=str(e))
             return
         self.factory.hub.link_packet(
-            self, packet, token=self.token, from_loopback=self.from_loopback
+            self, packet, token=self.token, from_loopback=self.from_loopback, origin=self.origin
         )
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:

@@ -40,12 +40,16 @@ async def router_and_remote_backend(
 ) -> tuple[int, Config, Daemon]:
     """A router alone (mode off) and a backend connecting to it (mode remote), one config:
     (the router's port, the backend's config, the backend)."""
+    token = "restart-test-token"
+    router_side = attrs.evolve(config.router, backend_token=token)
     router = await launcher.start(
-        attrs.evolve(config, backend=attrs.evolve(config.backend, mode="off")), ready=False
+        attrs.evolve(config, router=router_side, backend=attrs.evolve(config.backend, mode="off")),
+        ready=False,
     )
-    remote = attrs.evolve(
-        config, backend=attrs.evolve(config.backend, mode="remote", router_url=router.ws_url)
+    backend_side = attrs.evolve(
+        config.backend, mode="remote", router_url=router.ws_url, backend_token=token
     )
+    remote = attrs.evolve(config, backend=backend_side)
     return router.port, remote, await launcher.start(remote)
 
 

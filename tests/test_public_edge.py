@@ -1,0 +1,131 @@
+"""The public edge, tried as an attacker would: real daemons on 127.0.0.1, real sockets.
+
+Who may be the backend: whoever the config says, nobody else. An embedded daemon takes
+no backend over its socket at all; a router alone needs the token, or an explicit
+`trust_loopback = on`; a browser page (a handshake with an `Origin`) never.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+import treq
+from twisted.internet.defer import ensureDeferred
+
+from architect.protocol import AGENT_DETAILS, ALIVE, MEPHISTO, REGISTER_AGENT, CloseCode
+from tests.clients import TIMEOUT, PacketClient, open_socket, reactor, wait_for
+from tests.daemon import Daemon, Daemons, daemon_config
+
+TOKEN = "edge-test-token"
+
+
+async def request_agent(daemon: Daemon, worker: str) -> tuple[int, Any]:
+    response = await treq.post(
+        f"{daemon.url}/request_agent",
+        data=json.dumps({"provider_data": {"worker_name": worker}}).encode(),
+    )
+    return response.code, json.loads(await response.text())
+
+
+async def refused(client: PacketClient) -> bool:
+    """The router closed this socket as a refused backend (within the tests' timeout)."""
+    closed = client.factory.closed
+    closed.addTimeout(TIMEOUT, reactor)
+    try:
+        return await closed == CloseCode.REFUSED
+    except TimeoutError:
+        return False
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_embedded_daemon_takes_no_backend_over_its_socket(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    daemon = await daemons.start(daemon_config(tmp_path))
+    for query in ("", f"?token={TOKEN}"):
+        impostor = await open_socket(daemon.port, query)
+        impostor.send(ALIVE, MEPHISTO)
+        assert await refused(impostor)
+    # The in-process backend is still the one answering, and hears of every worker.
+    code, answer = await request_agent(daemon, "alice")
+    assert code == 200 and answer["data"]["agent_id"] is not None
+    assert daemon.agent(answer["data"]["agent_id"]).worker_id == answer["data"]["worker_id"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_embedded_daemon_lets_nobody_download_the_uploads(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    daemon = await daemons.start(daemon_config(tmp_path))
+    name = "0123456789abcdef0123456789abcdef.txt"
+    (tmp_path / "uploads" / name).write_bytes(b"a worker's file")
+    response = await treq.get(f"{daemon.url}/download_file/{name}")
+    assert response.code == 403
+    assert b"a worker's file" not in await response.content()
+
+
+def router_alone(folder: Path, **router: Any) -> Any:
+    return daemon_config(folder, router=router, backend={"mode": "off"})
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_router_alone_without_a_token_trusts_no_loopback_peer_by_default(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    daemon = await daemons.start(router_alone(tmp_path))
+    backend = await open_socket(daemon.port)
+    backend.send(ALIVE, MEPHISTO)
+    assert await refused(backend)
+    assert daemon.hub.backend is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_trust_loopback_lets_a_tokenless_backend_on_this_host_connect(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    daemon = await daemons.start(router_alone(tmp_path, trust_loopback=True))
+    backend = await open_socket(daemon.port)
+    backend.send(ALIVE, MEPHISTO)
+    await wait_for(lambda: daemon.hub.backend is not None, "the backend to be taken")
+    answer = ensureDeferred(request_agent(daemon, "alice"))
+    request = await backend.next(REGISTER_AGENT)
+    backend.send(
+        AGENT_DETAILS,
+        request.subject_id,
+        {"request_id": request.data["request_id"], "agent_id": "a-1", "worker_id": "w"},
+    )
+    code, details = await answer
+    assert code == 200 and details["data"]["agent_id"] == "a-1"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_browser_page_is_never_the_backend_even_with_the_token(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    daemon = await daemons.start(router_alone(tmp_path, backend_token=TOKEN, trust_loopback=True))
+    page = await open_socket(daemon.port, f"?token={TOKEN}", {"Origin": "http://evil.example"})
+    page.send(ALIVE, MEPHISTO)
+    assert await refused(page)
+    backend = await open_socket(daemon.port, f"?token={TOKEN}")
+    backend.send(ALIVE, MEPHISTO)
+    await wait_for(lambda: daemon.hub.backend is not None, "the real backend to be taken")
+
+
+def test_architect_token_prints_a_strong_random_token() -> None:
+    def token() -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "architect.cli", "token"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    first, second = token(), token()
+    assert first != second
+    assert len(first) >= 43 and all(c.isalnum() or c in "-_" for c in first)
