@@ -43,6 +43,20 @@ CSV_FIELDS = (
 )
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (or a command).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """A CSV cell no spreadsheet runs: JSON for structures, text led by a quote when a
+    worker's text (a name, an answer) would read as a formula."""
+    if isinstance(value, dict | list):
+        value = json.dumps(value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 class CommandError(Exception):
     """A problem worth one line to the user."""
 
@@ -171,12 +185,7 @@ async def results(database: Database, run: TaskRun, format: str, out: TextIO) ->
         writer = csv.DictWriter(out, CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow(
-                {
-                    key: json.dumps(value) if isinstance(value, dict | list) else value
-                    for key, value in row.items()
-                }
-            )
+            writer.writerow({key: spreadsheet_cell(value) for key, value in row.items()})
         return
     for row in rows:
         out.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -121,6 +121,11 @@ class FailureReason:
         "This task is no longer available to you: it was already completed,"
         " or you were disconnected long enough for it to be cleared."
     )
+    # Architect's own: a worker id the task cannot take (see registration.worker_identity_problem).
+    BAD_WORKER_ID = (
+        "This task cannot take your worker id: it must be 1 to 100 letters, digits"
+        " and . _ : @ + - characters, starting with a letter or a digit."
+    )
 
 
 class ProtocolError(ValueError):

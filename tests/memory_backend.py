@@ -20,7 +20,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from architect.backend.agent_registry import new_agent_id
-from architect.backend.registration import BadRegistration, Registration
+from architect.backend.registration import (
+    BadRegistration,
+    Registration,
+    worker_identity_problem,
+)
 from architect.lifecycle import COUNTED, AgentKind, UnitStatus, unit_status_after
 from architect.protocol import FailureReason, Status
 from architect.tasks.agent import Agent
@@ -123,6 +127,9 @@ class MemoryWorkerPool:
         worker_name = provider_data.get("worker_name")
         if not isinstance(worker_name, str) or not worker_name:
             raise BadRegistration("provider_data has no worker_name")
+        problem = worker_identity_problem(worker_name, provider_data.get("provider_type") or "mock")
+        if problem is not None:
+            return Registration.refused(None, problem)
         worker = self._worker(worker_name)
         registration_id = provider_data.get("agent_registration_id")
         if isinstance(registration_id, str) and registration_id in self.registrations:

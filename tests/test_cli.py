@@ -158,3 +158,34 @@ def test_bad_arguments_and_config(tmp_path: Path) -> None:
     out = architect("frobnicate", cwd=tmp_path)
     assert out.returncode == 2
     assert "invalid choice" in out.stderr
+
+
+@pytest_twisted.ensureDeferred
+async def test_csv_results_start_no_formula(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    db = await open_sqlite_database(tmp_path / "data")
+    try:
+        run = await db.find_or_create_task_run("run-a", {})
+        await db.add_assignments(run.id, ["=HYPERLINK(1)", {"n": 1}])
+        units = await db.list_units(run.id)
+        # A worker kept before names were checked at registration.
+        worker = await db.find_or_create_worker("+mock", "=cmd|' /C calc'!A0")
+        for unit, answer in zip(units, ("=1+1", "-2"), strict=True):
+            agent_id = f"agent-{unit.id}"
+            await db.reserve_unit(run.id, worker.id, agent_id, [unit.id], status=Status.IN_TASK)
+            await db.store_submission(agent_id, SubmissionKind.UNIT, {"answer": answer}, agent_id)
+    finally:
+        await db.close()
+
+    out = architect("results", "--config", str(config), "--format", "csv", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    table = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert len(table) == 2
+    assert [v for row in table for v in row.values() if v and v[0] in "=+-@\t\r"] == []
+    assert (table[0]["worker_name"], table[0]["provider_type"]) == ("'=cmd|' /C calc'!A0", "'+mock")
+    assert table[0]["assignment_data"] == "'=HYPERLINK(1)"  # a JSON string unit, quoted
+    assert [json.loads(row["data"]) for row in table] == [{"answer": "=1+1"}, {"answer": "-2"}]
+
+    out = architect("results", "--config", str(config), cwd=tmp_path)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert rows[0]["worker_name"] == "=cmd|' /C calc'!A0"  # JSON lines keep the text as it is

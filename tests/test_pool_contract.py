@@ -233,6 +233,38 @@ async def test_agent_ids_are_unguessable_and_workers_known_by_name(make: MakePoo
     assert workers[0] == workers[2] != workers[1]
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "=cmd|' /C calc'!A0",  # a formula, were the results opened as a spreadsheet
+        "+1",
+        "-1",
+        "@SUM(1)",
+        "\tname",
+        "a" * 101,
+        "a b",
+        "<script>",
+        "é",
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_worker_id_the_task_cannot_take_is_refused_clearly(
+    make: MakePool, name: str
+) -> None:
+    subject = await make(units(1))
+    assert await subject.refusal(name) == FailureReason.BAD_WORKER_ID
+    assert await subject.unit("w1") == 0  # nothing was used up
+
+
+@pytest.mark.parametrize(
+    "name", ["A1B2C3D4E5", "5f3e9a0c1b2d3e4f5a6b7c8d", "ann.lee@lab.org", "a" * 100]
+)
+@pytest_twisted.ensureDeferred
+async def test_the_worker_ids_of_crowd_platforms_are_taken(make: MakePool, name: str) -> None:
+    subject = await make(units(1))
+    assert await subject.unit(name) == 0
+
+
 @pytest.mark.parametrize("provider", [{}, {"worker_name": ""}, {"worker_name": None}])
 @pytest_twisted.ensureDeferred
 async def test_provider_data_without_a_worker_name_is_an_error(

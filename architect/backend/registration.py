@@ -6,11 +6,13 @@ database); every decision comes back as a Deferred of a `Registration`.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
 
+from architect.protocol import FailureReason
 from architect.tasks.agent import Agent
 
 
@@ -31,6 +33,20 @@ class Registration:
 
 class BadRegistration(ValueError):
     """provider_data the pool cannot work with."""
+
+
+# A worker's name and provider as the backend keeps them. Crowd platforms' ids fit
+# (MTurk's, Prolific's, emails); a first letter or digit also keeps a name from being
+# read as a formula where the results are opened as a spreadsheet.
+WORKER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,99}")
+PROVIDER_TYPE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+
+
+def worker_identity_problem(worker_name: str, provider_type: str) -> str | None:
+    """Why the backend will not take this worker (a failure reason), or None."""
+    if WORKER_NAME.fullmatch(worker_name) and PROVIDER_TYPE.fullmatch(provider_type):
+        return None
+    return FailureReason.BAD_WORKER_ID
 
 
 class WorkerPool(Protocol):

@@ -43,7 +43,11 @@ from twisted.logger import Logger
 from architect.backend.agent_registry import AgentRegistry, new_agent_id
 from architect.backend.onboarding import PASSED, Onboarding
 from architect.backend.recorder import AgentRecorder
-from architect.backend.registration import BadRegistration, Registration
+from architect.backend.registration import (
+    BadRegistration,
+    Registration,
+    worker_identity_problem,
+)
 from architect.backend.worker_locks import WorkerLocks
 from architect.config import TaskConfig
 from architect.lifecycle import AgentKind, unit_status_if_lost
@@ -142,6 +146,10 @@ class StoredWorkerPool:
         provider_type = provider_data.get("provider_type") or DEFAULT_PROVIDER
         if not isinstance(provider_type, str):
             raise BadRegistration("provider_data's provider_type must be a string")
+        problem = worker_identity_problem(worker_name, provider_type)
+        if problem is not None:
+            log.info("refused a worker id: {name!r}", name=worker_name[:120])
+            return Registration.refused(None, problem)
         registration_id = provider_data.get("agent_registration_id")
         if not isinstance(registration_id, str) or not registration_id:
             registration_id = None
