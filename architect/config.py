@@ -397,7 +397,29 @@ def load_config(path: str | Path) -> Config:
 
     config = beside_its_file(Config(path=path, **sections))
     _check_together(config)
+    check_served_folder(config)
     return config
+
+
+def check_served_folder(config: Config) -> None:
+    """A ConfigError if `static_dir` would serve what is not the task's frontend: the config
+    file (and its token), the database, or the workers' uploads."""
+    static = config.router.static_dir
+    if static is None:
+        return
+    static = static.resolve()
+    private = {
+        "the config file": config.path.resolve().parent,
+        "data_dir": config.storage.data_dir.resolve(),
+        "upload_dir": config.router.upload_dir.resolve(),
+    }
+    for what, folder in private.items():
+        if folder.is_relative_to(static):
+            problem = f"serves {what} ({folder}) to anyone: give the frontend a folder of its own"
+            raise ConfigError(config.path, "router", "static_dir", problem)
+        if what != "the config file" and static.is_relative_to(folder):
+            problem = f"is inside {what} ({folder}): give the frontend a folder of its own"
+            raise ConfigError(config.path, "router", "static_dir", problem)
 
 
 def beside_its_file(config: Config) -> Config:

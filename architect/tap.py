@@ -15,6 +15,7 @@ They start in that order and stop in the reverse one, each after the last.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from typing import Any, ClassVar, cast
 
@@ -35,7 +36,13 @@ from architect.backend.service import BackendService
 from architect.backend.store import StoredSubmissions
 from architect.backend.websocket_channel import WebsocketChannel
 from architect.backend.workers import StoredWorkerPool, prepare_task_run
-from architect.config import Config, ConfigError, beside_its_file, load_config
+from architect.config import (
+    Config,
+    ConfigError,
+    beside_its_file,
+    check_served_folder,
+    load_config,
+)
 from architect.demo.builtin import builtin_units
 from architect.embedded import InProcessChannel
 from architect.router.hub import RouterHub
@@ -149,6 +156,7 @@ def build_service(
 ) -> ArchitectService:
     """The daemon's services from the config; a ConfigError if the task module is unusable."""
     config = beside_its_file(config)
+    check_served_folder(config)
     top = ArchitectService()
     router: RouterService | None = None
     hub: RouterHub | None = None
@@ -283,6 +291,8 @@ def makeService(options: Options) -> IService:
     # request leaves reference cycles (Twisted's and Klein's request objects); a larger
     # first generation collects them young, before they are promoted and make the full
     # collections long.
+    # What the daemon writes (the database, uploads, kept files) is for its user alone.
+    os.umask(0o077)
     cast(Any, reactor).callWhenRunning(gc.freeze)
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, 10, 10)
     try:

@@ -7,17 +7,23 @@ no backend over its socket at all; a router alone needs the token, or an explici
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 import treq
 from twisted.internet.defer import ensureDeferred
 
+from architect.config import ConfigError, load_config
 from architect.protocol import AGENT_DETAILS, ALIVE, MEPHISTO, REGISTER_AGENT, CloseCode
+from architect.router.uploads import UploadFolder
+from architect.storage import open_sqlite_database
 from tests.clients import TIMEOUT, PacketClient, open_socket, reactor, wait_for
 from tests.daemon import Daemon, Daemons, daemon_config
 
@@ -129,3 +135,69 @@ def test_architect_token_prints_a_strong_random_token() -> None:
     first, second = token(), token()
     assert first != second
     assert len(first) >= 43 and all(c.isalnum() or c in "-_" for c in first)
+
+
+# --- the researcher's files ---
+
+
+def write_ini(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "router.ini"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("layout", "problem"),
+    [
+        ("static_dir = .\n", "serves the config file"),
+        ("static_dir = ..\n", "serves the config file"),
+        ("static_dir = var\n[storage]\ndata_dir = var/data\n", "serves data_dir"),
+        ("static_dir = var/data/page\n[storage]\ndata_dir = var/data\n", "is inside data_dir"),
+        ("static_dir = site\nupload_dir = site/uploads\n", "serves upload_dir"),
+        ("static_dir = up/page\nupload_dir = up\n", "is inside upload_dir"),
+    ],
+)
+def test_a_frontend_folder_that_would_serve_private_files_stops_the_start(
+    tmp_path: Path, layout: str, problem: str
+) -> None:
+    for folder in ("site", "var/data/page", "up/page"):
+        (tmp_path / "run" / folder).mkdir(parents=True, exist_ok=True)
+    path = write_ini(tmp_path / "run", "[router]\n" + layout)
+    with pytest.raises(ConfigError, match=problem) as refused:
+        load_config(path)
+    assert "[router] static_dir" in str(refused.value)
+
+
+def test_a_frontend_folder_of_its_own_beside_the_config_is_fine(tmp_path: Path) -> None:
+    (tmp_path / "page").mkdir()
+    config = load_config(write_ini(tmp_path, "[router]\nstatic_dir = page\n"))
+    assert config.router.static_dir == tmp_path / "page"
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_the_daemon_keeps_is_for_its_user_alone(tmp_path: Path) -> None:
+    old = os.umask(0o022)  # a permissive umask: the modes must not depend on it
+    try:
+        database = await open_sqlite_database(tmp_path / "data")
+        try:
+            kept = await database.write_file("notes.txt", b"notes", "text/plain")
+        finally:
+            await database.close()
+        uploads = UploadFolder(tmp_path / "uploads")
+        body = (
+            b'--b\r\nContent-Disposition: form-data; name="f"; filename="a.txt"\r\n\r\n'
+            b"upload\r\n--b--\r\n"
+        )
+        _, [stored] = uploads.read_multipart(io.BytesIO(body), "multipart/form-data; boundary=b")
+    finally:
+        os.umask(old)
+
+    def mode(path: Path) -> int:
+        return path.stat().st_mode & 0o777
+
+    data = tmp_path / "data"
+    assert mode(data) == mode(data / "files") == mode(tmp_path / "uploads") == 0o700
+    assert mode(data / "architect.sqlite3") == 0o600
+    assert mode(data / kept.stored_path) == 0o600
+    assert mode(tmp_path / "uploads" / stored["filename"]) == 0o600

@@ -440,6 +440,36 @@ async def test_with_a_task_frontend_no_path_climbs_out_of_it(tmp_path: Path) -> 
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_folder_of_the_frontend_without_an_index_is_not_listed(tmp_path: Path) -> None:
+    static = tmp_path / "static"
+    (static / "images").mkdir(parents=True)
+    (static / "images" / "cat.png").write_bytes(b"png")
+    edge = Edge(tmp_path, static_dir=static)
+    for path in ("/", "/images/"):
+        reply = await edge.remote.get(path)
+        assert_json_error(reply, 404)
+        assert b"cat.png" not in reply.body, path
+    assert (await edge.remote.get("/images/cat.png")).body == b"png"
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_router_names_no_software_version(edge: Edge) -> None:
+    for reply in (await edge.remote.get("/is_alive"), await edge.remote.get("/nowhere")):
+        assert reply.headers.getRawHeaders(b"server") == [b"Architect"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_uploaded_page_is_downloaded_as_bytes_never_shown(edge: Edge) -> None:
+    name = "0123456789abcdef0123456789abcdef.html"
+    edge.config.upload_dir.joinpath(name).write_bytes(b"<script>alert(1)</script>")
+    reply = await edge.local.get(f"/download_file/{name}?token={TOKEN}")
+    assert reply.code == 200 and reply.body == b"<script>alert(1)</script>"
+    assert reply.headers.getRawHeaders(b"content-type") == [b"application/octet-stream"]
+    assert reply.headers.getRawHeaders(b"content-disposition") == [b"attachment"]
+    assert reply.headers.getRawHeaders(b"x-content-type-options") == [b"nosniff"]
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_folder_named_as_an_upload_is_not_served(edge: Edge) -> None:
     name = "0123456789abcdef0123456789abcdef"
     edge.config.upload_dir.joinpath(name).mkdir()

@@ -114,6 +114,8 @@ def test_plugin_help_lists_the_options(tmp_path: Path) -> None:
             "[router] request_timeout: 'never' is not a number",
         ),
         ("[surprise]\n", "[surprise]: unknown section"),
+        # Serving the config's own folder would hand out the token and the database.
+        ("[router]\nstatic_dir = .\n", "[router] static_dir: serves the config file"),
     ],
 )
 def test_bad_config_ends_the_start_with_one_line(

@@ -11,6 +11,7 @@ from typing import IO, Any
 
 import multipart
 
+from architect.private import private_file, private_folder
 from architect.router.errors import BadRequest
 
 _STORED_NAME = re.compile(r"^[0-9a-f]{32}(\.[A-Za-z0-9]{1,10})?$")
@@ -19,8 +20,7 @@ _EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,10}$")
 
 class UploadFolder:
     def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = private_folder(folder)
 
     def read_multipart(
         self, body: IO[bytes], content_type: str
@@ -50,6 +50,7 @@ class UploadFolder:
         stored = uuid.uuid4().hex + (match.group(0).lower() if match else "")
         target = self.folder / stored
         part.save_as(str(target))
+        private_file(target)
         return {
             "fieldname": part.name,
             "originalname": original,

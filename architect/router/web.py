@@ -54,11 +54,21 @@ def http_status(error: RouterError) -> int:
     return 500
 
 
+# What the router calls itself in its answers: no software version for a scanner to match.
+SERVER_NAME = b"Architect"
+
+
 class LimitedRequest(Request):
     """A request that stops keeping its body once it passes `max_body_bytes`."""
 
     max_body_bytes = 64 * 1024 * 1024
     body_too_large = False
+
+    def setHeader(self, name: bytes | str, value: bytes | str) -> None:
+        key = name.decode("latin-1") if isinstance(name, bytes) else name
+        if key.lower() == "server":  # Twisted names itself and its version here
+            value = SERVER_NAME
+        super().setHeader(name, value)
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.max_body_bytes:
@@ -75,6 +85,20 @@ class LimitedRequest(Request):
             self.content.truncate()
             return
         super().handleContentChunk(data)
+
+
+class TaskFiles(File):
+    """The task's frontend files: a folder without an index.html is not listed."""
+
+    def directoryListing(self) -> Resource:
+        return _NotListed()
+
+
+class _NotListed(Resource):
+    isLeaf = True
+
+    def render(self, request: IRequest) -> bytes:
+        return _error_body(request, 404, "no such file")
 
 
 class _QuietSite(Site):
@@ -283,8 +307,12 @@ class RouterWeb:
         path = self.uploads.path_of(name)
         if path is None:
             raise NotFound(f"no uploaded file named {name!r}")
+        # Bytes to save, never a page to show, whatever the worker named the file.
         resource = File(str(path), defaultType="application/octet-stream")
+        resource.type, resource.encoding = "application/octet-stream", None
         resource.isLeaf = True
+        request.setHeader(b"content-disposition", b"attachment")
+        request.setHeader(b"x-content-type-options", b"nosniff")
         return resource
 
     @app.route("/architect.js", methods=["GET"])
@@ -301,4 +329,4 @@ class RouterWeb:
             return self.socket_resource
         if self.config.static_dir is None:
             return _error_body(request, 404, "this router serves no task frontend (static_dir)")
-        return File(str(self.config.static_dir))
+        return TaskFiles(str(self.config.static_dir))

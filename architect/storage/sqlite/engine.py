@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from architect.private import private_file, private_folder
 from architect.storage.interface import SchemaError, StorageError
 from architect.storage.schema_versions import full_schema, upgrade_steps
 from architect.storage.sqlite.sql import Cursor
@@ -48,7 +49,8 @@ def open_engine(
 ) -> Deferred[SQLiteEngine]:
     """The engine on data_dir/database, made and brought to target_version as needed."""
     try:
-        (data_dir / FILES_DIR).mkdir(parents=True, exist_ok=True)
+        private_folder(data_dir)
+        private_folder(data_dir / FILES_DIR)
     except OSError as e:
         return fail(StorageError(f"cannot create the data folder {data_dir}: {e.strerror}"))
     path = data_dir / database
@@ -134,6 +136,8 @@ def _bring_schema_to(connection: Any, path: Path, schema_dir: Path, target: int)
     except BaseException:
         connection.rollback()
         raise
+    for made in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        private_file(made)  # SQLite gives its -wal and -shm files the database's mode
     return backup
 
 
@@ -153,6 +157,7 @@ def _back_up(path: Path, version: int) -> Path:
         with closing(sqlite3.connect(path)) as source, closing(sqlite3.connect(partial)) as copy:
             source.backup(copy)
             copy.execute("PRAGMA journal_mode = DELETE")
+        private_file(partial)
         os.replace(partial, backup)
     except (OSError, sqlite3.Error) as e:
         with suppress(OSError):

@@ -12,6 +12,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
+from architect.private import create_private
 from architect.storage.interface import (
     Direction,
     LiveUpdate,
@@ -40,7 +41,7 @@ class SQLiteSubmissionsAndLiveUpdates(EnginePart):
         target = self._engine.data_dir / relative
 
         def write() -> SubmissionFile:
-            with target.open("xb") as f:
+            with os.fdopen(create_private(target), "wb") as f:
                 f.write(content)
                 f.flush()
                 os.fsync(f.fileno())
