@@ -19,6 +19,8 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet.defer import ensureDeferred
+from twisted.logger import capturedLogs, formatEvent
+from twisted.web.http_headers import Headers
 
 from architect.config import ConfigError, load_config
 from architect.protocol import AGENT_DETAILS, ALIVE, MEPHISTO, REGISTER_AGENT, CloseCode
@@ -201,3 +203,46 @@ async def test_what_the_daemon_keeps_is_for_its_user_alone(tmp_path: Path) -> No
     assert mode(data / "architect.sqlite3") == 0o600
     assert mode(data / kept.stored_path) == 0o600
     assert mode(tmp_path / "uploads" / stored["filename"]) == 0o600
+
+
+# --- secrets ---
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_token_or_worker_id_reaches_the_access_log(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    secret = "s3cret-in-the-url"
+    daemon = await daemons.start(router_alone(tmp_path, backend_token=secret))
+    with capturedLogs() as events:
+        downloaded = await treq.get(f"{daemon.url}/download_file/{'0' * 32}?token={secret}")
+        await downloaded.content()
+        page = await treq.get(
+            f"{daemon.url}/is_alive",
+            headers=Headers({"Referer": ["http://tasks.example/?worker_id=alice&assignment_id=1"]}),
+        )
+        await page.content()
+        backend = await open_socket(daemon.port, f"?token={secret}")
+        backend.send(ALIVE, MEPHISTO)
+        await wait_for(lambda: daemon.hub.backend is not None, "the backend to be taken")
+    lines = [formatEvent(event) for event in events]
+    assert any("/download_file/" in line and " 404 " in line for line in lines), lines
+    assert any("/is_alive" in line and "tasks.example" in line for line in lines), lines
+    assert not [line for line in lines if secret in line or "alice" in line]
+
+
+def test_the_systemd_unit_confines_the_daemon() -> None:
+    unit = Path(__file__).resolve().parent.parent / "conf" / "architect.service"
+    settings: dict[str, str] = {}
+    for line in unit.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            settings[key.strip()] = value.strip()
+    assert settings["UMask"] == "0077"
+    assert settings["ProtectSystem"] == "strict" and settings["StateDirectory"] == "architect"
+    assert settings["ProtectHome"] == settings["PrivateDevices"] == "true"
+    assert settings["NoNewPrivileges"] == "true"
+    assert settings["RestrictAddressFamilies"].split() == ["AF_INET", "AF_INET6", "AF_UNIX"]
+    assert settings["CapabilityBoundingSet"] == ""
+    assert int(settings["LimitNOFILE"]) >= 65536
+    assert "--config /etc/architect/router.ini" in settings["ExecStart"]
