@@ -24,7 +24,7 @@ from twisted.web.http_headers import Headers
 
 from architect.config import ConfigError, load_config
 from architect.protocol import AGENT_DETAILS, ALIVE, MEPHISTO, REGISTER_AGENT, CloseCode
-from architect.router.uploads import UploadFolder
+from architect.router.uploads import UploadBounds, UploadFolder
 from architect.storage import open_sqlite_database
 from tests.clients import TIMEOUT, PacketClient, open_socket, reactor, wait_for
 from tests.daemon import Daemon, Daemons, daemon_config
@@ -186,12 +186,13 @@ async def test_what_the_daemon_keeps_is_for_its_user_alone(tmp_path: Path) -> No
             kept = await database.write_file("notes.txt", b"notes", "text/plain")
         finally:
             await database.close()
-        uploads = UploadFolder(tmp_path / "uploads")
+        uploads = UploadFolder(tmp_path / "uploads", UploadBounds(10**6, 10**7, 0))
         body = (
             b'--b\r\nContent-Disposition: form-data; name="f"; filename="a.txt"\r\n\r\n'
             b"upload\r\n--b--\r\n"
         )
-        _, [stored] = uploads.read_multipart(io.BytesIO(body), "multipart/form-data; boundary=b")
+        kind = "multipart/form-data; boundary=b"
+        [stored] = uploads.store_files(io.BytesIO(body), kind, "agent-1")
     finally:
         os.umask(old)
 

@@ -31,6 +31,10 @@ class TooLarge(RouterError):
     """The request's body is over the configured bound."""
 
 
+class InsufficientStorage(RouterError):
+    """The router has no room to keep this now (its upload folder, its disk)."""
+
+
 class NoBackend(RouterError):
     """No backend can take the request now; the caller may try again."""
 

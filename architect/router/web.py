@@ -26,13 +26,14 @@ from architect.router.errors import (
     BackendTimeout,
     BadRequest,
     Forbidden,
+    InsufficientStorage,
     NoBackend,
     NotFound,
     RouterError,
     TooLarge,
 )
 from architect.router.hub import RouterHub
-from architect.router.uploads import UploadFolder
+from architect.router.uploads import UploadBounds, UploadFolder
 from architect.router.websocket import RouterSocketFactory, bearer_token, is_loopback
 
 log = Logger()
@@ -44,6 +45,7 @@ HTTP_STATUS: dict[type[RouterError], int] = {
     Forbidden: 403,
     NotFound: 404,
     TooLarge: 413,
+    InsufficientStorage: 507,
     NoBackend: 503,
     BackendTimeout: 504,
 }
@@ -173,7 +175,14 @@ class RouterWeb:
         self.config = config
         self.socket_factory = RouterSocketFactory(hub, config.max_message_bytes)
         self.socket_resource = WebSocketResource(self.socket_factory)
-        self.uploads = UploadFolder(config.upload_dir)
+        self.uploads = UploadFolder(
+            config.upload_dir,
+            UploadBounds(
+                per_agent=config.max_upload_bytes_per_agent,
+                folder=config.max_upload_dir_bytes,
+                free_disk=config.min_free_disk_bytes,
+            ),
+        )
 
     def resource(self) -> Resource:
         return self.app.resource()
@@ -229,12 +238,18 @@ class RouterWeb:
         content_type = (request.getHeader(b"content-type") or b"").decode("latin-1")
         return content_type.lower().startswith("multipart/form-data")
 
-    def _multipart_body(self, request: IRequest, data_field: str) -> tuple[dict[str, Any], str]:
-        """USED_AGENT_ID, the JSON text in `data_field` and files -> (data, agent id)."""
+    def _multipart_body(
+        self, request: IRequest, data_field: str
+    ) -> tuple[dict[str, Any], str, list[str]]:
+        """USED_AGENT_ID, the JSON text in `data_field` and files -> (data, agent id, the
+        names of the files stored).
+
+        Everything is checked before a file is stored: the body, the agent, the bounds.
+        """
         self._check_size(request)
         content_type = (request.getHeader(b"content-type") or b"").decode("latin-1")
         assert request.content is not None
-        fields, files = self.uploads.read_multipart(request.content, content_type)
+        fields, sizes = self.uploads.read_fields(request.content, content_type)
         agent_id = _agent_id(fields)
         text = fields.get(data_field, "{}")
         try:
@@ -243,9 +258,12 @@ class RouterWeb:
             raise BadRequest(f"{data_field} must be JSON text") from None
         if not isinstance(data, dict):
             raise BadRequest(f"{data_field} must hold a JSON object")
-        if files:
-            data["files"] = files
-        return data, agent_id
+        if not sizes:
+            return data, agent_id, []
+        self.hub.known_agent(agent_id)
+        self.uploads.check_room(agent_id, sizes)
+        data["files"] = self.uploads.store_files(request.content, content_type, agent_id)
+        return data, agent_id, [entry["filename"] for entry in data["files"]]
 
     # --- endpoints ---
 
@@ -284,29 +302,46 @@ class RouterWeb:
 
     def _submission(
         self, request: IRequest, json_field: str, multipart_field: str
-    ) -> tuple[str, dict[str, Any], float | None]:
-        """(agent id, data, client timestamp) of a JSON or multipart submission."""
+    ) -> tuple[str, dict[str, Any], float | None, list[str]]:
+        """(agent id, data, client timestamp, the files stored) of a JSON or multipart
+        submission."""
         if self._is_multipart(request):
-            data, agent_id = self._multipart_body(request, multipart_field)
-            return agent_id, data, None
+            data, agent_id, stored = self._multipart_body(request, multipart_field)
+            return agent_id, data, None, stored
         body = self._json_body(request)
         agent_id = _agent_id(body)
         submitted = body.get(json_field)
         if not isinstance(submitted, dict):
             raise BadRequest(f"{json_field} must be a JSON object")
-        return agent_id, submitted, _timestamp(body.get("client_timestamp"))
+        return agent_id, submitted, _timestamp(body.get("client_timestamp")), []
+
+    def _submit(
+        self, request: IRequest, packet_type: str, fields: tuple[str, str], answer: str
+    ) -> Deferred[bytes]:
+        """Hand a submission to the hub; the files this request stored go if it fails."""
+        agent_id, data, client_timestamp, stored = self._submission(request, *fields)
+        try:
+            d = self.hub.submit(packet_type, agent_id, data, client_timestamp)
+        except Exception:
+            self.uploads.remove(stored)
+            raise
+
+        def failed(failure: Failure) -> Failure:
+            self.uploads.remove(stored)
+            return failure
+
+        return d.addCallbacks(lambda _: _json(request, {"status": answer}), failed)
 
     @app.route("/submit_task", methods=["POST"])
     def submit_task(self, request: IRequest) -> Deferred[bytes]:
         # Answered once the submission is safe: stored (embedded) or held by the router.
-        submission = self._submission(request, "final_data", "final_string_data")
-        d = self.hub.submit(SUBMIT_UNIT, *submission)
-        return d.addCallback(lambda _: _json(request, {"status": "Submitted!"}))
+        return self._submit(request, SUBMIT_UNIT, ("final_data", "final_string_data"), "Submitted!")
 
     @app.route("/submit_metadata", methods=["POST"])
     def submit_metadata(self, request: IRequest) -> Deferred[bytes]:
-        d = self.hub.submit(SUBMIT_METADATA, *self._submission(request, "metadata", "metadata"))
-        return d.addCallback(lambda _: _json(request, {"status": "Submitted metadata"}))
+        return self._submit(
+            request, SUBMIT_METADATA, ("metadata", "metadata"), "Submitted metadata"
+        )
 
     @app.route("/log_error", methods=["POST"])
     def log_error(self, request: IRequest) -> bytes:
