@@ -1,6 +1,7 @@
 """The embedded mode's link: the backend and the router in one process, no socket between.
 
-The only module that knows both sides. `InProcessChannel` is a backend `Channel`
+The only module that knows both sides: the link, and the backend's way to the
+router's upload folder (`SharedUploads`). `InProcessChannel` is a backend `Channel`
 whose other end is a `RouterSide` (the router hub's face to its backend); the hub
 sees it as a `ConfirmingLink`, so it answers a worker's submission only once the
 backend has committed it. There is no JSON here, but the semantics of a socket:
@@ -15,15 +16,18 @@ import copy
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from architect.backend.channel import Channel
+from architect.backend.files import FileFetchError
 from architect.protocol import CloseCode, Packet
+from architect.router.uploads import UploadFolder
 
 log = Logger()
 
@@ -151,3 +155,29 @@ class InProcessChannel(Channel):
         self.link = None
         self.hub.link_lost(link)
         self.on_catastrophic_loss(self)
+
+
+class SharedUploads:
+    """The embedded backend's way to the uploads: the router's own upload folder, in
+    this process. Only the submitting agent's files are found."""
+
+    def __init__(self, reactor: Any, folder: UploadFolder) -> None:
+        self.reactor = reactor
+        self.folder = folder
+
+    def fetch(self, filename: str, agent_id: str) -> Deferred[bytes]:
+        path = self.folder.path_of(filename, agent_id)
+        if path is None:
+            return fail(FileFetchError(f"{filename!r} is no upload of agent {agent_id}"))
+
+        def read() -> bytes:
+            try:
+                return path.read_bytes()
+            except OSError as e:
+                raise FileFetchError(f"cannot read {path}: {e.strerror}") from None
+
+        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), read)
+
+    def discard(self, filename: str, agent_id: str) -> Deferred[None]:
+        self.folder.discard(filename, agent_id)
+        return succeed(None)

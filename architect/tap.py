@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from architect.backend.channel import Channel
 from architect.backend.client_io import ClientIOHandler
 from architect.backend.downloads import RouterDownloads
-from architect.backend.files import UploadDirFiles, UploadedFiles
+from architect.backend.files import UploadedFiles
 from architect.backend.resume import Resumption
 from architect.backend.service import BackendService
 from architect.backend.store import StoredSubmissions
@@ -44,7 +44,7 @@ from architect.config import (
     load_config,
 )
 from architect.demo.builtin import builtin_units
-from architect.embedded import InProcessChannel
+from architect.embedded import InProcessChannel, SharedUploads
 from architect.router.hub import RouterHub
 from architect.router.service import RouterService
 from architect.router.web import RouterWeb
@@ -160,21 +160,21 @@ def build_service(
     top = ArchitectService()
     router: RouterService | None = None
     hub: RouterHub | None = None
+    web: RouterWeb | None = None
     if config.backend.mode in ("off", "embedded"):
         hub = RouterHub(reactor, config.router, socket_backends=config.backend.mode == "off")
         if config.backend.mode == "off":
             warn_about_backend_access(config)
-        router = RouterService(
-            reactor, hub, RouterWeb(hub, config.router).site(), config.router.listen
-        )
+        web = RouterWeb(hub, config.router)
+        router = RouterService(reactor, hub, web.site(), config.router.listen)
         router.setName("router")
         router.setServiceParent(top)
     channel: Channel
     files: UploadedFiles
     if config.backend.mode == "embedded":
-        assert hub is not None
+        assert hub is not None and web is not None
         channel = InProcessChannel(hub, reactor)
-        files = UploadDirFiles(reactor, config.router.upload_dir)
+        files = SharedUploads(reactor, web.uploads)
     elif config.backend.mode == "remote":
         channel = WebsocketChannel(
             reactor,

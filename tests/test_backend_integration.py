@@ -42,6 +42,7 @@ from architect.protocol import (
 from architect.router.hub import RouterHub
 from architect.router.web import RouterWeb
 from architect.storage import StorageError
+from architect.upload_names import new_upload_name
 from tests.clients import PacketClient, open_socket, wait_for
 from tests.daemon import Daemon, Daemons
 
@@ -660,14 +661,22 @@ async def test_a_remote_backend_fetches_uploads_with_its_token(
     router = Router(router_config)
     try:
         router_config.upload_dir.mkdir(parents=True, exist_ok=True)
-        name = "0123456789abcdef0123456789abcdef.txt"
+        name = new_upload_name("agent-1", "notes.txt")
         (router_config.upload_dir / name).write_bytes(b"uploaded")
         url = f"ws://127.0.0.1:{router.port}/"
-        assert await RouterDownloads(reactor, url, TOKEN).fetch(name) == b"uploaded"
+        downloads = RouterDownloads(reactor, url, TOKEN)
+        assert await downloads.fetch(name, "agent-1") == b"uploaded"
         with pytest.raises(FileFetchError, match="403"):
-            await RouterDownloads(reactor, url, "wrong").fetch(name)
+            await RouterDownloads(reactor, url, "wrong").fetch(name, "agent-1")
         with pytest.raises(FileFetchError, match="404"):
-            await RouterDownloads(reactor, url, TOKEN).fetch("f" * 32 + ".txt")
+            await downloads.fetch("f" * 32 + ".txt", "agent-1")
+        with pytest.raises(FileFetchError, match="404"):
+            await downloads.fetch(name, "agent-2")  # another agent's upload
+        # Kept by the backend: the router's copy goes, and only for its agent.
+        await downloads.discard(name, "agent-2")
+        assert (router_config.upload_dir / name).exists()
+        await downloads.discard(name, "agent-1")
+        assert not (router_config.upload_dir / name).exists()
     finally:
         await router.stop()
 

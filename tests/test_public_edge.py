@@ -20,6 +20,7 @@ import pytest_twisted
 import treq
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import capturedLogs, formatEvent
+from twisted.web.client import FileBodyProducer
 from twisted.web.http_headers import Headers
 
 from architect.config import ConfigError, load_config
@@ -247,3 +248,79 @@ def test_the_systemd_unit_confines_the_daemon() -> None:
     assert settings["CapabilityBoundingSet"] == ""
     assert int(settings["LimitNOFILE"]) >= 65536
     assert "--config /etc/architect/router.ini" in settings["ExecStart"]
+
+
+# --- uploads ---
+
+
+async def submit_with_file(
+    daemon: Daemon, agent_id: str, content: bytes, data: dict[str, Any] | None = None
+) -> tuple[int, Any]:
+    response = await treq.post(
+        f"{daemon.url}/submit_task",
+        data={"USED_AGENT_ID": agent_id, "final_string_data": json.dumps(data or {})},
+        files={"file": ("notes.txt", "text/plain", FileBodyProducer(io.BytesIO(content)))},
+    )
+    return response.code, json.loads(await response.text())
+
+
+def uploads_of(tmp_path: Path) -> list[str]:
+    return sorted(path.name for path in (tmp_path / "uploads").iterdir())
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_upload_for_no_agent_is_refused_before_anything_is_stored(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    daemon = await daemons.start(daemon_config(tmp_path))
+    code, answer = await submit_with_file(daemon, "nobody", b"x" * 10_000)
+    assert code == 404 and "unknown agent" in answer["error"]
+    assert uploads_of(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("router", "code"),
+    [
+        ({"max_upload_bytes_per_agent": 5_000}, 413),
+        ({"max_upload_dir_bytes": 5_000}, 507),
+        ({"min_free_disk_bytes": 10**18}, 507),  # more than any disk has free
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_uploads_past_a_bound_are_refused_and_leave_nothing(
+    tmp_path: Path, daemons: Daemons, router: dict[str, int], code: int
+) -> None:
+    daemon = await daemons.start(daemon_config(tmp_path, router=router))
+    _, registered = await request_agent(daemon, "alice")
+    answered, answer = await submit_with_file(daemon, registered["data"]["agent_id"], b"x" * 10_000)
+    assert answered == code and answer["error"]
+    assert uploads_of(tmp_path) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_kept_upload_leaves_the_upload_folder_and_stays_its_agents(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    daemon = await daemons.start(daemon_config(tmp_path))
+    _, alice = await request_agent(daemon, "alice")
+    _, mallory = await request_agent(daemon, "mallory")
+    alice_id, mallory_id = alice["data"]["agent_id"], mallory["data"]["agent_id"]
+    # Alice's upload is kept beside the database, and the router's copy is gone.
+    code, _ = await submit_with_file(daemon, alice_id, b"alice's notes")
+    assert code == 200
+    await wait_for(lambda: uploads_of(tmp_path) == [], "the router's copy to go")
+    [kept] = await daemon.database.list_submissions(agent_id=alice_id)
+    [alice_file] = kept.files
+    assert (daemon.database.data_dir / alice_file.stored_path).read_bytes() == b"alice's notes"
+    # Mallory names Alice's upload (and an invented one) in a JSON submission: she gets
+    # no file of Alice's, and her data is stored as she sent it.
+    alice_upload = kept.data["files"][0]["filename"]
+    names = [alice_upload, "0" * 32 + ".txt"]
+    claimed = {"files": [{"filename": n, "originalname": "x.txt"} for n in names]}
+    response = await treq.post(
+        f"{daemon.url}/submit_task",
+        data=json.dumps({"USED_AGENT_ID": mallory_id, "final_data": claimed}).encode(),
+    )
+    assert response.code == 200
+    [theirs] = await daemon.database.list_submissions(agent_id=mallory_id)
+    assert theirs.data == claimed and theirs.files == ()

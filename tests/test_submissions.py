@@ -3,6 +3,7 @@ and the comparators of qualification requirements."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,23 +15,35 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
 from architect.backend.downloads import download_base
-from architect.backend.files import FileFetchError, UploadDirFiles
+from architect.backend.files import FileFetchError
 from architect.backend.store import StoredSubmissions
+from architect.embedded import SharedUploads
 from architect.qualifications import Requirement, parse_requirements
+from architect.router.uploads import UploadBounds, UploadFolder
 from architect.storage import SQLiteDatabase, open_sqlite_database
 from tests.clients import reactor
 
 
 class FakeUploads:
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-        self.fetched: list[str] = []
+    """A router's upload folder: each file with the agent who uploaded it."""
 
-    def fetch(self, filename: str) -> Deferred[bytes]:
+    def __init__(self, files: dict[str, bytes], owner: str = "agent1") -> None:
+        self.files = {name: (owner, content) for name, content in files.items()}
+        self.fetched: list[str] = []
+        self.discarded: list[str] = []
+
+    def fetch(self, filename: str, agent_id: str) -> Deferred[bytes]:
         self.fetched.append(filename)
-        if filename not in self.files:
-            return fail(FileFetchError(f"no {filename}"))
-        return succeed(self.files[filename])
+        owner, content = self.files.get(filename, (None, b""))
+        if owner != agent_id:
+            return fail(FileFetchError(f"no {filename} of {agent_id}"))
+        return succeed(content)
+
+    def discard(self, filename: str, agent_id: str) -> Deferred[None]:
+        assert self.files[filename][0] == agent_id
+        del self.files[filename]
+        self.discarded.append(filename)
+        return succeed(None)
 
 
 @pytest_twisted.async_yield_fixture
@@ -68,8 +81,9 @@ async def test_each_kind_is_stored_once_with_its_files(db: SQLiteDatabase) -> No
     [kept] = unit.files
     assert (kept.original_name, kept.size, kept.mimetype) == ("notes.txt", 5, "text/plain")
     assert (db.data_dir / kept.stored_path).read_bytes() == b"hello"
-    # the repeat's copy of the file was not left behind
+    # the repeat's copy of the file was not left behind, nor the router's
     assert [p.name for p in (db.data_dir / "files").iterdir()] == [Path(kept.stored_path).name]
+    assert uploads.discarded == ["abc.txt"] and uploads.files == {}
 
 
 @pytest_twisted.ensureDeferred
@@ -88,17 +102,37 @@ async def test_a_file_that_cannot_be_had_is_logged_and_the_rest_is_kept(
 
 
 @pytest_twisted.ensureDeferred
-async def test_upload_dir_files_refuse_paths(tmp_path: Path) -> None:
-    (tmp_path / "up").mkdir()
-    (tmp_path / "up" / "x.txt").write_bytes(b"x")
+async def test_a_submission_brings_only_files_of_its_own_agent(db: SQLiteDatabase) -> None:
+    uploads = FakeUploads({"mine.txt": b"mine"})
+    uploads.files["theirs.txt"] = ("agent2", b"theirs")
+    store = StoredSubmissions(db, uploads)
+    data = {"files": [file_entry("theirs.txt", "a.txt"), file_entry("mine.txt", "b.txt")]}
+    with capturedLogs() as events:
+        await store.save_unit_submission("agent1", "1", data, "key")
+    [submission] = await db.list_submissions()
+    assert [f.original_name for f in submission.files] == ["b.txt"]
+    assert uploads.files == {"theirs.txt": ("agent2", b"theirs")}  # untouched
+    assert any(e.get("filename") == "theirs.txt" for e in events if e.get("log_failure"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_shared_uploads_give_only_the_agents_own_files(tmp_path: Path) -> None:
+    folder = UploadFolder(tmp_path / "up", UploadBounds(10**6, 10**7, 0))
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="f"; filename="x.txt"\r\n\r\nx\r\n--b--\r\n'
+    )
+    [entry] = folder.store_files(io.BytesIO(body), "multipart/form-data; boundary=b", "agent1")
+    name = entry["filename"]
     (tmp_path / "secret").write_bytes(b"s")
-    files = UploadDirFiles(reactor, tmp_path / "up")
-    assert await files.fetch("x.txt") == b"x"
-    for bad in ("../secret", "..", "", "a/b"):
+    files = SharedUploads(reactor, folder)
+    assert await files.fetch(name, "agent1") == b"x"
+    for bad in (name, "../secret", "..", "", "a/b", "0" * 32 + ".txt"):
         with pytest.raises(FileFetchError):
-            await files.fetch(bad)
+            await files.fetch(bad, "agent2")
+    await files.discard(name, "agent1")
+    assert not (tmp_path / "up" / name).exists()
     with pytest.raises(FileFetchError):
-        await files.fetch("missing.txt")
+        await files.fetch(name, "agent1")
 
 
 def test_download_urls_follow_the_router_url() -> None:

@@ -5,14 +5,18 @@ showing its token. The only backend module that speaks HTTP.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from twisted.internet.defer import Deferred, fail
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import Agent as HTTPClient
 from twisted.web.client import readBody
 from twisted.web.http_headers import Headers
 
 from architect.backend.files import FileFetchError, check_name
+
+log = Logger()
 
 # Seconds a remote download may take before it is given up.
 DOWNLOAD_TIMEOUT = 60.0
@@ -27,7 +31,9 @@ def download_base(router_url: str) -> str:
 
 
 class RouterDownloads:
-    """Fetch uploads over HTTP from the router (remote mode), with the backend's token."""
+    """Fetch uploads over HTTP from the router (remote mode), with the backend's token:
+    `GET /download_file/<name>?agent=<id>`, and `DELETE` once the file is kept (a router
+    that has no such route, Mephisto's, keeps its copy)."""
 
     def __init__(self, reactor: Any, router_url: str, token: str = "") -> None:
         self.reactor = reactor
@@ -35,25 +41,40 @@ class RouterDownloads:
         self.token = token
         self.http = HTTPClient(reactor)
 
-    def url_of(self, filename: str) -> str:
-        return self.base + quote(check_name(filename), safe="")
+    def url_of(self, filename: str, agent_id: str) -> str:
+        return (
+            self.base + quote(check_name(filename), safe="") + "?" + urlencode({"agent": agent_id})
+        )
 
-    def fetch(self, filename: str) -> Deferred[bytes]:
+    def fetch(self, filename: str, agent_id: str) -> Deferred[bytes]:
+        return self._ask(b"GET", filename, agent_id)
+
+    def discard(self, filename: str, agent_id: str) -> Deferred[None]:
+        def done(_: bytes) -> None:
+            return None
+
+        def kept(failure: Failure) -> None:
+            log.info("the router keeps its copy of {name}: {why}", name=filename, why=failure.value)
+
+        return self._ask(b"DELETE", filename, agent_id).addCallbacks(done, kept)
+
+    def _ask(self, method: bytes, filename: str, agent_id: str) -> Deferred[bytes]:
         try:
-            url = self.url_of(filename)
+            url = self.url_of(filename, agent_id)
         except FileFetchError:
             return fail()
         headers = Headers()
         if self.token:
             headers.addRawHeader(b"Authorization", f"Bearer {self.token}".encode())
-        d: Deferred[Any] = self.http.request(b"GET", url.encode("ascii"), headers)
+        d: Deferred[Any] = self.http.request(method, url.encode("ascii"), headers)
 
         def got(response: Any) -> Deferred[bytes]:
             body: Deferred[bytes] = readBody(response)
             if response.code != 200:
+                what = f"{method.decode()} {url.split('?')[0]}"
                 return body.addCallback(
                     lambda text: fail(
-                        FileFetchError(f"GET {url} answered {response.code}: {text[:200]!r}")
+                        FileFetchError(f"{what} answered {response.code}: {text[:200]!r}")
                     )
                 )
             return body

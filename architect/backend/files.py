@@ -1,23 +1,28 @@
 """Where the backend gets a submission's uploaded files from.
 
 A submission names its files by the name the router stored them under
-(`data["files"][i]["filename"]`). In embedded mode the router's upload folder
-is right here and read directly (`UploadDirFiles`); a remote backend fetches each
-file over HTTP from the router (`downloads.RouterDownloads`, an edge module).
+(`data["files"][i]["filename"]`), and a submission may only bring files of its own
+agent (the router enforces it). In embedded mode the router's upload folder is right
+here (`architect.embedded.SharedUploads`); a remote backend fetches each file over
+HTTP from the router (`downloads.RouterDownloads`, an edge module). Once kept, the
+router's copy is discarded.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from twisted.internet.defer import Deferred, fail
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.defer import Deferred
 
 
 class UploadedFiles(Protocol):
-    def fetch(self, filename: str) -> Deferred[bytes]:
-        """The content of the uploaded file the router stored as `filename`."""
+    def fetch(self, filename: str, agent_id: str) -> Deferred[bytes]:
+        """The content of the file `agent_id` uploaded, which the router stored as
+        `filename` (fails for another agent's)."""
+        ...
+
+    def discard(self, filename: str, agent_id: str) -> Deferred[None]:
+        """The file is kept beside the database now: the router may let it go."""
         ...
 
 
@@ -34,25 +39,3 @@ def check_name(filename: object) -> str:
     ):
         raise FileFetchError(f"{filename!r} is not a plain uploaded-file name")
     return filename
-
-
-class UploadDirFiles:
-    """Read uploads straight from the router's upload folder (embedded mode)."""
-
-    def __init__(self, reactor: Any, upload_dir: Path) -> None:
-        self.reactor = reactor
-        self.upload_dir = upload_dir
-
-    def fetch(self, filename: str) -> Deferred[bytes]:
-        try:
-            path = self.upload_dir / check_name(filename)
-        except FileFetchError:
-            return fail()
-
-        def read() -> bytes:
-            try:
-                return path.read_bytes()
-            except OSError as e:
-                raise FileFetchError(f"cannot read {path}: {e.strerror}") from None
-
-        return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), read)

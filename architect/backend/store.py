@@ -63,8 +63,13 @@ class StoredSubmissions:
     async def _save(
         self, kind: str, agent_id: str, data: dict[str, Any], dedupe_key: str | None
     ) -> None:
-        files = await self._fetch_files(agent_id, data)
+        fetched = await self._fetch_files(agent_id, data)
+        files = [kept for _, kept in fetched]
         stored = await self.database.store_submission(agent_id, kind, data, dedupe_key, files)
+        # Committed: the router's copies may go (the worker does not wait for it).
+        for name, _ in fetched:
+            if self.files is not None:
+                self.files.discard(name, agent_id)
         if not stored:
             log.info(
                 "a repeated {kind} submission of agent {agent_id}: kept once",
@@ -74,8 +79,10 @@ class StoredSubmissions:
             for file in files:  # the copies the first delivery did not need
                 (self.database.data_dir / file.stored_path).unlink(missing_ok=True)
 
-    async def _fetch_files(self, agent_id: str, data: dict[str, Any]) -> list[SubmissionFile]:
-        """Each file the submission names, kept beside the database.
+    async def _fetch_files(
+        self, agent_id: str, data: dict[str, Any]
+    ) -> list[tuple[str, SubmissionFile]]:
+        """Each file of its agent's the submission names, kept beside the database.
 
         A file that cannot be had is logged and left out: the rest of the
         submission is still stored (its `files` entries still describe it).
@@ -83,7 +90,7 @@ class StoredSubmissions:
         entries = data.get("files")
         if not isinstance(entries, list) or not entries:
             return []
-        stored: list[SubmissionFile] = []
+        stored: list[tuple[str, SubmissionFile]] = []  # (the router's name, the kept file)
         for entry in entries:
             if not isinstance(entry, dict):
                 continue
@@ -95,8 +102,9 @@ class StoredSubmissions:
                     raise FileFetchError(f"a file entry without a filename: {entry!r}")
                 if self.files is None:
                     raise FileFetchError("this backend has no way to fetch uploaded files")
-                content = await self.files.fetch(filename)
-                stored.append(await self.database.write_file(str(original), content, str(mimetype)))
+                content = await self.files.fetch(filename, agent_id)
+                kept = await self.database.write_file(str(original), content, str(mimetype))
+                stored.append((filename, kept))
             except Exception:
                 log.failure(
                     "could not keep the file {filename} of agent {agent_id}'s submission",

@@ -52,10 +52,12 @@ class UploadFolder:
 
     def _count(self, name: str, size: int) -> None:
         mark = name[: len(owner_mark(""))]
-        self._by_owner[mark] = self._by_owner.get(mark, 0) + size
-        if self._by_owner[mark] <= 0:
-            del self._by_owner[mark]
-        self.used += size
+        held = self._by_owner.get(mark, 0) + size
+        if held > 0:
+            self._by_owner[mark] = held
+        else:  # (a file put there by hand since the start was never counted)
+            self._by_owner.pop(mark, None)
+        self.used = max(0, self.used + size)
 
     # --- a multipart body ---
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from importlib import resources
+from pathlib import Path
 from typing import Any, cast
 
 from autobahn.twisted.resource import WebSocketResource
@@ -360,8 +361,9 @@ class RouterWeb:
     def get_timestamp(self, request: IRequest) -> bytes:
         return _json(request, {"timestamp": int(time.time() * 1000)})
 
-    @app.route("/download_file/<name>", methods=["GET"])
-    def download_file(self, request: IRequest, name: str) -> Resource:
+    def _backends_upload(self, request: IRequest, name: str) -> tuple[Path, str | None]:
+        """The upload a backend asks for (`?agent=`: only one of that agent's), and the
+        agent; 403 for anyone but the backend, 404 for no such upload."""
         tokens = request.args.get(b"token") or []
         token = (
             tokens[0].decode("utf-8", "replace")
@@ -371,9 +373,25 @@ class RouterWeb:
         peer = getattr(request.getClientAddress(), "host", "")
         if not self.hub.backend_may_connect(token, is_loopback(peer)):
             raise Forbidden("only the backend may download uploaded files")
-        path = self.uploads.path_of(name)
+        agents = request.args.get(b"agent") or [None]
+        agent_id = agents[0].decode("utf-8", "replace") if agents[0] is not None else None
+        path = self.uploads.path_of(name, agent_id)
         if path is None:
             raise NotFound(f"no uploaded file named {name!r}")
+        return path, agent_id
+
+    @app.route("/download_file/<name>", methods=["DELETE"])
+    def discard_file(self, request: IRequest, name: str) -> bytes:
+        """The backend kept the file: the router's copy goes (only with the agent named)."""
+        _, agent_id = self._backends_upload(request, name)
+        if agent_id is None:
+            raise BadRequest("say whose upload it is (?agent=)")
+        self.uploads.discard(name, agent_id)
+        return _json(request, {"status": "Discarded"})
+
+    @app.route("/download_file/<name>", methods=["GET"])
+    def download_file(self, request: IRequest, name: str) -> Resource:
+        path, _ = self._backends_upload(request, name)
         # Bytes to save, never a page to show, whatever the worker named the file.
         resource = File(str(path), defaultType="application/octet-stream")
         resource.type, resource.encoding = "application/octet-stream", None
