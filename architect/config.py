@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,26 @@ def _nonempty(value: str, base: Path) -> str:
     if not value:
         raise ValueError("must not be empty")
     return value
+
+
+# The options of a Twisted endpoint string that name files (the ssl: endpoint's).
+_ENDPOINT_FILES = ("privateKey", "certKey", "extraCertChain", "dhParameters", "caCertsDir")
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+
+
+def _endpoint(value: str, base: Path) -> str:
+    """A Twisted endpoint string, its file options (TLS keys) taken beside the config file."""
+    if not value:
+        raise ValueError("must not be empty")
+    parts = _UNESCAPED_COLON.split(value)
+    for i, part in enumerate(parts[1:], start=1):
+        key, sep, path = part.partition("=")
+        if sep and key in _ENDPOINT_FILES and path:
+            where = (base / path.replace("\\:", ":")).resolve()
+            if key != "caCertsDir" and not where.is_file():
+                raise ValueError(f"{key}: no file at {where}")
+            parts[i] = f"{key}=" + str(where).replace(":", "\\:")
+    return ":".join(parts)
 
 
 def _positive_float(value: str, base: Path) -> float:
@@ -308,7 +329,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
     "router": (
         RouterConfig,
         {
-            "listen": _nonempty,
+            "listen": _endpoint,
             "static_dir": _existing_dir,
             "task_config": _json_object_file,
             "backend_token": _text,

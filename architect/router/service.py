@@ -64,7 +64,8 @@ class RouterService(MultiService):
             log.info("router listening on {listen}", listen=self.listen)
             return port
         shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        self.url = f"http://{shown}:{number}/"
+        scheme = "https" if self.listen.startswith("ssl:") else "http"
+        self.url = f"{scheme}://{shown}:{number}/"
         log.info("router listening on {url}", url=self.url)
         return port
 
