@@ -61,6 +61,7 @@ def http_status(error: RouterError) -> int:
 
 # What the router calls itself in its answers: no software version for a scanner to match.
 SERVER_NAME = b"Architect"
+_SERVER_HEADER = (b"server", "server", b"Server", "Server")
 
 
 class LimitedRequest(Request):
@@ -70,8 +71,7 @@ class LimitedRequest(Request):
     body_too_large = False
 
     def setHeader(self, name: bytes | str, value: bytes | str) -> None:
-        key = name.decode("latin-1") if isinstance(name, bytes) else name
-        if key.lower() == "server":  # Twisted names itself and its version here
+        if name in _SERVER_HEADER:  # Twisted names itself and its version here
             value = SERVER_NAME
         super().setHeader(name, value)
 
