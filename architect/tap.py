@@ -222,7 +222,7 @@ def build_service(
         return handler
 
     backend = BackendService(
-        lambda: Deferred.fromCoroutine(start_backend()), [channel], None, on_start_failure
+        lambda: Deferred.fromCoroutine(start_backend()), [channel], on_start_failure
     )
     backend.setName("backend")
     backend.setServiceParent(top)

@@ -3,7 +3,8 @@
 The handler comes from `start_backend`, whose Deferred fires once what it
 needs is ready (the database open, the task run prepared). Only then do the
 channels open: no router hears of this backend before it can answer. On stop,
-the channels close first, then `stop_backend` (closing the database).
+the handler stops and the channels close; the database, a service of its own, is
+stopped after this one (tap.ArchitectService stops its children in turn).
 """
 
 from __future__ import annotations
@@ -27,11 +28,9 @@ class BackendService(Service):
         self,
         start_backend: Callable[[], Deferred[ClientIOHandler]],
         channels: Sequence[Channel],
-        stop_backend: Callable[[], Deferred[None]] | None = None,
         on_start_failure: Callable[[Failure], None] | None = None,
     ) -> None:
         self.start_backend = start_backend
-        self.stop_backend = stop_backend
         self.on_start_failure = on_start_failure
         self.channels = list(channels)
         self.handler: ClientIOHandler | None = None
@@ -81,7 +80,4 @@ class BackendService(Service):
             self.handler.stop()
             channels = gatherResults([channel.close() for channel in self.channels])
             closing = channels.addCallback(lambda _: None)
-        if self.stop_backend is not None:
-            stop_backend = self.stop_backend
-            closing.addCallback(lambda _: stop_backend())
         return closing
