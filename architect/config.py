@@ -39,6 +39,7 @@ class RouterConfig:
     task_config: dict[str, Any] = attrs.field(factory=dict)
     backend_token: str = ""
     request_timeout: float = 30.0
+    first_packet_timeout: float = 30.0  # a socket that says nothing is closed after this
     disconnect_grace: float = 10.0
     heartbeat_timeout: float = 15.0
     max_body_bytes: int = 64 * 1024 * 1024
@@ -334,6 +335,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "task_config": _json_object_file,
             "backend_token": _text,
             "request_timeout": _positive_float,
+            "first_packet_timeout": _positive_float,
             "disconnect_grace": _positive_float,
             "heartbeat_timeout": _positive_float,
             "max_body_bytes": _positive_int,

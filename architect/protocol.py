@@ -51,10 +51,12 @@ class CloseCode:
 
     REFUSED = 4000  # not accepted as the backend: a wrong or missing token
     REPLACED = 4001  # a newer backend connection took this one's place
+    SILENT = 4002  # said nothing (no first packet) within [router] first_packet_timeout
 
     REASONS: dict[int, str] = {  # noqa: RUF012 (read-only)
         REFUSED: "refused: wrong or missing backend token",
         REPLACED: "replaced by a newer backend connection",
+        SILENT: "no packet came: a socket must say whom it speaks for",
     }
 
 

@@ -361,3 +361,28 @@ def test_registration_answer_with_history_clears_the_replay(tmp_path: Path) -> N
     assert got
     again = connect_agent(hub, "alice")
     assert again.of_type(CLIENT_BOUND_LIVE_UPDATE) == []
+
+
+def test_a_socket_that_says_nothing_is_closed_after_the_first_packet_timeout(
+    tmp_path: Path,
+) -> None:
+    clock, hub = make_hub(tmp_path, first_packet_timeout=30.0)
+    silent, talking, gone = FakeLink("silent"), FakeLink("talking"), FakeLink("gone")
+    for link in (silent, talking, gone):
+        hub.link_opened(link)
+    clock.advance(29.0)
+    hub.link_packet(talking, Packet(ALIVE, "agent-1"))
+    hub.link_lost(gone)
+    clock.advance(0.9)
+    assert not silent.closed
+    clock.advance(0.1)
+    assert silent.closed and silent.close_code == CloseCode.SILENT
+    assert not talking.closed and not gone.closed
+    assert clock.getDelayedCalls() == []
+
+
+def test_stopping_the_hub_forgets_the_silent_sockets(tmp_path: Path) -> None:
+    clock, hub = make_hub(tmp_path)
+    hub.link_opened(FakeLink())
+    hub.stop()
+    assert clock.getDelayedCalls() == []

@@ -324,3 +324,20 @@ async def test_a_kept_upload_leaves_the_upload_folder_and_stays_its_agents(
     assert response.code == 200
     [theirs] = await daemon.database.list_submissions(agent_id=mallory_id)
     assert theirs.data == claimed and theirs.files == ()
+
+
+# --- idle connections ---
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_socket_that_never_says_whom_it_speaks_for_is_closed(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    daemon = await daemons.start(daemon_config(tmp_path, router={"first_packet_timeout": 0.3}))
+    silent = await open_socket(daemon.port)
+    talking = await open_socket(daemon.port)
+    talking.send(ALIVE, "agent-1")
+    closed = silent.factory.closed
+    closed.addTimeout(TIMEOUT, reactor)
+    assert await closed == CloseCode.SILENT
+    assert not talking.has_closed

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from architect.config import RouterConfig
@@ -85,12 +85,16 @@ class RouterHub:
         self.backend_queue: deque[Packet] = deque()
         self.requests = PendingRequests(clock, config.request_timeout)
         self.link_agents: dict[Link, str] = {}  # agent links -> the agent each speaks for
+        self.unnamed_links: dict[Link, IDelayedCall] = {}  # open, no first packet yet
         self.retired_backends: set[Link] = set()  # replaced backend links, closing
         self.last_mephisto_ping = 0.0  # seconds; the time the backend last sent anything
 
     def stop(self) -> None:
         """The router is stopping: cancel timers, answer pending requests."""
         self.agents.stop()
+        for timer in self.unnamed_links.values():
+            timer.cancel()
+        self.unnamed_links.clear()
         self.requests.fail_all(NoBackend("the router is shutting down"))
 
     # --- links ---
@@ -123,6 +127,9 @@ class RouterHub:
     ) -> None:
         """A packet arrived on a link. The first one decides who the link speaks for."""
         packet.router_incoming_timestamp = self.clock.seconds()
+        unnamed = self.unnamed_links.pop(link, None)
+        if unnamed is not None:
+            unnamed.cancel()
         if link is self.backend:
             self.from_backend(packet)
             return
@@ -166,7 +173,21 @@ class RouterHub:
             return "this router's backend runs in its own process"
         return "wrong or missing token"
 
+    def link_opened(self, link: Link) -> None:
+        """A socket opened: it has `first_packet_timeout` seconds to say whom it speaks for
+        (an idle socket would hold a file descriptor and memory for nothing)."""
+        self.unnamed_links[link] = self.clock.callLater(
+            self.config.first_packet_timeout, self._silent, link
+        )
+
+    def _silent(self, link: Link) -> None:
+        if self.unnamed_links.pop(link, None) is not None:
+            link.close(CloseCode.SILENT)
+
     def link_lost(self, link: Link) -> None:
+        unnamed = self.unnamed_links.pop(link, None)
+        if unnamed is not None:
+            unnamed.cancel()
         if link is self.backend:
             log.info("backend disconnected")
             self.backend = None

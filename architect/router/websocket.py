@@ -42,6 +42,9 @@ class RouterSocket(WebSocketServerProtocol):
         self.from_loopback = is_loopback(getattr(peer, "host", ""))
         self.origin = request.headers.get("origin")
 
+    def onOpen(self) -> None:
+        self.factory.hub.link_opened(self)
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
             packet = Packet.from_frame(payload, isBinary)
