@@ -7,6 +7,7 @@ the meaning of each type.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import attrs
@@ -130,6 +131,18 @@ class FailureReason:
     )
 
 
+def as_timestamp(value: Any) -> float | None:
+    """A JSON number as a float; None for anything else: not a number, a boolean, or an
+    integer too large for a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 class ProtocolError(ValueError):
     """A packet or request body that does not follow the protocol."""
 
@@ -189,11 +202,9 @@ class Packet:
         stamps: dict[str, float | None] = {}
         for name in _TIMESTAMP_FIELDS:
             value = raw.get(name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float)
-            ):
+            stamps[name] = as_timestamp(value)
+            if value is not None and stamps[name] is None:
                 raise ProtocolError(f"{name} must be a number or null")
-            stamps[name] = None if value is None else float(value)
         return cls(packet_type=packet_type, subject_id=subject_id, data=data, **stamps)
 
     @classmethod
@@ -209,4 +220,6 @@ class Packet:
             raw = json.loads(text)
         except (ValueError, UnicodeDecodeError) as e:
             raise ProtocolError(f"not valid JSON: {e}") from None
+        except RecursionError:
+            raise ProtocolError("JSON nested too deeply") from None
         return cls.from_dict(raw)

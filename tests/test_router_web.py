@@ -560,3 +560,26 @@ async def test_an_embedded_submission_is_acknowledged_only_if_stored(
     else:
         assert "please submit again" in assert_json_error(reply, 503)
     assert [p.packet_type for p in backend.sent] == [SUBMIT_UNIT]
+
+
+# --- odd input never answers 500 ---
+
+
+@pytest.mark.parametrize("path", ["/request_agent", "/submit_task", "/log_error"])
+@pytest_twisted.ensureDeferred
+async def test_json_nested_too_deeply_is_a_400(tmp_path: Path, path: str) -> None:
+    edge = Edge(tmp_path, max_body_bytes=1_000_000)
+    deep = b"[" * 200_000 + b"]" * 200_000
+    assert_json_error(await edge.local.post(path, deep), 400)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_timestamp_too_large_for_a_float_is_ignored(edge: Edge) -> None:
+    edge.connect_backend()
+    body = b'{"provider_data": {"worker_name": "w"}, "client_timestamp": 1' + b"0" * 400 + b"}"
+    sent = edge.local.send_post("/request_agent", body)
+    edge.local.flush()
+    [request] = edge.backend.of_type(REGISTER_AGENT)
+    assert request.client_timestamp is None
+    edge.answer_registration("a-1")
+    assert (await edge.local.reply(sent)).code == 200

@@ -22,7 +22,7 @@ from twisted.web.static import File
 from zope.interface import provider
 
 from architect.config import RouterConfig
-from architect.protocol import SUBMIT_METADATA, SUBMIT_UNIT
+from architect.protocol import SUBMIT_METADATA, SUBMIT_UNIT, as_timestamp
 from architect.router.errors import (
     BackendTimeout,
     BadRequest,
@@ -153,12 +153,6 @@ def _json(request: IRequest, value: Any) -> bytes:
     return json.dumps(value).encode("utf-8")
 
 
-def _timestamp(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
 def _agent_id(body: dict[str, Any]) -> str:
     agent_id = body.get("USED_AGENT_ID")
     if not isinstance(agent_id, str) or not agent_id:
@@ -229,7 +223,7 @@ class RouterWeb:
         raw = request.content.read() if request.content is not None else b""
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise BadRequest("the body must be a JSON object") from None
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object")
@@ -255,7 +249,7 @@ class RouterWeb:
         text = fields.get(data_field, "{}")
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise BadRequest(f"{data_field} must be JSON text") from None
         if not isinstance(data, dict):
             raise BadRequest(f"{data_field} must hold a JSON object")
@@ -281,7 +275,7 @@ class RouterWeb:
         provider_data = body.get("provider_data")
         if not isinstance(provider_data, dict):
             raise BadRequest("provider_data must be a JSON object")
-        d = self.hub.request_agent(provider_data, _timestamp(body.get("client_timestamp")))
+        d = self.hub.request_agent(provider_data, as_timestamp(body.get("client_timestamp")))
         return self._answer_when_ready(request, d)
 
     @app.route("/submit_onboarding", methods=["POST"])
@@ -292,7 +286,7 @@ class RouterWeb:
             raise BadRequest("provider_data must be a JSON object")
         agent_id = _agent_id(provider_data)
         d = self.hub.submit_onboarding(
-            agent_id, provider_data, _timestamp(body.get("client_timestamp"))
+            agent_id, provider_data, as_timestamp(body.get("client_timestamp"))
         )
         return self._answer_when_ready(request, d)
 
@@ -314,7 +308,7 @@ class RouterWeb:
         submitted = body.get(json_field)
         if not isinstance(submitted, dict):
             raise BadRequest(f"{json_field} must be a JSON object")
-        return agent_id, submitted, _timestamp(body.get("client_timestamp")), []
+        return agent_id, submitted, as_timestamp(body.get("client_timestamp")), []
 
     def _submit(
         self, request: IRequest, packet_type: str, fields: tuple[str, str], answer: str
@@ -349,7 +343,7 @@ class RouterWeb:
         body = self._json_body(request)
         agent_id = _agent_id(body)
         self.hub.log_error(
-            agent_id, body.get("error_data"), _timestamp(body.get("client_timestamp"))
+            agent_id, body.get("error_data"), as_timestamp(body.get("client_timestamp"))
         )
         return _json(request, {"status": "Error log sent!"})
 
