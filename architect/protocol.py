@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 
@@ -54,7 +54,7 @@ class CloseCode:
     REPLACED = 4001  # a newer backend connection took this one's place
     SILENT = 4002  # said nothing (no first packet) within [router] first_packet_timeout
 
-    REASONS: dict[int, str] = {  # noqa: RUF012 (read-only)
+    REASONS: ClassVar[dict[int, str]] = {
         REFUSED: "refused: wrong or missing backend token",
         REPLACED: "replaced by a newer backend connection",
         SILENT: "no packet came: a socket must say whom it speaks for",

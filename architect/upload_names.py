@@ -29,10 +29,15 @@ def new_upload_name(agent_id: str, original_name: str) -> str:
     return owner_mark(agent_id) + random_part + (match.group(0).lower() if match else "")
 
 
+def mark_of(name: str) -> str:
+    """The owner mark a stored name carries."""
+    return name[:_MARK_DIGITS]
+
+
 def is_stored_name(name: str) -> bool:
     return STORED_NAME.fullmatch(name) is not None
 
 
 def is_upload_of(name: str, agent_id: str) -> bool:
     """Whether `name` is a stored name of a file `agent_id` uploaded."""
-    return is_stored_name(name) and name.startswith(owner_mark(agent_id))
+    return is_stored_name(name) and mark_of(name) == owner_mark(agent_id)

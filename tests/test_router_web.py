@@ -30,6 +30,7 @@ from architect.protocol import (
 )
 from architect.router.hub import RouterHub
 from architect.router.web import RouterWeb
+from architect.upload_names import new_upload_name
 from tests.fakes import FakeLink
 from tests.memory_http import ELSEWHERE, LOOPBACK, Body, MemoryHTTP, Reply
 
@@ -456,6 +457,25 @@ async def test_a_folder_of_the_frontend_without_an_index_is_not_listed(tmp_path:
 async def test_the_router_names_no_software_version(edge: Edge) -> None:
     for reply in (await edge.remote.get("/is_alive"), await edge.remote.get("/nowhere")):
         assert reply.headers.getRawHeaders(b"server") == [b"Architect"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_the_backend_discards_an_upload_and_only_naming_its_agent(edge: Edge) -> None:
+    name = new_upload_name("agent-1", "notes.txt")
+    path = edge.config.upload_dir / name
+    path.write_bytes(b"notes")
+
+    async def delete(client: MemoryHTTP, query: str) -> Reply:
+        return await client.reply(client.send("DELETE", f"/download_file/{name}{query}"))
+
+    assert_json_error(await delete(edge.remote, "?agent=agent-1"), 403)  # no token
+    assert_json_error(await delete(edge.remote, "?token=wrong&agent=agent-1"), 403)
+    assert_json_error(await delete(edge.remote, f"?token={TOKEN}"), 400)  # whose?
+    assert_json_error(await delete(edge.remote, f"?token={TOKEN}&agent=agent-2"), 404)
+    assert path.exists()
+    kept = await delete(edge.remote, f"?token={TOKEN}&agent=agent-1")
+    assert kept.code == 200 and kept.json() == {"status": "Discarded"}
+    assert not path.exists()
 
 
 @pytest_twisted.ensureDeferred

@@ -143,7 +143,7 @@ class RouterHub:
                 else:
                     log.warn(
                         "refused a backend connection ({why})",
-                        why=self._refusal(token, origin),
+                        why=self._refusal(origin),
                     )
                     link.close(CloseCode.REFUSED)
                 return
@@ -166,7 +166,7 @@ class RouterHub:
             return
         self.from_agent(link, agent_id, packet)
 
-    def _refusal(self, token: str | None, origin: str | None) -> str:
+    def _refusal(self, origin: str | None) -> str:
         if origin is not None:
             return f"a browser page at {origin[:100]!r} spoke as the backend"
         if not self.socket_backends:

@@ -21,7 +21,13 @@ from twisted.logger import Logger
 
 from architect.private import private_file, private_folder
 from architect.router.errors import BadRequest, InsufficientStorage, TooLarge
-from architect.upload_names import is_stored_name, is_upload_of, new_upload_name, owner_mark
+from architect.upload_names import (
+    is_stored_name,
+    is_upload_of,
+    mark_of,
+    new_upload_name,
+    owner_mark,
+)
 
 log = Logger()
 
@@ -51,7 +57,7 @@ class UploadFolder:
                 self._count(path.name, path.stat().st_size)
 
     def _count(self, name: str, size: int) -> None:
-        mark = name[: len(owner_mark(""))]
+        mark = mark_of(name)
         held = self._by_owner.get(mark, 0) + size
         if held > 0:
             self._by_owner[mark] = held

@@ -10,7 +10,7 @@ from typing import Any, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -315,11 +315,7 @@ class RouterWeb:
     ) -> Deferred[bytes]:
         """Hand a submission to the hub; the files this request stored go if it fails."""
         agent_id, data, client_timestamp, stored = self._submission(request, *fields)
-        try:
-            d = self.hub.submit(packet_type, agent_id, data, client_timestamp)
-        except Exception:
-            self.uploads.remove(stored)
-            raise
+        d = maybeDeferred(self.hub.submit, packet_type, agent_id, data, client_timestamp)
 
         def failed(failure: Failure) -> Failure:
             self.uploads.remove(stored)
