@@ -53,11 +53,13 @@ class CloseCode:
     REFUSED = 4000  # not accepted as the backend: a wrong or missing token
     REPLACED = 4001  # a newer backend connection took this one's place
     SILENT = 4002  # said nothing (no first packet) within [router] first_packet_timeout
+    NOT_YOURS = 4003  # spoke for an agent another browser registered (router/sessions.py)
 
     REASONS: ClassVar[dict[int, str]] = {
         REFUSED: "refused: wrong or missing backend token",
         REPLACED: "replaced by a newer backend connection",
         SILENT: "no packet came: a socket must say whom it speaks for",
+        NOT_YOURS: "this agent belongs to another browser",
     }
 
 
@@ -123,6 +125,11 @@ class FailureReason:
     TASK_MISSING = (
         "This task is no longer available to you: it was already completed,"
         " or you were disconnected long enough for it to be cleared."
+    )
+    # Architect's own: the agent was registered by another browser (router/sessions.py).
+    OTHER_BROWSER = (
+        "This task is already open in another browser. Please go on working there,"
+        " or return the task there and accept a new one."
     )
     # Architect's own: a worker id the task cannot take (see registration.worker_identity_problem).
     BAD_WORKER_ID = (

@@ -10,10 +10,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from treq.client import HTTPClient
+from treq.cookies import IndexableCookieJar
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
 
 from architect.config import RouterConfig
 from architect.protocol import UPDATE_STATUS, Packet
@@ -137,6 +141,54 @@ async def open_socket(
     opened = factory.opened
     opened.addTimeout(TIMEOUT, reactor)
     return await opened
+
+
+class Browser:
+    """One browser: its cookies go with every request and socket handshake it makes, as a
+    real browser's do (the router binds an agent to the browser that registered it)."""
+
+    def __init__(self, pool: HTTPConnectionPool | None = None) -> None:
+        self.cookies = IndexableCookieJar()
+        self.http = HTTPClient(Agent(reactor, pool=pool), cookiejar=self.cookies)
+
+    def cookie_header(self) -> dict[str, str]:
+        pairs = [f"{cookie.name}={cookie.value}" for cookie in self.cookies]
+        return {"Cookie": "; ".join(pairs)} if pairs else {}
+
+    async def post_json(self, url: str, body: Any) -> tuple[int, Any]:
+        """POST a JSON body (or bytes as they are): (status code, the answer's JSON)."""
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        response = await self.http.post(
+            url, data=raw, headers=Headers({"Content-Type": ["application/json"]})
+        )
+        return response.code, json.loads(await response.text())
+
+    async def open_socket(
+        self, port: int, query: str = "", headers: dict[str, str] | None = None
+    ) -> PacketClient:
+        return await open_socket(port, query, {**self.cookie_header(), **(headers or {})})
+
+
+class Browsers:
+    """Simulated workers' browsers: one per worker name, and each agent's is the one that
+    registered it (`registered`); the router refuses any other browser for an agent."""
+
+    def __init__(self, pool: HTTPConnectionPool | None = None) -> None:
+        self.pool = pool
+        self.by_worker: dict[str, Browser] = {}
+        self.by_agent: dict[str, Browser] = {}
+
+    def of_worker(self, worker: str) -> Browser:
+        return self.by_worker.setdefault(worker, Browser(self.pool))
+
+    def of_agent(self, agent_id: str) -> Browser:
+        """The browser that registered the agent; a stranger's for an agent never seen."""
+        return self.by_agent.get(agent_id) or Browser(self.pool)
+
+    def registered(self, answer: dict[str, Any], browser: Browser) -> None:
+        """An `agent_details` answer's data reached `browser`: the agent is its own."""
+        if answer.get("agent_id"):
+            self.by_agent[answer["agent_id"]] = browser
 
 
 @contextmanager

@@ -19,6 +19,7 @@ the test provides it.
 from __future__ import annotations
 
 import json
+from http.cookiejar import CookieJar
 from typing import Any
 
 import attrs
@@ -32,7 +33,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.test import iosim
-from twisted.web.client import URI, Agent
+from twisted.web.client import URI, Agent, CookieAgent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgent, IAgentEndpointFactory, IBodyProducer, IResponse
 from twisted.web.server import Site
@@ -145,6 +146,8 @@ class MemoryHTTP:
 
     def __init__(self, site: Site, client_host: str = LOOPBACK) -> None:
         self.agent = _SiteAgent(site, IPv4Address("TCP", client_host, 40000))
+        # One browser: it keeps the cookies it is given and sends them back.
+        self.browser = CookieAgent(self.agent, CookieJar())
 
     def send(
         self,
@@ -155,7 +158,7 @@ class MemoryHTTP:
     ) -> Deferred[Reply]:
         """Send a request; its reply comes with `reply` (or at a `flush`)."""
         producer = Body(body) if isinstance(body, bytes) else body
-        sent = self.agent.request(
+        sent = self.browser.request(
             method.encode("ascii"),
             f"http://{SERVER.host}:{SERVER.port}{path}".encode("ascii"),
             Headers({k: [v] for k, v in (headers or {}).items()}),

@@ -25,7 +25,6 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.web.client import FileBodyProducer, HTTPConnectionPool
-from twisted.web.http_headers import Headers
 
 from architect.backend.downloads import RouterDownloads
 from architect.backend.files import FileFetchError
@@ -43,7 +42,7 @@ from architect.router.hub import RouterHub
 from architect.router.web import RouterWeb
 from architect.storage import StorageError
 from architect.upload_names import new_upload_name
-from tests.clients import PacketClient, open_socket, wait_for
+from tests.clients import Browsers, PacketClient, open_socket, wait_for
 from tests.daemon import Daemon, Daemons
 
 reactor: Any = _reactor
@@ -55,21 +54,17 @@ TOKEN = "backend-token"
 
 
 @pytest.fixture
-def http_pool() -> HTTPConnectionPool:
+def workers() -> Browsers:
     # Not persistent: a restarted router must not be reached through an old connection.
-    return HTTPConnectionPool(reactor, persistent=False)
+    return Browsers(HTTPConnectionPool(reactor, persistent=False))
 
 
 async def post_json(
-    pool: HTTPConnectionPool, port: int, path: str, body: dict[str, Any]
+    workers: Browsers, port: int, path: str, body: dict[str, Any]
 ) -> tuple[int, Any]:
-    response = await treq.post(
-        f"http://127.0.0.1:{port}{path}",
-        data=json.dumps(body).encode(),
-        headers=Headers({b"Content-Type": [b"application/json"]}),
-        pool=pool,
-    )
-    return response.code, json.loads(await response.text())
+    """POST from the browser of the agent the body names (USED_AGENT_ID)."""
+    browser = workers.of_agent(body.get("USED_AGENT_ID", ""))
+    return await browser.post_json(f"http://127.0.0.1:{port}{path}", body)
 
 
 def provider_data(worker: str, assignment: str = "assignment1") -> dict[str, Any]:
@@ -81,24 +76,25 @@ def provider_data(worker: str, assignment: str = "assignment1") -> dict[str, Any
     }
 
 
-async def request_agent(pool: HTTPConnectionPool, port: int, worker: str) -> dict[str, Any]:
-    code, answer = await post_json(
-        pool,
-        port,
-        "/request_agent",
+async def request_agent(workers: Browsers, port: int, worker: str) -> dict[str, Any]:
+    """A registration from the worker's own browser."""
+    browser = workers.of_worker(worker)
+    code, answer = await browser.post_json(
+        f"http://127.0.0.1:{port}/request_agent",
         {"provider_data": provider_data(worker), "client_timestamp": time.time()},
     )
     assert code == 200, answer
     data: dict[str, Any] = answer["data"]
+    workers.registered(data, browser)
     return data
 
 
 async def submit_json(
-    pool: HTTPConnectionPool, port: int, agent_id: str, final_data: dict[str, Any]
+    workers: Browsers, port: int, agent_id: str, final_data: dict[str, Any]
 ) -> tuple[int, Any]:
     """A page's /submit_task with JSON data: (status code, answer)."""
     return await post_json(
-        pool, port, "/submit_task", {"USED_AGENT_ID": agent_id, "final_data": final_data}
+        workers, port, "/submit_task", {"USED_AGENT_ID": agent_id, "final_data": final_data}
     )
 
 
@@ -125,16 +121,16 @@ async def embedded(daemons: Daemons) -> Daemon:
 
 
 @pytest_twisted.ensureDeferred
-async def test_embedded_mode_end_to_end(embedded: Daemon, http_pool: HTTPConnectionPool) -> None:
+async def test_embedded_mode_end_to_end(embedded: Daemon, workers: Browsers) -> None:
     daemon, port = embedded, embedded.port
     assert daemon.hub.backend is not None
-    details = await request_agent(http_pool, port, "w1")
+    details = await request_agent(workers, port, "w1")
     agent_id = details["agent_id"]
     assert details["failure_reason"] is None
     assert details["init_task_data"]["text"].startswith("Demo unit 1 of 10")
     agent = daemon.agent(agent_id)
 
-    browser = await open_socket(port)
+    browser = await workers.of_agent(agent_id).open_socket(port)
     try:
         browser.send(ALIVE, agent_id)
         browser.send(HEARTBEAT, agent_id)
@@ -159,13 +155,13 @@ async def test_embedded_mode_end_to_end(embedded: Daemon, http_pool: HTTPConnect
         assert update.data["text"] == "hello" and update.data["update_id"]
 
         # a page reload gets the same agent and the conversation so far
-        again = await request_agent(http_pool, port, "w1")
+        again = await request_agent(workers, port, "w1")
         assert again["agent_id"] == agent_id
         past = again["init_task_data"]["past_live_updates"]
         assert [u["text"] for u in past] == ["hi", "hello"]
 
         code, body = await post_json(
-            http_pool,
+            workers,
             port,
             "/submit_task",
             {"USED_AGENT_ID": agent_id, "final_data": {"answer": 42}, "client_timestamp": 1.0},
@@ -182,11 +178,11 @@ async def test_embedded_mode_end_to_end(embedded: Daemon, http_pool: HTTPConnect
 
 @pytest_twisted.ensureDeferred
 async def test_embedded_backend_learns_a_router_disconnect(
-    embedded: Daemon, http_pool: HTTPConnectionPool
+    embedded: Daemon, workers: Browsers
 ) -> None:
     daemon, port = embedded, embedded.port
-    agent_id = (await request_agent(http_pool, port, "w2"))["agent_id"]
-    browser = await open_socket(port)
+    agent_id = (await request_agent(workers, port, "w2"))["agent_id"]
+    browser = await workers.of_agent(agent_id).open_socket(port)
     browser.send(ALIVE, agent_id)
     await wait_for(lambda: Status.IN_TASK in browser.statuses(), "status in task")
     await browser.close()  # not back within disconnect_grace (0.3 s)
@@ -196,12 +192,13 @@ async def test_embedded_backend_learns_a_router_disconnect(
 
 @pytest_twisted.ensureDeferred
 async def test_embedded_version_mismatch_reaches_the_backend_log(
-    embedded: Daemon, http_pool: HTTPConnectionPool
+    embedded: Daemon, workers: Browsers
 ) -> None:
     port = embedded.port
     with capturedLogs() as events:
         response = await treq.get(
-            f"http://127.0.0.1:{port}/task_config.json?mephisto_task_version=1.9.0", pool=http_pool
+            f"http://127.0.0.1:{port}/task_config.json?mephisto_task_version=1.9.0",
+            pool=workers.pool,
         )
         assert response.code == 200
         await response.content()
@@ -260,7 +257,7 @@ def remote_backend_config(tmp_path: Path, router: Router, **backend: Any) -> Con
 
 @pytest_twisted.ensureDeferred
 async def test_a_static_page_submits_after_both_router_and_backend_restarted(
-    tmp_path: Path, router_config: RouterConfig, http_pool: HTTPConnectionPool, daemons: Daemons
+    tmp_path: Path, router_config: RouterConfig, workers: Browsers, daemons: Daemons
 ) -> None:
     """A machine restart with separate services: the new router knows no agent, the new
     backend takes its agents back and tells its only router of them, so the page left open
@@ -270,7 +267,7 @@ async def test_a_static_page_submits_after_both_router_and_backend_restarted(
     backend = await daemons.start(config, ready=False)
     try:
         await wait_for(lambda: router.hub.backend is not None, "the backend to connect")
-        details = await request_agent(http_pool, router.port, "w1")
+        details = await request_agent(workers, router.port, "w1")
         agent_id = details["agent_id"]
         assert agent_id
     finally:
@@ -282,7 +279,7 @@ async def test_a_static_page_submits_after_both_router_and_backend_restarted(
     backend = await daemons.start(config, ready=False)
     try:
         await wait_for(lambda: router.hub.agents.get(agent_id) is not None, "the router to learn")
-        code, body = await submit_json(http_pool, router.port, agent_id, {"answer": 7})
+        code, body = await submit_json(workers, router.port, agent_id, {"answer": 7})
         assert (code, body) == (200, {"status": "Submitted!"})
         database = backend.database
 
@@ -298,7 +295,7 @@ async def test_a_static_page_submits_after_both_router_and_backend_restarted(
 
 @pytest_twisted.ensureDeferred
 async def test_remote_mode_survives_a_router_restart(
-    tmp_path: Path, router_config: RouterConfig, http_pool: HTTPConnectionPool, daemons: Daemons
+    tmp_path: Path, router_config: RouterConfig, workers: Browsers, daemons: Daemons
 ) -> None:
     router = Router(router_config)
     config = remote_backend_config(tmp_path, router, status_interval=0.1, reconnect_giveup=30.0)
@@ -307,9 +304,9 @@ async def test_remote_mode_survives_a_router_restart(
     browsers: list[PacketClient] = []
     try:
         await wait_for(lambda: router.hub.backend is not None, "the backend to connect")
-        agent_id = (await request_agent(http_pool, router.port, "w1"))["agent_id"]
+        agent_id = (await request_agent(workers, router.port, "w1"))["agent_id"]
         agent = backend.agent(agent_id)
-        browser = await open_socket(router.port)
+        browser = await workers.of_agent(agent_id).open_socket(router.port)
         browsers.append(browser)
         browser.send(ALIVE, agent_id)
         browser.send(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": "u1", "n": 1})
@@ -332,7 +329,7 @@ async def test_remote_mode_survives_a_router_restart(
         router.start()  # a new process: a new hub, nothing remembered
         await wait_for(lambda: router.hub.backend is not None, "the backend to reconnect")
         assert channel.connections == 2
-        browser2 = await open_socket(router.port)
+        browser2 = await workers.of_agent(agent_id).open_socket(router.port)
         browsers.append(browser2)
         browser2.send(ALIVE, agent_id)
         await wait_for(
@@ -348,7 +345,7 @@ async def test_remote_mode_survives_a_router_restart(
         after = await agent.act(DEADLINE)
         assert after is not None and after["n"] == 5
         code, body = await post_json(
-            http_pool,
+            workers,
             router.port,
             "/submit_task",
             {"USED_AGENT_ID": agent_id, "final_data": {"done": True}},
@@ -448,7 +445,7 @@ def write_config(tmp_path: Path) -> Path:
 
 @pytest_twisted.ensureDeferred
 async def test_embedded_submissions_and_files_survive_a_restart(
-    tmp_path: Path, http_pool: HTTPConnectionPool, daemons: Daemons
+    tmp_path: Path, workers: Browsers, daemons: Daemons
 ) -> None:
     path = write_config(tmp_path)
     daemon = await daemons.start(load_config(path))
@@ -459,26 +456,25 @@ async def test_embedded_submissions_and_files_survive_a_restart(
     async def unit_statuses() -> dict[int, str]:
         return {u.assignment_index: u.status for u in await database.list_units(run_id)}
 
-    first = await request_agent(http_pool, port, "w1")
+    first = await request_agent(workers, port, "w1")
     assert first["init_task_data"] == {"n": 0}
-    code, body = await submit_json(http_pool, port, first["agent_id"], {"answer": 1})
+    code, body = await submit_json(workers, port, first["agent_id"], {"answer": 1})
     assert (code, body) == (200, {"status": "Submitted!"})
 
-    second = await request_agent(http_pool, port, "w2")
+    second = await request_agent(workers, port, "w2")
     assert second["init_task_data"] == {"n": 1}
-    response = await treq.post(
+    response = await workers.of_agent(second["agent_id"]).http.post(
         f"http://127.0.0.1:{port}/submit_task",
         data={
             "USED_AGENT_ID": second["agent_id"],
             "final_string_data": json.dumps({"answer": 2}),
         },
         files={"upload": ("notes.txt", "text/plain", FileBodyProducer(BytesIO(b"my notes")))},
-        pool=http_pool,
     )
     assert response.code == 200, await response.text()
     await response.content()
 
-    third = await request_agent(http_pool, port, "w3")
+    third = await request_agent(workers, port, "w3")
     assert third["init_task_data"] == {"n": 2}
 
     async def both_done() -> bool:
@@ -506,15 +502,15 @@ async def test_embedded_submissions_and_files_survive_a_restart(
     assert (database.data_dir / kept.stored_path).read_bytes() == b"my notes"
     assert submissions[1].data["files"][0]["originalname"] == "notes.txt"
 
-    done = await request_agent(http_pool, port, "w1")
+    done = await request_agent(workers, port, "w1")
     assert done["agent_id"] is None
     assert done["failure_reason"] == FailureReason.TASK_MISSING
-    assert (await request_agent(http_pool, port, "w4"))["failure_reason"] == (FailureReason.NO_WORK)
+    assert (await request_agent(workers, port, "w4"))["failure_reason"] == (FailureReason.NO_WORK)
     # The page left open across the restart submits as it is (no reload first).
-    code, body = await submit_json(http_pool, port, third["agent_id"], {"answer": 3})
+    code, body = await submit_json(workers, port, third["agent_id"], {"answer": 3})
     assert (code, body) == (200, {"status": "Submitted!"})
     assert await unit_statuses() == {0: "completed", 1: "completed", 2: "completed"}
-    reload = await request_agent(http_pool, port, "w3")
+    reload = await request_agent(workers, port, "w3")
     assert reload["failure_reason"] == FailureReason.TASK_MISSING
 
 
@@ -536,7 +532,7 @@ async def run_assignment(assignment, agents):
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize("resume_window", ["0.5", "0"])
 async def test_live_agents_whose_pages_do_not_come_back_after_a_restart_free_their_units(
-    tmp_path: Path, http_pool: HTTPConnectionPool, daemons: Daemons, resume_window: str
+    tmp_path: Path, workers: Browsers, daemons: Daemons, resume_window: str
 ) -> None:
     path = write_config(tmp_path)
     (tmp_path / "echo_task.py").write_text(LIVE_ECHO_TASK)
@@ -546,7 +542,7 @@ async def test_live_agents_whose_pages_do_not_come_back_after_a_restart_free_the
     path.write_text(config)
     daemon = await daemons.start(load_config(path))
     port = daemon.port
-    first = await request_agent(http_pool, port, "w1")  # no page ever opens its socket
+    first = await request_agent(workers, port, "w1")  # no page ever opens its socket
     assert first["init_task_data"] == {"n": 0}
     run_id = daemon.task_run_id
 
@@ -560,9 +556,9 @@ async def test_live_agents_whose_pages_do_not_come_back_after_a_restart_free_the
     await wait_for(disconnected, "the agent to be disconnected")
     units = {u.assignment_index: u.status for u in await database.list_units(run_id)}
     assert units[0] == "available"
-    again = await request_agent(http_pool, port, "w1")
+    again = await request_agent(workers, port, "w1")
     assert again["failure_reason"] == FailureReason.TASK_MISSING
-    assert (await request_agent(http_pool, port, "w2"))["init_task_data"] == {"n": 0}
+    assert (await request_agent(workers, port, "w2"))["init_task_data"] == {"n": 0}
 
 
 PAIR_TASK = """\
@@ -576,7 +572,7 @@ async def run_assignment(assignment, agents):
 
 @pytest_twisted.ensureDeferred
 async def test_after_a_restart_a_partner_who_does_not_come_back_ends_the_room(
-    tmp_path: Path, http_pool: HTTPConnectionPool, daemons: Daemons
+    tmp_path: Path, workers: Browsers, daemons: Daemons
 ) -> None:
     """Embedded: a two-seat room is taken back; one page comes back, the other does not
     within resume_window: that one is disconnect, its unit is free again, and the one
@@ -589,8 +585,8 @@ async def test_after_a_restart_a_partner_who_does_not_come_back_ends_the_room(
     path.write_text(config)
     before = await daemons.start(load_config(path))
     port = before.port
-    first = await request_agent(http_pool, port, "w1")
-    second = await request_agent(http_pool, port, "w2")
+    first = await request_agent(workers, port, "w1")
+    second = await request_agent(workers, port, "w2")
     run_id = before.task_run_id
     await wait_for(
         lambda: before.agent(second["agent_id"]).status == Status.IN_TASK, "the room to start"
@@ -619,7 +615,7 @@ async def test_after_a_restart_a_partner_who_does_not_come_back_ends_the_room(
 
 @pytest_twisted.ensureDeferred
 async def test_an_onboarding_worker_keeps_their_place_across_a_restart(
-    tmp_path: Path, http_pool: HTTPConnectionPool, daemons: Daemons
+    tmp_path: Path, workers: Browsers, daemons: Daemons
 ) -> None:
     """An onboarding form holds no socket: a short resume window does not end it."""
     path = write_config(tmp_path)
@@ -632,13 +628,13 @@ async def test_an_onboarding_worker_keeps_their_place_across_a_restart(
     path.write_text(config)
     daemon = await daemons.start(load_config(path))
     port = daemon.port
-    onboarding = await request_agent(http_pool, port, "w1")
+    onboarding = await request_agent(workers, port, "w1")
     assert onboarding["agent_id"].startswith("onboarding")
 
     await daemons.restart(daemon)
     await deferLater(reactor, 0.5)  # past the resume window
     code, answer = await post_json(
-        http_pool,
+        workers,
         port,
         "/submit_onboarding",
         {

@@ -49,7 +49,7 @@ class Embedded:
 
     def request_agent(self, worker: str = "w1") -> dict[str, Any]:
         answers: list[dict[str, Any]] = []
-        self.hub.request_agent({"worker_name": worker}, None).addCallback(answers.append)
+        self.hub.request_agent({"worker_name": worker}, None, None).addCallback(answers.append)
         self.flush()
         assert len(answers) == 1
         return answers[0]
@@ -80,7 +80,7 @@ def test_embedded_registration_live_updates_and_submission() -> None:
     e.flush()
     assert [p.data["text"] for p in browser.of_type(CLIENT_BOUND_LIVE_UPDATE)] == ["hello"]
 
-    e.hub.submit(SUBMIT_UNIT, agent_id, {"answer": 1}, None)
+    e.hub.submit(SUBMIT_UNIT, agent_id, {"answer": 1}, None, None)
     e.flush()
     assert [s.data for s in e.store.of_agent(agent_id)] == [{"answer": 1}]
     assert e.hub.agents.statuses()[agent_id] == Status.COMPLETED
@@ -225,7 +225,7 @@ def test_embedded_submission_is_acknowledged_only_once_stored() -> None:
     e.channel.open()
     agent_id = e.request_agent()["data"]["agent_id"]
     acks: list[Any] = []
-    e.hub.submit(SUBMIT_UNIT, agent_id, {"answer": 1}, None).addBoth(acks.append)
+    e.hub.submit(SUBMIT_UNIT, agent_id, {"answer": 1}, None, None).addBoth(acks.append)
     e.flush()
     assert acks == [] and len(store.commits) == 1  # handed over, not yet committed
     store.commits[0].callback(None)
@@ -240,14 +240,14 @@ def test_embedded_submission_that_cannot_be_stored_is_refused() -> None:
     e.channel.open()
     agent_id = e.request_agent()["data"]["agent_id"]
     acks: list[Any] = []
-    e.hub.submit(SUBMIT_UNIT, agent_id, {"answer": 1}, None).addBoth(acks.append)
+    e.hub.submit(SUBMIT_UNIT, agent_id, {"answer": 1}, None, None).addBoth(acks.append)
     e.flush()
     store.commits[0].errback(OSError("disk full"))
     e.flush()
     (failure,) = acks
     assert failure.check(NoBackend) and "please submit again" in str(failure.value)
     # The worker's retry is stored: the failed attempt did not count as done.
-    e.hub.submit(SUBMIT_UNIT, agent_id, {"answer": 1}, None).addBoth(acks.append)
+    e.hub.submit(SUBMIT_UNIT, agent_id, {"answer": 1}, None, None).addBoth(acks.append)
     e.flush()
     store.commits[1].callback(None)
     e.flush()

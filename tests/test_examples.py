@@ -33,7 +33,8 @@ EXAMPLES = ROOT / "examples"
 
 class Example(Running):
     async def submit_onboarding(self, agent_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        response = await treq.post(
+        browser = self.browsers.of_agent(agent_id)
+        response = await browser.http.post(
             f"http://127.0.0.1:{self.port}/submit_onboarding",
             data=json.dumps(
                 {"provider_data": {"USED_AGENT_ID": agent_id, "onboarding_data": data}}
@@ -41,6 +42,7 @@ class Example(Running):
         )
         assert response.code == 200
         answer: dict[str, Any] = json.loads(await response.text())["data"]
+        self.browsers.registered(answer, browser)
         return answer
 
     async def get(self, path: str) -> str:

@@ -60,7 +60,7 @@ def results(d: Any) -> list[Any]:
 
 
 def register(hub: RouterHub, backend: FakeLink, agent_id: str = "agent-1") -> dict[str, Any]:
-    got = results(hub.request_agent({"worker_name": "w"}, 1.0))
+    got = results(hub.request_agent({"worker_name": "w"}, 1.0, None))
     request = backend.of_type(REGISTER_AGENT)[-1]
     answer = {"request_id": request.data["request_id"], "agent_id": agent_id, "worker_id": "w1"}
     hub.link_packet(backend, Packet(AGENT_DETAILS, request.subject_id, answer))
@@ -191,7 +191,7 @@ def test_backend_bound_packets_wait_for_the_backend(tmp_path: Path) -> None:
     hub.link_lost(first)
     alice = connect_agent(hub, "alice")
     hub.link_packet(alice, Packet(MEPHISTO_BOUND_LIVE_UPDATE, "alice", {"n": 1}))
-    hub.submit(SUBMIT_UNIT, "alice", {"answer": 42}, None)
+    hub.submit(SUBMIT_UNIT, "alice", {"answer": 42}, None, None)
     backend = connect_backend(hub)
     assert [(p.packet_type, p.data) for p in backend.sent] == [
         (MEPHISTO_BOUND_LIVE_UPDATE, {"n": 1}),
@@ -204,10 +204,10 @@ def test_full_backend_queue_refuses_submissions(tmp_path: Path) -> None:
     first = connect_backend(hub)
     register(hub, first, "alice")
     hub.link_lost(first)
-    hub.submit(SUBMIT_UNIT, "alice", {"n": 1}, None)
-    hub.submit(SUBMIT_UNIT, "alice", {"n": 2}, None)
+    hub.submit(SUBMIT_UNIT, "alice", {"n": 1}, None, None)
+    hub.submit(SUBMIT_UNIT, "alice", {"n": 2}, None, None)
     with pytest.raises(NoBackend):
-        hub.submit(SUBMIT_UNIT, "alice", {"n": 3}, None)
+        hub.submit(SUBMIT_UNIT, "alice", {"n": 3}, None, None)
     backend = connect_backend(hub)
     assert [p.data for p in backend.of_type(SUBMIT_UNIT)] == [{"n": 1}, {"n": 2}]
 
@@ -232,7 +232,7 @@ def test_request_statuses_answers_every_known_agent(tmp_path: Path) -> None:
 def test_request_agent_without_backend_is_refused_at_once(tmp_path: Path) -> None:
     _, hub = make_hub(tmp_path)
     with pytest.raises(NoBackend):
-        hub.request_agent({}, None)
+        hub.request_agent({}, None, None)
 
 
 def test_request_agent_is_answered_with_the_whole_packet(tmp_path: Path) -> None:
@@ -248,7 +248,7 @@ def test_request_ids_are_random(tmp_path: Path) -> None:
     _, hub = make_hub(tmp_path)
     backend = connect_backend(hub)
     for _ in range(3):
-        hub.request_agent({}, None)
+        hub.request_agent({}, None, None)
     ids = [p.data["request_id"] for p in backend.of_type(REGISTER_AGENT)]
     assert len(set(ids)) == 3 and all(len(i) >= 32 for i in ids)
 
@@ -256,7 +256,7 @@ def test_request_ids_are_random(tmp_path: Path) -> None:
 def test_request_times_out_exactly_at_request_timeout(tmp_path: Path) -> None:
     clock, hub = make_hub(tmp_path, request_timeout=30.0)
     connect_backend(hub)
-    got = results(hub.request_agent({}, None))
+    got = results(hub.request_agent({}, None, None))
     clock.advance(29.5)
     assert got == []
     clock.advance(0.5)
@@ -267,7 +267,7 @@ def test_request_times_out_exactly_at_request_timeout(tmp_path: Path) -> None:
 def test_late_answer_after_timeout_is_dropped(tmp_path: Path) -> None:
     clock, hub = make_hub(tmp_path, request_timeout=1.0)
     backend = connect_backend(hub)
-    got = results(hub.request_agent({}, None))
+    got = results(hub.request_agent({}, None, None))
     clock.advance(1)
     request = backend.of_type(REGISTER_AGENT)[0]
     hub.link_packet(backend, Packet(AGENT_DETAILS, "x", {"request_id": request.subject_id}))
@@ -277,7 +277,7 @@ def test_late_answer_after_timeout_is_dropped(tmp_path: Path) -> None:
 def test_cancelled_request_is_forgotten(tmp_path: Path) -> None:
     clock, hub = make_hub(tmp_path)
     connect_backend(hub)
-    d = hub.request_agent({}, None)
+    d = hub.request_agent({}, None, None)
     results(d)
     d.cancel()
     assert len(hub.requests) == 0
@@ -287,7 +287,7 @@ def test_cancelled_request_is_forgotten(tmp_path: Path) -> None:
 def test_unanswered_requests_go_to_a_reconnecting_backend(tmp_path: Path) -> None:
     _, hub = make_hub(tmp_path)
     first = connect_backend(hub)
-    got = results(hub.request_agent({"worker_name": "w"}, None))
+    got = results(hub.request_agent({"worker_name": "w"}, None, None))
     hub.link_lost(first)
     second = connect_backend(hub)
     (request,) = second.of_type(REGISTER_AGENT)
@@ -301,7 +301,10 @@ def test_submit_onboarding_strips_agent_id_and_adds_request_id(tmp_path: Path) -
     register(hub, backend, "onboarding-1")
     got = results(
         hub.submit_onboarding(
-            "onboarding-1", {"USED_AGENT_ID": "onboarding-1", "onboarding_data": {"a": 1}}, 2.0
+            "onboarding-1",
+            {"USED_AGENT_ID": "onboarding-1", "onboarding_data": {"a": 1}},
+            2.0,
+            None,
         )
     )
     (packet,) = backend.of_type(SUBMIT_ONBOARDING)
@@ -315,9 +318,9 @@ def test_submissions_for_unknown_agents_are_refused(tmp_path: Path) -> None:
     _, hub = make_hub(tmp_path)
     connect_backend(hub)
     with pytest.raises(UnknownAgent):
-        hub.submit(SUBMIT_UNIT, "nobody", {}, None)
+        hub.submit(SUBMIT_UNIT, "nobody", {}, None, None)
     with pytest.raises(UnknownAgent):
-        hub.submit_onboarding("nobody", {}, None)
+        hub.submit_onboarding("nobody", {}, None, None)
 
 
 # --- task config ---
@@ -350,7 +353,7 @@ def test_registration_answer_with_history_clears_the_replay(tmp_path: Path) -> N
     hub.link_packet(backend, Packet(CLIENT_BOUND_LIVE_UPDATE, "alice", {"update_id": "u1"}))
     hub.link_lost(first)
     # The page reloads: its registration answer carries the history, so nothing is replayed.
-    got = results(hub.request_agent({"worker_name": "w"}, None))
+    got = results(hub.request_agent({"worker_name": "w"}, None, None))
     request = backend.of_type(REGISTER_AGENT)[-1]
     details = {
         "request_id": request.subject_id,

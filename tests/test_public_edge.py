@@ -27,18 +27,19 @@ from architect.config import ConfigError, load_config
 from architect.protocol import AGENT_DETAILS, ALIVE, MEPHISTO, REGISTER_AGENT, CloseCode
 from architect.router.uploads import UploadBounds, UploadFolder
 from architect.storage import open_sqlite_database
-from tests.clients import TIMEOUT, PacketClient, open_socket, reactor, wait_for
+from tests.clients import TIMEOUT, Browser, PacketClient, open_socket, reactor, wait_for
 from tests.daemon import Daemon, Daemons, daemon_config
 
 TOKEN = "edge-test-token"
 
 
-async def request_agent(daemon: Daemon, worker: str) -> tuple[int, Any]:
-    response = await treq.post(
-        f"{daemon.url}/request_agent",
-        data=json.dumps({"provider_data": {"worker_name": worker}}).encode(),
+async def request_agent(
+    daemon: Daemon, worker: str, browser: Browser | None = None
+) -> tuple[int, Any]:
+    """A registration from `browser` (by default one on its first visit)."""
+    return await (browser or Browser()).post_json(
+        f"{daemon.url}/request_agent", {"provider_data": {"worker_name": worker}}
     )
-    return response.code, json.loads(await response.text())
 
 
 async def refused(client: PacketClient) -> bool:
@@ -254,9 +255,13 @@ def test_the_systemd_unit_confines_the_daemon() -> None:
 
 
 async def submit_with_file(
-    daemon: Daemon, agent_id: str, content: bytes, data: dict[str, Any] | None = None
+    daemon: Daemon,
+    agent_id: str,
+    content: bytes,
+    data: dict[str, Any] | None = None,
+    browser: Browser | None = None,
 ) -> tuple[int, Any]:
-    response = await treq.post(
+    response = await (browser or Browser()).http.post(
         f"{daemon.url}/submit_task",
         data={"USED_AGENT_ID": agent_id, "final_string_data": json.dumps(data or {})},
         files={"file": ("notes.txt", "text/plain", FileBodyProducer(io.BytesIO(content)))},
@@ -291,8 +296,10 @@ async def test_uploads_past_a_bound_are_refused_and_leave_nothing(
     tmp_path: Path, daemons: Daemons, router: dict[str, int], code: int
 ) -> None:
     daemon = await daemons.start(daemon_config(tmp_path, router=router))
-    _, registered = await request_agent(daemon, "alice")
-    answered, answer = await submit_with_file(daemon, registered["data"]["agent_id"], b"x" * 10_000)
+    browser = Browser()
+    _, registered = await request_agent(daemon, "alice", browser)
+    agent_id = registered["data"]["agent_id"]
+    answered, answer = await submit_with_file(daemon, agent_id, b"x" * 10_000, browser=browser)
     assert answered == code and answer["error"]
     assert uploads_of(tmp_path) == []
 
@@ -302,11 +309,12 @@ async def test_a_kept_upload_leaves_the_upload_folder_and_stays_its_agents(
     tmp_path: Path, daemons: Daemons
 ) -> None:
     daemon = await daemons.start(daemon_config(tmp_path))
-    _, alice = await request_agent(daemon, "alice")
-    _, mallory = await request_agent(daemon, "mallory")
+    alices, mallorys = Browser(), Browser()
+    _, alice = await request_agent(daemon, "alice", alices)
+    _, mallory = await request_agent(daemon, "mallory", mallorys)
     alice_id, mallory_id = alice["data"]["agent_id"], mallory["data"]["agent_id"]
     # Alice's upload is kept beside the database, and the router's copy is gone.
-    code, _ = await submit_with_file(daemon, alice_id, b"alice's notes")
+    code, _ = await submit_with_file(daemon, alice_id, b"alice's notes", browser=alices)
     assert code == 200
     await wait_for(lambda: uploads_of(tmp_path) == [], "the router's copy to go")
     [kept] = await daemon.database.list_submissions(agent_id=alice_id)
@@ -317,11 +325,10 @@ async def test_a_kept_upload_leaves_the_upload_folder_and_stays_its_agents(
     alice_upload = kept.data["files"][0]["filename"]
     names = [alice_upload, "0" * 32 + ".txt"]
     claimed = {"files": [{"filename": n, "originalname": "x.txt"} for n in names]}
-    response = await treq.post(
-        f"{daemon.url}/submit_task",
-        data=json.dumps({"USED_AGENT_ID": mallory_id, "final_data": claimed}).encode(),
+    code, _ = await mallorys.post_json(
+        f"{daemon.url}/submit_task", {"USED_AGENT_ID": mallory_id, "final_data": claimed}
     )
-    assert response.code == 200
+    assert code == 200
     [theirs] = await daemon.database.list_submissions(agent_id=mallory_id)
     assert theirs.data == claimed and theirs.files == ()
 

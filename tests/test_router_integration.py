@@ -15,7 +15,6 @@ import treq
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import capturedLogs, formatEvent
 from twisted.web.client import FileBodyProducer
-from twisted.web.http_headers import Headers
 
 from architect.config import RouterConfig
 from architect.protocol import (
@@ -37,7 +36,7 @@ from architect.protocol import (
     Status,
 )
 from architect.router.hub import RouterHub
-from tests.clients import PacketClient, open_socket, running_router, wait_for
+from tests.clients import Browser, PacketClient, open_socket, running_router, wait_for
 
 TOKEN = "backend-secret"
 
@@ -67,14 +66,11 @@ def router(router_config: RouterConfig) -> Iterator[tuple[RouterHub, int]]:
         yield running
 
 
-async def post_json(port: int, path: str, body: Any) -> tuple[int, Any]:
-    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    response = await treq.post(
-        f"http://127.0.0.1:{port}{path}",
-        data=raw,
-        headers=Headers({"Content-Type": ["application/json"]}),
-    )
-    return response.code, json.loads(await response.text())
+async def post_json(
+    port: int, path: str, body: Any, browser: Browser | None = None
+) -> tuple[int, Any]:
+    """POST JSON as `browser` would (by default a browser on its first visit)."""
+    return await (browser or Browser()).post_json(f"http://127.0.0.1:{port}{path}", body)
 
 
 async def get(port: int, path: str, **kwargs: Any) -> tuple[int, bytes]:
@@ -93,10 +89,12 @@ async def connect_backend(port: int) -> PacketClient:
     return backend
 
 
-async def register(port: int, backend: PacketClient, agent_id: str) -> dict[str, Any]:
-    """A worker registers over HTTP; the backend answers with `agent_id`."""
+async def register(
+    port: int, backend: PacketClient, agent_id: str, browser: Browser | None = None
+) -> dict[str, Any]:
+    """A worker registers over HTTP, from `browser`; the backend answers with `agent_id`."""
     answer = ensureDeferred(
-        post_json(port, "/request_agent", {"provider_data": {"worker_name": "w"}})
+        post_json(port, "/request_agent", {"provider_data": {"worker_name": "w"}}, browser)
     )
     request = await backend.next(REGISTER_AGENT)
     backend.send(
@@ -188,13 +186,15 @@ async def test_silent_backend_gives_504(router: tuple[RouterHub, int]) -> None:
 @pytest_twisted.ensureDeferred
 async def test_onboarding_round_trip(router: tuple[RouterHub, int]) -> None:
     _, port = router
+    worker = Browser()  # one worker's browser, keeping its cookies
     backend = await connect_backend(port)
-    await register(port, backend, "onboarding-7")
+    await register(port, backend, "onboarding-7", worker)
     answer = ensureDeferred(
         post_json(
             port,
             "/submit_onboarding",
             {"provider_data": {"USED_AGENT_ID": "onboarding-7", "onboarding_data": {"ok": 1}}},
+            worker,
         )
     )
     packet = await backend.next(SUBMIT_ONBOARDING)
@@ -211,16 +211,17 @@ async def test_onboarding_round_trip(router: tuple[RouterHub, int]) -> None:
 @pytest_twisted.ensureDeferred
 async def test_json_submissions_reach_the_backend(router: tuple[RouterHub, int]) -> None:
     _, port = router
+    worker = Browser()  # one worker's browser, keeping its cookies
     backend = await connect_backend(port)
-    await register(port, backend, "a-1")
+    await register(port, backend, "a-1", worker)
     assert await post_json(
-        port, "/submit_task", {"USED_AGENT_ID": "a-1", "final_data": {"answer": 42}}
+        port, "/submit_task", {"USED_AGENT_ID": "a-1", "final_data": {"answer": 42}}, worker
     ) == (200, {"status": "Submitted!"})
     assert await post_json(
-        port, "/submit_metadata", {"USED_AGENT_ID": "a-1", "metadata": {"m": 1}}
+        port, "/submit_metadata", {"USED_AGENT_ID": "a-1", "metadata": {"m": 1}}, worker
     ) == (200, {"status": "Submitted metadata"})
     assert await post_json(
-        port, "/log_error", {"USED_AGENT_ID": "a-1", "error_data": {"e": "x"}}
+        port, "/log_error", {"USED_AGENT_ID": "a-1", "error_data": {"e": "x"}}, worker
     ) == (200, {"status": "Error log sent!"})
     unit = await backend.next(SUBMIT_UNIT)
     assert (unit.subject_id, unit.data) == ("a-1", {"answer": 42})
@@ -235,12 +236,13 @@ async def test_submission_while_backend_away_is_delivered_on_return(
     router: tuple[RouterHub, int],
 ) -> None:
     hub, port = router
+    worker = Browser()  # one worker's browser, keeping its cookies
     backend = await connect_backend(port)
-    await register(port, backend, "a-1")
+    await register(port, backend, "a-1", worker)
     await backend.close()
     await wait_for(lambda: hub.backend is None)
     code, _ = await post_json(
-        port, "/submit_task", {"USED_AGENT_ID": "a-1", "final_data": {"x": 1}}
+        port, "/submit_task", {"USED_AGENT_ID": "a-1", "final_data": {"x": 1}}, worker
     )
     assert code == 200
     again = await connect_backend(port)
@@ -253,9 +255,10 @@ async def test_multipart_upload_and_backend_download(
     router: tuple[RouterHub, int], router_config: RouterConfig
 ) -> None:
     _, port = router
+    worker = Browser()  # one worker's browser, keeping its cookies
     backend = await connect_backend(port)
-    await register(port, backend, "a-1")
-    response = await treq.post(
+    await register(port, backend, "a-1", worker)
+    response = await worker.http.post(
         f"http://127.0.0.1:{port}/submit_task",
         data={"USED_AGENT_ID": "a-1", "final_string_data": json.dumps({"label": "cat"})},
         files={"photo": ("../../etc/cat.PNG", "image/png", upload(b"\x89PNG fake bytes"))},
@@ -347,9 +350,10 @@ async def test_a_replaced_backend_is_told_so_not_refused(router: tuple[RouterHub
 @pytest_twisted.ensureDeferred
 async def test_live_updates_heartbeats_and_statuses(router: tuple[RouterHub, int]) -> None:
     _, port = router
+    worker = Browser()  # one worker's browser, keeping its cookies
     backend = await connect_backend(port)
-    await register(port, backend, "a-1")
-    browser = await open_socket(port)
+    await register(port, backend, "a-1", worker)
+    browser = await worker.open_socket(port)
     browser.send(ALIVE, "a-1")
     backend.send(UPDATE_STATUS, "a-1", {"status": Status.IN_TASK})
     status = await browser.next(UPDATE_STATUS)
@@ -371,9 +375,10 @@ async def test_live_updates_heartbeats_and_statuses(router: tuple[RouterHub, int
 @pytest_twisted.ensureDeferred
 async def test_bad_frames_are_dropped_and_the_socket_stays(router: tuple[RouterHub, int]) -> None:
     _, port = router
+    worker = Browser()  # one worker's browser, keeping its cookies
     backend = await connect_backend(port)
-    await register(port, backend, "a-1")
-    browser = await open_socket(port)
+    await register(port, backend, "a-1", worker)
+    browser = await worker.open_socket(port)
     browser.send(ALIVE, "a-1")
     browser.send_raw(b"{broken")
     browser.send_raw(b"\x00\x01", binary=True)
@@ -387,10 +392,11 @@ async def test_bad_frames_are_dropped_and_the_socket_stays(router: tuple[RouterH
 @pytest_twisted.ensureDeferred
 async def test_oversized_message_closes_only_that_socket(router: tuple[RouterHub, int]) -> None:
     _, port = router
+    worker = Browser()  # one worker's browser, keeping its cookies
     backend = await connect_backend(port)
-    await register(port, backend, "a-1")
-    await register(port, backend, "a-2")
-    big, small = await open_socket(port), await open_socket(port)
+    await register(port, backend, "a-1", worker)
+    await register(port, backend, "a-2", worker)
+    big, small = await worker.open_socket(port), await worker.open_socket(port)
     big.send(ALIVE, "a-1")
     small.send(ALIVE, "a-2")
     big.send(MEPHISTO_BOUND_LIVE_UPDATE, "a-1", {"blob": "x" * 20_000})
@@ -404,9 +410,10 @@ async def test_oversized_message_closes_only_that_socket(router: tuple[RouterHub
 @pytest_twisted.ensureDeferred
 async def test_closed_socket_becomes_disconnect_after_grace(router: tuple[RouterHub, int]) -> None:
     hub, port = router
+    worker = Browser()  # one worker's browser, keeping its cookies
     backend = await connect_backend(port)
-    await register(port, backend, "a-1")
-    browser = await open_socket(port)
+    await register(port, backend, "a-1", worker)
+    browser = await worker.open_socket(port)
     browser.send(ALIVE, "a-1")
     backend.send(UPDATE_STATUS, "a-1", {"status": Status.IN_TASK})
     await browser.next(UPDATE_STATUS)
@@ -420,16 +427,17 @@ async def test_closed_socket_becomes_disconnect_after_grace(router: tuple[Router
 @pytest_twisted.ensureDeferred
 async def test_outbox_reaches_a_reconnecting_browser(router: tuple[RouterHub, int]) -> None:
     hub, port = router
+    worker = Browser()  # one worker's browser, keeping its cookies
     backend = await connect_backend(port)
-    await register(port, backend, "a-1")
-    first = await open_socket(port)
+    await register(port, backend, "a-1", worker)
+    first = await worker.open_socket(port)
     first.send(ALIVE, "a-1")
     await wait_for(lambda: hub.agents.records["a-1"].link is not None)
     await first.close()
     await wait_for(lambda: hub.agents.records["a-1"].link is None)
     backend.send(CLIENT_BOUND_LIVE_UPDATE, "a-1", {"update_id": "k", "n": 1})
     await wait_for(lambda: len(hub.agents.records["a-1"].outbox or ()) == 1)
-    second = await open_socket(port)
+    second = await worker.open_socket(port)
     second.send(ALIVE, "a-1")
     down = await second.next(CLIENT_BOUND_LIVE_UPDATE)
     assert down.data == {"update_id": "k", "n": 1}

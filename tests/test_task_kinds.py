@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
-import treq
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from architect.protocol import (
@@ -26,7 +25,7 @@ from architect.protocol import (
     UPDATE_STATUS,
     Status,
 )
-from tests.clients import PacketClient, open_socket, wait_for
+from tests.clients import Browsers, PacketClient, wait_for
 from tests.daemon import Daemon, daemon_config, running
 
 # Shared with the task module's hook, which runs in a worker thread.
@@ -40,6 +39,7 @@ class Running:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         self.port = daemon.port
+        self.browsers = Browsers()
 
     async def register(self, worker: str, assignment: str = "a1") -> dict[str, Any]:
         provider = {
@@ -48,23 +48,25 @@ class Running:
             "assignment_id": assignment,
             "provider_type": "mock",
         }
-        response = await treq.post(
+        browser = self.browsers.of_worker(worker)
+        response = await browser.http.post(
             f"http://127.0.0.1:{self.port}/request_agent",
             data=json.dumps({"provider_data": provider}).encode(),
         )
         assert response.code == 200
         answer: dict[str, Any] = json.loads(await response.text())["data"]
+        self.browsers.registered(answer, browser)
         return answer
 
     async def submit(self, agent_id: str, data: dict[str, Any]) -> None:
-        response = await treq.post(
+        response = await self.browsers.of_agent(agent_id).http.post(
             f"http://127.0.0.1:{self.port}/submit_task",
             data=json.dumps({"USED_AGENT_ID": agent_id, "final_data": data}).encode(),
         )
         assert response.code == 200
 
     async def live(self, agent_id: str) -> PacketClient:
-        socket = await open_socket(self.port)
+        socket = await self.browsers.of_agent(agent_id).open_socket(self.port)
         socket.send(ALIVE, agent_id)
         socket.send(HEARTBEAT, agent_id)
         return socket

@@ -34,10 +34,11 @@ from architect.protocol import (
     SUBMIT_ONBOARDING,
     UPDATE_STATUS,
     CloseCode,
+    FailureReason,
     Packet,
     Status,
 )
-from architect.router.errors import NoBackend, UnknownAgent
+from architect.router.errors import Forbidden, NoBackend, UnknownAgent
 from architect.router.requests import PendingRequests
 from architect.router.state import AgentTable
 
@@ -80,6 +81,7 @@ class RouterHub:
             heartbeat_timeout=config.heartbeat_timeout,
             max_outbox_packets=config.max_outbox_packets,
             replay_window=config.replay_window,
+            bind_sessions=config.bind_agents_to_browser,
         )
         self.backend: Link | None = None
         self.backend_queue: deque[Packet] = deque()
@@ -124,8 +126,10 @@ class RouterHub:
         token: str | None = None,
         from_loopback: bool = False,
         origin: str | None = None,
+        session: str | None = None,
     ) -> None:
-        """A packet arrived on a link. The first one decides who the link speaks for."""
+        """A packet arrived on a link. The first one decides who the link speaks for;
+        `session` is the browser's (router/sessions.py), `token` the backend's."""
         packet.router_incoming_timestamp = self.clock.seconds()
         unnamed = self.unnamed_links.pop(link, None)
         if unnamed is not None:
@@ -153,6 +157,10 @@ class RouterHub:
                 )
                 return
             agent_id = packet.subject_id
+            if not self.agents.claim(self.agents.ensure(agent_id), session):
+                log.warn("a socket of another browser spoke for agent {a}: closed", a=agent_id)
+                link.close(CloseCode.NOT_YOURS)
+                return
             self.link_agents[link] = agent_id
             self.agents.attach(agent_id, link)
             self._send_status(agent_id)
@@ -272,13 +280,29 @@ class RouterHub:
             log.info("agent_details for no pending request ({rid}): dropped", rid=request_id)
             return
         assert isinstance(request_id, str)
-        agent_id = packet.data.get("agent_id")
-        if isinstance(agent_id, str) and agent_id:
-            self.agents.ensure(agent_id)
-            init_task_data = packet.data.get("init_task_data")
-            if isinstance(init_task_data, dict) and "past_live_updates" in init_task_data:
-                self.agents.history_delivered(agent_id)
         self.requests.answer(request_id, self._stamp_out(packet).to_dict())
+
+    def _claimed(self, answer: dict[str, Any], session: str | None) -> dict[str, Any]:
+        """An `agent_details` answer as the asking browser gets it: the agent is bound to
+        its session, or, when another browser's, a refusal that does not name it."""
+        data = answer.get("data")
+        agent_id = data.get("agent_id") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or not isinstance(agent_id, str) or not agent_id:
+            return answer
+        if not self.agents.claim(self.agents.ensure(agent_id), session):
+            log.warn("another browser asked for agent {agent_id}: refused", agent_id=agent_id)
+            refusal = {
+                "request_id": data.get("request_id"),
+                "worker_id": data.get("worker_id"),
+                "agent_id": None,
+                "init_task_data": None,
+                "failure_reason": FailureReason.OTHER_BROWSER,
+            }
+            return {**answer, "data": refusal}
+        init_task_data = data.get("init_task_data")
+        if isinstance(init_task_data, dict) and "past_live_updates" in init_task_data:
+            self.agents.history_delivered(agent_id)
+        return answer
 
     # --- to the backend ---
 
@@ -320,30 +344,37 @@ class RouterHub:
 
     # --- HTTP requests ---
 
-    def _ask_backend(self, packet: Packet, request_id: str) -> Deferred[dict[str, Any]]:
+    def _ask_backend(
+        self, packet: Packet, request_id: str, session: str | None
+    ) -> Deferred[dict[str, Any]]:
+        """Send a request the backend answers with `agent_details`, for this session."""
         if self.backend is None:
             raise NoBackend("no backend is connected to this router; try again shortly")
         answered = self.requests.add(request_id, packet)
         self.backend.send_packet(self._stamp_out(packet))
-        return answered
+        return answered.addCallback(self._claimed, session)
 
     def request_agent(
-        self, provider_data: dict[str, Any], client_timestamp: float | None
+        self, provider_data: dict[str, Any], client_timestamp: float | None, session: str | None
     ) -> Deferred[dict[str, Any]]:
         request_id = str(uuid.uuid4())
         data = {"provider_data": provider_data, "request_id": request_id}
         packet = self._incoming(REGISTER_AGENT, request_id, data, client_timestamp)
-        return self._ask_backend(packet, request_id)
+        return self._ask_backend(packet, request_id, session)
 
     def submit_onboarding(
-        self, agent_id: str, provider_data: dict[str, Any], client_timestamp: float | None
+        self,
+        agent_id: str,
+        provider_data: dict[str, Any],
+        client_timestamp: float | None,
+        session: str | None,
     ) -> Deferred[dict[str, Any]]:
-        self.known_agent(agent_id)
+        self.check_agent(agent_id, session)
         request_id = str(uuid.uuid4())
         data = {k: v for k, v in provider_data.items() if k != "USED_AGENT_ID"}
         data["request_id"] = request_id
         packet = self._incoming(SUBMIT_ONBOARDING, agent_id, data, client_timestamp)
-        return self._ask_backend(packet, request_id)
+        return self._ask_backend(packet, request_id, session)
 
     def expect_agents(self, statuses: Mapping[str, str], grace: float | None) -> None:
         """Agents a backend restarted with this router (embedded) carries on: see
@@ -351,12 +382,22 @@ class RouterHub:
         for agent_id, status in statuses.items():
             self.agents.expect(agent_id, status, grace)
 
-    def known_agent(self, agent_id: str) -> None:
-        if self.agents.get(agent_id) is None:
+    def check_agent(self, agent_id: str, session: str | None) -> None:
+        """Raise unless the agent is known and this browser session's to act for."""
+        record = self.agents.get(agent_id)
+        if record is None:
             raise UnknownAgent(f"unknown agent {agent_id!r}")
+        if not self.agents.claim(record, session):
+            log.warn("another browser acted for agent {agent_id}: refused", agent_id=agent_id)
+            raise Forbidden("this agent belongs to another browser")
 
     def submit(
-        self, packet_type: str, agent_id: str, data: dict[str, Any], client_timestamp: float | None
+        self,
+        packet_type: str,
+        agent_id: str,
+        data: dict[str, Any],
+        client_timestamp: float | None,
+        session: str | None,
     ) -> Deferred[None]:
         """A submission: fires when it may be acknowledged to the worker.
 
@@ -364,7 +405,7 @@ class RouterHub:
         otherwise once the router holds it (sent, or kept until the backend is back).
         Raises (or fails) with a RouterError (router/errors.py) when it cannot be kept or stored.
         """
-        self.known_agent(agent_id)
+        self.check_agent(agent_id, session)
         packet = self._incoming(packet_type, agent_id, data, client_timestamp)
         if isinstance(self.backend, ConfirmingLink):
             confirmed = self.backend.send_and_confirm(self._stamp_out(packet))

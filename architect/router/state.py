@@ -56,6 +56,8 @@ class AgentRecord:
     unconfirmed: deque[tuple[float, Packet]] | None = None  # (written at, packet)
     grace_timer: IDelayedCall | None = None
     heartbeat_timer: IDelayedCall | None = None
+    # The browser session that registered it (router/sessions.py); None: not bound yet.
+    session: str | None = None
 
 
 def _cancel(timer: IDelayedCall | None) -> None:
@@ -74,7 +76,9 @@ class AgentTable:
         max_outbox_packets: int,
         on_status_change: Callable[[AgentRecord], None] | None = None,
         replay_window: float = RouterConfig().replay_window,
+        bind_sessions: bool = RouterConfig().bind_agents_to_browser,
     ) -> None:
+        self.bind_sessions = bind_sessions
         self.replay_window = replay_window
         self.clock = clock
         self.disconnect_grace = disconnect_grace
@@ -91,6 +95,19 @@ class AgentTable:
         if record is None:
             record = self.records[agent_id] = AgentRecord(agent_id)
         return record
+
+    def claim(self, record: AgentRecord, session: str | None) -> bool:
+        """Whether this browser session may act for the agent; the first to come binds it.
+
+        An agent is bound when its registration is answered; one the router learned of
+        otherwise (carried on after a restart) goes to the first session that acts for it.
+        """
+        if not self.bind_sessions or record.session == session:
+            return True
+        if record.session is None:
+            record.session = session
+            return True
+        return False
 
     def statuses(self) -> dict[str, str]:
         return {agent_id: record.status for agent_id, record in self.records.items()}

@@ -34,6 +34,7 @@ from architect.router.errors import (
     TooLarge,
 )
 from architect.router.hub import RouterHub
+from architect.router.sessions import COOKIE_NAME, is_session, new_session, set_cookie_value
 from architect.router.uploads import UploadBounds, UploadFolder
 from architect.router.websocket import RouterSocketFactory, bearer_token, is_loopback
 
@@ -153,6 +154,20 @@ def _json(request: IRequest, value: Any) -> bytes:
     return json.dumps(value).encode("utf-8")
 
 
+def _session(request: IRequest) -> str | None:
+    """The browser session the request's cookie carries (router/sessions.py), or None."""
+    raw = request.getCookie(COOKIE_NAME.encode("ascii"))
+    value = raw.decode("latin-1") if raw is not None else None
+    return value if is_session(value) else None
+
+
+def _over_tls(request: IRequest) -> bool:
+    """Whether the browser reached us over https: here, or through a TLS proxy that says so.
+    (A forged header only gets its sender a cookie its browser will not send back.)"""
+    forwarded = (request.getHeader(b"x-forwarded-proto") or b"").strip().lower()
+    return bool(request.isSecure()) or forwarded == b"https"
+
+
 def _agent_id(body: dict[str, Any]) -> str:
     agent_id = body.get("USED_AGENT_ID")
     if not isinstance(agent_id, str) or not agent_id:
@@ -255,7 +270,7 @@ class RouterWeb:
             raise BadRequest(f"{data_field} must hold a JSON object")
         if not sizes:
             return data, agent_id, []
-        self.hub.known_agent(agent_id)
+        self.hub.check_agent(agent_id, _session(request))
         self.uploads.check_room(agent_id, sizes)
         data["files"] = self.uploads.store_files(request.content, content_type, agent_id)
         return data, agent_id, [entry["filename"] for entry in data["files"]]
@@ -275,7 +290,14 @@ class RouterWeb:
         provider_data = body.get("provider_data")
         if not isinstance(provider_data, dict):
             raise BadRequest("provider_data must be a JSON object")
-        d = self.hub.request_agent(provider_data, as_timestamp(body.get("client_timestamp")))
+        session = _session(request)
+        if session is None and self.config.bind_agents_to_browser:
+            session = new_session()
+            value = set_cookie_value(session, secure=_over_tls(request))
+            request.setHeader(b"set-cookie", value.encode("ascii"))
+        d = self.hub.request_agent(
+            provider_data, as_timestamp(body.get("client_timestamp")), session
+        )
         return self._answer_when_ready(request, d)
 
     @app.route("/submit_onboarding", methods=["POST"])
@@ -286,7 +308,7 @@ class RouterWeb:
             raise BadRequest("provider_data must be a JSON object")
         agent_id = _agent_id(provider_data)
         d = self.hub.submit_onboarding(
-            agent_id, provider_data, as_timestamp(body.get("client_timestamp"))
+            agent_id, provider_data, as_timestamp(body.get("client_timestamp")), _session(request)
         )
         return self._answer_when_ready(request, d)
 
@@ -315,7 +337,9 @@ class RouterWeb:
     ) -> Deferred[bytes]:
         """Hand a submission to the hub; the files this request stored go if it fails."""
         agent_id, data, client_timestamp, stored = self._submission(request, *fields)
-        d = maybeDeferred(self.hub.submit, packet_type, agent_id, data, client_timestamp)
+        d = maybeDeferred(
+            self.hub.submit, packet_type, agent_id, data, client_timestamp, _session(request)
+        )
 
         def failed(failure: Failure) -> Failure:
             self.uploads.remove(stored)

@@ -10,6 +10,7 @@ from twisted.logger import Logger
 
 from architect.protocol import CloseCode, Packet, ProtocolError
 from architect.router.hub import RouterHub
+from architect.router.sessions import session_in
 
 log = Logger()
 
@@ -34,6 +35,7 @@ class RouterSocket(WebSocketServerProtocol):
     token: str | None = None
     from_loopback = False
     origin: str | None = None  # a browser's handshake names the page's origin
+    session: str | None = None  # and carries its session cookie (router/sessions.py)
 
     def onConnect(self, request: ConnectionRequest) -> None:
         tokens = request.params.get("token") or []
@@ -41,6 +43,7 @@ class RouterSocket(WebSocketServerProtocol):
         peer = self.transport.getPeer() if self.transport is not None else None
         self.from_loopback = is_loopback(getattr(peer, "host", ""))
         self.origin = request.headers.get("origin")
+        self.session = session_in(request.headers.get("cookie"))
 
     def onOpen(self) -> None:
         self.factory.hub.link_opened(self)
@@ -52,7 +55,12 @@ class RouterSocket(WebSocketServerProtocol):
             log.warn("dropped a malformed packet: {why}", why=str(e))
             return
         self.factory.hub.link_packet(
-            self, packet, token=self.token, from_loopback=self.from_loopback, origin=self.origin
+            self,
+            packet,
+            token=self.token,
+            from_loopback=self.from_loopback,
+            origin=self.origin,
+            session=self.session,
         )
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
