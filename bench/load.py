@@ -16,7 +16,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import closing
 from multiprocessing.connection import Connection
 from typing import Any
@@ -283,8 +283,14 @@ async def close_agents(agents: list[Agent], readers: list[asyncio.Task[None]]) -
         reader.cancel()
 
 
+def _browser(connector: aiohttp.TCPConnector) -> aiohttp.ClientSession:
+    """A client that keeps cookies as a browser does (the router binds each agent to the
+    browser session that registered it); `unsafe`: also for an IP address like 127.0.0.1."""
+    return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
 def _session() -> aiohttp.ClientSession:
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=False))
+    return _browser(aiohttp.TCPConnector(limit=0, force_close=False))
 
 
 # --- S1: registration ---
@@ -305,7 +311,7 @@ async def _s1_level(
     recording = False
     deadline = time.perf_counter() + warmup + duration
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with _browser(connector) as session:
 
         async def client() -> None:
             nonlocal errors
@@ -524,7 +530,7 @@ async def _register_agents(
     names = iter(range(count))
     agent_ids: list[str] = []
 
-    async def client() -> None:
+    async def client(names: Iterator[int] = names) -> None:
         for number in names:
             worker = f"{prefix}-w{number}"
             body = {
@@ -544,6 +550,9 @@ async def _register_agents(
             agent_ids.append(data["agent_id"])
 
     started = time.perf_counter()
+    # One first, alone: its answer's session cookie then goes with every other request
+    # (one browser holding many agents), rather than each early request getting its own.
+    await client(iter([next(names)]))
     await asyncio.gather(*(client() for _ in range(REGISTER_CONCURRENCY)))
     return agent_ids, count / (time.perf_counter() - started)
 
@@ -620,7 +629,7 @@ async def s4_submissions(
     acknowledged_so_far = 0
     for level, concurrency in enumerate(concurrencies):
         connector = aiohttp.TCPConnector(limit=max(concurrency, REGISTER_CONCURRENCY))
-        async with aiohttp.ClientSession(connector=connector) as session:
+        async with _browser(connector) as session:
             agent_ids, registration_rate = await _register_agents(
                 session, base, warmup_count + per_level, f"s4l{level}"
             )

@@ -16,13 +16,12 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-import treq
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.web.client import HTTPConnectionPool
 
 from architect.config import load_config
 from architect.protocol import FailureReason
-from tests.clients import reactor
+from tests.clients import Browsers, reactor
 from tests.daemon import Daemons
 
 pytestmark = pytest.mark.slow
@@ -59,11 +58,12 @@ async def test_fifty_workers_two_hundred_units(tmp_path: Path, daemons: Daemons)
         await daemon.when_ready()
         base = daemon.url
 
-        async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
-            response = await treq.post(base + path, data=json.dumps(body).encode(), pool=pool)
-            assert response.code == 200, await response.text()
-            answer: dict[str, Any] = json.loads(await response.text())
-            return answer
+        browsers = Browsers(pool)  # each worker's own
+
+        async def post(worker: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+            code, answer = await browsers.of_worker(worker).post_json(base + path, body)
+            assert code == 200, answer
+            return dict(answer)
 
         async def register(worker: str, n: int) -> str | None:
             """The agent id given, or None (the refusal is counted)."""
@@ -73,7 +73,7 @@ async def test_fifty_workers_two_hundred_units(tmp_path: Path, daemons: Daemons)
                 "assignment_id": str(n),
                 "provider_type": "mock",
             }
-            data = (await post("/request_agent", {"provider_data": provider}))["data"]
+            data = (await post(worker, "/request_agent", {"provider_data": provider}))["data"]
             if data["agent_id"] is None:
                 refusals[data["failure_reason"]] += 1
                 last_refusal[worker] = data["failure_reason"]
@@ -82,11 +82,16 @@ async def test_fifty_workers_two_hundred_units(tmp_path: Path, daemons: Daemons)
             return agent_id
 
         async def submit(worker: str, agent_id: str) -> None:
-            await post("/submit_task", {"USED_AGENT_ID": agent_id, "final_data": {"by": worker}})
+            body = {"USED_AGENT_ID": agent_id, "final_data": {"by": worker}}
+            await post(worker, "/submit_task", body)
             submitted.append(agent_id)
 
         async def worker_loop(worker: str) -> None:
-            # First a burst past allowed_concurrent, then one at a time until refused for good.
+            # The page's config first (it brings the browser its session cookie), then a
+            # burst past allowed_concurrent, then one at a time until refused for good.
+            response = await browsers.of_worker(worker).http.get(base + "/task_config.json")
+            assert response.code == 200
+            await response.content()
             burst = [ensureDeferred(register(worker, i)) for i in range(CONCURRENT + 1)]
             for agent_id in await gatherResults(burst):
                 if agent_id is not None:

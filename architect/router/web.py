@@ -275,12 +275,28 @@ class RouterWeb:
         data["files"] = self.uploads.store_files(request.content, content_type, agent_id)
         return data, agent_id, [entry["filename"] for entry in data["files"]]
 
+    def _give_session(self, request: IRequest) -> str | None:
+        """The browser's session; one is made and handed over (Set-Cookie) if it has none.
+
+        Given with everything a page loads before it registers (its files, /architect.js,
+        /task_config.json), not only with the registration answer: two tabs of a first
+        visit that both registered without a cookie would get two sessions, and the
+        browser would keep only the last, losing the other tab's agent.
+        """
+        session = _session(request)
+        if session is None and self.config.bind_agents_to_browser:
+            session = new_session()
+            value = set_cookie_value(session, secure=_over_tls(request))
+            request.setHeader(b"set-cookie", value.encode("ascii"))
+        return session
+
     # --- endpoints ---
 
     @app.route("/task_config.json", methods=["GET"])
     def task_config(self, request: IRequest) -> bytes:
         versions = request.args.get(b"mephisto_task_version") or [None]
         version = versions[0].decode("utf-8", "replace") if versions[0] is not None else None
+        self._give_session(request)
         return _json(request, self.hub.task_config_for(self.config.task_config, version))
 
     @app.route("/request_agent", methods=["POST"])
@@ -290,13 +306,8 @@ class RouterWeb:
         provider_data = body.get("provider_data")
         if not isinstance(provider_data, dict):
             raise BadRequest("provider_data must be a JSON object")
-        session = _session(request)
-        if session is None and self.config.bind_agents_to_browser:
-            session = new_session()
-            value = set_cookie_value(session, secure=_over_tls(request))
-            request.setHeader(b"set-cookie", value.encode("ascii"))
         d = self.hub.request_agent(
-            provider_data, as_timestamp(body.get("client_timestamp")), session
+            provider_data, as_timestamp(body.get("client_timestamp")), self._give_session(request)
         )
         return self._answer_when_ready(request, d)
 
@@ -419,6 +430,7 @@ class RouterWeb:
         """Our browser client; served before (and instead of) any file of the task's static_dir."""
         request.setHeader(b"content-type", b"application/javascript; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
+        self._give_session(request)
         return resources.files("architect").joinpath("static", "architect.js").read_bytes()
 
     @app.route("/", branch=True)
@@ -428,4 +440,5 @@ class RouterWeb:
             return self.socket_resource
         if self.config.static_dir is None:
             return _error_body(request, 404, "this router serves no task frontend (static_dir)")
+        self._give_session(request)
         return TaskFiles(str(self.config.static_dir))

@@ -84,6 +84,28 @@
     return typeof value === "function" ? value : null;
   }
 
+  let pageTabId = null; // when the browser keeps no sessionStorage
+
+  /**
+   * This tab's own random id, kept across its reloads (sessionStorage is per tab). The
+   * mock provider's URL is no secret: the registration id made of it alone would let
+   * another tab or browser with the same URL ask for the same agent.
+   */
+  function tabId() {
+    const key = "architect-tab-id";
+    try {
+      let id = root.sessionStorage.getItem(key);
+      if (!id) {
+        id = newId();
+        root.sessionStorage.setItem(key, id);
+      }
+      return id;
+    } catch (e) {
+      pageTabId = pageTabId || newId(); // storage refused: a reload gets a new agent
+      return pageTabId;
+    }
+  }
+
   /** The crowd provider's registration data: its globals when the page defines them, else the mock provider's URL parameters. */
   function providerData() {
     const getAgentRegistration = globalFunction("getAgentRegistration");
@@ -93,7 +115,7 @@
     const assignmentId = params.get("assignment_id");
     return {
       worker_name: workerName,
-      agent_registration_id: assignmentId + "-" + workerName,
+      agent_registration_id: assignmentId + "-" + workerName + "-" + tabId(),
       assignment_id: assignmentId,
       provider_type: "mock",
     };
