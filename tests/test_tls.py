@@ -77,6 +77,12 @@ async def test_the_router_serves_https_with_keys_beside_its_config(
     trusting = Agent(reactor, BrowserLikePolicyForHTTPS(Certificate.loadPEM(pem)))
     response = await treq.get(f"https://localhost:{daemon.port}/is_alive", agent=trusting)
     assert response.code == 200 and await response.json() == {"status": "Alive!"}
+    # Over TLS the session cookie is one a page in a cross-site iframe (MTurk's) keeps.
+    response = await treq.get(f"https://localhost:{daemon.port}/task_config.json", agent=trusting)
+    assert response.code == 200
+    await response.content()
+    [cookie] = response.headers.getRawHeaders("set-cookie")
+    assert cookie.endswith("; Path=/; HttpOnly; SameSite=None; Secure; Partitioned")
 
 
 def test_a_missing_key_file_is_a_config_error(tmp_path: Path) -> None:
