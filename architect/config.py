@@ -51,6 +51,7 @@ class RouterConfig:
     max_backend_queue_packets: int = 100_000
     trust_loopback: bool = False  # a backend from loopback may connect without the token
     bind_agents_to_browser: bool = True  # an agent is the registering browser's (a cookie)
+    status_retention: float = 600.0  # seconds a finished agent's status stays known
     max_upload_bytes_per_agent: int = 256 * 1024 * 1024
     max_upload_dir_bytes: int = 10 * 1024 * 1024 * 1024
     min_free_disk_bytes: int = 128 * 1024 * 1024
@@ -348,6 +349,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "max_backend_queue_packets": _positive_int,
             "trust_loopback": _switch,
             "bind_agents_to_browser": _switch,
+            "status_retention": _positive_float,
             "max_upload_bytes_per_agent": _positive_int,
             "max_upload_dir_bytes": _positive_int,
             "min_free_disk_bytes": _non_negative_int,

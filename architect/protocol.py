@@ -54,17 +54,26 @@ class CloseCode:
     REPLACED = 4001  # a newer backend connection took this one's place
     SILENT = 4002  # said nothing (no first packet) within [router] first_packet_timeout
     NOT_YOURS = 4003  # spoke for an agent another browser registered (router/sessions.py)
+    FINISHED = 4004  # its agent finished and the router forgot it ([router] status_retention)
 
     REASONS: ClassVar[dict[int, str]] = {
         REFUSED: "refused: wrong or missing backend token",
         REPLACED: "replaced by a newer backend connection",
-        SILENT: "no packet came: a socket must say whom it speaks for",
+        SILENT: "no packet named an agent this router knows: a socket must say whom it speaks for",
         NOT_YOURS: "this agent belongs to another browser",
+        FINISHED: "this agent is finished",
     }
 
 
 # The subject id with which the backend names itself.
 MEPHISTO = "mephisto"
+
+# The longest agent id a socket may name: the backend's are 32 to 48 characters.
+MAX_ID_LENGTH = 128
+
+# An answer to `request_statuses` may come in several `return_statuses` packets (each
+# far below any peer's message size limit); Architect's router ends each answer with an
+# empty one. (Mephisto's routers send one packet.)
 
 # The version of mephisto-task we speak; the published 2.0.4 bundle calls itself 2.0.3.
 MEPHISTO_TASK_VERSION = "2.0.4"

@@ -92,6 +92,7 @@ def test_delivery_is_in_a_later_turn_in_order_and_copied() -> None:
     e.channel.open()
     e.channel.on_message = lambda channel, packet: received.append(packet)
     browser = FakeLink("browser")
+    e.hub.agents.ensure("a1")  # as if the backend had named it
     e.hub.link_packet(browser, Packet(ALIVE, "a1", {}))
     data = {"nested": {"n": 0}}
     for n in range(3):
@@ -119,6 +120,7 @@ def test_packets_sent_while_closed_go_out_on_open() -> None:
     e = Embedded()
     e.channel.open()
     browser = FakeLink("browser")
+    e.hub.agents.ensure("a1")  # as if the backend had named it
     e.hub.link_packet(browser, Packet(ALIVE, "a1", {}))
     e.channel.close()
     assert e.hub.backend is None

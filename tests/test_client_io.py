@@ -503,6 +503,32 @@ def test_agents_unknown_here_but_working_at_the_router_are_told_disconnect(
     ]
 
 
+def test_an_answer_in_several_packets_repushes_only_what_none_of_them_showed() -> None:
+    """A router may answer `request_statuses` in several packets, and ends with an empty
+    one: an agent is missing from the router only if no packet showed it."""
+    b = Backend()
+    shown_first, shown_last, missing = (b.register(f"r{n}")["agent_id"] for n in range(3))
+    b.channel.clear()
+    b.channel.receive(RETURN_STATUSES, MEPHISTO, {shown_first: Status.IN_TASK, "x": "none"})
+    b.channel.receive(RETURN_STATUSES, MEPHISTO, {shown_last: Status.IN_TASK})
+    assert b.channel.sent == []  # more may come
+    b.channel.receive(RETURN_STATUSES, MEPHISTO, {})
+    assert [p.subject_id for p in b.channel.of_type(UPDATE_STATUS)] == [missing]
+
+
+def test_an_answer_that_never_ends_is_taken_as_whole_at_the_next_request() -> None:
+    """A router that sends its whole answer in one packet (Mephisto's): what it did not
+    show is pushed when the next request goes out."""
+    b = Backend()
+    shown, missing = b.register("r1")["agent_id"], b.register("r2")["agent_id"]
+    b.channel.clear()
+    b.channel.receive(RETURN_STATUSES, MEPHISTO, {shown: Status.IN_TASK})
+    assert b.channel.sent == []
+    b.handler.request_statuses()
+    assert [p.subject_id for p in b.channel.of_type(UPDATE_STATUS)] == [missing]
+    assert b.channel.of_type(REQUEST_STATUSES)
+
+
 def test_disconnect_is_not_taken_for_a_completed_agent() -> None:
     b = Backend()
     agent_id = b.register("r1")["agent_id"]

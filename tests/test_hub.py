@@ -48,6 +48,9 @@ def connect_backend(hub: RouterHub) -> FakeLink:
 
 
 def connect_agent(hub: RouterHub, agent_id: str) -> FakeLink:
+    """A page's socket saying `alive` for an agent the backend named (the router takes
+    sockets for no other: see test_a_socket_for_an_agent_never_named_is_not_taken)."""
+    hub.agents.ensure(agent_id)
     link = FakeLink(agent_id)
     hub.link_packet(link, Packet(ALIVE, agent_id))
     return link
@@ -221,7 +224,8 @@ def test_request_statuses_answers_every_known_agent(tmp_path: Path) -> None:
     hub.link_packet(alice, Packet(HEARTBEAT, "alice"))
     clock.advance(15)
     hub.link_packet(backend, Packet(REQUEST_STATUSES, MEPHISTO))
-    (answer,) = backend.of_type(RETURN_STATUSES)
+    answer, end = backend.of_type(RETURN_STATUSES)
+    assert end.data == {}  # the answer's end
     assert answer.subject_id == MEPHISTO
     assert answer.data == {"alice": Status.DISCONNECT, "bob": Status.NONE}
 
@@ -374,6 +378,7 @@ def test_a_socket_that_says_nothing_is_closed_after_the_first_packet_timeout(
     for link in (silent, talking, gone):
         hub.link_opened(link)
     clock.advance(29.0)
+    hub.agents.ensure("agent-1")
     hub.link_packet(talking, Packet(ALIVE, "agent-1"))
     hub.link_lost(gone)
     clock.advance(0.9)

@@ -451,3 +451,23 @@ async def test_access_log_can_be_turned_off(router_config: RouterConfig, access_
         assert (await get(port, "/is_alive"))[0] == 200
     lines = [formatEvent(event) for event in events]
     assert any('"GET /is_alive HTTP/1.1" 200' in line for line in lines) is access_log
+
+
+@pytest_twisted.ensureDeferred
+async def test_statuses_of_many_agents_never_break_the_backend_link(
+    router: tuple[RouterHub, int], router_config: RouterConfig
+) -> None:
+    """More agents than one message of max_message_bytes can name: the answer comes in
+    several packets, each under the limit, and the backend's socket stays open."""
+    hub, port = router
+    backend = await connect_backend(port)
+    count = 3 * router_config.max_message_bytes // 40  # each agent takes ~50 bytes
+    for n in range(count):
+        backend.send(UPDATE_STATUS, f"agent-{n:08d}", {"status": Status.WAITING})
+    await wait_for(lambda: len(hub.agents.records) == count, "the agents to be known")
+    backend.send(REQUEST_STATUSES, MEPHISTO)
+    got: dict[str, str] = {}
+    while len(got) < count:
+        got.update((await backend.next(RETURN_STATUSES)).data)
+    assert got == {f"agent-{n:08d}": Status.WAITING for n in range(count)}
+    assert not backend.has_closed and hub.backend is not None

@@ -88,6 +88,9 @@ class ClientIOHandler:
         self.on_catastrophic_loss: Callable[[Channel], None] | None = None
         # The agents taken back at a restart, bound to the first router that shows each.
         self.resumption = resumption if resumption is not None else Resumption(clock)
+        # Per channel: the agents its router's answer to `request_statuses` showed so far
+        # (an answer may come in several packets, the last one empty).
+        self.shown: dict[Channel, set[str]] = {}
         self._status_loop = LoopingCall(self.request_statuses)
         self._status_loop.clock = clock
         self.handlers: dict[str, PacketHandler] = {
@@ -160,6 +163,10 @@ class ClientIOHandler:
 
     def request_statuses(self) -> None:
         for channel in self.channels:
+            # A router that ends no answer with an empty packet (Mephisto's): done now.
+            unfinished = self.shown.pop(channel, None)
+            if unfinished is not None:
+                self._push_unshown(channel, unfinished)
             if channel.is_open:
                 self.routes.send(channel, Packet(REQUEST_STATUSES, MEPHISTO, {}))
 
@@ -349,11 +356,12 @@ class ClientIOHandler:
         if self.resumption.unclaimed:
             for agent_id in [a for a in router_statuses if a in self.resumption.unclaimed]:
                 self._claim(channel, agent_id)
-        for agent_id in self.routes.agents_on(channel):
+        on_channel = self.routes.agents_on(channel)
+        for agent_id in on_channel:
             agent = self.pool.get_agent(agent_id)
-            if agent is None:
+            if agent is None or agent_id not in router_statuses:
                 continue
-            router_status = router_statuses.get(agent_id)
+            router_status = router_statuses[agent_id]
             if router_status == agent.status:
                 continue
             if router_status == Status.DISCONNECT and agent.is_active:
@@ -362,6 +370,17 @@ class ClientIOHandler:
             else:
                 agent.push_status()
         self._forget_lost_agents(channel, router_statuses)
+        shown = self.shown.setdefault(channel, set())
+        shown.update(router_statuses)
+        if not router_statuses:  # the answer's end
+            self._push_unshown(channel, self.shown.pop(channel))
+
+    def _push_unshown(self, channel: Channel, shown: set[str]) -> None:
+        """Agents of this channel its router does not know (it restarted): told again."""
+        for agent_id in self.routes.agents_on(channel):
+            agent = self.pool.get_agent(agent_id)
+            if agent is not None and agent_id not in shown:
+                agent.push_status()
 
     def _forget_lost_agents(self, channel: Channel, router_statuses: dict[str, Any]) -> None:
         """Agents a backend made active at the router, and this backend does not hold, are gone.

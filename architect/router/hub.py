@@ -8,6 +8,7 @@ Deferreds with timeouts on the injected clock.
 from __future__ import annotations
 
 import hmac
+import json
 import uuid
 from collections import deque
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from architect.config import RouterConfig
+from architect.log_rate import RateLimitedLog
 from architect.protocol import (
     AGENT_DETAILS,
     ALIVE,
@@ -25,6 +27,7 @@ from architect.protocol import (
     COMPATIBLE_TASK_VERSIONS,
     HEARTBEAT,
     LOG_ERROR,
+    MAX_ID_LENGTH,
     MEPHISTO,
     MEPHISTO_BOUND_LIVE_UPDATE,
     MEPHISTO_TASK_VERSION,
@@ -40,7 +43,7 @@ from architect.protocol import (
 )
 from architect.router.errors import Forbidden, NoBackend, UnknownAgent
 from architect.router.requests import PendingRequests
-from architect.router.state import AgentTable
+from architect.router.state import AgentRecord, AgentTable
 
 log = Logger()
 
@@ -82,7 +85,10 @@ class RouterHub:
             max_outbox_packets=config.max_outbox_packets,
             replay_window=config.replay_window,
             bind_sessions=config.bind_agents_to_browser,
+            status_retention=config.status_retention,
+            on_forget=self._forgotten,
         )
+        self.floods = RateLimitedLog(log, clock)
         self.backend: Link | None = None
         self.backend_queue: deque[Packet] = deque()
         self.requests = PendingRequests(clock, config.request_timeout)
@@ -131,9 +137,6 @@ class RouterHub:
         """A packet arrived on a link. The first one decides who the link speaks for;
         `session` is the browser's (router/sessions.py), `token` the backend's."""
         packet.router_incoming_timestamp = self.clock.seconds()
-        unnamed = self.unnamed_links.pop(link, None)
-        if unnamed is not None:
-            unnamed.cancel()
         if link is self.backend:
             self.from_backend(packet)
             return
@@ -141,38 +144,80 @@ class RouterHub:
             return
         agent_id = self.link_agents.get(link)
         if agent_id is None:
-            if packet.packet_type == ALIVE and packet.subject_id == MEPHISTO:
-                if self.backend_may_connect(token, from_loopback, origin):
-                    self.backend_connected(link)
-                else:
-                    log.warn(
-                        "refused a backend connection ({why})",
-                        why=self._refusal(origin),
-                    )
-                    link.close(CloseCode.REFUSED)
-                return
-            if packet.subject_id == MEPHISTO:
-                log.warn(
-                    "dropped a {t} packet naming the backend before alive", t=packet.packet_type
-                )
+            if not self._name(link, packet, token, from_loopback, origin, session):
                 return
             agent_id = packet.subject_id
-            if not self.agents.claim(self.agents.ensure(agent_id), session):
-                log.warn("a socket of another browser spoke for agent {a}: closed", a=agent_id)
-                link.close(CloseCode.NOT_YOURS)
-                return
-            self.link_agents[link] = agent_id
-            self.agents.attach(agent_id, link)
-            self._send_status(agent_id)
         if packet.subject_id != agent_id:
-            log.warn(
+            self.floods.warn(
+                "other agent",
                 "dropped a {t} packet for agent {other} from the socket of agent {agent_id}",
                 t=packet.packet_type,
-                other=packet.subject_id,
+                other=packet.subject_id[:MAX_ID_LENGTH],
                 agent_id=agent_id,
             )
             return
         self.from_agent(link, agent_id, packet)
+
+    def _name(
+        self,
+        link: Link,
+        packet: Packet,
+        token: str | None,
+        from_loopback: bool,
+        origin: str | None,
+        session: str | None,
+    ) -> bool:
+        """A packet on a link that speaks for no one yet: True if it now speaks for the
+        agent the packet names. A packet naming an agent the backend never vouched for
+        is dropped; the link's first_packet_timeout keeps running."""
+        subject = packet.subject_id
+        if packet.packet_type == ALIVE and subject == MEPHISTO:
+            self._stop_waiting(link)
+            if self.backend_may_connect(token, from_loopback, origin):
+                self.backend_connected(link)
+            else:
+                log.warn("refused a backend connection ({why})", why=self._refusal(origin))
+                link.close(CloseCode.REFUSED)
+            return False
+        if subject == MEPHISTO:
+            self.floods.warn(
+                "backend before alive",
+                "dropped a {t} packet naming the backend before alive",
+                t=packet.packet_type,
+            )
+            return False
+        record = self.agents.get(subject) if len(subject) <= MAX_ID_LENGTH else None
+        if record is None:
+            self.floods.warn(
+                "unknown agent",
+                "dropped a {t} packet for an agent the backend never named ({agent_id})",
+                t=packet.packet_type,
+                agent_id=subject[:MAX_ID_LENGTH],
+            )
+            return False
+        self._stop_waiting(link)
+        if not self.agents.claim(record, session):
+            log.warn("a socket of another browser spoke for agent {a}: closed", a=subject)
+            link.close(CloseCode.NOT_YOURS)
+            return False
+        self.link_agents[link] = subject
+        self.agents.attach(subject, link)
+        self._send_status(subject)
+        return True
+
+    def _stop_waiting(self, link: Link) -> None:
+        unnamed = self.unnamed_links.pop(link, None)
+        if unnamed is not None:
+            unnamed.cancel()
+
+    def _forgotten(self, record: AgentRecord) -> None:
+        """The table forgot a finished agent: its sockets are closed (nothing more will
+        come for it; its page already shows the final status)."""
+        for link in [
+            link for link, agent_id in self.link_agents.items() if agent_id == record.agent_id
+        ]:
+            del self.link_agents[link]
+            link.close(CloseCode.FINISHED)
 
     def _refusal(self, origin: str | None) -> str:
         if origin is not None:
@@ -228,6 +273,8 @@ class RouterHub:
             self.agents.attach(agent_id, link)
         elif kind == HEARTBEAT:
             record = self.agents.heartbeat(agent_id)
+            if record is None:
+                return
             reply = Packet(
                 HEARTBEAT,
                 agent_id,
@@ -244,8 +291,8 @@ class RouterHub:
 
     def _send_status(self, agent_id: str) -> None:
         """A worker who (re)connects learns its current status at once."""
-        record = self.agents.ensure(agent_id)
-        if record.status != Status.NONE:
+        record = self.agents.get(agent_id)
+        if record is not None and record.status != Status.NONE:
             self.agents.deliver(
                 agent_id,
                 self._stamp_out(Packet(UPDATE_STATUS, agent_id, {"status": record.status})),
@@ -268,11 +315,29 @@ class RouterHub:
             self.agents.set_status(packet.subject_id, status)
             self.agents.deliver(packet.subject_id, self._stamp_out(packet))
         elif kind == REQUEST_STATUSES:
-            self.to_backend(Packet(RETURN_STATUSES, MEPHISTO, self.agents.statuses()))
+            self._return_statuses()
         elif kind == ALIVE:
             pass  # a backend that says alive again on its socket
         else:
             log.warn("dropped a {t} packet from the backend", t=kind)
+
+    def _return_statuses(self) -> None:
+        """Every agent's status, in packets that stay far below the message size limit
+        (this router's, and at most 256 kB: the backend's may be smaller), then an empty
+        packet, which tells the backend the answer is whole."""
+        budget = min(self.config.max_message_bytes // 2, 256 * 1024)
+        part: dict[str, str] = {}
+        size = 0
+        for agent_id, status in self.agents.statuses().items():
+            entry = len(json.dumps(agent_id)) + len(json.dumps(status)) + 2  # `"id": "s", `
+            if part and size + entry > budget:
+                self.to_backend(Packet(RETURN_STATUSES, MEPHISTO, part))
+                part, size = {}, 0
+            part[agent_id] = status
+            size += entry
+        if part:
+            self.to_backend(Packet(RETURN_STATUSES, MEPHISTO, part))
+        self.to_backend(Packet(RETURN_STATUSES, MEPHISTO, {}))
 
     def _answer_pending(self, packet: Packet) -> None:
         request_id = packet.data.get("request_id", packet.subject_id)

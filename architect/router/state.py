@@ -10,6 +10,10 @@ Liveness rules (docs/protocol.md):
   waiting, in task) and that has not heartbeated for `heartbeat_timeout`
   seconds is `disconnect`.
 
+Memory: a record exists only for an agent the backend vouched for (the hub calls
+`ensure` for those alone), and one in a final status is forgotten
+`status_retention` seconds later, so the table follows the agents working.
+
 Delivery: packets for an agent whose link is away wait in its outbox. Live
 updates written to a link are kept for `replay_window` seconds (`unconfirmed`):
 a socket can die with them unread (a laptop going offline) and the browser only
@@ -32,7 +36,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from architect.config import RouterConfig
-from architect.lifecycle import HEARTBEAT_WATCHED, is_active
+from architect.lifecycle import FINAL, HEARTBEAT_WATCHED, is_active
 from architect.protocol import CLIENT_BOUND_LIVE_UPDATE, Packet, Status
 
 log = Logger()
@@ -56,6 +60,7 @@ class AgentRecord:
     unconfirmed: deque[tuple[float, Packet]] | None = None  # (written at, packet)
     grace_timer: IDelayedCall | None = None
     heartbeat_timer: IDelayedCall | None = None
+    retention_timer: IDelayedCall | None = None  # set once the status is final
     # The browser session that registered it (router/sessions.py); None: not bound yet.
     session: str | None = None
 
@@ -77,8 +82,12 @@ class AgentTable:
         on_status_change: Callable[[AgentRecord], None] | None = None,
         replay_window: float = RouterConfig().replay_window,
         bind_sessions: bool = RouterConfig().bind_agents_to_browser,
+        status_retention: float = RouterConfig().status_retention,
+        on_forget: Callable[[AgentRecord], None] | None = None,
     ) -> None:
         self.bind_sessions = bind_sessions
+        self.status_retention = status_retention
+        self.on_forget = on_forget
         self.replay_window = replay_window
         self.clock = clock
         self.disconnect_grace = disconnect_grace
@@ -117,7 +126,8 @@ class AgentTable:
         for record in self.records.values():
             _cancel(record.grace_timer)
             _cancel(record.heartbeat_timer)
-            record.grace_timer = record.heartbeat_timer = None
+            _cancel(record.retention_timer)
+            record.grace_timer = record.heartbeat_timer = record.retention_timer = None
 
     # --- links ---
 
@@ -195,8 +205,10 @@ class AgentTable:
 
     # --- heartbeats ---
 
-    def heartbeat(self, agent_id: str) -> AgentRecord:
-        record = self.ensure(agent_id)
+    def heartbeat(self, agent_id: str) -> AgentRecord | None:
+        record = self.records.get(agent_id)
+        if record is None:
+            return None  # forgotten while its socket spoke
         record.last_heartbeat = self.clock.seconds()
         self._watch_heartbeat(record)
         return record
@@ -227,9 +239,25 @@ class AgentTable:
         changed = record.status != status
         record.status = status
         self._watch_heartbeat(record)
+        if status in FINAL and record.retention_timer is None:
+            record.retention_timer = self.clock.callLater(
+                self.status_retention, self._retention_over, record
+            )
         if changed and self.on_status_change is not None:
             self.on_status_change(record)
         return record
+
+    def _retention_over(self, record: AgentRecord) -> None:
+        """A finished agent's status was kept long enough for its page to see it: the
+        record goes (the backend's database answers for the agent from now on)."""
+        record.retention_timer = None
+        if record.status not in FINAL or self.records.get(record.agent_id) is not record:
+            return
+        _cancel(record.grace_timer)
+        _cancel(record.heartbeat_timer)
+        del self.records[record.agent_id]
+        if self.on_forget is not None:
+            self.on_forget(record)
 
     def deliver(self, agent_id: str, packet: Packet) -> None:
         """Send to the agent now, or keep in its outbox until its next `alive`."""
