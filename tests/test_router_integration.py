@@ -399,9 +399,13 @@ async def test_oversized_message_closes_only_that_socket(router: tuple[RouterHub
     big, small = await worker.open_socket(port), await worker.open_socket(port)
     big.send(ALIVE, "a-1")
     small.send(ALIVE, "a-2")
-    big.send(MEPHISTO_BOUND_LIVE_UPDATE, "a-1", {"blob": "x" * 20_000})
-    code = await big.closed
+    with capturedLogs() as events:
+        big.send(MEPHISTO_BOUND_LIVE_UPDATE, "a-1", {"blob": "x" * 20_000})
+        code = await big.closed
+        await wait_for(lambda: events, "a log line")
     assert code == 1009
+    # Autobahn says why, once for the socket.
+    assert "exceeds payload limit of 10000" in formatEvent(events[0])
     small.send(MEPHISTO_BOUND_LIVE_UPDATE, "a-2", {"still": "here"})
     up = await backend.next(MEPHISTO_BOUND_LIVE_UPDATE)
     assert up.data == {"still": "here"}

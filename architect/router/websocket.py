@@ -52,7 +52,9 @@ class RouterSocket(WebSocketServerProtocol):
         try:
             packet = Packet.from_frame(payload, isBinary)
         except ProtocolError as e:
-            log.warn("dropped a malformed packet: {why}", why=str(e))
+            self.factory.hub.floods.warn(
+                "malformed packet", "dropped a malformed packet: {why}", why=str(e)[:200]
+            )
             return
         self.factory.hub.link_packet(
             self,
