@@ -56,6 +56,7 @@ def router_config(tmp_path: Path) -> RouterConfig:
         disconnect_grace=0.3,
         heartbeat_timeout=15.0,
         max_body_bytes=50_000,
+        max_json_bytes=50_000,
         max_message_bytes=10_000,
         upload_dir=tmp_path / "uploads",
     )

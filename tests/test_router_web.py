@@ -35,7 +35,7 @@ from tests.fakes import FakeLink
 from tests.memory_http import ELSEWHERE, LOOPBACK, Body, MemoryHTTP, Reply
 
 TOKEN = "backend-secret"
-LIMIT = 2_000  # max_body_bytes
+LIMIT = 2_000  # max_body_bytes and max_json_bytes (tests/test_request_intake.py: apart)
 UPLOAD = "0123456789abcdef0123456789abcdef.txt"  # a name as the router gives uploads
 BOUNDARY = "xYzZY-boundary"
 
@@ -49,6 +49,7 @@ class Edge:
             **{
                 "backend_token": TOKEN,
                 "max_body_bytes": LIMIT,
+                "max_json_bytes": LIMIT,
                 "request_timeout": 5.0,
                 "upload_dir": tmp_path / "uploads",
                 **settings,
@@ -588,7 +589,7 @@ async def test_an_embedded_submission_is_acknowledged_only_if_stored(
 @pytest.mark.parametrize("path", ["/request_agent", "/submit_task", "/log_error"])
 @pytest_twisted.ensureDeferred
 async def test_json_nested_too_deeply_is_a_400(tmp_path: Path, path: str) -> None:
-    edge = Edge(tmp_path, max_body_bytes=1_000_000)
+    edge = Edge(tmp_path, max_body_bytes=1_000_000, max_json_bytes=1_000_000)
     deep = b"[" * 200_000 + b"]" * 200_000
     assert_json_error(await edge.local.post(path, deep), 400)
 

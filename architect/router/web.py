@@ -34,6 +34,7 @@ from architect.router.errors import (
     TooLarge,
 )
 from architect.router.hub import RouterHub
+from architect.router.intake import BodyLimits, BoundedSite, LimitedRequest
 from architect.router.uploads import UploadBounds, UploadFolder
 from architect.router.websocket import RouterSocketFactory, bearer_token, is_loopback
 
@@ -64,46 +65,33 @@ SERVER_NAME = b"Architect"
 _SERVER_HEADER = (b"server", "server", b"Server", "Server")
 
 
-class LimitedRequest(Request):
-    """A request that stops keeping its body once it passes `max_body_bytes`."""
-
-    max_body_bytes = 64 * 1024 * 1024
-    body_too_large = False
+class RouterRequest(LimitedRequest):
+    """A request of the router's Site (its body bounded: intake.py)."""
 
     def setHeader(self, name: bytes | str, value: bytes | str) -> None:
         if name in _SERVER_HEADER:  # Twisted names itself and its version here
             value = SERVER_NAME
         super().setHeader(name, value)
 
-    def gotLength(self, length: int | None) -> None:
-        if length is not None and length > self.max_body_bytes:
-            self.body_too_large = True
-            length = 0  # keep nothing of it
-        super().gotLength(length)
 
-    def handleContentChunk(self, data: bytes) -> None:
-        if self.body_too_large or self.content is None:
-            return
-        if self.content.tell() + len(data) > self.max_body_bytes:
-            self.body_too_large = True
-            self.content.seek(0)
-            self.content.truncate()
-            return
-        super().handleContentChunk(data)
+class _ErrorPage(Resource):
+    """A RouterError, answered as all of them are, whatever the method."""
+
+    isLeaf = True
+
+    def __init__(self, error: RouterError) -> None:
+        super().__init__()
+        self.error = error
+
+    def render(self, request: IRequest) -> bytes:
+        return _error_body(request, http_status(self.error), str(self.error))
 
 
 class TaskFiles(File):
     """The task's frontend files: a folder without an index.html is not listed."""
 
     def directoryListing(self) -> Resource:
-        return _NotListed()
-
-
-class _NotListed(Resource):
-    isLeaf = True
-
-    def render(self, request: IRequest) -> bytes:
-        return _error_body(request, 404, "no such file")
+        return _ErrorPage(NotFound("no such file"))
 
 
 class _WithoutQueries:
@@ -134,7 +122,7 @@ def access_log_line(timestamp: str, request: Any) -> str:
     return line
 
 
-class _QuietSite(Site):
+class _QuietSite(BoundedSite):
     """A Site that writes no access log line per request."""
 
     def log(self, request: http.Request) -> None:
@@ -183,19 +171,10 @@ class RouterWeb:
         return self.app.resource()
 
     def site(self) -> Site:
-        limit = self.config.max_body_bytes
-
-        class _Request(LimitedRequest):
-            max_body_bytes = limit
-
-        # Bodies are read by the endpoints themselves (JSON, or multipart with our own
-        # parser): Twisted's form parsing of every POST would only cost time (its
-        # Content-Type parsing alone was an eighth of the router's CPU under load).
-        site_class = Site if self.config.access_log else _QuietSite
-        site = site_class(
-            self.resource(), parsePOSTFormSubmission=False, logFormatter=access_log_line
-        )
-        site.requestFactory = _Request
+        limits = BodyLimits(json=self.config.max_json_bytes, multipart=self.config.max_body_bytes)
+        site_class = BoundedSite if self.config.access_log else _QuietSite
+        site = site_class(self.resource(), limits, _ErrorPage, logFormatter=access_log_line)
+        site.requestFactory = RouterRequest
         site.displayTracebacks = False
         return site
 
@@ -212,14 +191,9 @@ class RouterWeb:
         log.failure("unexpected error serving {path}", failure, path=request.path)
         return _error_body(request, 500, "internal error; the router keeps running")
 
-    # --- bodies ---
-
-    def _check_size(self, request: IRequest) -> None:
-        if getattr(request, "body_too_large", False):
-            raise TooLarge(f"the body is larger than {self.config.max_body_bytes} bytes")
+    # --- bodies (none over its limit reaches a route: intake.py) ---
 
     def _json_body(self, request: IRequest) -> dict[str, Any]:
-        self._check_size(request)
         raw = request.content.read() if request.content is not None else b""
         try:
             body = json.loads(raw)
@@ -241,7 +215,6 @@ class RouterWeb:
 
         Everything is checked before a file is stored: the body, the agent, the bounds.
         """
-        self._check_size(request)
         content_type = (request.getHeader(b"content-type") or b"").decode("latin-1")
         assert request.content is not None
         fields, sizes = self.uploads.read_fields(request.content, content_type)
