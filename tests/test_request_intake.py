@@ -1,5 +1,5 @@
-"""What the router refuses before any route reads a request, through RouterWeb's real
-Site in memory (tests/memory_http.py).
+"""What the router refuses before any route reads a request, and odd input that must be a
+4xx (never a 500), through RouterWeb's real Site in memory (tests/memory_http.py).
 
 Two body limits, chosen from the headers alone: a multipart upload to /submit_task or
 /submit_metadata may reach `max_body_bytes`, any other body `max_json_bytes`. A request
@@ -9,6 +9,7 @@ chunked body is cut off the same way once it passes its limit.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from architect.protocol import REGISTER_AGENT, SUBMIT_UNIT
 from tests.memory_http import RawHTTP
 from tests.test_router_web import (
     MULTIPART,
+    TOKEN,
     Edge,
     assert_json_error,
     field,
@@ -198,3 +200,145 @@ def test_a_body_within_its_limit_keeps_the_connection_for_the_next_request(
     connection.write(b"GET /is_alive HTTP/1.1\r\nHost: tasks.example\r\n\r\n")
     assert connection.received.count(b"HTTP/1.1 ") == 2  # 404 (no such agent), then 200
     assert not connection.closed
+
+
+# --- odd paths and headers: a 4xx with a JSON message, never a 500 ---
+
+
+def frontend(tmp_path: Path) -> Edge:
+    static = tmp_path / "static"
+    (static / "images").mkdir(parents=True)
+    static.joinpath("index.html").write_text("the task page")
+    static.joinpath("app.js").write_bytes(b"0123456789" * 10)
+    (tmp_path / "secret.txt").write_bytes(b"secret")
+    return Edge(tmp_path, static_dir=static)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/%00", "/app.js%00", "/%00/app.js", "/images/a%00b.png", "/%zz", "/%", "/app.js%2", "/%%41"],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_nul_or_a_broken_percent_encoding_in_a_static_path_is_404(
+    tmp_path: Path, path: str
+) -> None:
+    edge = frontend(tmp_path)
+    assert assert_json_error(await edge.remote.get(path), 404) == "no such file"
+
+
+@pytest.mark.parametrize("path", ["/%ff", "/%e9t%e9.html", "/images/%c3", "/submit_task%ff"])
+@pytest_twisted.ensureDeferred
+async def test_a_path_that_is_not_utf8_is_400(tmp_path: Path, path: str) -> None:
+    edge = frontend(tmp_path)
+    assert assert_json_error(await edge.remote.get(path), 400) == "the URL must be UTF-8 text"
+
+
+def test_a_host_that_is_not_utf8_is_400(tmp_path: Path) -> None:
+    connection = RawHTTP(frontend(tmp_path).web.site())
+    connection.write(b"GET /index.html HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n")
+    assert connection.status() == 400
+    assert connection.json() == {"error": "the URL must be UTF-8 text"}
+
+
+@pytest.mark.parametrize(
+    "byte_range",
+    [
+        "bytes=-99999999999999999999",  # a suffix longer than the file: all of it
+        "bytes=-101",
+        "bytes=\xff",  # not ASCII
+        "bytes=0-1,0-1,0-1",  # overlapping ranges
+        "bytes=50-59,0-9",  # ranges out of order
+        ",".join(["bytes=0-0"] + ["1-1"] * 500),
+        "bytes=5-2",
+        "lines=0-1",
+    ],
+    ids=[
+        "huge-suffix",
+        "long-suffix",
+        "not-ascii",
+        "overlapping",
+        "unordered",
+        "many",
+        "backwards",
+        "not-bytes",
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_range_the_router_does_not_serve_gets_the_whole_file(
+    tmp_path: Path, byte_range: str
+) -> None:
+    connection = RawHTTP(frontend(tmp_path).web.site())
+    request = f"GET /app.js HTTP/1.1\r\nHost: tasks.example\r\nRange: {byte_range}\r\n\r\n"
+    connection.write(request.encode("latin-1"))
+    await connection.settle()
+    assert connection.status() == 200
+    assert connection.headers()[b"content-length"] == b"100"
+    assert connection.body() == b"0123456789" * 10
+    assert not connection.closed
+
+
+@pytest.mark.parametrize(
+    ("byte_range", "code", "body"),
+    [
+        ("bytes=10-19", 206, b"0123456789"),
+        ("bytes=-5", 206, b"56789"),
+        ("bytes=-100", 206, b"0123456789" * 10),
+        ("bytes=95-", 206, b"56789"),
+        ("bytes=90-99999999999999999999", 206, b"0123456789"),
+        ("bytes=100-", 416, b""),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_plain_single_range_is_served(
+    tmp_path: Path, byte_range: str, code: int, body: bytes
+) -> None:
+    edge = frontend(tmp_path)
+    reply = await edge.remote.get("/app.js", {"Range": byte_range})
+    assert (reply.code, reply.body) == (code, body)
+
+
+@pytest.mark.parametrize(
+    ("client", "code", "message"),
+    [
+        ("remote", 403, "only the backend may download uploaded files"),
+        ("backend", 404, "no uploaded file named '../secret.txt'"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_download_name_with_an_encoded_slash_is_refused_by_the_download_route(
+    tmp_path: Path, client: str, code: int, message: str
+) -> None:
+    edge = frontend(tmp_path)
+    query = f"?token={TOKEN}" if client == "backend" else ""
+    reply = await edge.remote.get(f"/download_file/..%2Fsecret.txt{query}")
+    assert assert_json_error(reply, code) == message
+    assert b"secret" not in reply.body.replace(b"secret.txt", b"")
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        multipart(field("USED_AGENT_ID", "a-1")).replace(b"a-1", b"a-\xff1"),
+        multipart(field("USED_AGENT_ID", "a-1"), field("final_string_data", "{}")).replace(
+            b"{}", b'{"text": "caf\xe9"}'
+        ),
+    ],
+    ids=["agent-id", "final-string-data"],
+)
+@pytest_twisted.ensureDeferred
+async def test_a_multipart_field_that_is_not_utf8_is_400(tmp_path: Path, form: bytes) -> None:
+    edge = frontend(tmp_path)
+    await edge.register("a-1")
+    reply = await edge.local.post("/submit_task", form, MULTIPART)
+    assert "is not UTF-8 text" in assert_json_error(reply, 400)
+    assert edge.sent(SUBMIT_UNIT) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_frontend_still_serves_its_files(tmp_path: Path) -> None:
+    edge = frontend(tmp_path)
+    assert (await edge.remote.get("/")).body == b"the task page"
+    assert (await edge.remote.get("/app.js")).body == b"0123456789" * 10
+    reply = await edge.remote.get("/caf%C3%A9.html")  # UTF-8, percent-encoded: no such file
+    assert assert_json_error(reply, 404) == "no such file"
+    assert json.loads((await edge.remote.get("/is_alive")).body) == {"status": "Alive!"}

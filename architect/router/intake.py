@@ -6,6 +6,8 @@
   a chunked body is cut off once it passes it. Either way the connection is closed
   after the answer, since the rest of the body would otherwise be read as the next
   request.
+- A URL (path or Host) that is not UTF-8: Klein would answer it as text and log a
+  traceback for each.
 
 This module decides and refuses; what each refusal is answered with (status, JSON)
 is the HTTP edge's (`web.py`), given to the Site as `refusal_page`.
@@ -22,7 +24,7 @@ from twisted.web.iweb import IAccessLogFormatter, IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
-from architect.router.errors import RouterError, TooLarge
+from architect.router.errors import BadRequest, RouterError, TooLarge
 
 # The routes that take multipart uploads, as the request line names them.
 UPLOAD_PATHS = frozenset({b"/submit_task", b"/submit_metadata"})
@@ -106,6 +108,15 @@ class BoundedChannel(HTTPChannel):
         request.refused = error
 
 
+def _url_problem(request: IRequest) -> RouterError | None:
+    try:
+        b"/".join(request.postpath or []).decode("utf-8")  # as Klein will read it
+        request.getRequestHostname().decode("utf-8")
+    except UnicodeDecodeError:
+        return BadRequest("the URL must be UTF-8 text")
+    return None
+
+
 class BoundedSite(Site):
     """A Site of BoundedChannels whose refusals are answered by `refusal_page`."""
 
@@ -130,7 +141,8 @@ class BoundedSite(Site):
 
     def getResourceFor(self, request: IRequest) -> IResource:
         refused = request.refused if isinstance(request, LimitedRequest) else None
-        if refused is not None:
-            return self.refusal_page(refused)
+        problem = refused or _url_problem(request)
+        if problem is not None:
+            return self.refusal_page(problem)
         resource: IResource = super().getResourceFor(request)
         return resource

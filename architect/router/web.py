@@ -18,7 +18,6 @@ from twisted.web.http import combinedLogFormatter
 from twisted.web.iweb import IAccessLogFormatter, IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
-from twisted.web.static import File
 from zope.interface import provider
 
 from architect.config import RouterConfig
@@ -35,6 +34,7 @@ from architect.router.errors import (
 )
 from architect.router.hub import RouterHub
 from architect.router.intake import BodyLimits, BoundedSite, LimitedRequest
+from architect.router.static_files import SafeFile
 from architect.router.uploads import UploadBounds, UploadFolder
 from architect.router.websocket import RouterSocketFactory, bearer_token, is_loopback
 
@@ -87,11 +87,16 @@ class _ErrorPage(Resource):
         return _error_body(request, http_status(self.error), str(self.error))
 
 
-class TaskFiles(File):
-    """The task's frontend files: a folder without an index.html is not listed."""
+class TaskFiles(SafeFile):
+    """The task's frontend files: a folder without an index.html is not listed, and what
+    cannot be served is answered as JSON, like every error of the router."""
+
+    # (Twisted types these as its own HTML pages.)
+    childNotFound: Any = _ErrorPage(NotFound("no such file"))
+    forbidden: Any = _ErrorPage(Forbidden("this file may not be read"))
 
     def directoryListing(self) -> Resource:
-        return _ErrorPage(NotFound("no such file"))
+        return self.childNotFound
 
 
 class _WithoutQueries:
@@ -343,7 +348,8 @@ class RouterWeb:
             raise NotFound(f"no uploaded file named {name!r}")
         return path, agent_id
 
-    @app.route("/download_file/<name>", methods=["DELETE"])
+    # <path:>: a name with a slash in it (..%2F) is refused here, as any other wrong name.
+    @app.route("/download_file/<path:name>", methods=["DELETE"])
     def discard_file(self, request: IRequest, name: str) -> bytes:
         """The backend kept the file: the router's copy goes (only with the agent named)."""
         _, agent_id = self._backends_upload(request, name)
@@ -352,11 +358,11 @@ class RouterWeb:
         self.uploads.discard(name, agent_id)
         return _json(request, {"status": "Discarded"})
 
-    @app.route("/download_file/<name>", methods=["GET"])
+    @app.route("/download_file/<path:name>", methods=["GET"])
     def download_file(self, request: IRequest, name: str) -> Resource:
         path, _ = self._backends_upload(request, name)
         # Bytes to save, never a page to show, whatever the worker named the file.
-        resource = File(str(path), defaultType="application/octet-stream")
+        resource = SafeFile(str(path), defaultType="application/octet-stream")
         resource.type, resource.encoding = "application/octet-stream", None
         resource.isLeaf = True
         request.setHeader(b"content-disposition", b"attachment")
