@@ -228,7 +228,7 @@ async def test_json_submissions_reach_the_backend(router: tuple[RouterHub, int])
     meta = await backend.next(SUBMIT_METADATA)
     assert meta.data == {"m": 1}
     error = await backend.next(LOG_ERROR)
-    assert error.data == {"error_data": {"e": "x"}}
+    assert error.data == {"e": "x"}
 
 
 @pytest_twisted.ensureDeferred

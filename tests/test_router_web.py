@@ -334,7 +334,37 @@ async def test_json_submissions_reach_the_hub_as_sent(edge: Edge) -> None:
     [unit] = edge.sent(SUBMIT_UNIT)
     assert (unit.subject_id, unit.data, unit.client_timestamp) == ("a-1", {"answer": 42}, 7.0)
     [logged] = edge.sent(LOG_ERROR)
-    assert (logged.data, logged.client_timestamp) == ({"error_data": {"e": "x"}}, None)
+    # As Mephisto's routers forward it: the posted error_data is the packet's data.
+    assert (logged.data, logged.client_timestamp) == ({"e": "x"}, None)
+
+
+@pytest.mark.parametrize(
+    ("error_data", "data"),
+    [
+        ("just text", {"error_data": "just text"}),  # a packet's data is an object
+        ([1, 2], {"error_data": [1, 2]}),
+        (None, {}),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_an_error_log_that_is_not_an_object_is_forwarded_in_one(
+    edge: Edge, error_data: Any, data: dict[str, Any]
+) -> None:
+    await edge.register("a-1")
+    reply = await edge.local.post_json(
+        "/log_error", {"USED_AGENT_ID": "a-1", "error_data": error_data}
+    )
+    assert reply.code == 200
+    [logged] = edge.sent(LOG_ERROR)
+    assert logged.data == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_error_log_for_an_agent_the_router_does_not_know_is_404(edge: Edge) -> None:
+    edge.connect_backend()
+    body = {"USED_AGENT_ID": "ghost", "error_data": {"e": "x"}}
+    assert "unknown agent" in assert_json_error(await edge.local.post_json("/log_error", body), 404)
+    assert edge.backend.sent == []
 
 
 # --- who may download an upload ---

@@ -30,6 +30,7 @@ from architect.backend.routes import AgentRoutes
 from architect.backend.store import SubmissionStore
 from architect.config import BackendConfig
 from architect.lifecycle import PUSHED_ACTIVE, is_active
+from architect.log_text import capped
 from architect.protocol import (
     AGENT_DETAILS,
     LOG_ERROR,
@@ -387,14 +388,20 @@ class ClientIOHandler:
     # --- errors ---
 
     def handle_log_error(self, channel: Channel, packet: Packet) -> None:
+        """A page's error report (its data is what the page posted, as from Mephisto's
+        routers), or a router's version-mismatch warning. Logged cut short: a page may
+        post a megabyte."""
         data = packet.data
         if data.get("error_type") == "version-mismatch":
+            if "received_version" not in data:  # Mephisto's router says it in `text` only
+                log.error("mephisto-task version mismatch: {text}", text=capped(data.get("text")))
+                return
             log.error(
                 "the browser of {subject} runs mephisto-task {received}, expected {expected};"
                 " update the task frontend",
                 subject=packet.subject_id,
-                received=data.get("received_version"),
-                expected=data.get("expected_version"),
+                received=str(data.get("received_version"))[:100],
+                expected=str(data.get("expected_version"))[:100],
             )
             return
         agent = self.pool.get_agent(packet.subject_id)
@@ -402,5 +409,5 @@ class ClientIOHandler:
             "browser error from agent {agent_id} ({agent}): {error}",
             agent_id=packet.subject_id,
             agent=agent,
-            error=data.get("error_data", data),
+            error=capped(data),
         )
