@@ -11,6 +11,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from architect.backend.client_io import ClientIOHandler
+from architect.backend.registration import Registration
 from architect.protocol import (
     AGENT_DETAILS,
     CLIENT_BOUND_LIVE_UPDATE,
@@ -154,13 +155,35 @@ def test_too_many_concurrent_units() -> None:
     assert details["failure_reason"] == FailureReason.TOO_MANY_CONCURRENT
 
 
-def test_bad_provider_data_gets_an_answer_not_silence() -> None:
+@pytest.mark.parametrize(
+    "provider_data", [{}, "not an object", None, {"worker_name": 5}, {"worker_name": ""}]
+)
+def test_bad_provider_data_gets_an_answer_and_one_log_line(provider_data: Any) -> None:
     b = Backend()
     with capturedLogs() as events:
-        b.channel.receive(REGISTER_AGENT, "r1", {"provider_data": {}, "request_id": "r1"})
+        b.channel.receive(
+            REGISTER_AGENT, "r1", {"provider_data": provider_data, "request_id": "r1"}
+        )
     details = answer_to(b.channel, "r1")
     assert details["agent_id"] is None
     assert details["failure_reason"] == FailureReason.NO_WORK
+    # An expected refusal: one line saying why, no traceback.
+    assert [e for e in events if e.get("log_failure") is not None] == []
+    [line] = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert "r1" in line and "worker_name" in line and "\n" not in line
+
+
+class BrokenPool(MemoryWorkerPool):
+    def register(self, provider_data: dict[str, Any]) -> Deferred[Registration]:
+        return fail(RuntimeError("a bug"))
+
+
+def test_a_registration_that_fails_unexpectedly_is_logged_with_its_traceback() -> None:
+    b = Backend()
+    b.handler.pool = BrokenPool(b.clock, UNITS)
+    with capturedLogs() as events:
+        b.channel.receive(REGISTER_AGENT, "r1", {"provider_data": {}, "request_id": "r1"})
+    assert answer_to(b.channel, "r1")["failure_reason"] == FailureReason.NO_WORK
     assert any(e.get("log_failure") is not None for e in events)
 
 

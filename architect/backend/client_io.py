@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from architect.backend.channel import Channel
-from architect.backend.registration import Registration, WorkerPool
+from architect.backend.registration import BadRegistration, Registration, WorkerPool
 from architect.backend.resume import Resumption
 from architect.backend.routes import AgentRoutes
 from architect.backend.store import SubmissionStore
@@ -255,7 +255,10 @@ class ClientIOHandler:
         self, d: Deferred[Registration], channel: Channel, request_id: str
     ) -> Deferred[None]:
         def failed(failure: Failure) -> Registration:
-            log.failure("registration {rid} failed", failure, rid=request_id)
+            if failure.check(BadRegistration):  # expected: a page's odd provider_data
+                log.warn("registration {rid} refused: {why}", rid=request_id, why=failure.value)
+            else:
+                log.failure("registration {rid} failed", failure, rid=request_id)
             return Registration.refused(None, FailureReason.NO_WORK)
 
         def answer(registration: Registration) -> None:
