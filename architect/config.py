@@ -42,7 +42,8 @@ class RouterConfig:
     first_packet_timeout: float = 30.0  # a socket that says nothing is closed after this
     disconnect_grace: float = 10.0
     heartbeat_timeout: float = 15.0
-    max_body_bytes: int = 64 * 1024 * 1024
+    max_body_bytes: int = 64 * 1024 * 1024  # a multipart upload
+    max_json_bytes: int = 1024 * 1024  # any other body (JSON)
     max_message_bytes: int = 1024 * 1024
     upload_dir: Path = Path("uploads")
     max_outbox_packets: int = 10_000
@@ -341,6 +342,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "disconnect_grace": _positive_float,
             "heartbeat_timeout": _positive_float,
             "max_body_bytes": _positive_int,
+            "max_json_bytes": _positive_int,
             "max_message_bytes": _positive_int,
             "upload_dir": _dir_to_create,
             "max_outbox_packets": _positive_int,

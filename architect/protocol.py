@@ -80,6 +80,22 @@ MEPHISTO_TASK_VERSION = "2.0.4"
 COMPATIBLE_TASK_VERSIONS = frozenset({"2.0.3", "2.0.4"})
 
 
+def version_mismatch(received: str) -> dict[str, Any]:
+    """The data of the log_error a router sends about a page running another version of
+    mephisto-task: Mephisto's backend prints its `text`, ours the two versions."""
+    received = received[:64]  # a version's length: a page writes no more into the logs
+    return {
+        "error_type": "version-mismatch",
+        "expected_version": MEPHISTO_TASK_VERSION,
+        "received_version": received,
+        "text": (
+            f"a page runs mephisto-task {received!r}, where {MEPHISTO_TASK_VERSION} is expected"
+            " (or 2.0.3, as the published 2.0.4 bundle calls itself): this may cause"
+            f" unexpected errors; update the task frontend to mephisto-task {MEPHISTO_TASK_VERSION}"
+        ),
+    }
+
+
 class Status:
     """Agent statuses, as exact strings on the wire."""
 

@@ -29,6 +29,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IConsumer, IStreamClientEndpoint
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
@@ -212,3 +213,83 @@ class MemoryHTTP:
 
     async def post_json(self, path: str, value: Any) -> Reply:
         return await self.post(path, json.dumps(value).encode())
+
+
+class _Recorder(Protocol):
+    """The client's end of a raw connection: what it received, whether it was closed."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.closed = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closed = True
+
+
+class RawHTTP:
+    """One in-memory connection to `site` over which the test writes bytes of its own."""
+
+    def __init__(self, site: Site, client_host: str = LOOPBACK) -> None:
+        address = IPv4Address("TCP", client_host, 40001)
+        self.server = site.buildProtocol(address)
+        self.client = _Recorder()
+        self.pump = iosim.connect(
+            self.server,
+            iosim.FakeTransport(
+                self.server, isServer=True, hostAddress=SERVER, peerAddress=address
+            ),
+            self.client,
+            iosim.FakeTransport(
+                self.client, isServer=False, hostAddress=address, peerAddress=SERVER
+            ),
+        )
+
+    def write(self, data: bytes) -> None:
+        """Send bytes (unless the server closed the connection) and deliver what follows."""
+        if not self.closed:
+            self.pump.clientIO.write(data)
+        self.pump.flush()
+
+    @property
+    def received(self) -> bytes:
+        return self.client.received
+
+    @property
+    def closed(self) -> bool:
+        """The server closed the connection (and the client saw it)."""
+        return self.client.closed
+
+    async def settle(self, turns: int = 20) -> None:
+        """Give the server reactor turns for what it writes from there (a file, a piece
+        a turn), delivering as it goes."""
+        for _ in range(turns):
+            self.pump.flush()
+            await deferLater(reactor, 0)
+        self.pump.flush()
+
+    def _answer(self) -> tuple[bytes, dict[bytes, bytes], bytes]:
+        """The first answer received: its status line, headers (lowercase names), body
+        (as long as its Content-Length says)."""
+        head, _, rest = self.received.partition(b"\r\n\r\n")
+        status, *lines = head.split(b"\r\n")
+        headers = {}
+        for line in lines:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip()
+        assert b"content-length" in headers, head
+        return status, headers, rest[: int(headers[b"content-length"])]
+
+    def status(self) -> int:
+        return int(self._answer()[0].split(b" ")[1])
+
+    def headers(self) -> dict[bytes, bytes]:
+        return self._answer()[1]
+
+    def body(self) -> bytes:
+        return self._answer()[2]
+
+    def json(self) -> Any:
+        return json.loads(self.body())

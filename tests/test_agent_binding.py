@@ -83,6 +83,7 @@ async def test_a_second_browser_with_the_same_url_gets_no_access_to_the_agent(
         ("/submit_task", {"USED_AGENT_ID": agent_id, "final_data": {"answer": "mallory"}}),
         ("/submit_metadata", {"USED_AGENT_ID": agent_id, "metadata": {"m": 1}}),
         ("/submit_onboarding", {"provider_data": {"USED_AGENT_ID": agent_id}}),
+        ("/log_error", {"USED_AGENT_ID": agent_id, "error_data": {"forged": True}}),
     ]:
         code, answer = await mallory.post_json(f"{daemon.url}{path}", body)
         assert (path, code) == (path, 403) and "another browser" in answer["error"]

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from architect.backend.client_io import ClientIOHandler
+from architect.backend.registration import Registration
 from architect.protocol import (
     AGENT_DETAILS,
     CLIENT_BOUND_LIVE_UPDATE,
@@ -154,13 +155,35 @@ def test_too_many_concurrent_units() -> None:
     assert details["failure_reason"] == FailureReason.TOO_MANY_CONCURRENT
 
 
-def test_bad_provider_data_gets_an_answer_not_silence() -> None:
+@pytest.mark.parametrize(
+    "provider_data", [{}, "not an object", None, {"worker_name": 5}, {"worker_name": ""}]
+)
+def test_bad_provider_data_gets_an_answer_and_one_log_line(provider_data: Any) -> None:
     b = Backend()
     with capturedLogs() as events:
-        b.channel.receive(REGISTER_AGENT, "r1", {"provider_data": {}, "request_id": "r1"})
+        b.channel.receive(
+            REGISTER_AGENT, "r1", {"provider_data": provider_data, "request_id": "r1"}
+        )
     details = answer_to(b.channel, "r1")
     assert details["agent_id"] is None
     assert details["failure_reason"] == FailureReason.NO_WORK
+    # An expected refusal: one line saying why, no traceback.
+    assert [e for e in events if e.get("log_failure") is not None] == []
+    [line] = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert "r1" in line and "worker_name" in line and "\n" not in line
+
+
+class BrokenPool(MemoryWorkerPool):
+    def register(self, provider_data: dict[str, Any]) -> Deferred[Registration]:
+        return fail(RuntimeError("a bug"))
+
+
+def test_a_registration_that_fails_unexpectedly_is_logged_with_its_traceback() -> None:
+    b = Backend()
+    b.handler.pool = BrokenPool(b.clock, UNITS)
+    with capturedLogs() as events:
+        b.channel.receive(REGISTER_AGENT, "r1", {"provider_data": {}, "request_id": "r1"})
+    assert answer_to(b.channel, "r1")["failure_reason"] == FailureReason.NO_WORK
     assert any(e.get("log_failure") is not None for e in events)
 
 
@@ -608,16 +631,38 @@ def test_version_mismatch_is_logged_loudly() -> None:
     assert errors[0]["received"] == "1.0.0"
 
 
+def test_a_version_mismatch_from_mephistos_router_is_logged_with_its_text() -> None:
+    b = Backend()
+    text = "Package `mephisto-task` version mismatch. Expected version 2.0.4 but ... 1.0.0."
+    with capturedLogs() as events:
+        b.channel.receive(LOG_ERROR, MEPHISTO, {"error_type": "version-mismatch", "text": text})
+    [error] = [e for e in events if e["log_level"] == LogLevel.error]
+    assert text in formatEvent(error)
+
+
 def test_browser_errors_are_logged_with_the_agent() -> None:
     b = Backend()
     agent_id = b.register("r1")["agent_id"]
     with capturedLogs() as events:
-        b.channel.receive(LOG_ERROR, agent_id, {"error_data": {"message": "oops"}})
+        # The shape of Mephisto's routers and ours: the page's error_data is the data.
+        b.channel.receive(LOG_ERROR, agent_id, {"message": "oops"})
     warnings = [e for e in events if e["log_level"] == LogLevel.warn]
     assert len(warnings) == 1
     assert warnings[0]["agent_id"] == agent_id
-    assert warnings[0]["error"] == {"message": "oops"}
     assert warnings[0]["agent"] is b.agent(agent_id)
+    assert "{'message': 'oops'}" in formatEvent(warnings[0])
+
+
+def test_a_large_browser_error_is_logged_cut_short() -> None:
+    b = Backend()
+    agent_id = b.register("r1")["agent_id"]
+    with capturedLogs() as events:
+        b.channel.receive(LOG_ERROR, agent_id, {"stack": "x" * 500_000, "end": "the-end"})
+    [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
+    line = formatEvent(warning)
+    assert "xxxx" in line and "the-end" not in line
+    assert len(line) < 2_500
+    assert all(len(repr(value)) < 2_500 for value in warning.values())
 
 
 def test_packets_the_backend_does_not_handle_are_ignored() -> None:

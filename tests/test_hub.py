@@ -345,8 +345,29 @@ def test_other_client_version_warns_the_backend(tmp_path: Path) -> None:
     answer = hub.task_config_for({}, "1.0.0")
     assert answer["mephisto_task_version"] == "2.0.4"
     (warning,) = backend.of_type(LOG_ERROR)
+    assert warning.subject_id == "mephisto"
     assert warning.data["error_type"] == "version-mismatch"
     assert warning.data["received_version"] == "1.0.0"
+    assert warning.data["expected_version"] == "2.0.4"
+    # Mephisto's backend prints `text` (and only that) of a version mismatch.
+    assert "1.0.0" in warning.data["text"] and "2.0.4" in warning.data["text"]
+
+
+def test_a_client_version_is_reported_only_as_long_as_a_version_is(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    backend = connect_backend(hub)
+    hub.task_config_for({}, "9" * 10_000)
+    (warning,) = backend.of_type(LOG_ERROR)
+    assert warning.data["received_version"] == "9" * 64
+    assert len(warning.data["text"]) < 400
+
+
+def test_an_error_log_names_a_known_agent(tmp_path: Path) -> None:
+    _, hub = make_hub(tmp_path)
+    backend = connect_backend(hub)
+    with pytest.raises(UnknownAgent):
+        hub.log_error("nobody", {"e": 1}, None, None)
+    assert backend.of_type(LOG_ERROR) == []
 
 
 def test_registration_answer_with_history_clears_the_replay(tmp_path: Path) -> None:

@@ -18,8 +18,11 @@ from typing import Any
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
 from twisted.web.client import FileBodyProducer
 from twisted.web.http_headers import Headers
 
@@ -348,3 +351,41 @@ async def test_a_socket_that_never_says_whom_it_speaks_for_is_closed(
     closed.addTimeout(TIMEOUT, reactor)
     assert await closed == CloseCode.SILENT
     assert not talking.has_closed
+
+
+# --- bodies ---
+
+
+class _Raw(Protocol):
+    """A client writing bytes of its own; `closed` fires with all it got once closed."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.closed: Deferred[bytes] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closed.callback(self.received)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_body_too_large_is_refused_before_it_is_sent(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    daemon = await daemons.start(daemon_config(tmp_path))
+    client = _Raw()
+    await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", daemon.port), client)
+    assert client.transport is not None
+    # 256 MiB announced, a few bytes sent: the answer and the close come without the rest.
+    client.transport.write(
+        b"POST /submit_task HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 268435456\r\n\r\n"
+        b'{"USED_AGENT_ID": "a'
+    )
+    client.closed.addTimeout(TIMEOUT, reactor)
+    answer = await client.closed
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert json.loads(body) == {"error": "the body is larger than 1048576 bytes"}

@@ -55,6 +55,7 @@ def router_config(tmp_path: Path) -> RouterConfig:
         disconnect_grace=0.3,
         heartbeat_timeout=15.0,
         max_body_bytes=50_000,
+        max_json_bytes=50_000,
         max_message_bytes=10_000,
         upload_dir=tmp_path / "uploads",
     )
@@ -228,7 +229,7 @@ async def test_json_submissions_reach_the_backend(router: tuple[RouterHub, int])
     meta = await backend.next(SUBMIT_METADATA)
     assert meta.data == {"m": 1}
     error = await backend.next(LOG_ERROR)
-    assert error.data == {"error_data": {"e": "x"}}
+    assert error.data == {"e": "x"}
 
 
 @pytest_twisted.ensureDeferred

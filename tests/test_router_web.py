@@ -35,7 +35,7 @@ from tests.fakes import FakeLink
 from tests.memory_http import ELSEWHERE, LOOPBACK, Body, MemoryHTTP, Reply
 
 TOKEN = "backend-secret"
-LIMIT = 2_000  # max_body_bytes
+LIMIT = 2_000  # max_body_bytes and max_json_bytes (tests/test_request_intake.py: apart)
 UPLOAD = "0123456789abcdef0123456789abcdef.txt"  # a name as the router gives uploads
 BOUNDARY = "xYzZY-boundary"
 
@@ -49,6 +49,7 @@ class Edge:
             **{
                 "backend_token": TOKEN,
                 "max_body_bytes": LIMIT,
+                "max_json_bytes": LIMIT,
                 "request_timeout": 5.0,
                 "upload_dir": tmp_path / "uploads",
                 **settings,
@@ -333,7 +334,37 @@ async def test_json_submissions_reach_the_hub_as_sent(edge: Edge) -> None:
     [unit] = edge.sent(SUBMIT_UNIT)
     assert (unit.subject_id, unit.data, unit.client_timestamp) == ("a-1", {"answer": 42}, 7.0)
     [logged] = edge.sent(LOG_ERROR)
-    assert (logged.data, logged.client_timestamp) == ({"error_data": {"e": "x"}}, None)
+    # As Mephisto's routers forward it: the posted error_data is the packet's data.
+    assert (logged.data, logged.client_timestamp) == ({"e": "x"}, None)
+
+
+@pytest.mark.parametrize(
+    ("error_data", "data"),
+    [
+        ("just text", {"error_data": "just text"}),  # a packet's data is an object
+        ([1, 2], {"error_data": [1, 2]}),
+        (None, {}),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_an_error_log_that_is_not_an_object_is_forwarded_in_one(
+    edge: Edge, error_data: Any, data: dict[str, Any]
+) -> None:
+    await edge.register("a-1")
+    reply = await edge.local.post_json(
+        "/log_error", {"USED_AGENT_ID": "a-1", "error_data": error_data}
+    )
+    assert reply.code == 200
+    [logged] = edge.sent(LOG_ERROR)
+    assert logged.data == data
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_error_log_for_an_agent_the_router_does_not_know_is_404(edge: Edge) -> None:
+    edge.connect_backend()
+    body = {"USED_AGENT_ID": "ghost", "error_data": {"e": "x"}}
+    assert "unknown agent" in assert_json_error(await edge.local.post_json("/log_error", body), 404)
+    assert edge.backend.sent == []
 
 
 # --- who may download an upload ---
@@ -419,12 +450,12 @@ async def test_downloads_of_bad_or_missing_names_are_404_and_403_before_that(
 async def test_a_name_that_climbs_out_of_the_upload_folder_is_not_served(
     edge: Edge, tmp_path: Path
 ) -> None:
-    (tmp_path / "secret.txt").write_bytes(b"secret")
-    edge.config.upload_dir.joinpath(UPLOAD).write_bytes(b"uploaded")
+    (tmp_path / "secret.txt").write_bytes(b"the secret")
+    edge.config.upload_dir.joinpath(UPLOAD).write_bytes(b"the upload")
     for name in ("..%2Fsecret.txt", "..%2F..%2Fetc%2Fpasswd", f"..%2Fuploads%2F{UPLOAD}"):
         reply = await edge.local.get(f"/download_file/{name}?token={TOKEN}")
-        assert_json_error(reply, 404)
-        assert b"secret" not in reply.body and b"uploaded" not in reply.body
+        assert assert_json_error(reply, 404).startswith("no uploaded file named '../")
+        assert b"the secret" not in reply.body and b"the upload" not in reply.body
 
 
 @pytest_twisted.ensureDeferred
@@ -432,12 +463,16 @@ async def test_with_a_task_frontend_no_path_climbs_out_of_it(tmp_path: Path) -> 
     static = tmp_path / "static"
     static.mkdir()
     static.joinpath("index.html").write_text("the task page")
-    (tmp_path / "secret.txt").write_bytes(b"secret")
+    (tmp_path / "secret.txt").write_bytes(b"the secret")
     edge = Edge(tmp_path, static_dir=static)
     assert (await edge.local.get("/")).body == b"the task page"
-    for path in ("/..%2Fsecret.txt", "/%2E%2E/secret.txt", "/download_file/..%2Fsecret.txt"):
+    for path, code in [
+        ("/..%2Fsecret.txt", 404),
+        ("/%2E%2E/secret.txt", 404),
+        ("/download_file/..%2Fsecret.txt", 403),  # the download route's: not the backend
+    ]:
         reply = await edge.local.get(path)
-        assert reply.code == 404 and b"secret" not in reply.body, path
+        assert reply.code == code and b"the secret" not in reply.body, path
 
 
 @pytest_twisted.ensureDeferred
@@ -588,7 +623,7 @@ async def test_an_embedded_submission_is_acknowledged_only_if_stored(
 @pytest.mark.parametrize("path", ["/request_agent", "/submit_task", "/log_error"])
 @pytest_twisted.ensureDeferred
 async def test_json_nested_too_deeply_is_a_400(tmp_path: Path, path: str) -> None:
-    edge = Edge(tmp_path, max_body_bytes=1_000_000)
+    edge = Edge(tmp_path, max_body_bytes=1_000_000, max_json_bytes=1_000_000)
     deep = b"[" * 200_000 + b"]" * 200_000
     assert_json_error(await edge.local.post(path, deep), 400)
 

@@ -12,7 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from architect.backend.downloads import download_base
 from architect.backend.files import FileFetchError
@@ -97,8 +97,22 @@ async def test_a_file_that_cannot_be_had_is_logged_and_the_rest_is_kept(
     [submission] = await db.list_submissions()
     assert [f.original_name for f in submission.files] == ["b.txt"]
     assert submission.data == data
-    failures = [e for e in events if e.get("log_failure") is not None]
-    assert [(e["filename"], e["agent_id"]) for e in failures] == [("gone.txt", "agent1")]
+    # Expected (a file named by the worker that is not there): one line, no traceback.
+    assert [e for e in events if e.get("log_failure") is not None] == []
+    warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+    assert [(e["filename"], e["agent_id"]) for e in warnings] == [("gone.txt", "agent1")]
+    assert "no gone.txt of agent1" in formatEvent(warnings[0])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_file_entry_is_logged_cut_short(db: SQLiteDatabase) -> None:
+    store = StoredSubmissions(db, FakeUploads({}))
+    data = {"files": [{"originalname": "x" * 100_000}]}  # no filename
+    with capturedLogs() as events:
+        await store.save_unit_submission("agent1", "1", data, "key")
+    [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
+    assert "without a filename" in formatEvent(warning)
+    assert len(formatEvent(warning)) < 2_500
 
 
 @pytest_twisted.ensureDeferred
@@ -112,7 +126,7 @@ async def test_a_submission_brings_only_files_of_its_own_agent(db: SQLiteDatabas
     [submission] = await db.list_submissions()
     assert [f.original_name for f in submission.files] == ["b.txt"]
     assert uploads.files == {"theirs.txt": ("agent2", b"theirs")}  # untouched
-    assert any(e.get("filename") == "theirs.txt" for e in events if e.get("log_failure"))
+    assert any(e.get("filename") == "theirs.txt" for e in events if e["log_level"] == LogLevel.warn)
 
 
 @pytest_twisted.ensureDeferred

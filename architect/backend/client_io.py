@@ -24,12 +24,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from architect.backend.channel import Channel
-from architect.backend.registration import Registration, WorkerPool
+from architect.backend.registration import BadRegistration, Registration, WorkerPool
 from architect.backend.resume import Resumption
 from architect.backend.routes import AgentRoutes
 from architect.backend.store import SubmissionStore
 from architect.config import BackendConfig
 from architect.lifecycle import PUSHED_ACTIVE, is_active
+from architect.log_text import capped
 from architect.protocol import (
     AGENT_DETAILS,
     LOG_ERROR,
@@ -261,7 +262,10 @@ class ClientIOHandler:
         self, d: Deferred[Registration], channel: Channel, request_id: str
     ) -> Deferred[None]:
         def failed(failure: Failure) -> Registration:
-            log.failure("registration {rid} failed", failure, rid=request_id)
+            if failure.check(BadRegistration):  # expected: a page's odd provider_data
+                log.warn("registration {rid} refused: {why}", rid=request_id, why=failure.value)
+            else:
+                log.failure("registration {rid} failed", failure, rid=request_id)
             return Registration.refused(None, FailureReason.NO_WORK)
 
         def answer(registration: Registration) -> None:
@@ -406,14 +410,20 @@ class ClientIOHandler:
     # --- errors ---
 
     def handle_log_error(self, channel: Channel, packet: Packet) -> None:
+        """A page's error report (its data is what the page posted, as from Mephisto's
+        routers), or a router's version-mismatch warning. Logged cut short: a page may
+        post a megabyte."""
         data = packet.data
         if data.get("error_type") == "version-mismatch":
+            if "received_version" not in data:  # Mephisto's router says it in `text` only
+                log.error("mephisto-task version mismatch: {text}", text=capped(data.get("text")))
+                return
             log.error(
                 "the browser of {subject} runs mephisto-task {received}, expected {expected};"
                 " update the task frontend",
                 subject=packet.subject_id,
-                received=data.get("received_version"),
-                expected=data.get("expected_version"),
+                received=str(data.get("received_version"))[:100],
+                expected=str(data.get("expected_version"))[:100],
             )
             return
         agent = self.pool.get_agent(packet.subject_id)
@@ -421,5 +431,5 @@ class ClientIOHandler:
             "browser error from agent {agent_id} ({agent}): {error}",
             agent_id=packet.subject_id,
             agent=agent,
-            error=data.get("error_data", data),
+            error=capped(data),
         )

@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from architect.backend.files import FileFetchError, UploadedFiles
+from architect.log_text import capped, cut
 from architect.storage import Database, SubmissionFile, SubmissionKind
 
 log = Logger()
@@ -99,12 +100,19 @@ class StoredSubmissions:
             mimetype = entry.get("mimetype") or "application/octet-stream"
             try:
                 if not isinstance(filename, str):
-                    raise FileFetchError(f"a file entry without a filename: {entry!r}")
+                    raise FileFetchError(f"a file entry without a filename: {capped(entry)}")
                 if self.files is None:
                     raise FileFetchError("this backend has no way to fetch uploaded files")
                 content = await self.files.fetch(filename, agent_id)
                 kept = await self.database.write_file(str(original), content, str(mimetype))
                 stored.append((filename, kept))
+            except FileFetchError as e:  # expected: a file the worker named is not to be had
+                log.warn(
+                    "could not keep the file {filename} of agent {agent_id}'s submission: {why}",
+                    filename=cut(str(filename), 200),
+                    agent_id=agent_id,
+                    why=cut(str(e)),
+                )
             except Exception:
                 log.failure(
                     "could not keep the file {filename} of agent {agent_id}'s submission",

@@ -40,6 +40,7 @@ from architect.protocol import (
     FailureReason,
     Packet,
     Status,
+    version_mismatch,
 )
 from architect.router.errors import Forbidden, NoBackend, UnknownAgent
 from architect.router.requests import PendingRequests
@@ -479,8 +480,17 @@ class RouterHub:
             raise NoBackend("the backend is away and the router cannot hold more; try again")
         return succeed(None)
 
-    def log_error(self, agent_id: str, error_data: Any, client_timestamp: float | None) -> None:
-        packet = self._incoming(LOG_ERROR, agent_id, {"error_data": error_data}, client_timestamp)
+    def log_error(
+        self, agent_id: str, error_data: Any, client_timestamp: float | None, session: str | None
+    ) -> None:
+        """A page's error report, forwarded as Mephisto's routers do: its error_data is the
+        packet's data (which must be an object: anything else goes as {"error_data": ...})."""
+        self.check_agent(agent_id, session)
+        if error_data is None:
+            data: dict[str, Any] = {}
+        else:
+            data = error_data if isinstance(error_data, dict) else {"error_data": error_data}
+        packet = self._incoming(LOG_ERROR, agent_id, data, client_timestamp)
         self.to_backend(packet, droppable=True)
 
     def task_config_for(self, task_config: dict[str, Any], version: str | None) -> dict[str, Any]:
@@ -491,21 +501,11 @@ class RouterHub:
         else:
             answer["mephisto_task_version"] = MEPHISTO_TASK_VERSION
             if version is not None:
+                mismatch = version_mismatch(version)
                 log.warn(
                     "a browser runs mephisto-task {v}, expected {e}",
-                    v=version,
+                    v=mismatch["received_version"],
                     e=MEPHISTO_TASK_VERSION,
                 )
-                self.to_backend(
-                    Packet(
-                        LOG_ERROR,
-                        MEPHISTO,
-                        {
-                            "error_type": "version-mismatch",
-                            "expected_version": MEPHISTO_TASK_VERSION,
-                            "received_version": version,
-                        },
-                    ),
-                    droppable=True,
-                )
+                self.to_backend(Packet(LOG_ERROR, MEPHISTO, mismatch), droppable=True)
         return answer

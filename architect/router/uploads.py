@@ -73,7 +73,7 @@ class UploadFolder:
         sizes: list[int] = []
         for part in _parts(body, content_type):
             if part.filename is None:
-                fields[part.name] = part.value
+                fields[part.name] = _text_of(part)
             else:
                 sizes.append(part.size)
             part.close()
@@ -154,6 +154,14 @@ class UploadFolder:
             return False
         self.remove([name])
         return True
+
+
+def _text_of(part: multipart.MultipartPart) -> str:
+    try:
+        value: str = part.value
+    except UnicodeDecodeError:
+        raise BadRequest(f"the field {part.name[:100]!r} is not UTF-8 text") from None
+    return value
 
 
 def _parts(body: IO[bytes], content_type: str) -> Any:

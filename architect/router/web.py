@@ -18,7 +18,6 @@ from twisted.web.http import combinedLogFormatter
 from twisted.web.iweb import IAccessLogFormatter, IRequest
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
-from twisted.web.static import File
 from zope.interface import provider
 
 from architect.config import RouterConfig
@@ -34,7 +33,9 @@ from architect.router.errors import (
     TooLarge,
 )
 from architect.router.hub import RouterHub
+from architect.router.intake import BodyLimits, BoundedSite, LimitedRequest
 from architect.router.sessions import COOKIE_NAME, is_session, new_session, set_cookie_value
+from architect.router.static_files import SafeFile
 from architect.router.uploads import UploadBounds, UploadFolder
 from architect.router.websocket import RouterSocketFactory, bearer_token, is_loopback
 
@@ -65,46 +66,38 @@ SERVER_NAME = b"Architect"
 _SERVER_HEADER = (b"server", "server", b"Server", "Server")
 
 
-class LimitedRequest(Request):
-    """A request that stops keeping its body once it passes `max_body_bytes`."""
-
-    max_body_bytes = 64 * 1024 * 1024
-    body_too_large = False
+class RouterRequest(LimitedRequest):
+    """A request of the router's Site (its body bounded: intake.py)."""
 
     def setHeader(self, name: bytes | str, value: bytes | str) -> None:
         if name in _SERVER_HEADER:  # Twisted names itself and its version here
             value = SERVER_NAME
         super().setHeader(name, value)
 
-    def gotLength(self, length: int | None) -> None:
-        if length is not None and length > self.max_body_bytes:
-            self.body_too_large = True
-            length = 0  # keep nothing of it
-        super().gotLength(length)
 
-    def handleContentChunk(self, data: bytes) -> None:
-        if self.body_too_large or self.content is None:
-            return
-        if self.content.tell() + len(data) > self.max_body_bytes:
-            self.body_too_large = True
-            self.content.seek(0)
-            self.content.truncate()
-            return
-        super().handleContentChunk(data)
+class _ErrorPage(Resource):
+    """A RouterError, answered as all of them are, whatever the method."""
 
-
-class TaskFiles(File):
-    """The task's frontend files: a folder without an index.html is not listed."""
-
-    def directoryListing(self) -> Resource:
-        return _NotListed()
-
-
-class _NotListed(Resource):
     isLeaf = True
 
+    def __init__(self, error: RouterError) -> None:
+        super().__init__()
+        self.error = error
+
     def render(self, request: IRequest) -> bytes:
-        return _error_body(request, 404, "no such file")
+        return _error_body(request, http_status(self.error), str(self.error))
+
+
+class TaskFiles(SafeFile):
+    """The task's frontend files: a folder without an index.html is not listed, and what
+    cannot be served is answered as JSON, like every error of the router."""
+
+    # (Twisted types these as its own HTML pages.)
+    childNotFound: Any = _ErrorPage(NotFound("no such file"))
+    forbidden: Any = _ErrorPage(Forbidden("this file may not be read"))
+
+    def directoryListing(self) -> Resource:
+        return self.childNotFound
 
 
 class _WithoutQueries:
@@ -135,7 +128,7 @@ def access_log_line(timestamp: str, request: Any) -> str:
     return line
 
 
-class _QuietSite(Site):
+class _QuietSite(BoundedSite):
     """A Site that writes no access log line per request."""
 
     def log(self, request: http.Request) -> None:
@@ -198,19 +191,10 @@ class RouterWeb:
         return self.app.resource()
 
     def site(self) -> Site:
-        limit = self.config.max_body_bytes
-
-        class _Request(LimitedRequest):
-            max_body_bytes = limit
-
-        # Bodies are read by the endpoints themselves (JSON, or multipart with our own
-        # parser): Twisted's form parsing of every POST would only cost time (its
-        # Content-Type parsing alone was an eighth of the router's CPU under load).
-        site_class = Site if self.config.access_log else _QuietSite
-        site = site_class(
-            self.resource(), parsePOSTFormSubmission=False, logFormatter=access_log_line
-        )
-        site.requestFactory = _Request
+        limits = BodyLimits(json=self.config.max_json_bytes, multipart=self.config.max_body_bytes)
+        site_class = BoundedSite if self.config.access_log else _QuietSite
+        site = site_class(self.resource(), limits, _ErrorPage, logFormatter=access_log_line)
+        site.requestFactory = RouterRequest
         site.displayTracebacks = False
         return site
 
@@ -227,14 +211,9 @@ class RouterWeb:
         log.failure("unexpected error serving {path}", failure, path=request.path)
         return _error_body(request, 500, "internal error; the router keeps running")
 
-    # --- bodies ---
-
-    def _check_size(self, request: IRequest) -> None:
-        if getattr(request, "body_too_large", False):
-            raise TooLarge(f"the body is larger than {self.config.max_body_bytes} bytes")
+    # --- bodies (none over its limit reaches a route: intake.py) ---
 
     def _json_body(self, request: IRequest) -> dict[str, Any]:
-        self._check_size(request)
         raw = request.content.read() if request.content is not None else b""
         try:
             body = json.loads(raw)
@@ -256,7 +235,6 @@ class RouterWeb:
 
         Everything is checked before a file is stored: the body, the agent, the bounds.
         """
-        self._check_size(request)
         content_type = (request.getHeader(b"content-type") or b"").decode("latin-1")
         assert request.content is not None
         fields, sizes = self.uploads.read_fields(request.content, content_type)
@@ -374,7 +352,10 @@ class RouterWeb:
         body = self._json_body(request)
         agent_id = _agent_id(body)
         self.hub.log_error(
-            agent_id, body.get("error_data"), as_timestamp(body.get("client_timestamp"))
+            agent_id,
+            body.get("error_data"),
+            as_timestamp(body.get("client_timestamp")),
+            _session(request),
         )
         return _json(request, {"status": "Error log sent!"})
 
@@ -405,7 +386,8 @@ class RouterWeb:
             raise NotFound(f"no uploaded file named {name!r}")
         return path, agent_id
 
-    @app.route("/download_file/<name>", methods=["DELETE"])
+    # <path:>: a name with a slash in it (..%2F) is refused here, as any other wrong name.
+    @app.route("/download_file/<path:name>", methods=["DELETE"])
     def discard_file(self, request: IRequest, name: str) -> bytes:
         """The backend kept the file: the router's copy goes (only with the agent named)."""
         _, agent_id = self._backends_upload(request, name)
@@ -414,11 +396,11 @@ class RouterWeb:
         self.uploads.discard(name, agent_id)
         return _json(request, {"status": "Discarded"})
 
-    @app.route("/download_file/<name>", methods=["GET"])
+    @app.route("/download_file/<path:name>", methods=["GET"])
     def download_file(self, request: IRequest, name: str) -> Resource:
         path, _ = self._backends_upload(request, name)
         # Bytes to save, never a page to show, whatever the worker named the file.
-        resource = File(str(path), defaultType="application/octet-stream")
+        resource = SafeFile(str(path), defaultType="application/octet-stream")
         resource.type, resource.encoding = "application/octet-stream", None
         resource.isLeaf = True
         request.setHeader(b"content-disposition", b"attachment")
