@@ -250,19 +250,21 @@ class Agent:
 
 
 async def open_agents(
-    session: aiohttp.ClientSession, url: str, count: int, prefix: str
+    session: aiohttp.ClientSession, url: str, agent_ids: list[str]
 ) -> tuple[list[Agent], list[asyncio.Task[None]]]:
+    """A socket for each registered agent (a router takes one only for an agent its
+    backend named, from the browser that registered it: `session` keeps its cookie)."""
     agents: list[Agent] = []
     limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-    async def one(i: int) -> None:
+    async def one(agent_id: str) -> None:
         async with limit:
             ws = await session.ws_connect(url, max_msg_size=0, autoping=True, heartbeat=None)
-            agent = Agent(f"{prefix}-{i}", ws)
+            agent = Agent(agent_id, ws)
             await ws.send_str(packet("alive", agent.agent_id))
             agents.append(agent)
 
-    await asyncio.gather(*(one(i) for i in range(count)))
+    await asyncio.gather(*(one(agent_id) for agent_id in agent_ids))
     readers = [asyncio.create_task(agent.read()) for agent in agents]
     await asyncio.sleep(0.2)  # let the alives land before traffic starts
     return agents, readers
@@ -352,6 +354,7 @@ async def _s1_level(
 
 
 async def s2_live(
+    base: str,
     ws_url: str,
     agent_counts: list[int],
     per_agent_rate: float,
@@ -362,7 +365,8 @@ async def s2_live(
     results = []
     async with _session() as session:
         for run, count in enumerate(agent_counts):
-            agents, readers = await open_agents(session, ws_url, count, f"s2r{run}")
+            agent_ids, _ = await _register_agents(session, base, count, f"s2r{run}")
+            agents, readers = await open_agents(session, ws_url, agent_ids)
             entry: dict[str, Any] = {"agents": count}
 
             # Open loop: each agent sends per_agent_rate updates/s, random phase.
@@ -461,16 +465,22 @@ async def _closed_loop(
 
 
 async def s3_capacity(
-    ws_url: str, agent_counts: list[int], hold: float, interval: float, pids: dict[str, int]
+    base: str,
+    ws_url: str,
+    agent_counts: list[int],
+    hold: float,
+    interval: float,
+    pids: dict[str, int],
 ) -> list[dict[str, Any]]:
     router_pid = pids.get("router", 0)
     results = []
     async with _session() as session:
         for run, count in enumerate(agent_counts):
+            agent_ids, _ = await _register_agents(session, base, count, f"s3r{run}")
             await asyncio.sleep(0.5)
             base_rss = rss_bytes(router_pid)
             connect_start = time.perf_counter()
-            agents, readers = await open_agents(session, ws_url, count, f"s3r{run}")
+            agents, readers = await open_agents(session, ws_url, agent_ids)
             connect_s = time.perf_counter() - connect_start
             window = CpuWindow(pids)
             start = time.perf_counter()

@@ -92,6 +92,7 @@ def scenario_kwargs(scenario: str, plan: Plan, http_url: str, ws_url: str) -> di
         }
     if scenario == "S2":
         return {
+            "base": http_url,
             "ws_url": ws_url,
             "agent_counts": plan.s2_agents,
             "per_agent_rate": plan.s2_rate,
@@ -106,6 +107,7 @@ def scenario_kwargs(scenario: str, plan: Plan, http_url: str, ws_url: str) -> di
             "warmup_count": plan.s4_warmup,
         }
     return {
+        "base": http_url,
         "ws_url": ws_url,
         "agent_counts": plan.s3_agents,
         "hold": plan.s3_hold,
