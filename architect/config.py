@@ -47,9 +47,15 @@ class RouterConfig:
     max_message_bytes: int = 1024 * 1024
     upload_dir: Path = Path("uploads")
     max_outbox_packets: int = 10_000
+    # Bytes are len(json) of packets' data (protocol.data_size); the replay buffer has as many.
+    max_outbox_bytes: int = 8 * 1024 * 1024
     replay_window: float = 60.0
     access_log: bool = True
     max_backend_queue_packets: int = 100_000
+    max_backend_queue_bytes: int = 256 * 1024 * 1024
+    # A browser's live updates, per agent: a token bucket (the excess is dropped).
+    max_updates_per_second: float = 20.0
+    max_update_burst: int = 40
     trust_loopback: bool = False  # a backend from loopback may connect without the token
     bind_agents_to_browser: bool = True  # an agent is the registering browser's (a cookie)
     status_retention: float = 600.0  # seconds a finished agent's status stays known
@@ -66,6 +72,13 @@ class BackendConfig:
     status_interval: float = 4.0
     reconnect_giveup: float = 300.0
     resume_window: float = 60.0  # 0: agents working at a restart are disconnected at once
+    # One agent's live updates, both directions: past these its browser's are not taken.
+    max_live_updates_per_agent: int = 10_000
+    max_live_update_bytes_per_agent: int = 16 * 1024 * 1024
+    # What a reloading page gets back of them: the newest, within both. The bytes stay below
+    # the router's max_message_bytes, which a remote backend's answer must fit in.
+    max_past_live_updates: int = 500
+    max_past_live_update_bytes: int = 512 * 1024
 
 
 @attrs.frozen
@@ -159,14 +172,23 @@ def _endpoint(value: str, base: Path) -> str:
     return ":".join(parts)
 
 
-def _positive_float(value: str, base: Path) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not a number") from None
-    if not number > 0 or number == float("inf"):
-        raise ValueError(f"must be a positive number of seconds, not {value!r}")
-    return number
+def _positive_number(of_what: str) -> Callable[[str, Path], float]:
+    """A parser of a positive finite number (`of_what`: "of seconds", "a second")."""
+
+    def parse(value: str, base: Path) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number") from None
+        if not number > 0 or number == float("inf"):
+            raise ValueError(f"must be a positive number {of_what}, not {value!r}")
+        return number
+
+    return parse
+
+
+_positive_float = _positive_number("of seconds")
+_positive_rate = _positive_number("a second")
 
 
 def _positive_int(value: str, base: Path) -> int:
@@ -346,9 +368,13 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "max_message_bytes": _positive_int,
             "upload_dir": _dir_to_create,
             "max_outbox_packets": _positive_int,
+            "max_outbox_bytes": _positive_int,
             "replay_window": _positive_float,
             "access_log": _switch,
             "max_backend_queue_packets": _positive_int,
+            "max_backend_queue_bytes": _positive_int,
+            "max_updates_per_second": _positive_rate,
+            "max_update_burst": _positive_int,
             "trust_loopback": _switch,
             "bind_agents_to_browser": _switch,
             "status_retention": _positive_float,
@@ -366,6 +392,10 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "status_interval": _positive_float,
             "reconnect_giveup": _positive_float,
             "resume_window": _zero_or_seconds("off"),
+            "max_live_updates_per_agent": _positive_int,
+            "max_live_update_bytes_per_agent": _positive_int,
+            "max_past_live_updates": _positive_int,
+            "max_past_live_update_bytes": _positive_int,
         },
     ),
     "storage": (

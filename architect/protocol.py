@@ -189,6 +189,15 @@ _TIMESTAMP_FIELDS = (
 
 # One encoder for every packet (json.dumps with options builds a new one per call).
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
+# For sizes only: what JSON cannot hold (task code may hand anything to the in-process
+# link) counts as its repr. ASCII output, so characters are bytes.
+_SIZING = json.JSONEncoder(separators=(",", ":"), default=repr)
+
+
+def data_size(data: Any) -> int:
+    """What a packet's data (a live update) weighs in every bound of router and backend:
+    the length of its compact JSON."""
+    return len(_SIZING.encode(data))
 
 
 @attrs.define

@@ -51,6 +51,7 @@ from architect.router.web import RouterWeb
 from architect.storage import Database, open_database
 from architect.storage.service import DatabaseService
 from architect.tasks.definition import STATIC, TaskDefinition
+from architect.tasks.history import LiveLimits
 from architect.tasks.hooks import TaskModuleError, load_task_module, thread_runner
 from architect.tasks.runner import TaskRunner
 
@@ -202,7 +203,14 @@ def build_service(
             reactor, task, run_blocking, config.task.units_per_assignment, config.task.timeout
         )
         pool = StoredWorkerPool(
-            reactor, database, run, config.task, task, run_blocking, runner.agent_assigned
+            reactor,
+            database,
+            run,
+            config.task,
+            task,
+            run_blocking,
+            runner.agent_assigned,
+            live_limits=LiveLimits.of(config.backend),
         )
         store = StoredSubmissions(database, files)
         resumption = Resumption(reactor, config.backend.resume_window, task.kind == STATIC)

@@ -28,6 +28,7 @@ from architect.backend.registration import (
 from architect.lifecycle import COUNTED, AgentKind, UnitStatus, unit_status_after
 from architect.protocol import FailureReason, Status
 from architect.tasks.agent import Agent
+from architect.tasks.history import LiveLimits
 
 log = Logger()
 
@@ -81,8 +82,10 @@ class MemoryWorkerPool:
         max_concurrent: int | None = None,
         max_units_per_worker: int | None = None,
         blocked_workers: Sequence[str] = (),
+        live_limits: LiveLimits | None = None,
     ) -> None:
         self.clock = clock
+        self.live_limits = live_limits or LiveLimits()
         self.units = [UnitSlot(i, copy.deepcopy(data)) for i, data in enumerate(units)]
         self.onboarding_data = onboarding_data or {}
         self.check_onboarding = check_onboarding
@@ -249,6 +252,7 @@ class MemoryWorkerPool:
             copy.deepcopy(init_task_data),
             registration_id=registration_id,
             kind=kind,
+            live_limits=self.live_limits,
         )
         agent.add_status_listener(self._status_changed)
         worker.agents.append(agent)

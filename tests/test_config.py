@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from architect.config import ConfigError, load_config
+from architect.config import BackendConfig, ConfigError, RouterConfig, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -156,3 +156,30 @@ def test_task_errors_name_file_section_and_key(tmp_path: Path, text: str, expect
     assert message.startswith(f"{path}: ")
     assert expected.format(dir=tmp_path) in message
     assert "\n" not in message
+
+
+def test_the_bounds_are_read_and_checked(tmp_path: Path) -> None:
+    text = (
+        "[router]\nmax_outbox_bytes = 1_000\nmax_backend_queue_bytes = 2000\n"
+        "max_updates_per_second = 2.5\nmax_update_burst = 5\n"
+        "[backend]\nmax_live_updates_per_agent = 7\nmax_live_update_bytes_per_agent = 8\n"
+        "max_past_live_updates = 9\nmax_past_live_update_bytes = 10\n"
+    )
+    config = load_config(write(tmp_path, text))
+    router, backend = config.router, config.backend
+    assert (router.max_outbox_bytes, router.max_backend_queue_bytes) == (1000, 2000)
+    assert (router.max_updates_per_second, router.max_update_burst) == (2.5, 5)
+    assert (backend.max_live_updates_per_agent, backend.max_live_update_bytes_per_agent) == (7, 8)
+    assert (backend.max_past_live_updates, backend.max_past_live_update_bytes) == (9, 10)
+    with pytest.raises(ConfigError, match=r"max_updates_per_second: must be a positive number a"):
+        load_config(write(tmp_path, "[router]\nmax_updates_per_second = 0\n"))
+
+
+def test_the_shipped_config_gives_the_default_bounds() -> None:
+    config = load_config(ROOT / "conf" / "router.ini")
+    router = ("max_outbox_bytes", "max_backend_queue_bytes", "max_updates_per_second")
+    for name in (*router, "max_update_burst"):
+        assert getattr(config.router, name) == getattr(RouterConfig(), name), name
+    backend = ("max_live_updates_per_agent", "max_live_update_bytes_per_agent")
+    for name in (*backend, "max_past_live_updates", "max_past_live_update_bytes"):
+        assert getattr(config.backend, name) == getattr(BackendConfig(), name), name

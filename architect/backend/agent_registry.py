@@ -12,6 +12,7 @@ from twisted.internet.interfaces import IReactorTime
 from architect.backend.recorder import AgentRecorder
 from architect.storage import Worker
 from architect.tasks.agent import Agent
+from architect.tasks.history import LiveLimits
 
 
 def new_agent_id(prefix: str = "") -> str:
@@ -20,9 +21,12 @@ def new_agent_id(prefix: str = "") -> str:
 
 
 class AgentRegistry:
-    def __init__(self, clock: IReactorTime, recorder: AgentRecorder) -> None:
+    def __init__(
+        self, clock: IReactorTime, recorder: AgentRecorder, live_limits: LiveLimits | None = None
+    ) -> None:
         self.clock = clock
         self.recorder = recorder
+        self.live_limits = live_limits or LiveLimits()  # [backend] bounds on live updates
         self.agents: dict[str, Agent] = {}  # the agents of this process, by id
         self.registrations: dict[str, Agent] = {}  # agent_registration_id -> latest agent
         self.workers: dict[str, Worker] = {}  # by worker id (as on the wire)
@@ -57,6 +61,7 @@ class AgentRegistry:
             copy.deepcopy(init_task_data),
             registration_id=registration_id,
             kind=kind,
+            live_limits=self.live_limits,
         )
         agent.set_status(status)
         self.recorder.watch(agent)

@@ -351,7 +351,10 @@ class ClientIOHandler:
             )
             return
         if not agent.receive_live_update(packet.data):
-            log.debug("dropped a repeated live update of agent {agent_id}", agent_id=agent.agent_id)
+            log.debug(
+                "dropped a live update of agent {agent_id} (a repeat, or its history is full)",
+                agent_id=agent.agent_id,
+            )
 
     # --- statuses ---
 

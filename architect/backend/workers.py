@@ -56,6 +56,7 @@ from architect.qualifications import meets_all
 from architect.storage import Database, TaskRun, Unit, Worker
 from architect.tasks.agent import Agent
 from architect.tasks.definition import TaskDefinition, UnitInfo, WorkerInfo
+from architect.tasks.history import LiveLimits
 from architect.tasks.hooks import BlockingRunner, call_hook
 
 log = Logger()
@@ -105,6 +106,7 @@ class StoredWorkerPool:
         task: TaskDefinition,
         run_blocking: BlockingRunner,
         on_unit_agent: Callable[[Agent, Unit], None] | None = None,
+        live_limits: LiveLimits | None = None,
     ) -> None:
         self.clock = clock
         self.on_unit_agent = on_unit_agent  # the task runner puts new unit agents to work
@@ -114,7 +116,7 @@ class StoredWorkerPool:
         self.task = task
         self.run_blocking = run_blocking
         self.recorder = AgentRecorder(database, settings.return_units)
-        self.registry = AgentRegistry(clock, self.recorder)
+        self.registry = AgentRegistry(clock, self.recorder, live_limits)
         self.onboarding = Onboarding(
             database, self.registry, task, run_blocking, settings.onboarding_qualification
         )

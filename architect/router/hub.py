@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 import json
 import uuid
-from collections import deque
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -40,9 +39,11 @@ from architect.protocol import (
     FailureReason,
     Packet,
     Status,
+    data_size,
     version_mismatch,
 )
 from architect.router.errors import Forbidden, NoBackend, UnknownAgent
+from architect.router.queues import SizedQueue
 from architect.router.requests import PendingRequests
 from architect.router.state import AgentRecord, AgentTable
 
@@ -88,10 +89,14 @@ class RouterHub:
             bind_sessions=config.bind_agents_to_browser,
             status_retention=config.status_retention,
             on_forget=self._forgotten,
+            max_outbox_bytes=config.max_outbox_bytes,
+            max_updates_per_second=config.max_updates_per_second,
+            max_update_burst=config.max_update_burst,
         )
         self.floods = RateLimitedLog(log, clock)
         self.backend: Link | None = None
-        self.backend_queue: deque[Packet] = deque()
+        self.backend_queue: SizedQueue[Packet] = SizedQueue()
+        self.backend_queue_full = False  # logged, for this absence of the backend
         self.requests = PendingRequests(clock, config.request_timeout)
         self.link_agents: dict[Link, str] = {}  # agent links -> the agent each speaks for
         self.unnamed_links: dict[Link, IDelayedCall] = {}  # open, no first packet yet
@@ -286,7 +291,8 @@ class RouterHub:
             )
             link.send_packet(self._stamp_out(reply))
         elif kind == MEPHISTO_BOUND_LIVE_UPDATE:
-            self.to_backend(packet, droppable=True)
+            if self.agents.take_update(agent_id):  # else over its rate: dropped, logged once
+                self.to_backend(packet, droppable=True)
         else:
             log.warn("dropped a {t} packet from agent {agent_id}", t=kind, agent_id=agent_id)
 
@@ -377,15 +383,25 @@ class RouterHub:
         if self.backend is not None:
             self.backend.send_packet(self._stamp_out(packet))
             return True
-        if len(self.backend_queue) >= self.config.max_backend_queue_packets:
-            log.warn(
-                "backend away and its queue is full ({limit} packets): {what} a {t} packet",
-                limit=self.config.max_backend_queue_packets,
-                what="dropped" if droppable else "refused",
-                t=packet.packet_type,
-            )
+        queue, size = self.backend_queue, data_size(packet.data)
+        if not queue:
+            self.backend_queue_full = False  # a new absence: its first overflow is logged
+        limits = self.config.max_backend_queue_packets, self.config.max_backend_queue_bytes
+        if not queue.fits(size, *limits):
+            if not self.backend_queue_full:
+                self.backend_queue_full = True
+                log.warn(
+                    "the backend is away and its queue is full ([router] max_backend_queue_"
+                    "packets = {packets}, max_backend_queue_bytes = {size}): until it is back,"
+                    " live updates and errors are dropped and submissions refused (503);"
+                    " first: {what} a {t} packet",
+                    packets=limits[0],
+                    size=limits[1],
+                    what="dropped" if droppable else "refused",
+                    t=packet.packet_type,
+                )
             return False
-        self.backend_queue.append(packet)
+        queue.append(packet, size)
         return True
 
     def _incoming(

@@ -23,13 +23,17 @@ have been held back and flushed late), hence a window of time. Browsers drop
 repeated `update_id`s. A registration answer that
 carries `past_live_updates` hands the page its whole history, so both queues
 are cleared then.
+
+Bounds (docs/security.md): the outbox and the replay buffer each hold at most
+`max_outbox_packets` packets and `max_outbox_bytes` bytes, the oldest dropped first; a
+browser's live updates are limited per agent to `max_updates_per_second`. Each bound an
+agent hits is logged once for that agent.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -37,7 +41,9 @@ from twisted.logger import Logger
 
 from architect.config import RouterConfig
 from architect.lifecycle import FINAL, HEARTBEAT_WATCHED, is_active
-from architect.protocol import CLIENT_BOUND_LIVE_UPDATE, Packet, Status
+from architect.protocol import CLIENT_BOUND_LIVE_UPDATE, Packet, Status, data_size
+from architect.router.queues import SizedQueue
+from architect.router.rate import TokenBucket
 
 log = Logger()
 
@@ -55,14 +61,16 @@ class AgentRecord:
     link: AgentLink | None = None
     # Made when first needed, dropped when empty: most agents never need them, and the
     # garbage collector walks every container a router holds (10,000s of agents).
-    outbox: deque[Packet] | None = None
+    outbox: SizedQueue[Packet] | None = None
     last_heartbeat: float | None = None
-    unconfirmed: deque[tuple[float, Packet]] | None = None  # (written at, packet)
+    unconfirmed: SizedQueue[tuple[float, Packet]] | None = None  # (written at, packet)
     grace_timer: IDelayedCall | None = None
     heartbeat_timer: IDelayedCall | None = None
     retention_timer: IDelayedCall | None = None  # set once the status is final
     # The browser session that registered it (router/sessions.py); None: not bound yet.
     session: str | None = None
+    update_rate: TokenBucket | None = None  # its browser's live updates, from the first
+    logged: set[str] | None = None  # the bounds it hit, each logged once
 
 
 def _cancel(timer: IDelayedCall | None) -> None:
@@ -84,7 +92,13 @@ class AgentTable:
         bind_sessions: bool = RouterConfig().bind_agents_to_browser,
         status_retention: float = RouterConfig().status_retention,
         on_forget: Callable[[AgentRecord], None] | None = None,
+        max_outbox_bytes: int = RouterConfig().max_outbox_bytes,
+        max_updates_per_second: float = RouterConfig().max_updates_per_second,
+        max_update_burst: int = RouterConfig().max_update_burst,
     ) -> None:
+        self.max_outbox_bytes = max_outbox_bytes  # and as many for the replay buffer
+        self.max_updates_per_second = max_updates_per_second
+        self.max_update_burst = max_update_burst
         self.bind_sessions = bind_sessions
         self.status_retention = status_retention
         self.on_forget = on_forget
@@ -155,10 +169,11 @@ class AgentTable:
             return  # statuses: a new link is told the current one anyway
         self._forget_old(record)
         if record.unconfirmed is None:
-            record.unconfirmed = deque()
-        elif len(record.unconfirmed) >= self.max_outbox_packets:
-            record.unconfirmed.popleft()
-        record.unconfirmed.append((self.clock.seconds(), packet))
+            record.unconfirmed = SizedQueue()
+        record.unconfirmed.append((self.clock.seconds(), packet), data_size(packet.data))
+        self._trim(record, record.unconfirmed, "replay buffer")
+        if not record.unconfirmed:
+            record.unconfirmed = None
 
     def _forget_old(self, record: AgentRecord) -> None:
         if record.unconfirmed is None:
@@ -266,14 +281,56 @@ class AgentTable:
             self._send(record, record.link, packet)
             return
         if record.outbox is None:
-            record.outbox = deque()
-        elif len(record.outbox) >= self.max_outbox_packets:
-            dropped = record.outbox.popleft()
-            log.warn(
-                "outbox of agent {agent_id} is full ({limit} packets): dropped the oldest"
-                " ({packet_type})",
-                agent_id=agent_id,
-                limit=self.max_outbox_packets,
-                packet_type=dropped.packet_type,
+            record.outbox = SizedQueue()
+        record.outbox.append(packet, data_size(packet.data))
+        self._trim(record, record.outbox, "outbox")
+        if not record.outbox:
+            record.outbox = None  # the packet alone was past the bound
+
+    # --- bounds ---
+
+    def _trim(self, record: AgentRecord, queue: SizedQueue[Any], what: str) -> None:
+        """Drop the oldest of `queue` until it is within its bounds."""
+        if not queue.over(self.max_outbox_packets, self.max_outbox_bytes):
+            return
+        while queue.over(self.max_outbox_packets, self.max_outbox_bytes):
+            queue.popleft()
+        self.log_once(
+            record,
+            what,
+            "the {what} of agent {agent_id} is full ([router] max_outbox_packets = {packets},"
+            " max_outbox_bytes = {size}): its oldest packets are dropped",
+            what=what,
+            packets=self.max_outbox_packets,
+            size=self.max_outbox_bytes,
+        )
+
+    def take_update(self, agent_id: str) -> bool:
+        """Whether a live update from the agent's browser is within its rate (else it is
+        dropped): a bucket of `max_update_burst` tokens, `max_updates_per_second` back."""
+        record = self.ensure(agent_id)
+        now = self.clock.seconds()
+        if record.update_rate is None:
+            record.update_rate = TokenBucket(
+                self.max_updates_per_second, self.max_update_burst, now
             )
-        record.outbox.append(packet)
+        if record.update_rate.take(now):
+            return True
+        self.log_once(
+            record,
+            "rate",
+            "agent {agent_id} sends more than {rate} live updates a second ([router]"
+            " max_updates_per_second): the excess is dropped",
+            rate=self.max_updates_per_second,
+        )
+        return False
+
+    def log_once(self, record: AgentRecord, bound: str, message: str, **fields: Any) -> None:
+        """Warn that the agent hit `bound`, the first time only: a flood of packets past a
+        bound must not become a flood of log lines."""
+        if record.logged is None:
+            record.logged = set()
+        elif bound in record.logged:
+            return
+        record.logged.add(bound)
+        log.warn(message, agent_id=record.agent_id, **fields)

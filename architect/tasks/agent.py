@@ -7,7 +7,8 @@ agent's first status follows its `agent_details`).
 
 Live data from the browser can be pulled (`act(timeout)`) or pushed
 (`on_live_update`). Both directions are kept in `past_live_updates` so a worker
-who reloads the page sees the conversation so far. Listeners (the worker pool
+who reloads the page sees the conversation so far (its newest part: tasks/history.py
+has the bounds, past which the browser's updates are dropped). Listeners (the worker pool
 keeps its database in step through them) hear of every status change and
 every live update taken, in either direction.
 """
@@ -31,8 +32,10 @@ from architect.protocol import (
     UPDATE_STATUS,
     Packet,
     Status,
+    data_size,
 )
 from architect.recent import RecentKeys
+from architect.tasks.history import LiveHistory, LiveLimits
 
 log = Logger()
 
@@ -63,6 +66,7 @@ class Agent:
         kind: str = AgentKind.UNIT,
         remembered_update_ids: int = 1000,
         max_inbox: int = 10_000,
+        live_limits: LiveLimits | None = None,
     ) -> None:
         self.clock = clock
         self.agent_id = agent_id
@@ -72,7 +76,8 @@ class Agent:
         self.kind = kind  # AgentKind: a unit agent, or an onboarding agent (no unit)
         self.status = Status.NONE
         self.submitted = False
-        self.past_live_updates: list[dict[str, Any]] = []
+        self.history = LiveHistory(live_limits or LiveLimits())
+        self.past_live_updates: list[dict[str, Any]] = self.history.updates
         self.on_live_update: LiveUpdateCallback | None = None
         self.max_inbox = max_inbox
         self._status_listeners: list[StatusListener] = []
@@ -151,7 +156,7 @@ class Agent:
         update = copy.deepcopy(data)
         update_id = str(uuid.uuid4())
         update["update_id"] = update_id
-        self.past_live_updates.append(update)
+        self.history.add(update)
         self._send(Packet(CLIENT_BOUND_LIVE_UPDATE, self.agent_id, copy.deepcopy(update)))
         self._tell_live_update(CLIENT_BOUND_LIVE_UPDATE, update)
         return update_id
@@ -161,11 +166,17 @@ class Agent:
     # --- live data from the browser ---
 
     def receive_live_update(self, data: dict[str, Any]) -> bool:
-        """Live data from the browser; False (and ignored) if its update_id was seen already."""
+        """Live data from the browser; False (and ignored) if its update_id was seen already,
+        or if the agent's live history is full (neither kept nor given to the task)."""
         update_id = data.get("update_id")
         if update_id is not None and not self._seen_update_ids.add(_hashable(update_id)):
             return False
-        self.past_live_updates.append(copy.deepcopy(data))
+        size = data_size(data)
+        if not self.history.admits(size):
+            if self.history.refused == 1:
+                self._say_history_full()
+            return False
+        self.history.add(copy.deepcopy(data), size)
         self._tell_live_update(MEPHISTO_BOUND_LIVE_UPDATE, data)
         if self.on_live_update is not None:
             try:
@@ -177,6 +188,20 @@ class Agent:
             return True
         self.queue_for_act(data)
         return True
+
+    def _say_history_full(self) -> None:
+        limits = self.history.limits
+        log.warn(
+            "the live history of agent {agent_id} is full ({count} updates, {size} bytes;"
+            " [backend] max_live_updates_per_agent = {max_count},"
+            " max_live_update_bytes_per_agent = {max_size}): its browser's updates are"
+            " dropped from now on",
+            agent_id=self.agent_id,
+            count=len(self.history.updates),
+            size=self.history.size,
+            max_count=limits.max_updates,
+            max_size=limits.max_bytes,
+        )
 
     def queue_for_act(self, data: dict[str, Any]) -> None:
         """Hand live data to the task code's `act()`: a waiting call, or the inbox."""
@@ -232,7 +257,7 @@ class Agent:
         """Take back the live updates (packet type, data) an earlier backend logged, in order:
         a reloading page gets them, and a browser update seen before is not taken twice."""
         for packet_type, data in updates:
-            self.past_live_updates.append(copy.deepcopy(data))
+            self.history.add(copy.deepcopy(data))
             update_id = data.get("update_id")
             if packet_type == MEPHISTO_BOUND_LIVE_UPDATE and update_id is not None:
                 self._seen_update_ids.add(_hashable(update_id))
@@ -240,9 +265,10 @@ class Agent:
     # --- reconnection ---
 
     def reconnect_task_data(self) -> dict[str, Any]:
-        """What a reloading browser gets: the task data and the live updates so far."""
+        """What a reloading browser gets: the task data and the newest live updates so far
+        (within [backend] max_past_live_updates and max_past_live_update_bytes)."""
         data = copy.deepcopy(self.init_task_data)
-        data["past_live_updates"] = copy.deepcopy(self.past_live_updates)
+        data["past_live_updates"] = copy.deepcopy(self.history.newest())
         return data
 
 
