@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from architect.backend.agent_registry import new_agent_id
 from architect.backend.registration import (
     BadRegistration,
+    FinishedAgent,
     Registration,
     worker_identity_problem,
 )
@@ -91,7 +92,8 @@ class MemoryWorkerPool:
         self.blocked_workers = frozenset(blocked_workers)
         self.workers: dict[str, WorkerRecord] = {}  # by worker name
         self.workers_by_id: dict[str, WorkerRecord] = {}
-        self.agents: dict[str, Agent] = {}
+        self.agents: dict[str, Agent] = {}  # at work
+        self.made: dict[str, Agent] = {}  # every agent, finished ones too
         self.registrations: dict[str, Agent] = {}  # agent_registration_id -> latest agent
         self.agent_units: dict[str, UnitSlot] = {}
         self.pending_provider_data: dict[str, dict[str, Any]] = {}  # onboarding agent -> data
@@ -100,6 +102,12 @@ class MemoryWorkerPool:
 
     def get_agent(self, agent_id: str) -> Agent | None:
         return self.agents.get(agent_id)
+
+    def finished_agent(self, agent_id: str) -> Deferred[FinishedAgent | None]:
+        agent = self.made.get(agent_id)
+        if agent is None or agent.is_active or agent_id in self.agents:
+            return succeed(None)
+        return succeed(FinishedAgent(agent_id, agent.worker_id, agent.status))
 
     def register(self, provider_data: dict[str, Any]) -> Deferred[Registration]:
         return maybeDeferred(self._register, provider_data)
@@ -253,6 +261,7 @@ class MemoryWorkerPool:
         agent.add_status_listener(self._status_changed)
         worker.agents.append(agent)
         self.agents[agent_id] = agent
+        self.made[agent_id] = agent
         if registration_id is not None:
             self.registrations[registration_id] = agent
         return agent
@@ -320,6 +329,9 @@ class MemoryStore:
     ) -> Deferred[None]:
         self.submissions.append(StoredSubmission(kind, agent_id, worker_id, copy.deepcopy(data)))
         return succeed(None)
+
+    def has_unit_submission(self, agent_id: str) -> Deferred[bool]:
+        return succeed(bool(self.of_agent(agent_id, "unit")))
 
     def of_agent(self, agent_id: str, kind: str | None = None) -> list[StoredSubmission]:
         return [

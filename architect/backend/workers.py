@@ -45,12 +45,13 @@ from architect.backend.onboarding import PASSED, Onboarding
 from architect.backend.recorder import AgentRecorder
 from architect.backend.registration import (
     BadRegistration,
+    FinishedAgent,
     Registration,
     worker_identity_problem,
 )
 from architect.backend.worker_locks import WorkerLocks
 from architect.config import TaskConfig
-from architect.lifecycle import AgentKind, unit_status_if_lost
+from architect.lifecycle import FINAL, AgentKind, unit_status_if_lost
 from architect.protocol import FailureReason, Status
 from architect.qualifications import meets_all
 from architect.storage import Database, TaskRun, Unit, Worker
@@ -124,6 +125,9 @@ class StoredWorkerPool:
 
     def get_agent(self, agent_id: str) -> Agent | None:
         return self.registry.get(agent_id)
+
+    def finished_agent(self, agent_id: str) -> Deferred[FinishedAgent | None]:
+        return Deferred.fromCoroutine(self._finished_agent(agent_id))
 
     def register(self, provider_data: dict[str, Any]) -> Deferred[Registration]:
         return Deferred.fromCoroutine(self._register(provider_data))
@@ -366,3 +370,13 @@ class StoredWorkerPool:
             if refused is not None:
                 return refused
             return await self._find_work(worker, agent.registration_id)
+
+    # --- agents no longer held ---
+
+    async def _finished_agent(self, agent_id: str) -> FinishedAgent | None:
+        stored = await self.database.get_agent(agent_id)
+        if stored is None or stored.task_run_id != self.task_run.id:
+            return None
+        if stored.status not in FINAL or self.registry.get(agent_id) is not None:
+            return None  # at work (the caller asked before it was made)
+        return FinishedAgent(stored.agent_id, str(stored.worker_id), stored.status)
