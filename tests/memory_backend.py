@@ -5,7 +5,9 @@ workers by name and everything in memory, synchronously (a task.Clock drives
 it). The real pool is `architect.backend.workers.StoredWorkerPool`;
 test_pool_contract.py runs the same behaviour tests against both, so that this one
 answers as the real one does. What statuses do to units comes from
-`architect.lifecycle`, as in the real pool.
+`architect.lifecycle`, as in the real pool. Like the real pool, it holds the agents at
+work (`agents`) and drops one once it is final; `made` keeps every agent, as the real
+pool's database does.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from architect.backend.registration import (
     Registration,
     worker_identity_problem,
 )
-from architect.lifecycle import COUNTED, AgentKind, UnitStatus, unit_status_after
+from architect.lifecycle import COUNTED, FINAL, AgentKind, UnitStatus, unit_status_after
 from architect.protocol import FailureReason, Status
 from architect.tasks.agent import Agent
 
@@ -267,6 +269,8 @@ class MemoryWorkerPool:
         return agent
 
     def _status_changed(self, agent: Agent, old: str, new: str) -> None:
+        if new in FINAL and self.agents.get(agent.agent_id) is agent:
+            del self.agents[agent.agent_id]
         slot = self.agent_units.get(agent.agent_id)
         if slot is None or slot.agent is not agent:
             return
