@@ -588,6 +588,22 @@ def test_an_agent_follows_its_reregistration_to_another_channel() -> None:
     assert second.types() == [CLIENT_BOUND_LIVE_UPDATE, UPDATE_STATUS]
 
 
+def test_a_finished_agent_loses_its_route_but_still_reaches_its_router() -> None:
+    b = Backend()
+    second = b.add_channel("two")
+    agent_id = b.register("r1", registration_id="a1-w1", channel=second)["agent_id"]
+    agent = b.agent(agent_id)
+    agent.set_status(Status.COMPLETED)
+    assert b.handler.routes.channels == {}
+    second.clear()
+    with capturedLogs() as events:
+        agent.set_status(Status.SOFT_REJECTED)  # e.g. the task's verdict, later
+        agent.observe({"text": "thanks"})
+    assert second.types() == [UPDATE_STATUS, CLIENT_BOUND_LIVE_UPDATE]
+    assert b.channel.sent == []
+    assert [e for e in events if e["log_level"] >= LogLevel.warn] == []
+
+
 def test_catastrophic_loss_disconnects_the_agents_of_that_channel_only() -> None:
     b = Backend()
     second = b.add_channel("two")
