@@ -168,10 +168,24 @@ class Daemon:
         return self.pool.task_run.id
 
     def agent(self, agent_id: str) -> Agent:
-        """A live agent of the backend."""
+        """An agent the backend holds: one at work (a finished one is only stored)."""
         agent = self.pool.get_agent(agent_id)
-        assert agent is not None, f"the backend knows no agent {agent_id}"
+        assert agent is not None, f"the backend holds no agent {agent_id}"
         return agent
+
+    async def status(self, agent_id: str) -> str:
+        """An agent's status: the held agent's, or, once it finished, the stored one."""
+        agent = self.pool.get_agent(agent_id)
+        if agent is not None:
+            return agent.status
+        await self.settled()
+        stored = await self.database.get_agent(agent_id)
+        assert stored is not None, f"the backend knows no agent {agent_id}"
+        return stored.status
+
+    async def has_status(self, agent_id: str, status: str) -> bool:
+        """Whether the agent has `status` now (for wait_for)."""
+        return await self.status(agent_id) == status
 
     def unclaimed(self) -> dict[str, Agent]:
         """The agents taken back at the start that no router has shown yet, by id."""

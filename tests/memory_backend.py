@@ -5,7 +5,9 @@ workers by name and everything in memory, synchronously (a task.Clock drives
 it). The real pool is `architect.backend.workers.StoredWorkerPool`;
 test_pool_contract.py runs the same behaviour tests against both, so that this one
 answers as the real one does. What statuses do to units comes from
-`architect.lifecycle`, as in the real pool.
+`architect.lifecycle`, as in the real pool. Like the real pool, it holds the agents at
+work (`agents`) and drops one once it is final; `made` keeps every agent, as the real
+pool's database does.
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from twisted.logger import Logger
 from architect.backend.agent_registry import new_agent_id
 from architect.backend.registration import (
     BadRegistration,
+    FinishedAgent,
     Registration,
     worker_identity_problem,
 )
-from architect.lifecycle import COUNTED, AgentKind, UnitStatus, unit_status_after
+from architect.lifecycle import COUNTED, FINAL, AgentKind, UnitStatus, unit_status_after
 from architect.protocol import FailureReason, Status
 from architect.tasks.agent import Agent
 from architect.tasks.history import LiveLimits
@@ -94,7 +97,8 @@ class MemoryWorkerPool:
         self.blocked_workers = frozenset(blocked_workers)
         self.workers: dict[str, WorkerRecord] = {}  # by worker name
         self.workers_by_id: dict[str, WorkerRecord] = {}
-        self.agents: dict[str, Agent] = {}
+        self.agents: dict[str, Agent] = {}  # at work
+        self.made: dict[str, Agent] = {}  # every agent, finished ones too
         self.registrations: dict[str, Agent] = {}  # agent_registration_id -> latest agent
         self.agent_units: dict[str, UnitSlot] = {}
         self.pending_provider_data: dict[str, dict[str, Any]] = {}  # onboarding agent -> data
@@ -103,6 +107,12 @@ class MemoryWorkerPool:
 
     def get_agent(self, agent_id: str) -> Agent | None:
         return self.agents.get(agent_id)
+
+    def finished_agent(self, agent_id: str) -> Deferred[FinishedAgent | None]:
+        agent = self.made.get(agent_id)
+        if agent is None or agent.is_active or agent_id in self.agents:
+            return succeed(None)
+        return succeed(FinishedAgent(agent_id, agent.worker_id, agent.status))
 
     def register(self, provider_data: dict[str, Any]) -> Deferred[Registration]:
         return maybeDeferred(self._register, provider_data)
@@ -257,11 +267,14 @@ class MemoryWorkerPool:
         agent.add_status_listener(self._status_changed)
         worker.agents.append(agent)
         self.agents[agent_id] = agent
+        self.made[agent_id] = agent
         if registration_id is not None:
             self.registrations[registration_id] = agent
         return agent
 
     def _status_changed(self, agent: Agent, old: str, new: str) -> None:
+        if new in FINAL and self.agents.get(agent.agent_id) is agent:
+            del self.agents[agent.agent_id]
         slot = self.agent_units.get(agent.agent_id)
         if slot is None or slot.agent is not agent:
             return
@@ -324,6 +337,9 @@ class MemoryStore:
     ) -> Deferred[None]:
         self.submissions.append(StoredSubmission(kind, agent_id, worker_id, copy.deepcopy(data)))
         return succeed(None)
+
+    def has_unit_submission(self, agent_id: str) -> Deferred[bool]:
+        return succeed(bool(self.of_agent(agent_id, "unit")))
 
     def of_agent(self, agent_id: str, kind: str | None = None) -> list[StoredSubmission]:
         return [

@@ -287,7 +287,7 @@ async def test_a_static_page_submits_after_both_router_and_backend_restarted(
             return bool(await database.list_submissions(agent_id=agent_id))
 
         await wait_for(stored, "the submission to be stored")
-        assert backend.agent(agent_id).status == Status.COMPLETED
+        assert await backend.status(agent_id) == Status.COMPLETED
     finally:
         await daemons.stop(backend)
         await router.stop()
@@ -597,7 +597,7 @@ async def test_after_a_restart_a_partner_who_does_not_come_back_ends_the_room(
     try:
         back.send(ALIVE, first["agent_id"])
         await wait_for(lambda: Status.PARTNER_DISCONNECT in back.statuses(), "partner disconnect")
-        assert daemon.agent(second["agent_id"]).status == Status.DISCONNECT
+        assert await daemon.status(second["agent_id"]) == Status.DISCONNECT
         database = daemon.database
 
         stored = await database.get_agent(second["agent_id"])

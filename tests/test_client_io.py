@@ -77,9 +77,8 @@ class Backend:
         return answer_to(channel, request_id)
 
     def agent(self, agent_id: str) -> Agent:
-        agent = self.pool.get_agent(agent_id)
-        assert agent is not None
-        return agent
+        """An agent the pool made, at work or finished."""
+        return self.pool.made[agent_id]
 
 
 def answer_to(channel: FakeChannel, request_id: str) -> dict[str, Any]:
@@ -356,6 +355,46 @@ def test_a_failed_store_lets_the_repeat_be_stored() -> None:
     assert b.agent(agent_id).status == Status.COMPLETED
 
 
+class SlowStore(MemoryStore):
+    """Keeps unit submissions once told to (a fetch of uploaded files takes time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: list[tuple[Deferred[None], dict[str, Any]]] = []
+
+    def save_unit_submission(
+        self,
+        agent_id: str,
+        worker_id: str | None,
+        data: dict[str, Any],
+        dedupe_key: str | None = None,
+    ) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        self.pending.append((d, data))
+        return d.addCallback(lambda _: self._keep("unit", agent_id, worker_id, data))
+
+    def finish(self) -> None:
+        pending, self.pending = self.pending, []
+        for d, _ in pending:
+            d.callback(None)
+
+
+def test_an_agent_that_finishes_while_its_submission_is_stored_submits_once() -> None:
+    b = Backend()
+    store = b.handler.store = b.handler.finished.store = b.store = SlowStore()
+    agent_id = b.register("r1")["agent_id"]
+    b.channel.receive(SUBMIT_UNIT, agent_id, {"answer": 1})
+    b.channel.receive(RETURN_STATUSES, MEPHISTO, {agent_id: Status.DISCONNECT})
+    assert b.pool.get_agent(agent_id) is None  # finished: no longer held
+    with capturedLogs() as events:
+        b.channel.receive(SUBMIT_UNIT, agent_id, {"answer": 2})
+    assert [e["log_level"] for e in events] == [LogLevel.info]
+    store.finish()
+    assert [s.data for s in store.of_agent(agent_id, "unit")] == [{"answer": 1}]
+    assert b.handler.finished.submitting == set()
+    assert b.agent(agent_id).status == Status.DISCONNECT
+
+
 def test_submission_for_an_unknown_agent_is_kept() -> None:
     b = Backend()
     b.channel.receive(SUBMIT_UNIT, "ghost", {"answer": 1})
@@ -559,7 +598,9 @@ def test_disconnect_is_not_taken_for_a_completed_agent() -> None:
     b.channel.clear()
     b.channel.receive(RETURN_STATUSES, MEPHISTO, {agent_id: Status.DISCONNECT})
     assert b.agent(agent_id).status == Status.COMPLETED
-    assert statuses_sent(b.channel, agent_id) == [Status.COMPLETED]
+    # Finished, it is no longer held: a router's final status for it is left as it is
+    # (one at work is told ours: test_forgetting.py).
+    assert b.channel.sent == []
 
 
 # --- several channels ---
@@ -594,6 +635,22 @@ def test_an_agent_follows_its_reregistration_to_another_channel() -> None:
     b.agent(agent_id).set_status(Status.COMPLETED)
     assert b.channel.sent == []
     assert second.types() == [CLIENT_BOUND_LIVE_UPDATE, UPDATE_STATUS]
+
+
+def test_a_finished_agent_loses_its_route_but_still_reaches_its_router() -> None:
+    b = Backend()
+    second = b.add_channel("two")
+    agent_id = b.register("r1", registration_id="a1-w1", channel=second)["agent_id"]
+    agent = b.agent(agent_id)
+    agent.set_status(Status.COMPLETED)
+    assert b.handler.routes.channels == {}
+    second.clear()
+    with capturedLogs() as events:
+        agent.set_status(Status.SOFT_REJECTED)  # e.g. the task's verdict, later
+        agent.observe({"text": "thanks"})
+    assert second.types() == [UPDATE_STATUS, CLIENT_BOUND_LIVE_UPDATE]
+    assert b.channel.sent == []
+    assert [e for e in events if e["log_level"] >= LogLevel.warn] == []
 
 
 def test_catastrophic_loss_disconnects_the_agents_of_that_channel_only() -> None:
@@ -691,7 +748,7 @@ def resumed_agent(b: Backend, agent_id: str = "kept", status: str = Status.IN_TA
     """An agent as a restarted pool hands it over: its status set, no channel yet."""
     agent = Agent(b.clock, agent_id, "w1", {"text": "first"})
     agent.set_status(status)
-    b.pool.agents[agent_id] = agent
+    b.pool.agents[agent_id] = b.pool.made[agent_id] = agent
     return agent
 
 

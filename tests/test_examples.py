@@ -151,7 +151,7 @@ async def test_shipped_demo_shows_all_three_kinds(tmp_path: Path) -> None:
             )
 
             await demo.submit(agent_id, {"label": "negative", "messages": 2})
-            await wait_for(lambda: demo.status_of(agent_id) == Status.COMPLETED)
+            await wait_for(lambda: demo.has_status(Status.COMPLETED, agent_id))
             [stored] = await demo.submissions()
             assert stored.data == {"label": "negative", "messages": 2}
             assert stored.agent_id == agent_id
@@ -201,14 +201,14 @@ async def test_static_labelling_onboarding_then_a_unit(tmp_path: Path) -> None:
             "labels": ["positive", "negative", "neutral"],
         }
         await example.submit(unit["agent_id"], {"label": "positive"})
-        await wait_for(lambda: example.status_of(unit["agent_id"]) == Status.COMPLETED)
+        await wait_for(lambda: example.has_status(Status.COMPLETED, unit["agent_id"]))
         [stored] = await example.submissions()
         assert (stored.agent_id, stored.data) == (unit["agent_id"], {"label": "positive"})
 
         # validate_submission: a submission without a known label is kept but soft-rejected
         second = await example.register("bob", "2")
         await example.submit(second["agent_id"], {"label": "happy"})
-        await wait_for(lambda: example.status_of(second["agent_id"]) == Status.SOFT_REJECTED)
+        await wait_for(lambda: example.has_status(Status.SOFT_REJECTED, second["agent_id"]))
 
 
 # --- examples/live_chat ---
@@ -252,9 +252,7 @@ async def test_live_chat_relays_messages_both_ways(tmp_path: Path) -> None:
             )
         await example.submit(alice, {"rating": 5, "messages_sent": 1})
         await example.submit(bob, {"rating": 4, "messages_sent": 2})
-        await wait_for(
-            lambda: {example.status_of(alice), example.status_of(bob)} == {Status.COMPLETED}
-        )
+        await wait_for(lambda: example.has_status(Status.COMPLETED, alice, bob))
         stored = {s.agent_id: s.data for s in await example.submissions()}
         assert stored == {
             alice: {"rating": 5, "messages_sent": 1},
@@ -268,7 +266,7 @@ async def test_live_chat_partner_disconnect(tmp_path: Path) -> None:
         alice, alice_socket, bob, bob_socket, _ = await two_in_a_chat(example)
         await bob_socket.close()
         await next_status(alice_socket, Status.PARTNER_DISCONNECT)
-        assert example.status_of(bob) == Status.DISCONNECT
+        assert await example.status_of(bob) == Status.DISCONNECT
         # alice may still submit what she has
         await example.submit(alice, {"rating": 2, "messages_sent": 0})
         [stored] = await example.submissions(count=1)
@@ -312,6 +310,6 @@ async def test_remote_procedure_values_and_errors(tmp_path: Path) -> None:
 
         corrected = "The quick brown fox jumped over the lazy dog."
         await example.submit(agent_id, {"corrected": corrected})
-        await wait_for(lambda: example.status_of(agent_id) == Status.COMPLETED)
+        await wait_for(lambda: example.has_status(Status.COMPLETED, agent_id))
         [stored] = await example.submissions()
         assert stored.data == {"corrected": corrected}

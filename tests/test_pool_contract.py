@@ -324,6 +324,24 @@ async def test_a_reload_of_an_agent_that_is_done_or_gone_is_task_missing(
     assert await subject.unit("w1", "a2-w1") == 1  # a new page is a new registration
 
 
+@pytest.mark.parametrize("status", [Status.COMPLETED, Status.DISCONNECT, Status.EXPIRED])
+@pytest_twisted.ensureDeferred
+async def test_a_finished_agent_is_no_longer_held_but_known(make: MakePool, status: str) -> None:
+    subject = await make(units(2))
+    agent = agent_of(await subject.register("w1", "a1-w1"))
+    assert await subject.pool.finished_agent(agent.agent_id) is None  # at work
+    await subject.set_status(agent, status)
+    assert subject.pool.get_agent(agent.agent_id) is None
+    finished = await subject.pool.finished_agent(agent.agent_id)
+    assert finished is not None
+    assert (finished.agent_id, finished.worker_id, finished.status) == (
+        agent.agent_id,
+        agent.worker_id,
+        status,
+    )
+    assert await subject.pool.finished_agent("nobody") is None
+
+
 # --- onboarding ---
 
 
@@ -346,6 +364,7 @@ async def test_onboarding_passed_leads_to_a_unit_and_is_not_asked_again(make: Ma
     assert passed.init_task_data == {"n": 0}
     assert passed.worker_id == first.worker_id
     assert onboarding.status == Status.APPROVED
+    assert subject.pool.get_agent(onboarding.agent_id) is None  # decided: not held
     # a reload now finds the unit agent; another page goes straight to work
     assert (await subject.register("w1", "a1-w1")).agent is unit_agent
     assert await subject.unit("w1", "a2-w1") == 1

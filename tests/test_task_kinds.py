@@ -71,8 +71,12 @@ class Running:
         socket.send(HEARTBEAT, agent_id)
         return socket
 
-    def status_of(self, agent_id: str) -> str:
-        return self.daemon.agent(agent_id).status
+    async def status_of(self, agent_id: str) -> str:
+        return await self.daemon.status(agent_id)
+
+    async def has_status(self, status: str, *agent_ids: str) -> bool:
+        """Whether every one of the agents has `status` (for wait_for)."""
+        return all([await self.status_of(agent_id) == status for agent_id in agent_ids])
 
 
 async def next_status(socket: PacketClient, wanted: str) -> None:
@@ -126,8 +130,8 @@ async def test_static_task_hooks_and_validation(tmp_path: Path) -> None:
         assert bob["init_task_data"]["question"] == "SECOND"
         await running.submit(alice["agent_id"], {"answer": "42"})
         await running.submit(bob["agent_id"], {"answer": "nonsense"})
-        await wait_for(lambda: running.status_of(bob["agent_id"]) == Status.SOFT_REJECTED)
-        assert running.status_of(alice["agent_id"]) == Status.COMPLETED
+        await wait_for(lambda: running.has_status(Status.SOFT_REJECTED, bob["agent_id"]))
+        assert await running.status_of(alice["agent_id"]) == Status.COMPLETED
         stored = await running.daemon.database.list_submissions(kind="unit")
         assert sorted(s.data["answer"] for s in stored) == ["42", "nonsense"]
 
@@ -185,7 +189,7 @@ async def test_live_chat_waiting_room_messages_and_partner_disconnect(tmp_path: 
         # The router marks alice disconnect after the grace period; the backend learns it
         # through return_statuses and tells bob.
         await next_status(bob_socket, Status.PARTNER_DISCONNECT)
-        assert running.status_of(alice["agent_id"]) == Status.DISCONNECT
+        assert await running.status_of(alice["agent_id"]) == Status.DISCONNECT
 
 
 TIMED_TASK = """
@@ -200,7 +204,7 @@ async def test_live_task_timeout(tmp_path: Path) -> None:
         alice = await running.register("alice")
         socket = await running.live(alice["agent_id"])
         await next_status(socket, Status.TIMEOUT)
-        assert running.status_of(alice["agent_id"]) == Status.TIMEOUT
+        assert await running.status_of(alice["agent_id"]) == Status.TIMEOUT
 
 
 # --- remote procedures ---

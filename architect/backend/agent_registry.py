@@ -1,5 +1,10 @@
-"""AgentRegistry: the agents this backend process holds, by id and by registration id,
-and the workers they belong to. Every agent is made here, so each one is recorded."""
+"""AgentRegistry: the agents this backend process holds, by id and by registration id.
+Every agent is made here, so each one is recorded.
+
+Only agents at work are held: one whose status becomes final (`lifecycle.FINAL`: done,
+gone, or its onboarding decided) is dropped at once, and the database answers for it
+from then on (a reload with its registration id, a late packet about it).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 
 from architect.backend.recorder import AgentRecorder
+from architect.lifecycle import FINAL
 from architect.storage import Worker
 from architect.tasks.agent import Agent
 from architect.tasks.history import LiveLimits
@@ -27,21 +33,14 @@ class AgentRegistry:
         self.clock = clock
         self.recorder = recorder
         self.live_limits = live_limits or LiveLimits()  # [backend] bounds on live updates
-        self.agents: dict[str, Agent] = {}  # the agents of this process, by id
+        self.agents: dict[str, Agent] = {}  # the agents at work, by id
         self.registrations: dict[str, Agent] = {}  # agent_registration_id -> latest agent
-        self.workers: dict[str, Worker] = {}  # by worker id (as on the wire)
 
     def get(self, agent_id: str) -> Agent | None:
         return self.agents.get(agent_id)
 
     def by_registration(self, registration_id: str) -> Agent | None:
         return self.registrations.get(registration_id)
-
-    def remember_worker(self, worker: Worker) -> None:
-        self.workers[str(worker.id)] = worker
-
-    def worker(self, worker_id: str) -> Worker | None:
-        return self.workers.get(worker_id)
 
     def new_agent(
         self,
@@ -53,7 +52,7 @@ class AgentRegistry:
         kind: str,
     ) -> Agent:
         """An agent in `status`, recorded from then on (its status is pushed once it has an
-        outlet)."""
+        outlet), and held until it is final."""
         agent = Agent(
             self.clock,
             agent_id,
@@ -64,8 +63,24 @@ class AgentRegistry:
             live_limits=self.live_limits,
         )
         agent.set_status(status)
+        # The recorder listens first: an agent's final status is on its way to the database
+        # (whose one thread runs the writes and reads in order) before the agent is dropped.
         self.recorder.watch(agent)
-        self.agents[agent_id] = agent
-        if registration_id is not None:
-            self.registrations[registration_id] = agent
+        agent.add_status_listener(self._status_changed)
+        if agent.is_active:
+            self.agents[agent_id] = agent
+            if registration_id is not None:
+                self.registrations[registration_id] = agent
         return agent
+
+    def _status_changed(self, agent: Agent, old: str, new: str) -> None:
+        if new in FINAL:
+            self.forget(agent)
+
+    def forget(self, agent: Agent) -> None:
+        """Drop a finished agent (a newer agent of its registration id stays)."""
+        if self.agents.get(agent.agent_id) is agent:
+            del self.agents[agent.agent_id]
+        registration_id = agent.registration_id
+        if registration_id is not None and self.registrations.get(registration_id) is agent:
+            del self.registrations[registration_id]

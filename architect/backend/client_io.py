@@ -8,6 +8,9 @@ Registration decisions come from a `WorkerPool`, submissions go to a
 Mephisto's Node router sends every packet twice: requests are answered once
 (by request id), submissions stored once (by content), live updates taken
 once (by update id). Every such memory is bounded.
+
+Agents are held while they work (the pool's registry, the routes); a packet about
+one that finished goes to `FinishedAgents`, for which the database answers.
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from architect.backend.channel import Channel
+from architect.backend.finished import FinishedAgents
 from architect.backend.registration import BadRegistration, Registration, WorkerPool
 from architect.backend.resume import Resumption
 from architect.backend.routes import AgentRoutes
@@ -42,7 +46,6 @@ from architect.protocol import (
     SUBMIT_METADATA,
     SUBMIT_ONBOARDING,
     SUBMIT_UNIT,
-    UPDATE_STATUS,
     FailureReason,
     Packet,
     Status,
@@ -84,6 +87,7 @@ class ClientIOHandler:
         self.status_interval = status_interval
         self.channels: list[Channel] = []
         self.routes = AgentRoutes(clock)
+        self.finished = FinishedAgents(pool, store, self.routes)  # agents no longer held
         self.answered_requests = RecentKeys(remembered_ids)
         self.stored_submissions = RecentKeys(remembered_ids)
         self.on_catastrophic_loss: Callable[[Channel], None] | None = None
@@ -234,22 +238,21 @@ class ClientIOHandler:
         request_id = self._first_time(packet)
         if request_id is None:
             return None
-        agent = self.pool.get_agent(packet.subject_id)
-        if agent is None:
-            log.warn(
-                "onboarding submitted for unknown agent {agent_id}", agent_id=packet.subject_id
-            )
-            self._send_details(
-                channel, request_id, Registration.refused(None, FailureReason.TASK_MISSING)
-            )
-            return None
         onboarding_data = packet.data.get("onboarding_data")
         if not isinstance(onboarding_data, dict):
             onboarding_data = {k: v for k, v in packet.data.items() if k != "request_id"}
+        agent_id, key = packet.subject_id, fingerprint(packet)
+
+        def save(worker_id: str | None) -> Deferred[None]:
+            return self.store.save_onboarding(agent_id, worker_id, onboarding_data, key)
+
+        agent = self.pool.get_agent(agent_id)
+        if agent is None:
+            late = self.finished.onboarding_submission(agent_id, save)
+            refusal = late.addCallback(Registration.refused, FailureReason.TASK_MISSING)
+            return self._answer_registration(refusal, channel, request_id)
         # Kept first: the verdict is given on what is committed.
-        saved = self.store.save_onboarding(
-            agent.agent_id, agent.worker_id, onboarding_data, fingerprint(packet)
-        )
+        saved = save(agent.worker_id)
 
         onboarding_agent = agent
 
@@ -292,39 +295,38 @@ class ClientIOHandler:
     # --- submissions ---
 
     def handle_submit_unit(self, channel: Channel, packet: Packet) -> Deferred[None] | None:
-        agent = self.pool.get_agent(packet.subject_id)
+        agent_id = packet.subject_id
+        agent = self.pool.get_agent(agent_id)
         if agent is not None and agent.submitted:
-            log.info("dropped a repeated submission of agent {agent_id}", agent_id=agent.agent_id)
+            log.info("dropped a repeated submission of agent {agent_id}", agent_id=agent_id)
             return None
         key = fingerprint(packet)
         if not self.stored_submissions.add(key):
-            log.info(
-                "dropped a repeated submission of agent {agent_id}", agent_id=packet.subject_id
-            )
+            log.info("dropped a repeated submission of agent {agent_id}", agent_id=agent_id)
             return None
+
+        def save(worker_id: str | None) -> Deferred[None]:
+            d = self.store.save_unit_submission(agent_id, worker_id, packet.data, key)
+
+            def failed(failure: Failure) -> Failure:
+                self.stored_submissions.discard(key)  # a repeat may be stored yet
+                if agent is not None:
+                    agent.submitted = False
+                return failure
+
+            return self.finished.storing(agent_id, d).addErrback(failed)
+
         if agent is None:
-            log.warn(
-                "submission for agent {agent_id}, unknown to this backend: stored anyway",
-                agent_id=packet.subject_id,
-            )
-        else:
-            agent.submitted = True
-        worker_id = agent.worker_id if agent is not None else None
-        d = self.store.save_unit_submission(packet.subject_id, worker_id, packet.data, key)
+            return self.finished.unit_submission(agent_id, save)
+        agent.submitted = True
 
         def stored(_: None) -> None:
-            if agent is not None and is_active(agent.status):
+            if is_active(agent.status):
                 agent.set_status(Status.COMPLETED)
                 if self.on_unit_submitted is not None:
                     self.on_unit_submitted(agent, packet.data)
 
-        def failed(failure: Failure) -> Failure:
-            self.stored_submissions.discard(key)  # a repeat may be stored yet
-            if agent is not None:
-                agent.submitted = False
-            return failure
-
-        return d.addCallbacks(stored, failed)
+        return save(agent.worker_id).addCallback(stored)
 
     def handle_submit_metadata(self, channel: Channel, packet: Packet) -> Deferred[None] | None:
         key = fingerprint(packet)
@@ -343,22 +345,20 @@ class ClientIOHandler:
 
     # --- live updates ---
 
-    def handle_live_update(self, channel: Channel, packet: Packet) -> None:
+    def handle_live_update(self, channel: Channel, packet: Packet) -> Deferred[None] | None:
         agent = self.pool.get_agent(packet.subject_id)
         if agent is None:
-            log.warn(
-                "live update for unknown agent {agent_id}: dropped", agent_id=packet.subject_id
-            )
-            return
+            return self.finished.live_update(packet.subject_id)
         if not agent.receive_live_update(packet.data):
             log.debug(
                 "dropped a live update of agent {agent_id} (a repeat, or its history is full)",
                 agent_id=agent.agent_id,
             )
+        return None
 
     # --- statuses ---
 
-    def handle_return_statuses(self, channel: Channel, packet: Packet) -> None:
+    def handle_return_statuses(self, channel: Channel, packet: Packet) -> Deferred[None] | None:
         router_statuses = packet.data
         if self.resumption.unclaimed:
             for agent_id in [a for a in router_statuses if a in self.resumption.unclaimed]:
@@ -376,39 +376,39 @@ class ClientIOHandler:
                 agent.set_status(Status.DISCONNECT, push=False)
             else:
                 agent.push_status()
-        self._forget_lost_agents(channel, router_statuses)
         shown = self.shown.setdefault(channel, set())
         shown.update(router_statuses)
         if not router_statuses:  # the answer's end
             self._push_unshown(channel, self.shown.pop(channel))
+        return self._tell_finished(channel, router_statuses)
 
     def _push_unshown(self, channel: Channel, shown: set[str]) -> None:
-        """Agents of this channel its router does not know (it restarted): told again."""
+        """Agents at work on this channel its router does not know (it restarted): told
+        again."""
         for agent_id in self.routes.agents_on(channel):
             agent = self.pool.get_agent(agent_id)
             if agent is not None and agent_id not in shown:
                 agent.push_status()
 
-    def _forget_lost_agents(self, channel: Channel, router_statuses: dict[str, Any]) -> None:
-        """Agents a backend made active at the router, and this backend does not hold, are gone.
+    def _tell_finished(
+        self, channel: Channel, router_statuses: dict[str, Any]
+    ) -> Deferred[None] | None:
+        """Agents a backend made active at the router, and this backend does not hold, are
+        finished or gone: the router is told (or their pages would show `in task` forever).
 
-        After a backend restart the agents of the last run are cleared (their units
-        are back in the pool); without this their pages would show `in task` forever.
-        (`none` is the router's own default, never pushed by a backend: left alone.)
+        The router may be behind (it read its statuses before our last push reached it),
+        or a backend restarted and cleared the agents of the last run (their units are
+        back in the pool). (`none` is the router's own default, never pushed by a
+        backend: left alone.)
         """
-        for agent_id, router_status in router_statuses.items():
-            if router_status not in PUSHED_ACTIVE:
-                continue
-            if self.pool.get_agent(agent_id) is not None:
-                continue
-            log.info(
-                "agent {agent_id} is {status} at the router but unknown here: disconnect",
-                agent_id=agent_id,
-                status=router_status,
-            )
-            self.routes.send(
-                channel, Packet(UPDATE_STATUS, agent_id, {"status": Status.DISCONNECT})
-            )
+        told = [
+            self.finished.shown_at_work(channel, agent_id, router_status)
+            for agent_id, router_status in router_statuses.items()
+            if router_status in PUSHED_ACTIVE and self.pool.get_agent(agent_id) is None
+        ]
+        if not told:
+            return None
+        return gatherResults(told, consumeErrors=True).addCallback(lambda _: None)
 
     # --- errors ---
 

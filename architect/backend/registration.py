@@ -1,7 +1,8 @@
 """What the ClientIOHandler asks of a worker pool, and the answers it gets.
 
 `WorkerPool` is the interface (`workers.StoredWorkerPool` is the one over the
-database); every decision comes back as a Deferred of a `Registration`.
+database); every decision comes back as a Deferred of a `Registration`. The pool holds
+the agents at work; a finished one is a `FinishedAgent`, read from its storage.
 """
 
 from __future__ import annotations
@@ -29,6 +30,15 @@ class Registration:
     @classmethod
     def refused(cls, worker_id: str | None, reason: str) -> Registration:
         return cls(worker_id=worker_id, agent=None, failure_reason=reason)
+
+
+@attrs.frozen
+class FinishedAgent:
+    """An agent of the task run that finished: no longer held, as the database keeps it."""
+
+    agent_id: str
+    worker_id: str
+    status: str  # final (lifecycle.FINAL)
 
 
 class BadRegistration(ValueError):
@@ -61,5 +71,10 @@ class WorkerPool(Protocol):
         ...
 
     def get_agent(self, agent_id: str) -> Agent | None:
-        """A live agent by id (onboarding agents included)."""
+        """An agent at work by id (onboarding agents included); None once it is final."""
+        ...
+
+    def finished_agent(self, agent_id: str) -> Deferred[FinishedAgent | None]:
+        """An agent of this run that is final, as stored; None if the run has no such agent
+        (another run's, a stranger, or one at work)."""
         ...

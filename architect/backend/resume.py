@@ -109,7 +109,6 @@ class Resumption:
                 unit_status = unit_status_if_lost() if record.unit is not None else None
                 await database.set_agent_status(stored.agent_id, Status.DISCONNECT, unit_status)
                 continue
-            registry.remember_worker(record.worker)
             agent = registry.new_agent(
                 stored.agent_id,
                 record.worker,

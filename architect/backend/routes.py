@@ -3,6 +3,10 @@
 An agent is bound to the channel of its last registration, or of the router that
 showed it after a restart; packets it makes before that wait in the agent.
 Every packet leaving the backend is stamped here with the backend's time.
+
+Only agents at work are kept: once an agent's status is final (pushed by then), its
+route is dropped and its packets go straight to the channel it last had, for the task
+code that may still hold it (a verdict on its submission, a room still talking).
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from architect.backend.channel import Channel
+from architect.lifecycle import FINAL
 from architect.protocol import Packet
-from architect.tasks.agent import Agent
+from architect.tasks.agent import Agent, Outlet
 
 log = Logger()
 
@@ -39,11 +44,17 @@ class AgentRoutes:
 
     def bind(self, agent: Agent, channel: Channel) -> None:
         """The agent's packets now go through `channel`."""
+        if not agent.is_active:
+            # Finished before its answer went out (its room failed at once, say): what it
+            # said goes out, and there is no route to keep.
+            agent.set_outlet(self._straight_to(channel))
+            return
         previous = self.channels.get(agent.agent_id)
         self.channels[agent.agent_id] = channel
         if previous is None:
             agent_id = agent.agent_id
             agent.set_outlet(lambda packet: self.send_for(agent_id, packet))
+            agent.add_status_listener(self._status_changed)
         elif previous is not channel:
             log.info(
                 "agent {agent_id} moved from channel {old} to {new}",
@@ -52,6 +63,17 @@ class AgentRoutes:
                 new=channel.channel_id,
             )
 
+    def _status_changed(self, agent: Agent, old: str, new: str) -> None:
+        if new not in FINAL:
+            return
+        # The final status went out through the route before listeners hear of it.
+        channel = self.channels.pop(agent.agent_id, None)
+        if channel is not None:
+            agent.set_outlet(self._straight_to(channel))
+
+    def _straight_to(self, channel: Channel) -> Outlet:
+        return lambda packet: self.send(channel, packet)
+
     def agents_on(self, channel: Channel) -> list[str]:
-        """The ids of the agents whose packets go through `channel`."""
+        """The ids of the agents at work whose packets go through `channel`."""
         return [agent_id for agent_id, bound in self.channels.items() if bound is channel]

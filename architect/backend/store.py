@@ -34,6 +34,10 @@ class SubmissionStore(Protocol):
         self, agent_id: str, worker_id: str | None, data: dict[str, Any], dedupe_key: str | None
     ) -> Deferred[None]: ...
 
+    def has_unit_submission(self, agent_id: str) -> Deferred[bool]:
+        """Whether a unit submission of the agent is kept."""
+        ...
+
 
 class StoredSubmissions:
     """Submissions in the database, files beside it."""
@@ -60,6 +64,10 @@ class StoredSubmissions:
         return Deferred.fromCoroutine(
             self._save(SubmissionKind.METADATA, agent_id, data, dedupe_key)
         )
+
+    def has_unit_submission(self, agent_id: str) -> Deferred[bool]:
+        found = self.database.list_submissions(agent_id=agent_id, kind=SubmissionKind.UNIT)
+        return found.addCallback(bool)
 
     async def _save(
         self, kind: str, agent_id: str, data: dict[str, Any], dedupe_key: str | None

@@ -9,7 +9,8 @@ registration through staged checks, in this order:
 0. find or create the worker from `provider_data` (`worker_name`, `provider_type`);
    a request whose `agent_registration_id` was seen before in this run is a
    reconnection instead: the same agent, its data and `past_live_updates`
-   while it is active, the task-missing refusal once it is completed or cleared;
+   while it is active, the task-missing refusal once it is completed or cleared
+   (then it is no longer held: the database says so);
 1. qualifications: every requirement of the task, and (with onboarding on) not
    having failed onboarding before;
 2. limits: `allowed_concurrent` agents in progress, `maximum_units_per_worker`
@@ -45,12 +46,13 @@ from architect.backend.onboarding import PASSED, Onboarding
 from architect.backend.recorder import AgentRecorder
 from architect.backend.registration import (
     BadRegistration,
+    FinishedAgent,
     Registration,
     worker_identity_problem,
 )
 from architect.backend.worker_locks import WorkerLocks
 from architect.config import TaskConfig
-from architect.lifecycle import AgentKind, unit_status_if_lost
+from architect.lifecycle import FINAL, AgentKind, unit_status_if_lost
 from architect.protocol import FailureReason, Status
 from architect.qualifications import meets_all
 from architect.storage import Database, TaskRun, Unit, Worker
@@ -127,6 +129,9 @@ class StoredWorkerPool:
     def get_agent(self, agent_id: str) -> Agent | None:
         return self.registry.get(agent_id)
 
+    def finished_agent(self, agent_id: str) -> Deferred[FinishedAgent | None]:
+        return Deferred.fromCoroutine(self._finished_agent(agent_id))
+
     def register(self, provider_data: dict[str, Any]) -> Deferred[Registration]:
         return Deferred.fromCoroutine(self._register(provider_data))
 
@@ -157,7 +162,6 @@ class StoredWorkerPool:
             registration_id = None
         # Stage 0: the worker (one transaction: simultaneous first visits find one row).
         worker = await self.database.find_or_create_worker(provider_type, worker_name)
-        self.registry.remember_worker(worker)
         async with self.locks.of(worker.id):
             if registration_id is not None:
                 again = await self._reconnect(worker, registration_id)
@@ -177,7 +181,8 @@ class StoredWorkerPool:
                 return self._stolen_registration(worker, stored.agent_id)
             if stored.kind == AgentKind.ONBOARDING:
                 return None  # onboarding ended: the stages decide afresh
-            # An agent of an earlier life of the daemon: completed, or cleared at the restart.
+            # Finished: in this life of the daemon (no longer held), or in an earlier one
+            # (completed, or cleared at the restart). As for a held agent that is final.
             return Registration.refused(worker_id, FailureReason.TASK_MISSING)
         if agent.worker_id != worker_id:
             return self._stolen_registration(worker, agent.agent_id)
@@ -357,8 +362,10 @@ class StoredWorkerPool:
     async def _submit_onboarding(
         self, agent: Agent, onboarding_data: dict[str, Any]
     ) -> Registration:
-        worker = self.registry.worker(agent.worker_id)
-        if worker is None or not self.onboarding.is_open(agent):
+        if not self.onboarding.is_open(agent):
+            return Registration.refused(agent.worker_id, FailureReason.TASK_MISSING)
+        worker = await self.database.get_worker(int(agent.worker_id))
+        if worker is None:
             return Registration.refused(agent.worker_id, FailureReason.TASK_MISSING)
         async with self.locks.of(worker.id):
             if not self.onboarding.is_open(agent):  # a second submission got here first
@@ -368,3 +375,13 @@ class StoredWorkerPool:
             if refused is not None:
                 return refused
             return await self._find_work(worker, agent.registration_id)
+
+    # --- agents no longer held ---
+
+    async def _finished_agent(self, agent_id: str) -> FinishedAgent | None:
+        stored = await self.database.get_agent(agent_id)
+        if stored is None or stored.task_run_id != self.task_run.id:
+            return None
+        if stored.status not in FINAL or self.registry.get(agent_id) is not None:
+            return None  # at work (the caller asked before it was made)
+        return FinishedAgent(stored.agent_id, str(stored.worker_id), stored.status)

@@ -8,6 +8,9 @@
   Agents a restarted daemon takes back are put to work the same way, and their
   rooms start again (`Assignment.resumed`).
 - remote procedure: the agent's live updates go to the task's procedures.
+
+The runner keeps each agent's unit (for the logs) while the agent works, and until the
+task has judged its submission.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from architect.lifecycle import FINAL
 from architect.protocol import Status
 from architect.tasks.agent import Agent
 from architect.tasks.definition import LIVE, REMOTE_PROCEDURE, TaskDefinition
@@ -57,7 +61,7 @@ class TaskRunner:
         self.units_per_assignment = units_per_assignment
         self.live: LiveTaskRunner | None = None
         self.procedures: ProcedureDispatcher | None = None
-        self.units: dict[str, int] = {}  # agent id -> unit id, for the logs
+        self.units: dict[str, int] = {}  # agent id -> unit id, for the logs, while it works
         if task.kind == LIVE:
             assert task.run_assignment is not None
             self.live = LiveTaskRunner(clock, task.run_assignment, run_blocking, timeout or None)
@@ -66,7 +70,7 @@ class TaskRunner:
 
     def agent_assigned(self, agent: Agent, unit: HeldUnit) -> None:
         """A new agent holds `unit`."""
-        self.units[agent.agent_id] = unit.id
+        self._keep_unit(agent, unit)
         self._attach_procedures(agent)
         if self.live is not None:
             self.live.join(
@@ -80,13 +84,24 @@ class TaskRunner:
         for agent, unit in resumed:
             if unit is None:
                 continue  # onboarding: nothing runs until it is submitted
-            self.units[agent.agent_id] = unit.id
+            self._keep_unit(agent, unit)
             self._attach_procedures(agent)
             rooms.setdefault(unit.assignment_id, (unit, []))[1].append(agent)
         if self.live is None:
             return
         for key, (unit, agents) in rooms.items():
             self.live.resume(agents, key, self.units_per_assignment, unit.assignment_data)
+
+    def _keep_unit(self, agent: Agent, unit: HeldUnit) -> None:
+        self.units[agent.agent_id] = unit.id
+        agent.add_status_listener(self._status_changed)
+
+    def _status_changed(self, agent: Agent, old: str, new: str) -> None:
+        # A submission makes the agent completed, then is judged (unit_submitted): the
+        # unit is kept for that verdict's log.
+        judged_next = new == Status.COMPLETED and self.task.validate_submission is not None
+        if new in FINAL and not judged_next:
+            self.units.pop(agent.agent_id, None)
 
     def _attach_procedures(self, agent: Agent) -> None:
         if self.procedures is None:
@@ -101,6 +116,7 @@ class TaskRunner:
         hook = self.task.validate_submission
         if hook is None:
             return None
+        unit = self.units.get(agent.agent_id)
         d = call_hook(self.run_blocking, hook, agent, data)
 
         def judged(valid: Any) -> None:
@@ -114,7 +130,10 @@ class TaskRunner:
                 " is kept as it is",
                 failure,
                 agent_id=agent.agent_id,
-                unit=self.units.get(agent.agent_id),
+                unit=unit,
             )
 
-        return d.addCallbacks(judged, failed)
+        def forget(_: None) -> None:
+            self.units.pop(agent.agent_id, None)  # judged: completed for good, or not
+
+        return d.addCallbacks(judged, failed).addCallback(forget)

@@ -89,7 +89,7 @@ async def test_two_workers_chat_then_one_leaves(launcher: Launcher, page: str) -
     pages.opened.remove(bob)
     await pages.run(bob.context.close())
     await wait_for_text(pages, alice, "#status", Status.PARTNER_DISCONNECT)
-    assert daemon.agent(bob_id).status == Status.DISCONNECT
-    await wait_for(lambda: daemon.agent(alice_id).status == Status.PARTNER_DISCONNECT, "pd")
+    assert await daemon.status(bob_id) == Status.DISCONNECT
+    await wait_for(lambda: daemon.has_status(alice_id, Status.PARTNER_DISCONNECT), "pd")
     await pages.screenshot(alice, "partner-left")
     assert alice.errors == [] and bob.errors == []

@@ -67,7 +67,7 @@ async def test_each_refusal_reason_is_shown(launcher: Launcher, page: str) -> No
     await pages.run(bob.page.fill("#answer", "done"))
     await pages.run(bob.page.click("#submit"))
     await wait_for_submission(daemon, bob_agent)
-    await wait_for(lambda: daemon.agent(bob_agent).status == Status.COMPLETED, "completed")
+    await wait_for(lambda: daemon.has_status(bob_agent, Status.COMPLETED), "completed")
     assert await refusal("bob", "2") == FailureReason.MAX_UNITS
 
     # No work: alice holds one unit, bob did the other.
