@@ -21,8 +21,8 @@ notices after several unanswered heartbeats, so a new link gets them again
 first. Nothing tells the router what a browser has read (its heartbeats may
 have been held back and flushed late), hence a window of time. Browsers drop
 repeated `update_id`s. A registration answer that
-carries `past_live_updates` hands the page its whole history, so both queues
-are cleared then.
+carries `past_live_updates` hands the page its history (the newest updates, as
+many as the backend's bounds allow), so both queues are cleared then.
 
 Bounds (docs/security.md): the outbox and the replay buffer each hold at most
 `max_outbox_packets` packets and `max_outbox_bytes` bytes, the oldest dropped first; a
