@@ -23,6 +23,7 @@ from zope.interface import provider
 
 from architect.config import RouterConfig
 from architect.protocol import SUBMIT_METADATA, SUBMIT_UNIT, as_timestamp
+from architect.router.connections import TimelySite
 from architect.router.errors import (
     BackendTimeout,
     BadRequest,
@@ -134,7 +135,7 @@ def access_log_line(timestamp: str, request: Any) -> str:
     return line
 
 
-class _QuietSite(Site):
+class _QuietSite(TimelySite):
     """A Site that writes no access log line per request."""
 
     def log(self, request: http.Request) -> None:
@@ -191,11 +192,15 @@ class RouterWeb:
         # Bodies are read by the endpoints themselves (JSON, or multipart with our own
         # parser): Twisted's form parsing of every POST would only cost time (its
         # Content-Type parsing alone was an eighth of the router's CPU under load).
-        site_class = Site if self.config.access_log else _QuietSite
+        site_class = TimelySite if self.config.access_log else _QuietSite
         site = site_class(
-            self.resource(), parsePOSTFormSubmission=False, logFormatter=access_log_line
+            self.resource(),
+            parsePOSTFormSubmission=False,
+            logFormatter=access_log_line,
+            reactor=self.hub.clock,  # its timers (idle, header deadline) on the hub's clock
         )
         site.requestFactory = _Request
+        site.header_timeout = self.config.header_timeout
         site.displayTracebacks = False
         return site
 
