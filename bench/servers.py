@@ -165,6 +165,8 @@ class OurRouter(Server):
             f"upload_dir = {self.workdir / 'uploads'}\n"
             "access_log = off\n"  # like the Node router, which logs no line per request
             "trust_loopback = on\n"  # the generator's backend, like Node's, sends no token
+            # Every generated worker comes from loopback, up to 10000 at once: no caps.
+            "max_connections = 0\nmax_connections_per_address = 0\n"
             "[backend]\n"
             "mode = off\n"
         )
@@ -205,6 +207,7 @@ class OurEmbedded(OurRouter):
             f"listen = tcp:{self.port}:interface=127.0.0.1\n"
             f"upload_dir = {self.workdir / 'uploads'}\n"
             "access_log = off\n"
+            "max_connections = 0\nmax_connections_per_address = 0\n"
             "[backend]\n"
             "mode = embedded\n"
             "[storage]\n"
