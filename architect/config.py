@@ -39,7 +39,10 @@ class RouterConfig:
     task_config: dict[str, Any] = attrs.field(factory=dict)
     backend_token: str = ""
     request_timeout: float = 30.0
-    first_packet_timeout: float = 30.0  # a socket that says nothing is closed after this
+    first_packet_timeout: float = 10.0  # a socket that says nothing is closed after this
+    header_timeout: float = 10.0  # a request's headers must be in this long after its first byte
+    max_connections: int = 4000  # 0: no cap
+    max_connections_per_address: int = 256  # 0: no cap (behind a reverse proxy)
     disconnect_grace: float = 10.0
     heartbeat_timeout: float = 15.0
     max_body_bytes: int = 64 * 1024 * 1024  # a multipart upload
@@ -361,6 +364,9 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "backend_token": _text,
             "request_timeout": _positive_float,
             "first_packet_timeout": _positive_float,
+            "header_timeout": _positive_float,
+            "max_connections": _non_negative_int,
+            "max_connections_per_address": _non_negative_int,
             "disconnect_grace": _positive_float,
             "heartbeat_timeout": _positive_float,
             "max_body_bytes": _positive_int,

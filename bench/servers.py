@@ -168,6 +168,8 @@ class OurRouter(Server):
             # S2's closed loop sends as fast as echoes come: routing is measured, not the
             # limit (the Node router has none)
             "max_updates_per_second = 1000000\n"
+            # Every generated worker comes from loopback, up to 10000 at once: no caps.
+            "max_connections = 0\nmax_connections_per_address = 0\n"
             "[backend]\n"
             "mode = off\n"
         )
@@ -208,6 +210,7 @@ class OurEmbedded(OurRouter):
             f"listen = tcp:{self.port}:interface=127.0.0.1\n"
             f"upload_dir = {self.workdir / 'uploads'}\n"
             "access_log = off\n"
+            "max_connections = 0\nmax_connections_per_address = 0\n"
             "[backend]\n"
             "mode = embedded\n"
             "[storage]\n"

@@ -54,8 +54,12 @@ async def one_worker(session: aiohttp.ClientSession, base: str, ws_url: str, n: 
         "assignment_id": f"a{n}",
         "provider_type": "mock",
     }
-    async with session.post(base + "/request_agent", json={"provider_data": provider}) as r:
-        answer = await r.json(content_type=None)
+    for _ in range(240):  # a daemon loading many units answers 503 until its backend is up
+        async with session.post(base + "/request_agent", json={"provider_data": provider}) as r:
+            answer = await r.json(content_type=None)
+        if r.status != 503:
+            break
+        await asyncio.sleep(0.5)
     agent_id = (answer.get("data") or {}).get("agent_id")
     if r.status != 200 or not agent_id:
         raise RuntimeError(f"registration of {worker} failed: {r.status} {answer}")

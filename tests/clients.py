@@ -1,4 +1,5 @@
-"""Real-socket test clients: a WebSocket peer that collects packets, and a router on a free port."""
+"""Real-socket test clients: a WebSocket peer that collects packets, a raw TCP connection,
+and a router on a free port."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from treq.client import HTTPClient
 from treq.cookies import IndexableCookieJar
 from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred, DeferredQueue
-from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import deferLater
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
@@ -189,6 +192,49 @@ class Browsers:
         """An `agent_details` answer's data reached `browser`: the agent is its own."""
         if answer.get("agent_id"):
             self.by_agent[answer["agent_id"]] = browser
+
+
+class RawConnection(Protocol):
+    """A TCP client that writes what it is told and keeps every byte it receives: for what
+    an HTTP client would not do (headers a byte at a time) or would hide (the raw answer)."""
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.closed: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.closed.callback(None)
+
+    @property
+    def has_closed(self) -> bool:
+        return self.closed.called
+
+    def send(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def ask(self, path: str) -> None:
+        """Send a GET of `path` on this connection (HTTP/1.1: it stays open)."""
+        self.send(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+
+    async def is_alive(self) -> None:
+        """GET /is_alive on this connection, and wait for its answer."""
+        answered = self.received.count(b'"Alive!"')
+        self.ask("/is_alive")
+        await wait_for(
+            lambda: self.received.count(b'"Alive!"') > answered or self.has_closed,
+            "the answer to /is_alive",
+        )
+        assert self.received.count(b'"Alive!"') > answered, self.received
+
+
+async def open_raw(port: int, source: str = "127.0.0.1") -> RawConnection:
+    """A raw TCP connection to 127.0.0.1:`port` from the loopback address `source`."""
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port, bindAddress=(source, 0))
+    return await connectProtocol(endpoint, RawConnection())
 
 
 @contextmanager

@@ -83,6 +83,38 @@ def test_errors_name_file_section_and_key(tmp_path: Path, text: str, expected: s
     assert "\n" not in message
 
 
+def test_connection_bounds_defaults_and_keys(tmp_path: Path) -> None:
+    router = load_config(write(tmp_path, "")).router
+    assert router.header_timeout == 10 and router.first_packet_timeout == 10
+    assert (router.max_connections, router.max_connections_per_address) == (4000, 256)
+    router = load_config(
+        write(
+            tmp_path,
+            "[router]\nheader_timeout = 2.5\nmax_connections = 10_000\n"
+            "max_connections_per_address = 0\n",
+        )
+    ).router
+    assert router.header_timeout == 2.5
+    assert (router.max_connections, router.max_connections_per_address) == (10_000, 0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[router]\nheader_timeout = 0\n", "[router] header_timeout: must be a positive"),
+        ("[router]\nmax_connections = -1\n", "[router] max_connections: must be 0 (unlimited)"),
+        (
+            "[router]\nmax_connections_per_address = some\n",
+            "[router] max_connections_per_address: 'some' is not a whole number",
+        ),
+    ],
+)
+def test_connection_bounds_errors(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text))
+    assert expected in str(caught.value)
+
+
 def test_task_config_must_be_a_json_object(tmp_path: Path) -> None:
     (tmp_path / "c.json").write_text("[1, 2]")
     with pytest.raises(ConfigError, match=r"task_config: .* must hold a JSON object"):

@@ -19,11 +19,11 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import attrs
-from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IAccessLogFormatter, IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from architect.router.connections import TimelyHeaders
 from architect.router.errors import BadRequest, RouterError, TooLarge
 
 # The routes that take multipart uploads, as the request line names them.
@@ -70,12 +70,17 @@ def _too_large(limit: int) -> TooLarge:
     return TooLarge(f"the body is larger than {limit} bytes")
 
 
-class BoundedChannel(HTTPChannel):
+class BoundedChannel(TimelyHeaders):
     """An HTTP connection on which a body over its limit is answered without being read,
-    and the connection closed after the answer."""
+    and the connection closed after the answer (and whose headers have a deadline:
+    connections.TimelyHeaders)."""
 
     site: BoundedSite  # set by the Site that built it
     _refused = False
+
+    def connectionMade(self) -> None:
+        self.header_timeout = self.site.header_timeout
+        super().connectionMade()
 
     def allHeadersReceived(self) -> None:
         request = self.requests[-1]
@@ -123,6 +128,7 @@ class BoundedSite(Site):
     # (Twisted types this as the factory of its wrapper that can switch to HTTP/2 after a
     # TLS negotiation; the router speaks HTTP/1.1, the wrapper's default channel.)
     protocol = cast("Callable[[], Any]", BoundedChannel)
+    header_timeout = TimelyHeaders.header_timeout
 
     def __init__(
         self,
@@ -130,11 +136,15 @@ class BoundedSite(Site):
         limits: BodyLimits,
         refusal_page: Callable[[RouterError], IResource],
         logFormatter: IAccessLogFormatter | None = None,
+        reactor: Any = None,
     ) -> None:
         # Bodies are read by the routes themselves (JSON, or multipart with our own
         # parser): Twisted's form parsing of every POST would only cost time (its
         # Content-Type parsing alone was an eighth of the router's CPU under load).
-        super().__init__(resource, parsePOSTFormSubmission=False, logFormatter=logFormatter)
+        # `reactor`: whose clock the channels' timers (idle, header deadline) run on.
+        super().__init__(
+            resource, parsePOSTFormSubmission=False, logFormatter=logFormatter, reactor=reactor
+        )
         self.requestFactory = LimitedRequest
         self.limits = limits
         self.refusal_page = refusal_page

@@ -3,7 +3,8 @@
 Listening is Twisted's own `StreamServerEndpointService` (its child "listener"): it
 listens in `privilegedStartService`, before twistd sheds privileges, so a low port
 works under systemd, and a failure to listen is raised there (`CannotListenError`).
-Stopping the service stops listening and the hub's timers.
+Stopping the service stops listening and the hub's timers. The site listens behind
+`ConnectionCaps` (`[router] max_connections`, `max_connections_per_address`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 from zope.interface import implementer
 
+from architect.router.connections import ConnectionCaps
 from architect.router.hub import RouterHub
 
 log = Logger()
@@ -44,7 +46,11 @@ class RouterService(MultiService):
         self.port: IListeningPort | None = None
         self.url: str | None = None
         endpoint = _NotedEndpoint(serverFromString(reactor, listen), self._listening)
-        listener = StreamServerEndpointService(endpoint, site)
+        config = hub.config
+        caps = ConnectionCaps(
+            site, hub.clock, config.max_connections, config.max_connections_per_address
+        )
+        listener = StreamServerEndpointService(endpoint, caps)
         listener._raiseSynchronously = True  # a port that cannot be had stops the start
         listener.setName("listener")
         listener.setServiceParent(self)

@@ -193,8 +193,15 @@ class RouterWeb:
     def site(self) -> Site:
         limits = BodyLimits(json=self.config.max_json_bytes, multipart=self.config.max_body_bytes)
         site_class = BoundedSite if self.config.access_log else _QuietSite
-        site = site_class(self.resource(), limits, _ErrorPage, logFormatter=access_log_line)
+        site = site_class(
+            self.resource(),
+            limits,
+            _ErrorPage,
+            logFormatter=access_log_line,
+            reactor=self.hub.clock,  # its timers (idle, header deadline) on the hub's clock
+        )
         site.requestFactory = RouterRequest
+        site.header_timeout = self.config.header_timeout
         site.displayTracebacks = False
         return site
 
