@@ -4,9 +4,11 @@ in packets that stay small however many agents there are. Hub and table on a tas
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import pytest_twisted
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
@@ -27,6 +29,7 @@ from architect.protocol import (
 from architect.router.hub import RouterHub
 from tests.fakes import FakeLink
 from tests.test_hub import connect_backend
+from tests.test_router_web import Edge
 
 
 def make_hub(tmp_path: Path, **settings: Any) -> tuple[Clock, RouterHub, FakeLink]:
@@ -119,3 +122,15 @@ def test_statuses_go_in_packets_that_stay_small_then_an_empty_one(tmp_path: Path
         assert answer[-1].data == {} and all(p.data for p in answer[:-1])
         assert sum(len(p.data) for p in answer) == len({a for p in answer for a in p.data}) == count
         assert max(len(p.to_json()) for p in answer) <= min(limit // 2, 256 * 1024) + 1_000
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_agent_id_past_the_length_cap_is_400_over_http(tmp_path: Path) -> None:
+    edge = Edge(tmp_path)
+    long_id = "a" * (MAX_ID_LENGTH + 1)
+    reply = await edge.local.reply(
+        edge.local.send_post(
+            "/submit_task", json.dumps({"USED_AGENT_ID": long_id, "final_data": {}}).encode()
+        )
+    )
+    assert reply.code == 400 and long_id not in reply.body.decode()

@@ -21,7 +21,7 @@ from twisted.web.server import Request, Site
 from zope.interface import provider
 
 from architect.config import RouterConfig
-from architect.protocol import SUBMIT_METADATA, SUBMIT_UNIT, as_timestamp
+from architect.protocol import MAX_ID_LENGTH, SUBMIT_METADATA, SUBMIT_UNIT, as_timestamp
 from architect.router.errors import (
     BackendTimeout,
     BadRequest,
@@ -165,6 +165,8 @@ def _agent_id(body: dict[str, Any]) -> str:
     agent_id = body.get("USED_AGENT_ID")
     if not isinstance(agent_id, str) or not agent_id:
         raise BadRequest("USED_AGENT_ID must be a non-empty string")
+    if len(agent_id) > MAX_ID_LENGTH:
+        raise BadRequest(f"USED_AGENT_ID is longer than {MAX_ID_LENGTH} characters")
     return agent_id
 
 
