@@ -193,6 +193,8 @@ def test_a_body_within_its_limit_keeps_the_connection_for_the_next_request(
     tmp_path: Path,
 ) -> None:
     edge = two_limits(tmp_path)
+    edge.connect_backend()
+    edge.backend_tells_its_agents()
     connection = RawHTTP(edge.web.site())
     body = json_body({"USED_AGENT_ID": "ghost", "final_data": {}})
     headers = ["Content-Type: application/json", f"Content-Length: {len(body)}"]

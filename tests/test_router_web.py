@@ -22,10 +22,14 @@ from architect.config import RouterConfig
 from architect.protocol import (
     AGENT_DETAILS,
     LOG_ERROR,
+    MEPHISTO,
     REGISTER_AGENT,
+    REQUEST_STATUSES,
+    RETURN_STATUSES,
     SUBMIT_METADATA,
     SUBMIT_ONBOARDING,
     SUBMIT_UNIT,
+    UPDATE_STATUS,
     Packet,
 )
 from architect.router.hub import RouterHub
@@ -67,6 +71,12 @@ class Edge:
 
     def connect_backend(self, link: Any = None) -> None:
         self.hub.backend_connected(link or self.backend)
+
+    def backend_tells_its_agents(self) -> None:
+        """The backend asks for statuses twice: by the second it has pushed what the
+        router's first answer lacked (a restarted router knows its agents from then on)."""
+        for _ in range(2):
+            self.hub.link_packet(self.backend, Packet(REQUEST_STATUSES, MEPHISTO))
 
     def answer_registration(self, agent_id: str) -> None:
         """The backend answers the last register_agent it was sent: `agent_id` it is."""
@@ -259,13 +269,50 @@ async def test_a_malformed_multipart_submission_is_400(
 @pytest_twisted.ensureDeferred
 async def test_a_submission_for_an_agent_the_router_does_not_know_is_404(edge: Edge) -> None:
     edge.connect_backend()
+    edge.backend_tells_its_agents()
     as_json = json_body({"USED_AGENT_ID": "ghost", "final_data": {}})
     assert_json_error(await edge.local.post("/submit_task", as_json), 404)
     form = multipart(field("USED_AGENT_ID", "ghost"), field("final_string_data", "{}"))
     assert_json_error(await edge.local.post("/submit_task", form, MULTIPART), 404)
     onboarding = {"provider_data": {"USED_AGENT_ID": "ghost", "onboarding_data": {}}}
     assert_json_error(await edge.local.post_json("/submit_onboarding", onboarding), 404)
-    assert edge.backend.sent == []
+    assert [p.packet_type for p in edge.backend.sent] == [RETURN_STATUSES] * 2  # nothing else
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_restarted_router_holds_a_submission_until_its_backend_told_its_agents(
+    edge: Edge,
+) -> None:
+    """Right after a router restart no agent is known: a page's submission waits for the
+    backend to push its agents' statuses, rather than being told 404."""
+    body = json_body({"USED_AGENT_ID": "a-1", "final_data": {"answer": 1}})
+    form = multipart(field("USED_AGENT_ID", "a-1"), field("final_string_data", "{}"))
+    json_sent = edge.local.send_post("/submit_task", body)
+    form_sent = edge.local.send_post("/submit_task", form, MULTIPART)
+    edge.local.flush()
+    assert not json_sent.called and not form_sent.called
+    edge.connect_backend()
+    edge.hub.link_packet(edge.backend, Packet(REQUEST_STATUSES, MEPHISTO))
+    edge.hub.link_packet(edge.backend, Packet(UPDATE_STATUS, "a-1", {"status": "in task"}))
+    edge.hub.link_packet(edge.backend, Packet(REQUEST_STATUSES, MEPHISTO))
+    assert (await edge.local.reply(json_sent)).json() == {"status": "Submitted!"}
+    assert (await edge.local.reply(form_sent)).json() == {"status": "Submitted!"}
+    assert [p.data for p in edge.sent(SUBMIT_UNIT)] == [{"answer": 1}, {}]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_held_submission_for_an_agent_nobody_names_is_404_after_the_timeout(
+    edge: Edge,
+) -> None:
+    sent = edge.local.send_post(
+        "/submit_task", json_body({"USED_AGENT_ID": "ghost", "final_data": {}})
+    )
+    edge.local.flush()
+    edge.clock.advance(edge.config.request_timeout - 0.1)
+    assert not sent.called
+    edge.clock.advance(0.1)
+    assert_json_error(await edge.local.reply(sent), 404)
+    assert edge.clock.getDelayedCalls() == []
 
 
 # --- multipart submissions: uploads are stored, their description goes to the hub ---

@@ -102,6 +102,11 @@ class RouterHub:
         self.unnamed_links: dict[Link, IDelayedCall] = {}  # open, no first packet yet
         self.retired_backends: set[Link] = set()  # replaced backend links, closing
         self.last_mephisto_ping = 0.0  # seconds; the time the backend last sent anything
+        # Whether the backend has told this router which agents exist. A router that
+        # (re)started knows none until then; its backend, if in this process, told it first.
+        self.agents_told = not socket_backends
+        self._statuses_answered = False  # to the current backend link, at least once
+        self._awaiting_agents: list[Deferred[None]] = []
 
     def stop(self) -> None:
         """The router is stopping: cancel timers, answer pending requests."""
@@ -110,6 +115,7 @@ class RouterHub:
             timer.cancel()
         self.unnamed_links.clear()
         self.requests.fail_all(NoBackend("the router is shutting down"))
+        self._agents_are_told()
 
     # --- links ---
 
@@ -259,6 +265,7 @@ class RouterHub:
     def backend_connected(self, link: Link) -> None:
         old = self.backend
         self.backend = link
+        self._statuses_answered = False
         self.last_mephisto_ping = self.clock.seconds()
         if old is not None and old is not link:
             log.info("a new backend connection replaces the old one")
@@ -322,7 +329,11 @@ class RouterHub:
             self.agents.set_status(packet.subject_id, status)
             self.agents.deliver(packet.subject_id, self._stamp_out(packet))
         elif kind == REQUEST_STATUSES:
+            if self._statuses_answered:
+                # It asks again: it has pushed the statuses our last answer lacked.
+                self._agents_are_told()
             self._return_statuses()
+            self._statuses_answered = True
         elif kind == ALIVE:
             pass  # a backend that says alive again on its socket
         else:
@@ -463,6 +474,39 @@ class RouterHub:
         AgentTable.expect. Without it, the new router would answer their pages 404."""
         for agent_id, status in statuses.items():
             self.agents.expect(agent_id, status, grace)
+
+    def agents_told_yet(self) -> Deferred[None] | None:
+        """None if the backend has told this router which agents exist; else a Deferred
+        that fires once it has, or after `request_timeout` (bounded: each waiter is an
+        open request, and connections are capped).
+
+        A backend tells a restarted router its agents in answer to the router's first
+        `return_statuses`: once it asks for statuses again, all of them are in."""
+        if self.agents_told:
+            return None
+        told: Deferred[None] = Deferred()
+        self._awaiting_agents.append(told)
+        timer = self.clock.callLater(self.config.request_timeout, self._stop_awaiting, told)
+
+        def no_more_waiting(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return told.addCallback(no_more_waiting)
+
+    def _stop_awaiting(self, told: Deferred[None]) -> None:
+        if told in self._awaiting_agents:
+            self._awaiting_agents.remove(told)
+            told.callback(None)
+
+    def _agents_are_told(self) -> None:
+        if not self.agents_told:
+            log.info("the backend has told this router its agents")
+        self.agents_told = True
+        waiting, self._awaiting_agents = self._awaiting_agents, []
+        for told in waiting:
+            told.callback(None)
 
     def check_agent(self, agent_id: str, session: str | None) -> None:
         """Raise unless the agent is known and this browser session's to act for."""

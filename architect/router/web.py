@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, cast
@@ -31,6 +32,7 @@ from architect.router.errors import (
     NotFound,
     RouterError,
     TooLarge,
+    UnknownAgent,
 )
 from architect.router.hub import RouterHub
 from architect.router.intake import BodyLimits, BoundedSite, LimitedRequest
@@ -300,6 +302,9 @@ class RouterWeb:
 
     @app.route("/submit_onboarding", methods=["POST"])
     def submit_onboarding(self, request: IRequest) -> Deferred[bytes]:
+        return self._once_agents_told(request, lambda: self._submit_onboarding_now(request))
+
+    def _submit_onboarding_now(self, request: IRequest) -> Deferred[bytes]:
         body = self._json_body(request)
         provider_data = body.get("provider_data")
         if not isinstance(provider_data, dict):
@@ -330,7 +335,35 @@ class RouterWeb:
             raise BadRequest(f"{json_field} must be a JSON object")
         return agent_id, submitted, as_timestamp(body.get("client_timestamp")), []
 
+    def _once_agents_told(
+        self, request: IRequest, attempt: Callable[[], Deferred[bytes]]
+    ) -> Deferred[bytes]:
+        """`attempt`, and if it finds the agent unknown to a router that restarted and has
+        not yet heard from its backend which agents exist, `attempt` again once it has:
+        a page that submits then gets its answer, not a 404."""
+
+        async def run() -> bytes:
+            try:
+                return await maybeDeferred(attempt)
+            except UnknownAgent:
+                told = self.hub.agents_told_yet()
+                if told is None:
+                    raise
+                await told
+                if request.content is not None:
+                    request.content.seek(0)  # the body is read anew
+                return await maybeDeferred(attempt)
+
+        return Deferred.fromCoroutine(run())
+
     def _submit(
+        self, request: IRequest, packet_type: str, fields: tuple[str, str], answer: str
+    ) -> Deferred[bytes]:
+        return self._once_agents_told(
+            request, lambda: self._submit_now(request, packet_type, fields, answer)
+        )
+
+    def _submit_now(
         self, request: IRequest, packet_type: str, fields: tuple[str, str], answer: str
     ) -> Deferred[bytes]:
         """Hand a submission to the hub; the files this request stored go if it fails."""
