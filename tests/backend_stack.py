@@ -163,4 +163,5 @@ class BackendStack:
             "registry.registrations": len(registry.registrations),
             "routes.channels": len(self.handler.routes.channels),
             "runner.units": len(self.runner.units),
+            "expiry.timers": len(self.pool.expiry),
         }

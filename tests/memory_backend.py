@@ -114,6 +114,9 @@ class MemoryWorkerPool:
             return succeed(None)
         return succeed(FinishedAgent(agent_id, agent.worker_id, agent.status))
 
+    def stop(self) -> None:
+        pass  # no timers of its own
+
     def register(self, provider_data: dict[str, Any]) -> Deferred[Registration]:
         return maybeDeferred(self._register, provider_data)
 

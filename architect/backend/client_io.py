@@ -125,6 +125,7 @@ class ClientIOHandler:
         if self._status_loop.running:
             self._status_loop.stop()
         self.resumption.stop()
+        self.pool.stop()
 
     # --- agents taken back after a restart ---
 
