@@ -344,6 +344,9 @@ class MemoryStore:
     def has_unit_submission(self, agent_id: str) -> Deferred[bool]:
         return succeed(bool(self.of_agent(agent_id, "unit")))
 
+    def discard_uploads(self, agent_id: str, data: dict[str, Any]) -> None:
+        pass  # it keeps no files
+
     def of_agent(self, agent_id: str, kind: str | None = None) -> list[StoredSubmission]:
         return [
             s
