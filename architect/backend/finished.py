@@ -6,9 +6,9 @@ it comes late (a page still open, a router behind) and gets what it got when fin
 agents were held: logged at info, no traceback.
 
 - a unit submission is kept, unless the agent submitted already (a double click), or
-  its time ran out (`[task] assignment_duration`, as Mephisto: an expired agent's work is
-  not taken): then it is refused, the router's copies of its files go, and its router is
-  told `expired` again, for the page;
+  its time ran out (`[task] assignment_duration`: an expired agent's work is not taken,
+  its unit may be another worker's by now): then it is refused, the router's copies of
+  its files go, and its router is told `expired` again, for the page;
 - an onboarding submission is kept, and refused as task missing; one whose time ran out
   is refused as expired, and not kept;
 - a live update is dropped: the agent takes none any more;

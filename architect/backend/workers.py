@@ -9,8 +9,8 @@ registration through staged checks, in this order:
 0. find or create the worker from `provider_data` (`worker_name`, `provider_type`);
    a request whose `agent_registration_id` was seen before in this run is a
    reconnection instead: the same agent, its data and `past_live_updates`
-   while it is active, the task-missing refusal once it is completed or cleared
-   (then it is no longer held: the database says so);
+   while it is active, the task-missing refusal once it is completed or cleared, the
+   expired one once its time ran out (then it is no longer held: the database says so);
 1. qualifications: every requirement of the task, and (with onboarding on) not
    having failed onboarding before;
 2. limits: `allowed_concurrent` agents in progress, `maximum_units_per_worker`
