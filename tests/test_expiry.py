@@ -411,7 +411,7 @@ def test_a_live_timeout_the_window_would_cut_short_is_warned_about(tmp_path: Pat
 
 @pytest_twisted.ensureDeferred
 async def test_a_daemon_gives_squatted_units_back_after_the_window(daemons: Daemons) -> None:
-    duration = 1.0
+    duration = 1.5  # seconds: room for eleven registrations on a slow machine
     daemon = await daemons.embedded(task={"assignment_duration": duration})
     browsers = Browsers()
 
