@@ -110,6 +110,11 @@ class TaskConfig:
     qualifications: tuple[Requirement, ...] = ()
     onboarding: bool = False
     timeout: float = 0.0  # seconds a live assignment may run; 0: no limit
+    # Seconds an agent may hold its seat without submitting, from its creation; then it is
+    # `expired` and its unit goes back. Mephisto's assignment_duration_in_seconds, and its
+    # default: long enough for a task and a break, short enough that an abandoned or
+    # squatted unit comes back within half an hour. Never unlimited: see docs/tasks.md.
+    assignment_duration: float = 1800.0
     return_units: bool = True  # a unit whose agent left unfinished goes back to the pool
     onboarding_qualification: str = attrs.field()
 
@@ -128,6 +133,7 @@ class TaskConfig:
             "qualifications": [[q.name, q.comparator, q.value] for q in self.qualifications],
             "onboarding": self.onboarding,
             "timeout": self.timeout,
+            "assignment_duration": self.assignment_duration,
             "return_units": self.return_units,
             "onboarding_qualification": self.onboarding_qualification,
         }
@@ -424,6 +430,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "onboarding": _switch,
             "onboarding_qualification": _text,
             "timeout": _zero_or_seconds("no limit"),
+            "assignment_duration": _positive_float,
             "return_units": _switch,
         },
     ),

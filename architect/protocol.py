@@ -151,6 +151,11 @@ class FailureReason:
         "This task is no longer available to you: it was already completed,"
         " or you were disconnected long enough for it to be cleared."
     )
+    # Architect's own: the agent was not submitted within [task] assignment_duration.
+    EXPIRED = (
+        "This task is no longer available to you: the time allowed for it ran out"
+        " before it was submitted. Please return it and accept a new one."
+    )
     # Architect's own: the agent was registered by another browser (router/sessions.py).
     OTHER_BROWSER = (
         "This task is already open in another browser. Please go on working there,"

@@ -50,7 +50,7 @@ from architect.router.service import RouterService
 from architect.router.web import RouterWeb
 from architect.storage import Database, open_database
 from architect.storage.service import DatabaseService
-from architect.tasks.definition import STATIC, TaskDefinition
+from architect.tasks.definition import LIVE, STATIC, TaskDefinition
 from architect.tasks.history import LiveLimits
 from architect.tasks.hooks import TaskModuleError, load_task_module, thread_runner
 from architect.tasks.runner import TaskRunner
@@ -189,6 +189,7 @@ def build_service(
     task = load_task(config)
     if config.task.onboarding and task.validate_onboarding is None:
         log.warn("[task] onboarding is on but the task has no validate_onboarding: all pass")
+    warn_about_durations(config, task)
 
     database_service = DatabaseService(lambda: open_database(config.storage, reactor=reactor))
     database_service.setName("database")
@@ -235,6 +236,19 @@ def build_service(
     backend.setName("backend")
     backend.setServiceParent(top)
     return top
+
+
+def warn_about_durations(config: Config, task: TaskDefinition) -> None:
+    """A live assignment's timeout counts from when all its agents are there, after their
+    windows began: one as long as assignment_duration is never reached."""
+    settings = config.task
+    if task.kind == LIVE and settings.timeout >= settings.assignment_duration:
+        log.warn(
+            "[task] timeout ({timeout} s) is not below assignment_duration ({duration} s):"
+            " agents expire before their assignment times out; raise assignment_duration",
+            timeout=settings.timeout,
+            duration=settings.assignment_duration,
+        )
 
 
 def warn_about_backend_access(config: Config) -> None:

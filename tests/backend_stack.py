@@ -11,6 +11,7 @@ from typing import Any
 from twisted.internet.task import Clock
 
 from architect.backend.client_io import ClientIOHandler
+from architect.backend.files import UploadedFiles
 from architect.backend.store import StoredSubmissions
 from architect.backend.workers import StoredWorkerPool, prepare_task_run
 from architect.config import TaskConfig
@@ -59,12 +60,16 @@ class BackendStack:
         units: Sequence[dict[str, Any]],
         task: TaskDefinition | None = None,
         name: str = "run-1",
+        clock: Clock | None = None,
+        files: UploadedFiles | None = None,
         **settings: Any,
     ) -> BackendStack:
+        """`clock`: the agents' timers' (give the database's, to compare its times with them);
+        `files`: where submissions' uploads are fetched from (none by default)."""
         task = task or TaskDefinition()
         config = TaskConfig(name=name, units=tuple(units), **settings)
         run = await prepare_task_run(database, config, units)
-        clock = Clock()
+        clock = clock or Clock()
         runner = TaskRunner(clock, task, inline_runner, config.units_per_assignment)
         pool = StoredWorkerPool(
             clock, database, run, config, task, inline_runner, runner.agent_assigned
@@ -72,7 +77,7 @@ class BackendStack:
         handler = ClientIOHandler(
             clock,
             pool,
-            StoredSubmissions(database, None),
+            StoredSubmissions(database, files),
             on_unit_submitted=runner.unit_submitted,
         )
         return cls(database, pool, runner, handler, clock)
@@ -158,4 +163,5 @@ class BackendStack:
             "registry.registrations": len(registry.registrations),
             "routes.channels": len(self.handler.routes.channels),
             "runner.units": len(self.runner.units),
+            "expiry.timers": len(self.pool.expiry),
         }

@@ -114,6 +114,9 @@ class MemoryWorkerPool:
             return succeed(None)
         return succeed(FinishedAgent(agent_id, agent.worker_id, agent.status))
 
+    def stop(self) -> None:
+        pass  # no timers of its own
+
     def register(self, provider_data: dict[str, Any]) -> Deferred[Registration]:
         return maybeDeferred(self._register, provider_data)
 
@@ -340,6 +343,9 @@ class MemoryStore:
 
     def has_unit_submission(self, agent_id: str) -> Deferred[bool]:
         return succeed(bool(self.of_agent(agent_id, "unit")))
+
+    def discard_uploads(self, agent_id: str, data: dict[str, Any]) -> None:
+        pass  # it keeps no files
 
     def of_agent(self, agent_id: str, kind: str | None = None) -> list[StoredSubmission]:
         return [

@@ -49,6 +49,7 @@ def working(count: int) -> dict[str, int]:
         "registry.registrations": count,
         "routes.channels": count,
         "runner.units": count,
+        "expiry.timers": count,
     }
 
 

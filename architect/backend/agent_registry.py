@@ -1,6 +1,9 @@
 """AgentRegistry: the agents this backend process holds, by id and by registration id.
 Every agent is made here, so each one is recorded.
 
+Each agent at work is watched by the expiry (`[task] assignment_duration`) from its
+creation, or from its creation as stored for one a restarted daemon takes back.
+
 Only agents at work are held: one whose status becomes final (`lifecycle.FINAL`: done,
 gone, or its onboarding decided) is dropped at once, and the database answers for it
 from then on (a reload with its registration id, a late packet about it).
@@ -14,6 +17,7 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
+from architect.backend.expiry import AgentExpiry
 from architect.backend.recorder import AgentRecorder
 from architect.lifecycle import FINAL
 from architect.storage import Worker
@@ -28,11 +32,16 @@ def new_agent_id(prefix: str = "") -> str:
 
 class AgentRegistry:
     def __init__(
-        self, clock: IReactorTime, recorder: AgentRecorder, live_limits: LiveLimits | None = None
+        self,
+        clock: IReactorTime,
+        recorder: AgentRecorder,
+        live_limits: LiveLimits | None = None,
+        expiry: AgentExpiry | None = None,
     ) -> None:
         self.clock = clock
         self.recorder = recorder
         self.live_limits = live_limits or LiveLimits()  # [backend] bounds on live updates
+        self.expiry = expiry  # None: agents never expire (tests of other things)
         self.agents: dict[str, Agent] = {}  # the agents at work, by id
         self.registrations: dict[str, Agent] = {}  # agent_registration_id -> latest agent
 
@@ -50,9 +59,11 @@ class AgentRegistry:
         registration_id: str | None,
         status: str,
         kind: str,
+        created_at: float | None = None,
     ) -> Agent:
         """An agent in `status`, recorded from then on (its status is pushed once it has an
-        outlet), and held until it is final."""
+        outlet), and held until it is final; it expires `assignment_duration` seconds after
+        `created_at` (an earlier life's time, as stored; default: now)."""
         agent = Agent(
             self.clock,
             agent_id,
@@ -71,6 +82,8 @@ class AgentRegistry:
             self.agents[agent_id] = agent
             if registration_id is not None:
                 self.registrations[registration_id] = agent
+            if self.expiry is not None:
+                self.expiry.watch(agent, created_at)
         return agent
 
     def _status_changed(self, agent: Agent, old: str, new: str) -> None:

@@ -125,6 +125,7 @@ class ClientIOHandler:
         if self._status_loop.running:
             self._status_loop.stop()
         self.resumption.stop()
+        self.pool.stop()
 
     # --- agents taken back after a restart ---
 
@@ -249,8 +250,7 @@ class ClientIOHandler:
         agent = self.pool.get_agent(agent_id)
         if agent is None:
             late = self.finished.onboarding_submission(agent_id, save)
-            refusal = late.addCallback(Registration.refused, FailureReason.TASK_MISSING)
-            return self._answer_registration(refusal, channel, request_id)
+            return self._answer_registration(late, channel, request_id)
         # Kept first: the verdict is given on what is committed.
         saved = save(agent.worker_id)
 
@@ -317,7 +317,7 @@ class ClientIOHandler:
             return self.finished.storing(agent_id, d).addErrback(failed)
 
         if agent is None:
-            return self.finished.unit_submission(agent_id, save)
+            return self.finished.unit_submission(channel, agent_id, packet.data, save)
         agent.submitted = True
 
         def stored(_: None) -> None:

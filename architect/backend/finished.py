@@ -5,8 +5,12 @@ dropped, and the database answers for it (`WorkerPool.finished_agent`). A packet
 it comes late (a page still open, a router behind) and gets what it got when finished
 agents were held: logged at info, no traceback.
 
-- a unit submission is kept, unless the agent submitted already (a double click);
-- an onboarding submission is kept, and refused as task missing;
+- a unit submission is kept, unless the agent submitted already (a double click), or
+  its time ran out (`[task] assignment_duration`: an expired agent's work is not taken,
+  its unit may be another worker's by now): then it is refused, the router's copies of
+  its files go, and its router is told `expired` again, for the page;
+- an onboarding submission is kept, and refused as task missing; one whose time ran out
+  is refused as expired, and not kept;
 - a live update is dropped: the agent takes none any more;
 - a router that still shows it at work is told its final status.
 
@@ -17,16 +21,16 @@ router showing one at work is told `disconnect`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from architect.backend.channel import Channel
-from architect.backend.registration import FinishedAgent, WorkerPool
+from architect.backend.registration import FinishedAgent, Registration, WorkerPool
 from architect.backend.routes import AgentRoutes
 from architect.backend.store import SubmissionStore
-from architect.protocol import UPDATE_STATUS, Packet, Status
+from architect.protocol import UPDATE_STATUS, FailureReason, Packet, Status
 
 log = Logger()
 T = TypeVar("T")
@@ -53,10 +57,14 @@ class FinishedAgents:
 
         return d.addBoth(done)
 
-    def unit_submission(self, agent_id: str, save: Save) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._unit_submission(agent_id, save))
+    def unit_submission(
+        self, channel: Channel, agent_id: str, data: dict[str, Any], save: Save
+    ) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._unit_submission(channel, agent_id, data, save))
 
-    async def _unit_submission(self, agent_id: str, save: Save) -> None:
+    async def _unit_submission(
+        self, channel: Channel, agent_id: str, data: dict[str, Any], save: Save
+    ) -> None:
         finished = await self.pool.finished_agent(agent_id)
         if finished is None:
             log.warn(
@@ -64,6 +72,16 @@ class FinishedAgents:
                 agent_id=agent_id,
             )
             await save(None)
+            return
+        if finished.timed_out:
+            log.info(
+                "submission for agent {agent_id} after its time ran out"
+                " ([task] assignment_duration): refused, the page is told it expired",
+                agent_id=agent_id,
+            )
+            self.store.discard_uploads(agent_id, data)
+            # The router answered the page (or will); its status says what became of it.
+            self.routes.send(channel, Packet(UPDATE_STATUS, agent_id, {"status": finished.status}))
             return
         already = await self.store.has_unit_submission(agent_id)
         if already or agent_id in self.submitting:  # read after the wait: one decides
@@ -80,23 +98,30 @@ class FinishedAgents:
         )
         await save(finished.worker_id)
 
-    def onboarding_submission(self, agent_id: str, save: Save) -> Deferred[str | None]:
-        """The worker id to refuse it for (task missing), once it is kept; None for an
-        agent nobody knows, whose submission is not kept."""
+    def onboarding_submission(self, agent_id: str, save: Save) -> Deferred[Registration]:
+        """The refusal of a late onboarding submission: task missing once it is kept;
+        expired, not kept, once its time ran out; task missing, not kept, for an agent
+        nobody knows."""
         return Deferred.fromCoroutine(self._onboarding_submission(agent_id, save))
 
-    async def _onboarding_submission(self, agent_id: str, save: Save) -> str | None:
+    async def _onboarding_submission(self, agent_id: str, save: Save) -> Registration:
         finished = await self.pool.finished_agent(agent_id)
         if finished is None:
             log.warn("onboarding submitted for unknown agent {agent_id}", agent_id=agent_id)
-            return None
+            return Registration.refused(None, FailureReason.TASK_MISSING)
+        if finished.timed_out:
+            log.info(
+                "onboarding submitted for agent {agent_id} after its time ran out: refused",
+                agent_id=agent_id,
+            )
+            return Registration.refused(finished.worker_id, FailureReason.EXPIRED)
         log.info(
             "onboarding submitted for agent {agent_id}, {status} already: task missing",
             agent_id=agent_id,
             status=finished.status,
         )
         await save(finished.worker_id)
-        return finished.worker_id
+        return Registration.refused(finished.worker_id, FailureReason.TASK_MISSING)
 
     def live_update(self, agent_id: str) -> Deferred[None]:
         return self.pool.finished_agent(agent_id).addCallback(self._drop_live_update, agent_id)

@@ -39,6 +39,7 @@ class FinishedAgent:
     agent_id: str
     worker_id: str
     status: str  # final (lifecycle.FINAL)
+    timed_out: bool = False  # expired: not submitted within [task] assignment_duration
 
 
 class BadRegistration(ValueError):
@@ -77,4 +78,8 @@ class WorkerPool(Protocol):
     def finished_agent(self, agent_id: str) -> Deferred[FinishedAgent | None]:
         """An agent of this run that is final, as stored; None if the run has no such agent
         (another run's, a stranger, or one at work)."""
+        ...
+
+    def stop(self) -> None:
+        """The backend stops serving: the pool's timers end."""
         ...

@@ -9,7 +9,8 @@ At start, before any channel opens (`Resumption.start`):
 - this run's working agents are taken back with their task data, status and live
   updates (`take_back`); one whose task data was never recorded (a database older
   than schema 2) cannot carry on and becomes `disconnect`;
-- the task runner puts them to work again (a live room restarts, `resumed`);
+- the task runner puts them to work again (a live room restarts, `resumed`); each one's
+  `[task] assignment_duration` goes on counting from its creation as stored;
 - they are held *unclaimed*: the first router that shows one (in `return_statuses`,
   or by any packet about it) gets it, and the status and live updates it made
   meanwhile go out then (`claim`, called by the ClientIOHandler, which binds it);
@@ -96,18 +97,22 @@ class Resumption:
         records: Sequence[ResumableAgent],
     ) -> Resumed:
         """The agents of `records` (this run's only) as they were, with their live updates."""
-        resumed: Resumed = []
+        records = [record for record in records if record.agent.task_run_id == task_run_id]
         for record in records:
-            stored = record.agent
-            if stored.task_run_id != task_run_id:
-                continue
             if not isinstance(record.init_task_data, dict):
+                stored = record.agent
                 log.info(
                     "agent {agent_id} has no recorded task data: disconnect",
                     agent_id=stored.agent_id,
                 )
                 unit_status = unit_status_if_lost() if record.unit is not None else None
                 await database.set_agent_status(stored.agent_id, Status.DISCONNECT, unit_status)
+        # From here on, no wait: an agent whose window (assignment_duration) ended while the
+        # daemon was down expires on the clock's next turn, once the runner has it.
+        resumed: Resumed = []
+        for record in records:
+            stored = record.agent
+            if not isinstance(record.init_task_data, dict):
                 continue
             agent = registry.new_agent(
                 stored.agent_id,
@@ -116,6 +121,7 @@ class Resumption:
                 stored.agent_registration_id,
                 stored.status,
                 stored.kind,
+                created_at=stored.created_at,  # the window goes on counting
             )
             agent.restore_live_updates(
                 [_logged(update) for update in record.live_updates if isinstance(update.data, dict)]

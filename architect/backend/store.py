@@ -38,6 +38,10 @@ class SubmissionStore(Protocol):
         """Whether a unit submission of the agent is kept."""
         ...
 
+    def discard_uploads(self, agent_id: str, data: dict[str, Any]) -> None:
+        """A submission refused: the router's copies of the files it names may go."""
+        ...
+
 
 class StoredSubmissions:
     """Submissions in the database, files beside it."""
@@ -68,6 +72,15 @@ class StoredSubmissions:
     def has_unit_submission(self, agent_id: str) -> Deferred[bool]:
         found = self.database.list_submissions(agent_id=agent_id, kind=SubmissionKind.UNIT)
         return found.addCallback(bool)
+
+    def discard_uploads(self, agent_id: str, data: dict[str, Any]) -> None:
+        entries = data.get("files")
+        if self.files is None or not isinstance(entries, list):
+            return
+        for entry in entries:
+            filename = entry.get("filename") if isinstance(entry, dict) else None
+            if isinstance(filename, str):  # only the agent's own uploads are found
+                self.files.discard(filename, agent_id)
 
     async def _save(
         self, kind: str, agent_id: str, data: dict[str, Any], dedupe_key: str | None

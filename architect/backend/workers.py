@@ -9,8 +9,8 @@ registration through staged checks, in this order:
 0. find or create the worker from `provider_data` (`worker_name`, `provider_type`);
    a request whose `agent_registration_id` was seen before in this run is a
    reconnection instead: the same agent, its data and `past_live_updates`
-   while it is active, the task-missing refusal once it is completed or cleared
-   (then it is no longer held: the database says so);
+   while it is active, the task-missing refusal once it is completed or cleared, the
+   expired one once its time ran out (then it is no longer held: the database says so);
 1. qualifications: every requirement of the task, and (with onboarding on) not
    having failed onboarding before;
 2. limits: `allowed_concurrent` agents in progress, `maximum_units_per_worker`
@@ -42,6 +42,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from architect.backend.agent_registry import AgentRegistry, new_agent_id
+from architect.backend.expiry import AgentExpiry
 from architect.backend.onboarding import PASSED, Onboarding
 from architect.backend.recorder import AgentRecorder
 from architect.backend.registration import (
@@ -55,7 +56,7 @@ from architect.config import TaskConfig
 from architect.lifecycle import FINAL, AgentKind, unit_status_if_lost
 from architect.protocol import FailureReason, Status
 from architect.qualifications import meets_all
-from architect.storage import Database, TaskRun, Unit, Worker
+from architect.storage import Database, StoredAgent, TaskRun, Unit, Worker
 from architect.tasks.agent import Agent
 from architect.tasks.definition import TaskDefinition, UnitInfo, WorkerInfo
 from architect.tasks.history import LiveLimits
@@ -118,7 +119,8 @@ class StoredWorkerPool:
         self.task = task
         self.run_blocking = run_blocking
         self.recorder = AgentRecorder(database, settings.return_units)
-        self.registry = AgentRegistry(clock, self.recorder, live_limits)
+        self.expiry = AgentExpiry(clock, settings.assignment_duration)
+        self.registry = AgentRegistry(clock, self.recorder, live_limits, self.expiry)
         self.onboarding = Onboarding(
             database, self.registry, task, run_blocking, settings.onboarding_qualification
         )
@@ -143,6 +145,9 @@ class StoredWorkerPool:
     def settled(self) -> Deferred[None]:
         """Fires once the status and live-update writes issued so far are committed."""
         return self.recorder.settled()
+
+    def stop(self) -> None:
+        self.expiry.stop()
 
     # --- the pipeline ---
 
@@ -182,8 +187,8 @@ class StoredWorkerPool:
             if stored.kind == AgentKind.ONBOARDING:
                 return None  # onboarding ended: the stages decide afresh
             # Finished: in this life of the daemon (no longer held), or in an earlier one
-            # (completed, or cleared at the restart). As for a held agent that is final.
-            return Registration.refused(worker_id, FailureReason.TASK_MISSING)
+            # (completed, expired, or cleared at the restart). As for a held agent that is final.
+            return Registration.refused(worker_id, self._no_longer_yours(stored))
         if agent.worker_id != worker_id:
             return self._stolen_registration(worker, agent.agent_id)
         if agent.is_active:
@@ -196,6 +201,12 @@ class StoredWorkerPool:
         if agent.is_onboarding:
             return None
         return Registration.refused(worker_id, FailureReason.TASK_MISSING)
+
+    def _no_longer_yours(self, stored: StoredAgent) -> str:
+        """Why a finished unit agent's page gets no agent: its time ran out, or it is gone."""
+        if self.expiry.timed_out(stored):
+            return FailureReason.EXPIRED
+        return FailureReason.TASK_MISSING
 
     def _stolen_registration(self, worker: Worker, agent_id: str) -> Registration:
         log.warn(
@@ -384,4 +395,6 @@ class StoredWorkerPool:
             return None
         if stored.status not in FINAL or self.registry.get(agent_id) is not None:
             return None  # at work (the caller asked before it was made)
-        return FinishedAgent(stored.agent_id, str(stored.worker_id), stored.status)
+        return FinishedAgent(
+            stored.agent_id, str(stored.worker_id), stored.status, self.expiry.timed_out(stored)
+        )

@@ -9,7 +9,7 @@
     completed: "Submitted. Thank you! The requester now finds it in `architect results`.",
     disconnect: "You were disconnected from this task.",
     timeout: "The time for this task ran out.",
-    expired: "This task ended on the server's side.",
+    expired: "The time allowed for this task ran out, or it ended on the server's side.",
     soft_rejected: "Submitted, but the answer was not accepted.",
     returned: "This task was returned.",
   };

@@ -11,7 +11,7 @@
     completed: ["Submitted. Thank you!", false],
     disconnect: ["You were disconnected from this chat.", true],
     timeout: ["The time for this chat ran out.", true],
-    expired: ["This chat ended on the server's side.", true],
+    expired: ["The time allowed for this chat ran out, or it ended on the server's side.", true],
     returned: ["This chat was returned.", true],
   };
   let sent = 0;
