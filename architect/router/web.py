@@ -27,6 +27,7 @@ from architect.router.errors import (
     BadRequest,
     Forbidden,
     InsufficientStorage,
+    MethodNotAllowed,
     NoBackend,
     NotFound,
     RouterError,
@@ -47,6 +48,7 @@ HTTP_STATUS: dict[type[RouterError], int] = {
     BadRequest: 400,
     Forbidden: 403,
     NotFound: 404,
+    MethodNotAllowed: 405,
     TooLarge: 413,
     InsufficientStorage: 507,
     NoBackend: 503,
@@ -98,6 +100,16 @@ class TaskFiles(SafeFile):
 
     def directoryListing(self) -> Resource:
         return self.childNotFound
+
+    def render(self, request: IRequest) -> bytes | int:
+        # (Twisted answers any other method with an HTML page: a 405, or a 501 for one
+        # it has never heard of, such as DELETE.)
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            error = MethodNotAllowed("the task's frontend files are only read: GET or HEAD")
+            return _error_body(request, http_status(error), str(error))
+        result: bytes | int = super().render(request)
+        return result
 
 
 class _WithoutQueries:
