@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, ClassVar
+import re
+from typing import Any, ClassVar, NoReturn
 
 import attrs
 
@@ -179,6 +180,77 @@ class ProtocolError(ValueError):
     """A packet or request body that does not follow the protocol."""
 
 
+# How deep the JSON of a packet or a request body may nest: far more than any task's
+# data needs, and far from the interpreter's recursion limit (the embedded link copies
+# what it hands on, the database writes it: both recurse once per level).
+MAX_JSON_DEPTH = 100
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:20]} is too large for a number")
+    return number
+
+
+# (One decoder: json.loads with options builds a new one per call.)
+_STRICT_JSON = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
+
+
+def _json_problem(value: Any) -> str | None:
+    """What makes a decoded value one the router must not take, or None."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                return "a string holds a lone surrogate (\\ud800-\\udfff): not Unicode text"
+            continue
+        if isinstance(item, dict):
+            children = [*item, *item.values()]
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def decode_json(text: str | bytes) -> Any:
+    """JSON text as RFC 8259 has it, to a value; ProtocolError for anything else.
+
+    Python's parser also takes NaN and Infinity (and 1e999 as infinity), and strings
+    with lone surrogates (`"\\ud800"`): no browser, nor the database, takes them back.
+    And a value nested near the recursion limit breaks whatever recurses over it later.
+    """
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")  # strict: UTF-8 holds no surrogate
+            surrogate = False
+        else:
+            surrogate = _LONE_SURROGATE.search(text) is not None
+        value = _STRICT_JSON.decode(text)
+    except RecursionError:
+        raise ProtocolError("JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"not valid JSON: {e}") from None
+    # Walked only when it may be needed: a lone surrogate comes escaped (\\ud800) unless
+    # it was in the text already; nesting needs brackets.
+    escaped = "\\u" in text
+    if surrogate or escaped or text.count("[") + text.count("{") > MAX_JSON_DEPTH:
+        problem = _json_problem(value)
+        if problem is not None:
+            raise ProtocolError(problem)
+    return value
+
+
 _TIMESTAMP_FIELDS = (
     "client_timestamp",
     "router_incoming_timestamp",
@@ -248,10 +320,4 @@ class Packet:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Packet:
-        try:
-            raw = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ProtocolError(f"not valid JSON: {e}") from None
-        except RecursionError:
-            raise ProtocolError("JSON nested too deeply") from None
-        return cls.from_dict(raw)
+        return cls.from_dict(decode_json(text))

@@ -21,7 +21,13 @@ from twisted.web.server import Request, Site
 from zope.interface import provider
 
 from architect.config import RouterConfig
-from architect.protocol import SUBMIT_METADATA, SUBMIT_UNIT, as_timestamp
+from architect.protocol import (
+    SUBMIT_METADATA,
+    SUBMIT_UNIT,
+    ProtocolError,
+    as_timestamp,
+    decode_json,
+)
 from architect.router.errors import (
     BackendTimeout,
     BadRequest,
@@ -228,8 +234,8 @@ class RouterWeb:
     def _json_body(self, request: IRequest) -> dict[str, Any]:
         raw = request.content.read() if request.content is not None else b""
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            body = decode_json(raw)  # strict: no NaN, no lone surrogate, not too deep
+        except ProtocolError:
             raise BadRequest("the body must be a JSON object") from None
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object")
@@ -253,8 +259,8 @@ class RouterWeb:
         agent_id = _agent_id(fields)
         text = fields.get(data_field, "{}")
         try:
-            data = json.loads(text)
-        except (ValueError, RecursionError):
+            data = decode_json(text)
+        except ProtocolError:
             raise BadRequest(f"{data_field} must be JSON text") from None
         if not isinstance(data, dict):
             raise BadRequest(f"{data_field} must hold a JSON object")
