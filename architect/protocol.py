@@ -13,6 +13,8 @@ from typing import Any, ClassVar, NoReturn
 
 import attrs
 
+from architect.log_text import UNPRINTABLE, printable
+
 # Packet types.
 ALIVE = "alive"
 HEARTBEAT = "heartbeat"
@@ -84,7 +86,8 @@ COMPATIBLE_TASK_VERSIONS = frozenset({"2.0.3", "2.0.4"})
 def version_mismatch(received: str) -> dict[str, Any]:
     """The data of the log_error a router sends about a page running another version of
     mephisto-task: Mephisto's backend prints its `text`, ours the two versions."""
-    received = received[:64]  # a version's length: a page writes no more into the logs
+    # A version's length, printable: a page writes no more into the logs.
+    received = printable(received[:64])
     return {
         "error_type": "version-mismatch",
         "expected_version": MEPHISTO_TASK_VERSION,
@@ -293,11 +296,11 @@ class Packet:
         if not isinstance(raw, dict):
             raise ProtocolError("a packet must be a JSON object")
         packet_type = raw.get("packet_type")
-        if packet_type not in PACKET_TYPES:
+        if not isinstance(packet_type, str) or packet_type not in PACKET_TYPES:
             raise ProtocolError(f"unknown packet_type {packet_type!r}")
         subject_id = raw.get("subject_id")
-        if not isinstance(subject_id, str) or not subject_id:
-            raise ProtocolError("subject_id must be a non-empty string")
+        if not isinstance(subject_id, str) or not subject_id or UNPRINTABLE.search(subject_id):
+            raise ProtocolError("subject_id must be a non-empty string of printable characters")
         data = raw.get("data")
         if data is None:
             data = {}

@@ -42,6 +42,11 @@ def test_timestamps_are_finite_numbers_or_nothing(value: object, stamp: float | 
 @pytest.mark.parametrize(
     "frame",
     [
+        b'{"packet_type": [], "subject_id": "a"}',  # was a TypeError out of onMessage
+        b'{"packet_type": {}, "subject_id": "a"}',
+        b'{"packet_type": "alive", "subject_id": "\\ud800"}',  # a log line no file takes
+        b'{"packet_type": "alive", "subject_id": "agent-1\\nforged: a log line"}',
+        b'{"packet_type": "alive", "subject_id": "\\u0000"}',
         b'{"packet_type": "alive", "subject_id": "a", "data": {"x": NaN}}',
         b'{"packet_type": "alive", "subject_id": "a", "data": {"x": -Infinity}}',
         b'{"packet_type": "alive", "subject_id": "a", "data": {"x": 1e999}}',
