@@ -183,10 +183,13 @@ class ProtocolError(ValueError):
     """A packet or request body that does not follow the protocol."""
 
 
-# How deep the JSON of a packet or a request body may nest: far more than any task's
-# data needs, and far from the interpreter's recursion limit (the embedded link copies
-# what it hands on, the database writes it: both recurse once per level).
+# How deep the JSON a browser sends (a request body, a socket's packet) may nest: far
+# more than any task's data needs, and far from the interpreter's recursion limit (the
+# embedded link copies what it hands on, the database writes it: both recurse once per
+# level). Packets between a router and a backend carry that data a few levels down
+# (`data`, `init_task_data`, `past_live_updates`...): they may nest a little deeper.
 MAX_JSON_DEPTH = 100
+MAX_PACKET_DEPTH = 128
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -205,7 +208,7 @@ def _finite(text: str) -> float:
 _STRICT_JSON = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
 
 
-def _json_problem(value: Any) -> str | None:
+def _json_problem(value: Any, max_depth: int) -> str | None:
     """What makes a decoded value one the router must not take, or None."""
     stack = [(value, 1)]
     while stack:
@@ -220,13 +223,13 @@ def _json_problem(value: Any) -> str | None:
             children = item
         else:
             continue
-        if depth > MAX_JSON_DEPTH:
-            return f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        if depth > max_depth:
+            return f"JSON nested deeper than {max_depth} levels"
         stack.extend((child, depth + 1) for child in children)
     return None
 
 
-def decode_json(text: str | bytes) -> Any:
+def decode_json(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """JSON text as RFC 8259 has it, to a value; ProtocolError for anything else.
 
     Python's parser also takes NaN and Infinity (and 1e999 as infinity), and strings
@@ -247,8 +250,8 @@ def decode_json(text: str | bytes) -> Any:
     # Walked only when it may be needed: a lone surrogate comes escaped (\\ud800) unless
     # it was in the text already; nesting needs brackets.
     escaped = "\\u" in text
-    if surrogate or escaped or text.count("[") + text.count("{") > MAX_JSON_DEPTH:
-        problem = _json_problem(value)
+    if surrogate or escaped or text.count("[") + text.count("{") > max_depth:
+        problem = _json_problem(value, max_depth)
         if problem is not None:
             raise ProtocolError(problem)
     return value
@@ -315,12 +318,12 @@ class Packet:
         return cls(packet_type=packet_type, subject_id=subject_id, data=data, **stamps)
 
     @classmethod
-    def from_frame(cls, payload: bytes, is_binary: bool) -> Packet:
+    def from_frame(cls, payload: bytes, is_binary: bool, max_depth: int = MAX_JSON_DEPTH) -> Packet:
         """A WebSocket message: packets are JSON text, never binary frames."""
         if is_binary:
             raise ProtocolError("a binary frame: packets are JSON text")
-        return cls.from_json(payload)
+        return cls.from_json(payload, max_depth)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Packet:
-        return cls.from_dict(decode_json(text))
+    def from_json(cls, text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Packet:
+        return cls.from_dict(decode_json(text, max_depth))
