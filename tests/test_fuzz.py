@@ -93,6 +93,7 @@ from tests.test_client_io import Backend
 
 JSON_LIMIT = 64 * 1024  # max_json_bytes: deep nesting fits under it, and reaches the parser
 BODY_LIMIT = 256 * 1024  # max_body_bytes
+DAEMON_EXAMPLES = long_run() // 10 or 12  # real sockets: a tenth of a long run
 
 
 # --- a router to fuzz ---
@@ -509,7 +510,8 @@ class FuzzedDaemon:
     async def start(cls, daemons: Daemons) -> FuzzedDaemon:
         daemon = await daemons.embedded(
             router={"max_json_bytes": JSON_LIMIT, "max_body_bytes": BODY_LIMIT},
-            task={"units": tuple({"text": f"unit {n}"} for n in range(500))},
+            # Each example takes at most two units: its request's, and the check's.
+            task={"units": tuple({"text": f"unit {n}"} for n in range(3 * DAEMON_EXAMPLES + 20))},
         )
         browser = Browser()
         agent_id = await cls.register(daemon, browser, "w-first")
@@ -561,7 +563,7 @@ async def fuzzed_daemon(daemons: Daemons) -> FuzzedDaemon:
 
 
 @settings(
-    max_examples=long_run() // 10 or 12,  # real sockets: a tenth of a long run
+    max_examples=DAEMON_EXAMPLES,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=st.data())
