@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, ClassVar
+import re
+from typing import Any, ClassVar, NoReturn
 
 import attrs
+
+from architect.log_text import UNPRINTABLE, printable
 
 # Packet types.
 ALIVE = "alive"
@@ -83,7 +86,8 @@ COMPATIBLE_TASK_VERSIONS = frozenset({"2.0.3", "2.0.4"})
 def version_mismatch(received: str) -> dict[str, Any]:
     """The data of the log_error a router sends about a page running another version of
     mephisto-task: Mephisto's backend prints its `text`, ours the two versions."""
-    received = received[:64]  # a version's length: a page writes no more into the logs
+    # A version's length, printable: a page writes no more into the logs.
+    received = printable(received[:64])
     return {
         "error_type": "version-mismatch",
         "expected_version": MEPHISTO_TASK_VERSION,
@@ -184,6 +188,80 @@ class ProtocolError(ValueError):
     """A packet or request body that does not follow the protocol."""
 
 
+# How deep the JSON a browser sends (a request body, a socket's packet) may nest: far
+# more than any task's data needs, and far from the interpreter's recursion limit (the
+# embedded link copies what it hands on, the database writes it: both recurse once per
+# level). Packets between a router and a backend carry that data a few levels down
+# (`data`, `init_task_data`, `past_live_updates`...): they may nest a little deeper.
+MAX_JSON_DEPTH = 100
+MAX_PACKET_DEPTH = 128
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text[:20]} is too large for a number")
+    return number
+
+
+# (One decoder: json.loads with options builds a new one per call.)
+_STRICT_JSON = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
+
+
+def _json_problem(value: Any, max_depth: int) -> str | None:
+    """What makes a decoded value one the router must not take, or None."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                return "a string holds a lone surrogate (\\ud800-\\udfff): not Unicode text"
+            continue
+        if isinstance(item, dict):
+            children = [*item, *item.values()]
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > max_depth:
+            return f"JSON nested deeper than {max_depth} levels"
+        stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def decode_json(text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """JSON text as RFC 8259 has it, to a value; ProtocolError for anything else.
+
+    Python's parser also takes NaN and Infinity (and 1e999 as infinity), and strings
+    with lone surrogates (`"\\ud800"`): no browser, nor the database, takes them back.
+    And a value nested near the recursion limit breaks whatever recurses over it later.
+    """
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")  # strict: UTF-8 holds no surrogate
+            surrogate = False
+        else:
+            surrogate = _LONE_SURROGATE.search(text) is not None
+        value = _STRICT_JSON.decode(text)
+    except RecursionError:
+        raise ProtocolError("JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"not valid JSON: {e}") from None
+    # Walked only when it may be needed: a lone surrogate comes escaped (\\ud800) unless
+    # it was in the text already; nesting needs brackets.
+    escaped = "\\u" in text
+    if surrogate or escaped or text.count("[") + text.count("{") > max_depth:
+        problem = _json_problem(value, max_depth)
+        if problem is not None:
+            raise ProtocolError(problem)
+    return value
+
+
 _TIMESTAMP_FIELDS = (
     "client_timestamp",
     "router_incoming_timestamp",
@@ -235,11 +313,11 @@ class Packet:
         if not isinstance(raw, dict):
             raise ProtocolError("a packet must be a JSON object")
         packet_type = raw.get("packet_type")
-        if packet_type not in PACKET_TYPES:
+        if not isinstance(packet_type, str) or packet_type not in PACKET_TYPES:
             raise ProtocolError(f"unknown packet_type {packet_type!r}")
         subject_id = raw.get("subject_id")
-        if not isinstance(subject_id, str) or not subject_id:
-            raise ProtocolError("subject_id must be a non-empty string")
+        if not isinstance(subject_id, str) or not subject_id or UNPRINTABLE.search(subject_id):
+            raise ProtocolError("subject_id must be a non-empty string of printable characters")
         data = raw.get("data")
         if data is None:
             data = {}
@@ -254,18 +332,12 @@ class Packet:
         return cls(packet_type=packet_type, subject_id=subject_id, data=data, **stamps)
 
     @classmethod
-    def from_frame(cls, payload: bytes, is_binary: bool) -> Packet:
+    def from_frame(cls, payload: bytes, is_binary: bool, max_depth: int = MAX_JSON_DEPTH) -> Packet:
         """A WebSocket message: packets are JSON text, never binary frames."""
         if is_binary:
             raise ProtocolError("a binary frame: packets are JSON text")
-        return cls.from_json(payload)
+        return cls.from_json(payload, max_depth)
 
     @classmethod
-    def from_json(cls, text: str | bytes) -> Packet:
-        try:
-            raw = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ProtocolError(f"not valid JSON: {e}") from None
-        except RecursionError:
-            raise ProtocolError("JSON nested too deeply") from None
-        return cls.from_dict(raw)
+    def from_json(cls, text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Packet:
+        return cls.from_dict(decode_json(text, max_depth))

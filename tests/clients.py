@@ -23,7 +23,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
 
 from architect.config import RouterConfig
-from architect.protocol import UPDATE_STATUS, Packet
+from architect.protocol import MAX_PACKET_DEPTH, UPDATE_STATUS, Packet
 from architect.router.hub import RouterHub
 from architect.router.web import RouterWeb
 
@@ -59,7 +59,7 @@ class PacketClient(WebSocketClientProtocol):
         self.factory.opened.callback(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        packet = Packet.from_json(payload)
+        packet = Packet.from_json(payload, MAX_PACKET_DEPTH)
         self.factory.history.append(packet)
         self.factory.received.put(packet)
 

@@ -143,7 +143,10 @@ class MemoryWorkerPool:
         worker_name = provider_data.get("worker_name")
         if not isinstance(worker_name, str) or not worker_name:
             raise BadRegistration("provider_data has no worker_name")
-        problem = worker_identity_problem(worker_name, provider_data.get("provider_type") or "mock")
+        provider_type = provider_data.get("provider_type") or "mock"
+        if not isinstance(provider_type, str):  # (as the real pool: workers.py)
+            raise BadRegistration("provider_data's provider_type must be a string")
+        problem = worker_identity_problem(worker_name, provider_type)
         if problem is not None:
             return Registration.refused(None, problem)
         worker = self._worker(worker_name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -871,3 +872,51 @@ def test_with_several_routers_resumed_agents_wait_to_be_shown() -> None:
     b.handler.channel_opened(b.channel)
     assert statuses_sent(b.channel, "form") == []
     assert list(b.handler.resumption.unclaimed) == ["form"]
+
+
+# --- found by fuzzing (tests/test_fuzz.py): a router's odd values, never a traceback ---
+
+
+def lines_of(events: Sequence[dict[str, Any]]) -> list[str]:
+    """The log lines; each must be one printable line, and none a traceback."""
+    assert [e for e in events if e.get("log_failure") is not None] == []
+    lines = [formatEvent(e) for e in events]
+    assert not [line for line in lines if "\n" in line or "\r" in line]
+    return lines
+
+
+def test_odd_entries_of_return_statuses_are_ignored_with_one_line() -> None:
+    """A status that is not a string was a TypeError (a traceback); an id with a newline
+    went into a log line, and back to the router as a subject."""
+    b = Backend()
+    agent_id = b.register("r1")["agent_id"]
+    b.channel.clear()
+    with capturedLogs() as events:
+        handled = b.handler.handle_packet(
+            b.channel,
+            Packet(RETURN_STATUSES, MEPHISTO, {agent_id: [], "x\nforged": Status.IN_TASK}),
+        )
+    assert handled.result is True
+    [line] = lines_of(events)
+    assert "ignored 2 odd entries" in line
+    assert b.channel.sent == []
+
+
+def test_a_request_id_with_control_characters_is_not_taken_for_the_answer() -> None:
+    b = Backend()
+    with capturedLogs() as events:
+        b.channel.receive(
+            REGISTER_AGENT, "r1", {"provider_data": {}, "request_id": "r\nforged: a line"}
+        )
+    assert answer_to(b.channel, "r1")["failure_reason"] == FailureReason.NO_WORK
+    lines_of(events)
+
+
+def test_a_version_mismatch_with_control_characters_is_logged_on_one_line() -> None:
+    b = Backend()
+    data = {"error_type": "version-mismatch", "received_version": "a\nb\ud800"}
+    with capturedLogs() as events:
+        b.channel.receive(LOG_ERROR, MEPHISTO, {**data, "expected_version": "2.0.4\r"})
+    [line] = lines_of(events)
+    assert "a\\nb\\ud800" in line
+    line.encode("utf-8")  # a log file takes it

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
@@ -245,6 +246,21 @@ def test_procedures_answer_values_and_errors() -> None:
     assert "r6" not in answers
     pending.callback(99)
     assert json.loads(rpc_answers(sent)["r6"]["response"]) == 99
+
+
+@pytest.mark.parametrize(
+    "args", ["[" * 100_000 + "]" * 100_000, "NaN", '{"a": 1e999}', '"\\ud800"'], ids=str.__len__
+)
+def test_arguments_a_browser_nests_too_deep_or_that_are_not_strict_json_are_answered(
+    args: str,
+) -> None:
+    """Found by fuzzing: nesting past the recursion limit was a RecursionError out of the
+    live update's handling (a traceback), and no answer."""
+    dispatcher = ProcedureDispatcher({"echo": lambda agent, args: args}, inline_runner)
+    agent, sent = make_agent(Clock(), "a")
+    dispatcher.attach(agent)
+    agent.receive_live_update({"request_id": "r1", "target": "echo", "args": args})
+    assert "are not JSON" in rpc_answers(sent)["r1"]["error"]
 
 
 def test_live_task_with_procedures_routes_calls_and_messages_apart() -> None:

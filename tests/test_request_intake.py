@@ -336,6 +336,21 @@ async def test_a_multipart_field_that_is_not_utf8_is_400(tmp_path: Path, form: b
     assert edge.sent(SUBMIT_UNIT) == []
 
 
+@pytest.mark.parametrize("method", ["DELETE", "PUT", "POST", "OPTIONS", "PATCH"])
+@pytest_twisted.ensureDeferred
+async def test_a_frontend_file_is_only_read_other_methods_get_a_json_405(
+    tmp_path: Path, method: str
+) -> None:
+    """Found by fuzzing (tests/test_fuzz.py): DELETE /index.html was Twisted's HTML page
+    "501 Huh?", POST its HTML 405."""
+    edge = frontend(tmp_path)
+    reply = await edge.remote.reply(edge.remote.send(method, "/index.html"))
+    assert "only read" in assert_json_error(reply, 405)
+    assert reply.headers.getRawHeaders("allow") == ["GET, HEAD"]
+    head = await edge.remote.reply(edge.remote.send("HEAD", "/index.html"))
+    assert head.code == 200
+
+
 @pytest_twisted.ensureDeferred
 async def test_the_frontend_still_serves_its_files(tmp_path: Path) -> None:
     edge = frontend(tmp_path)

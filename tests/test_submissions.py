@@ -116,6 +116,21 @@ async def test_a_file_entry_is_logged_cut_short(db: SQLiteDatabase) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_file_name_with_control_characters_is_logged_on_one_line(
+    db: SQLiteDatabase,
+) -> None:
+    """A worker names the files of a JSON submission itself: a newline there forged a
+    second log line (found by fuzzing)."""
+    store = StoredSubmissions(db, FakeUploads({}))
+    data = {"files": [file_entry("gone\nforged: a line\x1b[31m.txt", "a.txt")]}
+    with capturedLogs() as events:
+        await store.save_unit_submission("agent1", "1", data, "key")
+    [warning] = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert "gone\\nforged: a line\\x1b[31m.txt" in warning
+    assert "\n" not in warning and "\x1b" not in warning
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_submission_brings_only_files_of_its_own_agent(db: SQLiteDatabase) -> None:
     uploads = FakeUploads({"mine.txt": b"mine"})
     uploads.files["theirs.txt"] = ("agent2", b"theirs")

@@ -34,7 +34,7 @@ from architect.backend.routes import AgentRoutes
 from architect.backend.store import SubmissionStore
 from architect.config import BackendConfig
 from architect.lifecycle import PUSHED_ACTIVE, is_active
-from architect.log_text import capped
+from architect.log_text import UNPRINTABLE, capped, printable
 from architect.protocol import (
     AGENT_DETAILS,
     LOG_ERROR,
@@ -218,7 +218,7 @@ class ClientIOHandler:
     def _first_time(self, packet: Packet) -> str | None:
         """The packet's request id if it was never seen before; None for a repeat."""
         request_id = packet.data.get("request_id", packet.subject_id)
-        if not isinstance(request_id, str) or not request_id:
+        if not isinstance(request_id, str) or not request_id or UNPRINTABLE.search(request_id):
             request_id = packet.subject_id
         if not self.answered_requests.add(request_id):
             log.info("dropped a repeated {t} ({rid})", t=packet.packet_type, rid=request_id)
@@ -359,7 +359,18 @@ class ClientIOHandler:
     # --- statuses ---
 
     def handle_return_statuses(self, channel: Channel, packet: Packet) -> Deferred[None] | None:
-        router_statuses = packet.data
+        router_statuses = {
+            agent_id: status
+            for agent_id, status in packet.data.items()
+            if isinstance(status, str) and not UNPRINTABLE.search(agent_id)
+        }
+        if len(router_statuses) < len(packet.data):
+            log.warn(
+                "return_statuses from {channel}: ignored {n} odd entries (a status that is"
+                " not a string, an id with a control character)",
+                channel=channel.channel_id,
+                n=len(packet.data) - len(router_statuses),
+            )
         if self.resumption.unclaimed:
             for agent_id in [a for a in router_statuses if a in self.resumption.unclaimed]:
                 self._claim(channel, agent_id)
@@ -378,7 +389,7 @@ class ClientIOHandler:
                 agent.push_status()
         shown = self.shown.setdefault(channel, set())
         shown.update(router_statuses)
-        if not router_statuses:  # the answer's end
+        if not packet.data:  # the answer's end
             self._push_unshown(channel, self.shown.pop(channel))
         return self._tell_finished(channel, router_statuses)
 
@@ -425,8 +436,8 @@ class ClientIOHandler:
                 "the browser of {subject} runs mephisto-task {received}, expected {expected};"
                 " update the task frontend",
                 subject=packet.subject_id,
-                received=str(data.get("received_version"))[:100],
-                expected=str(data.get("expected_version"))[:100],
+                received=printable(str(data.get("received_version"))[:100]),
+                expected=printable(str(data.get("expected_version"))[:100]),
             )
             return
         agent = self.pool.get_agent(packet.subject_id)

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from architect.backend.files import FileFetchError, UploadedFiles
-from architect.log_text import capped, cut
+from architect.log_text import capped, cut, printable
 from architect.storage import Database, SubmissionFile, SubmissionKind
 
 log = Logger()
@@ -130,9 +130,9 @@ class StoredSubmissions:
             except FileFetchError as e:  # expected: a file the worker named is not to be had
                 log.warn(
                     "could not keep the file {filename} of agent {agent_id}'s submission: {why}",
-                    filename=cut(str(filename), 200),
+                    filename=printable(cut(str(filename), 200)),
                     agent_id=agent_id,
-                    why=cut(str(e)),
+                    why=printable(cut(str(e))),
                 )
             except Exception:
                 log.failure(

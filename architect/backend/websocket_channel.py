@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from architect.backend.channel import Channel
 from architect.config import BackendConfig
-from architect.protocol import ALIVE, MEPHISTO, CloseCode, Packet, ProtocolError
+from architect.protocol import ALIVE, MAX_PACKET_DEPTH, MEPHISTO, CloseCode, Packet, ProtocolError
 
 log = Logger()
 
@@ -65,7 +65,7 @@ class BackendSocket(WebSocketClientProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
-            packet = Packet.from_frame(payload, isBinary)
+            packet = Packet.from_frame(payload, isBinary, MAX_PACKET_DEPTH)
         except ProtocolError as e:
             log.warn("dropped a malformed packet from the router: {why}", why=str(e))
             return

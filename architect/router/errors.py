@@ -27,6 +27,10 @@ class UnknownAgent(NotFound):
     """The router never heard of this agent."""
 
 
+class MethodNotAllowed(RouterError):
+    """What the request names is there, but not to be acted on with this method."""
+
+
 class TooLarge(RouterError):
     """The request's body is over the configured bound."""
 

@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from architect.config import RouterConfig
 from architect.log_rate import RateLimitedLog
+from architect.log_text import capped
 from architect.protocol import (
     AGENT_DETAILS,
     ALIVE,
@@ -360,7 +361,10 @@ class RouterHub:
     def _answer_pending(self, packet: Packet) -> None:
         request_id = packet.data.get("request_id", packet.subject_id)
         if not self.requests.is_pending(request_id):
-            log.info("agent_details for no pending request ({rid}): dropped", rid=request_id)
+            log.info(
+                "agent_details for no pending request ({rid}): dropped",
+                rid=capped(request_id, MAX_ID_LENGTH),
+            )
             return
         assert isinstance(request_id, str)
         self.requests.answer(request_id, self._stamp_out(packet).to_dict())

@@ -22,12 +22,20 @@ from twisted.web.server import Request, Site
 from zope.interface import provider
 
 from architect.config import RouterConfig
-from architect.protocol import MAX_ID_LENGTH, SUBMIT_METADATA, SUBMIT_UNIT, as_timestamp
+from architect.protocol import (
+    MAX_ID_LENGTH,
+    SUBMIT_METADATA,
+    SUBMIT_UNIT,
+    ProtocolError,
+    as_timestamp,
+    decode_json,
+)
 from architect.router.errors import (
     BackendTimeout,
     BadRequest,
     Forbidden,
     InsufficientStorage,
+    MethodNotAllowed,
     NoBackend,
     NotFound,
     RouterError,
@@ -49,6 +57,7 @@ HTTP_STATUS: dict[type[RouterError], int] = {
     BadRequest: 400,
     Forbidden: 403,
     NotFound: 404,
+    MethodNotAllowed: 405,
     TooLarge: 413,
     InsufficientStorage: 507,
     NoBackend: 503,
@@ -100,6 +109,16 @@ class TaskFiles(SafeFile):
 
     def directoryListing(self) -> Resource:
         return self.childNotFound
+
+    def render(self, request: IRequest) -> bytes | int:
+        # (Twisted answers any other method with an HTML page: a 405, or a 501 for one
+        # it has never heard of, such as DELETE.)
+        if request.method not in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"GET, HEAD")
+            error = MethodNotAllowed("the task's frontend files are only read: GET or HEAD")
+            return _error_body(request, http_status(error), str(error))
+        result: bytes | int = super().render(request)
+        return result
 
 
 class _WithoutQueries:
@@ -227,8 +246,8 @@ class RouterWeb:
     def _json_body(self, request: IRequest) -> dict[str, Any]:
         raw = request.content.read() if request.content is not None else b""
         try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            body = decode_json(raw)  # strict: no NaN, no lone surrogate, not too deep
+        except ProtocolError:
             raise BadRequest("the body must be a JSON object") from None
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object")
@@ -252,8 +271,8 @@ class RouterWeb:
         agent_id = _agent_id(fields)
         text = fields.get(data_field, "{}")
         try:
-            data = json.loads(text)
-        except (ValueError, RecursionError):
+            data = decode_json(text)
+        except ProtocolError:
             raise BadRequest(f"{data_field} must be JSON text") from None
         if not isinstance(data, dict):
             raise BadRequest(f"{data_field} must hold a JSON object")

@@ -8,7 +8,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionRequest
 from twisted.logger import Logger
 
-from architect.protocol import CloseCode, Packet, ProtocolError
+from architect.protocol import MAX_JSON_DEPTH, MAX_PACKET_DEPTH, CloseCode, Packet, ProtocolError
 from architect.router.hub import RouterHub
 from architect.router.sessions import session_in
 
@@ -49,8 +49,10 @@ class RouterSocket(WebSocketServerProtocol):
         self.factory.hub.link_opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        # (A browser's packets hold its own data; the backend's carry it further down.)
+        depth = MAX_PACKET_DEPTH if self is self.factory.hub.backend else MAX_JSON_DEPTH
         try:
-            packet = Packet.from_frame(payload, isBinary)
+            packet = Packet.from_frame(payload, isBinary, depth)
         except ProtocolError as e:
             self.factory.hub.floods.warn(
                 "malformed packet", "dropped a malformed packet: {why}", why=str(e)[:200]

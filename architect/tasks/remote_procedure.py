@@ -17,6 +17,7 @@ from typing import Any
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from architect.protocol import ProtocolError, decode_json
 from architect.tasks.agent import Agent
 from architect.tasks.hooks import BlockingRunner, call_hook
 
@@ -62,8 +63,8 @@ class ProcedureDispatcher:
         raw_args = data.get("args")
         if isinstance(raw_args, str):
             try:
-                args = json.loads(raw_args)
-            except ValueError:
+                args = decode_json(raw_args)  # (not too deep for the task's function)
+            except ProtocolError:
                 self._error(agent, request_id, f"the arguments of {target!r} are not JSON")
                 return
         else:
