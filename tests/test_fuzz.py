@@ -53,6 +53,7 @@ from architect.protocol import (
     MEPHISTO,
     MEPHISTO_BOUND_LIVE_UPDATE,
     REGISTER_AGENT,
+    REQUEST_STATUSES,
     SUBMIT_METADATA,
     SUBMIT_ONBOARDING,
     SUBMIT_UNIT,
@@ -153,6 +154,10 @@ class AnsweringBackend(FuzzSocket):
         self.agents = first_agent - 1
         self.say(ALIVE, MEPHISTO)
         assert hub.backend is self
+        # It asks for statuses at once, and again: the router then knows it has told
+        # its agents (a request for an unknown one is answered, not held).
+        self.say(REQUEST_STATUSES, MEPHISTO)
+        self.say(REQUEST_STATUSES, MEPHISTO)
 
     def answer(self) -> None:
         while self.answered < len(self.received):

@@ -12,13 +12,10 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
-from architect.config import RouterConfig
 from architect.protocol import (
     AGENT_DETAILS,
-    ALIVE,
     CLIENT_BOUND_LIVE_UPDATE,
     HEARTBEAT,
-    MEPHISTO,
     MEPHISTO_BOUND_LIVE_UPDATE,
     REGISTER_AGENT,
     SUBMIT_UNIT,
@@ -29,7 +26,7 @@ from architect.router.errors import NoBackend
 from architect.router.hub import RouterHub
 from architect.router.state import AgentTable
 from tests.fakes import FakeLink
-from tests.test_hub import connect_agent
+from tests.test_hub import connect_agent, connect_backend, make_hub
 
 GRACE = 10.0
 SILENCE = 15.0
@@ -108,19 +105,6 @@ def test_each_agent_is_logged_once() -> None:
 
 
 # --- the hub: the backend queue, the rate of live updates ---
-
-
-def make_hub(tmp_path: Path, **overrides: Any) -> tuple[Clock, RouterHub]:
-    clock = Clock()
-    config = RouterConfig(upload_dir=tmp_path, **{"trust_loopback": True, **overrides})
-    return clock, RouterHub(clock, config)
-
-
-def connect_backend(hub: RouterHub) -> FakeLink:
-    backend = FakeLink("backend")
-    hub.link_packet(backend, Packet(ALIVE, MEPHISTO), from_loopback=True)
-    assert hub.backend is backend
-    return backend
 
 
 def register(hub: RouterHub, backend: FakeLink, agent_id: str) -> None:

@@ -11,7 +11,7 @@ import hmac
 import json
 import uuid
 from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -210,7 +210,11 @@ class RouterHub:
             return False
         self._stop_waiting(link)
         if not self.agents.claim(record, session):
-            log.warn("a socket of another browser spoke for agent {a}: closed", a=subject)
+            self.floods.warn(
+                "other browser",
+                "a socket of another browser spoke for agent {a}: closed",
+                a=subject,
+            )
             link.close(CloseCode.NOT_YOURS)
             return False
         self.link_agents[link] = subject
@@ -224,12 +228,10 @@ class RouterHub:
             unnamed.cancel()
 
     def _forgotten(self, record: AgentRecord) -> None:
-        """The table forgot a finished agent: its sockets are closed (nothing more will
+        """The table forgot a finished agent: its socket is closed (nothing more will
         come for it; its page already shows the final status)."""
-        for link in [
-            link for link, agent_id in self.link_agents.items() if agent_id == record.agent_id
-        ]:
-            del self.link_agents[link]
+        link = cast(Link | None, record.link)  # the table holds the links the hub gave it
+        if link is not None and self.link_agents.pop(link, None) is not None:
             link.close(CloseCode.FINISHED)
 
     def _refusal(self, origin: str | None) -> str:
@@ -377,7 +379,9 @@ class RouterHub:
         if not isinstance(data, dict) or not isinstance(agent_id, str) or not agent_id:
             return answer
         if not self.agents.claim(self.agents.ensure(agent_id), session):
-            log.warn("another browser asked for agent {agent_id}: refused", agent_id=agent_id)
+            self.floods.warn(
+                "other browser", "another browser asked for agent {a}: refused", a=agent_id
+            )
             refusal = {
                 "request_id": data.get("request_id"),
                 "worker_id": data.get("worker_id"),
@@ -518,7 +522,9 @@ class RouterHub:
         if record is None:
             raise UnknownAgent(f"unknown agent {agent_id!r}")
         if not self.agents.claim(record, session):
-            log.warn("another browser acted for agent {agent_id}: refused", agent_id=agent_id)
+            self.floods.warn(
+                "other browser", "another browser acted for agent {a}: refused", a=agent_id
+            )
             raise Forbidden("this agent belongs to another browser")
 
     def submit(
