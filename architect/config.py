@@ -65,6 +65,9 @@ class RouterConfig:
     max_upload_bytes_per_agent: int = 256 * 1024 * 1024
     max_upload_dir_bytes: int = 10 * 1024 * 1024 * 1024
     min_free_disk_bytes: int = 128 * 1024 * 1024
+    # A separate router (mode off) keeps submissions here until its backend has them.
+    journal_dir: Path = Path("journal")
+    max_journal_bytes: int = 256 * 1024 * 1024  # of submissions the backend has not confirmed
 
 
 @attrs.frozen
@@ -393,6 +396,8 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "max_upload_bytes_per_agent": _positive_int,
             "max_upload_dir_bytes": _positive_int,
             "min_free_disk_bytes": _non_negative_int,
+            "journal_dir": _dir_to_create,
+            "max_journal_bytes": _positive_int,
         },
     ),
     "backend": (
@@ -490,6 +495,7 @@ def check_served_folder(config: Config) -> None:
         "the config file": config.path.resolve().parent,
         "data_dir": config.storage.data_dir.resolve(),
         "upload_dir": config.router.upload_dir.resolve(),
+        "journal_dir": config.router.journal_dir.resolve(),
     }
     for what, folder in private.items():
         if folder.is_relative_to(static):
@@ -508,7 +514,11 @@ def beside_its_file(config: Config) -> Config:
     def here(path: Path) -> Path:
         return (base / path).resolve()
 
-    router = attrs.evolve(config.router, upload_dir=here(config.router.upload_dir))
+    router = attrs.evolve(
+        config.router,
+        upload_dir=here(config.router.upload_dir),
+        journal_dir=here(config.router.journal_dir),
+    )
     if config.router.static_dir is not None:
         router = attrs.evolve(router, static_dir=here(config.router.static_dir))
     storage = attrs.evolve(config.storage, data_dir=here(config.storage.data_dir))

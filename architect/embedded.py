@@ -26,10 +26,16 @@ from twisted.logger import Logger
 
 from architect.backend.channel import Channel
 from architect.backend.files import FileFetchError
-from architect.protocol import CloseCode, Packet
+from architect.protocol import CloseCode, Handled, Outcome, Packet
 from architect.router.uploads import UploadFolder
 
 log = Logger()
+
+
+def _as_handled(outcome: object) -> Handled:
+    """The backend's handling of a packet (ClientIOHandler.handle_packet); anything else,
+    such as a failure no handler caught, is a failure to store."""
+    return outcome if isinstance(outcome, Handled) else Handled(Outcome.FAILED)
 
 
 def copy_packet(packet: Packet) -> Packet:
@@ -55,9 +61,9 @@ class _HubSideLink:
     def send_packet(self, packet: Packet) -> None:
         self.channel._router_sent(self, copy_packet(packet))
 
-    def send_and_confirm(self, packet: Packet) -> Deferred[bool]:
+    def send_and_confirm(self, packet: Packet) -> Deferred[Handled]:
         """Deliver, and say once the backend has handled it (a submission: committed)."""
-        handled: Deferred[bool] = Deferred()
+        handled: Deferred[Handled] = Deferred()
         self.channel._router_sent(self, copy_packet(packet), handled)
         return handled
 
@@ -124,23 +130,23 @@ class InProcessChannel(Channel):
             self._unsent.append(packet)  # closed since: kept for the next open
 
     def _deliver_to_backend(
-        self, link: _HubSideLink, packet: Packet, handled: Deferred[bool] | None = None
+        self, link: _HubSideLink, packet: Packet, handled: Deferred[Handled] | None = None
     ) -> None:
         if link is not self.link:
             if handled is not None:
-                handled.callback(False)
+                handled.callback(Handled(Outcome.FAILED))
             return
         result = self.on_message(self, packet)
         if handled is not None:
             if isinstance(result, Deferred):
-                result.addBoth(lambda outcome: handled.callback(outcome is True))
+                result.addBoth(lambda outcome: handled.callback(_as_handled(outcome)))
             else:
-                handled.callback(True)
+                handled.callback(Handled())
 
     # --- from the hub's side ---
 
     def _router_sent(
-        self, link: _HubSideLink, packet: Packet, handled: Deferred[bool] | None = None
+        self, link: _HubSideLink, packet: Packet, handled: Deferred[Handled] | None = None
     ) -> None:
         self._later(partial(self._deliver_to_backend, link, packet, handled))
 

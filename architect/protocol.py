@@ -29,6 +29,9 @@ UPDATE_STATUS = "update_status"
 REQUEST_STATUSES = "request_statuses"
 RETURN_STATUSES = "return_statuses"
 LOG_ERROR = "log_error"
+# Architect's own, only between an Architect router and an Architect backend that agreed to
+# it (see CONFIRM below): how the backend handled a submission the router journaled.
+SUBMISSION_HANDLED = "submission_handled"
 
 PACKET_TYPES = frozenset(
     {
@@ -45,8 +48,41 @@ PACKET_TYPES = frozenset(
         REQUEST_STATUSES,
         RETURN_STATUSES,
         LOG_ERROR,
+        SUBMISSION_HANDLED,
     }
 )
+
+
+# The confirmation extension. An Architect router offers it in its WebSocket handshake
+# answer (the header below); an Architect backend takes it up by naming it in the `data`
+# of its `alive`. From then on, and only on that connection, each submission the router
+# journaled carries a top-level "confirm_id", and the backend answers it with a
+# `submission_handled` packet once it is committed (or refused). Mephisto's router sends
+# no such header and Mephisto's backend names nothing in its alive: neither sees either.
+EXTENSIONS_HEADER = "Architect-Extensions"
+CONFIRM = "confirm"
+
+
+class Outcome:
+    """How the backend handled a submission (a `submission_handled` packet's "outcome")."""
+
+    STORED = "stored"  # committed, now or before (a repeat)
+    REFUSED = "refused"  # never to be kept (its agent expired): "reason" says why
+    FAILED = "failed"  # not stored this time (the database failed): to be sent again
+
+    ALL = frozenset({STORED, REFUSED, FAILED})
+
+
+@attrs.frozen
+class Handled:
+    """What the backend made of a packet: an Outcome, and why when refused."""
+
+    outcome: str = Outcome.STORED
+    reason: str = ""
+
+
+class SubmissionRefused(Exception):
+    """A handler's refusal of a submission that can never be kept (its message: why)."""
 
 
 class CloseCode:
@@ -292,9 +328,11 @@ class Packet:
     router_incoming_timestamp: float | None = None
     router_outgoing_timestamp: float | None = None
     server_timestamp: float | None = None
+    # The confirmation extension's id of a journaled submission; on the wire only when set.
+    confirm_id: str | None = attrs.field(default=None, kw_only=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        raw = {
             "packet_type": self.packet_type,
             "subject_id": self.subject_id,
             "data": self.data,
@@ -303,13 +341,19 @@ class Packet:
             "router_outgoing_timestamp": self.router_outgoing_timestamp,
             "server_timestamp": self.server_timestamp,
         }
+        if self.confirm_id is not None:
+            raw["confirm_id"] = self.confirm_id
+        return raw
 
     def to_json(self) -> str:
         return _COMPACT.encode(self.to_dict())
 
     @classmethod
-    def from_dict(cls, raw: object) -> Packet:
-        """Validate a decoded JSON value as a packet; raise ProtocolError if it is not one."""
+    def from_dict(cls, raw: object, with_confirm_id: bool = False) -> Packet:
+        """Validate a decoded JSON value as a packet; raise ProtocolError if it is not one.
+
+        A "confirm_id" is read only `with_confirm_id` (the backend, from its router): a
+        browser's packet never carries one further."""
         if not isinstance(raw, dict):
             raise ProtocolError("a packet must be a JSON object")
         packet_type = raw.get("packet_type")
@@ -329,15 +373,36 @@ class Packet:
             stamps[name] = as_timestamp(value)
             if value is not None and stamps[name] is None:
                 raise ProtocolError(f"{name} must be a number or null")
-        return cls(packet_type=packet_type, subject_id=subject_id, data=data, **stamps)
+        confirm_id = raw.get("confirm_id") if with_confirm_id else None
+        if confirm_id is not None and not is_confirm_id(confirm_id):
+            raise ProtocolError("confirm_id must be a short string of printable characters")
+        packet = cls(packet_type, subject_id, data)
+        packet.client_timestamp = stamps["client_timestamp"]
+        packet.router_incoming_timestamp = stamps["router_incoming_timestamp"]
+        packet.router_outgoing_timestamp = stamps["router_outgoing_timestamp"]
+        packet.server_timestamp = stamps["server_timestamp"]
+        packet.confirm_id = confirm_id
+        return packet
 
     @classmethod
-    def from_frame(cls, payload: bytes, is_binary: bool, max_depth: int = MAX_JSON_DEPTH) -> Packet:
+    def from_frame(
+        cls,
+        payload: bytes,
+        is_binary: bool,
+        max_depth: int = MAX_JSON_DEPTH,
+        with_confirm_id: bool = False,
+    ) -> Packet:
         """A WebSocket message: packets are JSON text, never binary frames."""
         if is_binary:
             raise ProtocolError("a binary frame: packets are JSON text")
-        return cls.from_json(payload, max_depth)
+        return cls.from_dict(decode_json(payload, max_depth), with_confirm_id)
 
     @classmethod
     def from_json(cls, text: str | bytes, max_depth: int = MAX_JSON_DEPTH) -> Packet:
         return cls.from_dict(decode_json(text, max_depth))
+
+
+def is_confirm_id(value: object) -> bool:
+    return (
+        isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and not UNPRINTABLE.search(value)
+    )

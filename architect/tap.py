@@ -46,6 +46,7 @@ from architect.config import (
 from architect.demo.builtin import builtin_units
 from architect.embedded import InProcessChannel, SharedUploads
 from architect.router.hub import RouterHub
+from architect.router.journal import FlushThread, Journal
 from architect.router.service import RouterService
 from architect.router.web import RouterWeb
 from architect.storage import Database, open_database
@@ -163,13 +164,17 @@ def build_service(
     hub: RouterHub | None = None
     web: RouterWeb | None = None
     if config.backend.mode in ("off", "embedded"):
-        hub = RouterHub(reactor, config.router, socket_backends=config.backend.mode == "off")
+        journal, flusher = None, None
         if config.backend.mode == "off":
             warn_about_backend_access(config)
+            journal, flusher = open_journal(config, reactor)
+        hub = RouterHub(reactor, config.router, config.backend.mode == "off", journal)
         web = RouterWeb(hub, config.router)
         router = RouterService(reactor, hub, web.site(), config.router.listen)
         router.setName("router")
         router.setServiceParent(top)
+        if flusher is not None:
+            flusher.setServiceParent(router)
     channel: Channel
     files: UploadedFiles
     if config.backend.mode == "embedded":
@@ -236,6 +241,23 @@ def build_service(
     backend.setName("backend")
     backend.setServiceParent(top)
     return top
+
+
+def open_journal(config: Config, reactor: Any) -> tuple[Journal, FlushThread]:
+    """A separate router's journal (router/journal.py), and the thread it flushes in (a
+    service to start and stop with the router)."""
+    flusher = FlushThread(reactor)
+    try:
+        journal = Journal(
+            config.router.journal_dir, config.router.max_journal_bytes, flusher.offload
+        )
+    except OSError as e:
+        raise ConfigError(
+            config.path, "router", "journal_dir", f"cannot keep the journal there: {e}"
+        ) from None
+    flusher.journal = journal
+    flusher.setName("journal")
+    return journal, flusher
 
 
 def warn_about_durations(config: Config, task: TaskDefinition) -> None:

@@ -28,6 +28,7 @@ from architect.protocol import (
     SUBMIT_UNIT,
     UPDATE_STATUS,
     FailureReason,
+    Handled,
     Packet,
     Status,
 )
@@ -896,7 +897,7 @@ def test_odd_entries_of_return_statuses_are_ignored_with_one_line() -> None:
             b.channel,
             Packet(RETURN_STATUSES, MEPHISTO, {agent_id: [], "x\nforged": Status.IN_TASK}),
         )
-    assert handled.result is True
+    assert handled.result == Handled()
     [line] = lines_of(events)
     assert "ignored 2 odd entries" in line
     assert b.channel.sent == []

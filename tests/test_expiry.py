@@ -451,11 +451,11 @@ async def test_a_daemon_gives_squatted_units_back_after_the_window(daemons: Daem
     honest = await register("honest", "1-honest")
     assert honest["agent_id"] is not None and honest["failure_reason"] is None
 
-    # Too late: the router takes the submission, the backend keeps none of it.
+    # Too late: the backend keeps none of it, and the worker is told so (not "Submitted!").
     code, answer = await browsers.of_agent(first).post_json(
         f"{daemon.url}/submit_task", {"USED_AGENT_ID": first, "final_data": {"answer": 1}}
     )
-    assert code == 200, answer
+    assert code == 409 and "expired" in answer["error"], answer
     assert await daemon.database.list_submissions(agent_id=first) == []
     reload = await register("made-up-0", "1-made-up-0")
     assert (reload["agent_id"], reload["failure_reason"]) == (None, FailureReason.EXPIRED)

@@ -58,6 +58,7 @@ from architect.protocol import (
     SUBMIT_ONBOARDING,
     SUBMIT_UNIT,
     UPDATE_STATUS,
+    Handled,
     Packet,
     ProtocolError,
     Status,
@@ -456,7 +457,7 @@ def test_any_packet_from_a_router_is_handled_or_dropped_with_one_line(data: st.D
         backend.channel.receive(SUBMIT_UNIT, agent_id, {"answer": 42})
         assert backend.agent(agent_id).status == Status.COMPLETED
         assert [s.data for s in backend.store.of_agent(agent_id)] == [{"answer": 42}]
-    assert all(isinstance(outcome, bool) for outcome in outcomes), outcomes
+    assert all(isinstance(outcome, Handled) for outcome in outcomes), outcomes
     assert_no_problems(events, VERSION_MISMATCH_FORMATS)
 
 

@@ -16,6 +16,7 @@ from architect.router.web import http_status
         (errors.NotFound("x"), 404),
         (errors.UnknownAgent("x"), 404),
         (errors.MethodNotAllowed("x"), 405),
+        (errors.Refused("x"), 409),
         (errors.TooLarge("x"), 413),
         (errors.InsufficientStorage("x"), 507),
         (errors.NoBackend("x"), 503),
@@ -33,6 +34,6 @@ def test_every_error_class_of_the_router_is_mapped() -> None:
         for value in vars(errors).values()
         if isinstance(value, type) and issubclass(value, errors.RouterError)
     ]
-    assert len(classes) == 10
+    assert len(classes) == 11
     unmapped = [cls.__name__ for cls in classes if http_status(cls("x")) == 500]
     assert unmapped == ["RouterError"]

@@ -30,6 +30,8 @@ from architect.protocol import (
     SUBMIT_ONBOARDING,
     SUBMIT_UNIT,
     UPDATE_STATUS,
+    Handled,
+    Outcome,
     Packet,
 )
 from architect.router.hub import RouterHub
@@ -643,9 +645,9 @@ class ConfirmingBackend(FakeLink):
         super().__init__("embedded")
         self.stored = stored
 
-    def send_and_confirm(self, packet: Packet) -> Deferred[bool]:
+    def send_and_confirm(self, packet: Packet) -> Deferred[Handled]:
         self.send_packet(packet)
-        return succeed(self.stored)
+        return succeed(Handled(Outcome.STORED if self.stored else Outcome.FAILED))
 
 
 @pytest.mark.parametrize("stored", [True, False])

@@ -43,12 +43,16 @@ from architect.protocol import (
     REGISTER_AGENT,
     REQUEST_STATUSES,
     RETURN_STATUSES,
+    SUBMISSION_HANDLED,
     SUBMIT_METADATA,
     SUBMIT_ONBOARDING,
     SUBMIT_UNIT,
     FailureReason,
+    Handled,
+    Outcome,
     Packet,
     Status,
+    SubmissionRefused,
 )
 from architect.recent import RecentKeys
 from architect.tasks.agent import Agent
@@ -183,8 +187,10 @@ class ClientIOHandler:
 
     # --- dispatch ---
 
-    def handle_packet(self, channel: Channel, packet: Packet) -> Deferred[bool]:
-        """Handle one packet; the Deferred says whether it was handled (stored, answered)."""
+    def handle_packet(self, channel: Channel, packet: Packet) -> Deferred[Handled]:
+        """Handle one packet; the Deferred says how (a submission: stored, refused or not
+        stored this time). A packet the router journaled (it carries a confirm_id) is
+        confirmed to it once that is known."""
         if self.resumption.unclaimed and packet.packet_type != RETURN_STATUSES:
             self._claim(channel, packet.subject_id)
         handler = self.handlers.get(packet.packet_type)
@@ -194,7 +200,7 @@ class ClientIOHandler:
                 t=packet.packet_type,
                 channel=channel.channel_id,
             )
-            return succeed(True)
+            return succeed(Handled())
         try:
             result = handler(channel, packet)
         except Exception:
@@ -202,16 +208,29 @@ class ClientIOHandler:
         else:
             d = result if result is not None else succeed(None)
 
-        def failed(failure: Failure) -> bool:
+        def failed(failure: Failure) -> Handled:
+            if failure.check(SubmissionRefused):  # expected; the handler said why
+                return Handled(Outcome.REFUSED, str(failure.value))
             log.failure(
                 "handling a {t} packet about {subject} failed",
                 failure,
                 t=packet.packet_type,
                 subject=packet.subject_id,
             )
-            return False
+            return Handled(Outcome.FAILED)
 
-        return d.addCallbacks(lambda _: True, failed)
+        handled = d.addCallbacks(lambda _: Handled(), failed)
+        if packet.confirm_id is not None:
+            handled.addCallback(self._confirm, channel, packet)
+        return handled
+
+    def _confirm(self, handled: Handled, channel: Channel, packet: Packet) -> Handled:
+        """Tell the router what became of a submission it journaled."""
+        data = {"confirm_id": packet.confirm_id, "outcome": handled.outcome}
+        if handled.reason:
+            data["reason"] = handled.reason
+        channel.send(Packet(SUBMISSION_HANDLED, packet.subject_id, data))
+        return handled
 
     # --- registration ---
 

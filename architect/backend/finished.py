@@ -7,7 +7,8 @@ agents were held: logged at info, no traceback.
 
 - a unit submission is kept, unless the agent submitted already (a double click), or
   its time ran out (`[task] assignment_duration`: an expired agent's work is not taken,
-  its unit may be another worker's by now): then it is refused, the router's copies of
+  its unit may be another worker's by now): then it is refused (`SubmissionRefused`,
+  which a router waiting for our word answers the worker with), the router's copies of
   its files go, and its router is told `expired` again, for the page;
 - an onboarding submission is kept, and refused as task missing; one whose time ran out
   is refused as expired, and not kept;
@@ -30,7 +31,7 @@ from architect.backend.channel import Channel
 from architect.backend.registration import FinishedAgent, Registration, WorkerPool
 from architect.backend.routes import AgentRoutes
 from architect.backend.store import SubmissionStore
-from architect.protocol import UPDATE_STATUS, FailureReason, Packet, Status
+from architect.protocol import UPDATE_STATUS, FailureReason, Packet, Status, SubmissionRefused
 
 log = Logger()
 T = TypeVar("T")
@@ -80,9 +81,10 @@ class FinishedAgents:
                 agent_id=agent_id,
             )
             self.store.discard_uploads(agent_id, data)
-            # The router answered the page (or will); its status says what became of it.
+            # The page is told by its status, and the worker's request, where the router
+            # waits for our word, by the refusal.
             self.routes.send(channel, Packet(UPDATE_STATUS, agent_id, {"status": finished.status}))
-            return
+            raise SubmissionRefused("this task expired before it was submitted: its time ran out")
         already = await self.store.has_unit_submission(agent_id)
         if already or agent_id in self.submitting:  # read after the wait: one decides
             log.info(

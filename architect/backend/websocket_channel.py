@@ -26,7 +26,17 @@ from twisted.logger import Logger
 
 from architect.backend.channel import Channel
 from architect.config import BackendConfig
-from architect.protocol import ALIVE, MAX_PACKET_DEPTH, MEPHISTO, CloseCode, Packet, ProtocolError
+from architect.protocol import (
+    ALIVE,
+    CONFIRM,
+    EXTENSIONS_HEADER,
+    MAX_PACKET_DEPTH,
+    MEPHISTO,
+    SUBMISSION_HANDLED,
+    CloseCode,
+    Packet,
+    ProtocolError,
+)
 
 log = Logger()
 
@@ -56,16 +66,19 @@ def url_with_token(url: str, token: str) -> str:
 
 class BackendSocket(WebSocketClientProtocol):
     factory: BackendSocketFactory
+    confirms = False  # the router offered the confirmation extension, which we take up
 
     def onConnect(self, response: ConnectionResponse) -> None:
-        pass
+        offered = response.headers.get(EXTENSIONS_HEADER.lower(), "")
+        if isinstance(offered, str):
+            self.confirms = CONFIRM in (name.strip() for name in offered.split(","))
 
     def onOpen(self) -> None:
         self.factory.channel._socket_opened(self)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         try:
-            packet = Packet.from_frame(payload, isBinary, MAX_PACKET_DEPTH)
+            packet = Packet.from_frame(payload, isBinary, MAX_PACKET_DEPTH, self.confirms)
         except ProtocolError as e:
             log.warn("dropped a malformed packet from the router: {why}", why=str(e))
             return
@@ -205,9 +218,15 @@ class WebsocketChannel(Channel):
         self._cancel_giveup_timer()
         self.connections += 1
         log.info("connected to the router at {url}", url=self.url)
-        socket.send_packet(Packet(ALIVE, MEPHISTO, {}))
+        # Taking up the confirmation extension (protocol.CONFIRM) the router offered.
+        socket.send_packet(
+            Packet(ALIVE, MEPHISTO, {"extensions": [CONFIRM]} if socket.confirms else {})
+        )
         while self.unsent:
-            socket.send_packet(self.unsent.popleft())
+            packet = self.unsent.popleft()
+            if packet.packet_type == SUBMISSION_HANDLED and not socket.confirms:
+                continue  # for a router that offers no confirmation: it would not know it
+            socket.send_packet(packet)
         self.socket = socket
         self.on_open(self)
 

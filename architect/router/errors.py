@@ -27,6 +27,10 @@ class UnknownAgent(NotFound):
     """The router never heard of this agent."""
 
 
+class Refused(RouterError):
+    """The backend will never keep this (a submission after its agent expired)."""
+
+
 class MethodNotAllowed(RouterError):
     """What the request names is there, but not to be acted on with this method."""
 

@@ -11,8 +11,10 @@ import hmac
 import json
 import uuid
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Protocol, cast, runtime_checkable
 
+import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -25,6 +27,7 @@ from architect.protocol import (
     ALIVE,
     CLIENT_BOUND_LIVE_UPDATE,
     COMPATIBLE_TASK_VERSIONS,
+    CONFIRM,
     HEARTBEAT,
     LOG_ERROR,
     MAX_ID_LENGTH,
@@ -34,16 +37,27 @@ from architect.protocol import (
     REGISTER_AGENT,
     REQUEST_STATUSES,
     RETURN_STATUSES,
+    SUBMISSION_HANDLED,
     SUBMIT_ONBOARDING,
     UPDATE_STATUS,
     CloseCode,
     FailureReason,
+    Handled,
+    Outcome,
     Packet,
     Status,
     data_size,
+    is_confirm_id,
     version_mismatch,
 )
-from architect.router.errors import Forbidden, NoBackend, UnknownAgent
+from architect.router.errors import (
+    Forbidden,
+    InsufficientStorage,
+    NoBackend,
+    Refused,
+    UnknownAgent,
+)
+from architect.router.journal import Journal, JournalError, JournalFull
 from architect.router.queues import SizedQueue
 from architect.router.requests import PendingRequests
 from architect.router.state import AgentRecord, AgentTable
@@ -65,17 +79,26 @@ class Link(Protocol):
 class ConfirmingLink(Link, Protocol):
     """A backend link that says when a packet is handled (for a submission: stored)."""
 
-    def send_and_confirm(self, packet: Packet) -> Deferred[bool]: ...
+    def send_and_confirm(self, packet: Packet) -> Deferred[Handled]: ...
 
 
-def _stored_or_fail(stored: bool) -> None:
-    if not stored:
-        raise NoBackend("the backend could not store this submission; please submit again")
+def _answer_to_worker(handled: Handled | None) -> None:
+    """A submission's answer from what the backend made of it (None: no word from it; the
+    journal holds the submission). Raises the refusal or failure the worker is told."""
+    if handled is None or handled.outcome == Outcome.STORED:
+        return
+    if handled.outcome == Outcome.REFUSED:
+        raise Refused(handled.reason or "the backend refused this submission")
+    raise NoBackend("the backend could not store this submission; please submit again")
 
 
 class RouterHub:
     def __init__(
-        self, clock: IReactorTime, config: RouterConfig, socket_backends: bool = True
+        self,
+        clock: IReactorTime,
+        config: RouterConfig,
+        socket_backends: bool = True,
+        journal: Journal | None = None,
     ) -> None:
         self.clock = clock
         self.config = config
@@ -108,6 +131,14 @@ class RouterHub:
         self.agents_told = not socket_backends
         self._statuses_answered = False  # to the current backend link, at least once
         self._awaiting_agents: list[Deferred[None]] = []
+        # Submissions kept on disk until the backend has them (router/journal.py); with a
+        # backend that took up the confirmation extension, workers wait for its word.
+        self.journal = journal
+        self.backend_confirms = False
+        self._confirmations: dict[str, Deferred[Handled | None]] = {}
+        if journal is not None:
+            for entry in journal.pending.values():  # from the router's last life: first out
+                self.backend_queue.append(entry.packet, 0)
 
     def stop(self) -> None:
         """The router is stopping: cancel timers, answer pending requests."""
@@ -117,6 +148,7 @@ class RouterHub:
         self.unnamed_links.clear()
         self.requests.fail_all(NoBackend("the router is shutting down"))
         self._agents_are_told()
+        self._no_word_from_backend()
 
     # --- links ---
 
@@ -187,7 +219,9 @@ class RouterHub:
         if packet.packet_type == ALIVE and subject == MEPHISTO:
             self._stop_waiting(link)
             if self.backend_may_connect(token, from_loopback, origin):
-                self.backend_connected(link)
+                extensions = packet.data.get("extensions")
+                takes = isinstance(extensions, list) and CONFIRM in extensions
+                self.backend_connected(link, confirms=takes)
             else:
                 log.warn("refused a backend connection ({why})", why=self._refusal(origin))
                 link.close(CloseCode.REFUSED)
@@ -259,15 +293,21 @@ class RouterHub:
         if link is self.backend:
             log.info("backend disconnected")
             self.backend = None
+            self._take_back_unconfirmed()
             return
         self.retired_backends.discard(link)
         agent_id = self.link_agents.pop(link, None)
         if agent_id is not None:
             self.agents.detach(agent_id, link)
 
-    def backend_connected(self, link: Link) -> None:
+    def backend_connected(self, link: Link, confirms: bool = False) -> None:
+        """A backend's link; `confirms`: it took up the confirmation extension."""
         old = self.backend
+        if old is not None and old is not link:
+            self.backend = None
+            self._take_back_unconfirmed()  # the new link gets them again
         self.backend = link
+        self.backend_confirms = confirms and self.journal is not None
         self._statuses_answered = False
         self.last_mephisto_ping = self.clock.seconds()
         if old is not None and old is not link:
@@ -279,7 +319,7 @@ class RouterHub:
         for packet in self.requests.unanswered():
             link.send_packet(self._stamp_out(packet))
         while self.backend_queue and self.backend is link:
-            link.send_packet(self._stamp_out(self.backend_queue.popleft()))
+            self._send_to_backend(link, self.backend_queue.popleft())
 
     # --- packets from agents ---
 
@@ -332,11 +372,14 @@ class RouterHub:
             self.agents.set_status(packet.subject_id, status)
             self.agents.deliver(packet.subject_id, self._stamp_out(packet))
         elif kind == REQUEST_STATUSES:
+            self._send_again_unconfirmed()
             if self._statuses_answered:
                 # It asks again: it has pushed the statuses our last answer lacked.
                 self._agents_are_told()
             self._return_statuses()
             self._statuses_answered = True
+        elif kind == SUBMISSION_HANDLED:
+            self._handled(packet)
         elif kind == ALIVE:
             pass  # a backend that says alive again on its socket
         else:
@@ -400,7 +443,10 @@ class RouterHub:
     def to_backend(self, packet: Packet, droppable: bool = False) -> bool:
         """Send now, or keep until the backend is back. False if it could not be kept."""
         if self.backend is not None:
-            self.backend.send_packet(self._stamp_out(packet))
+            self._send_to_backend(self.backend, packet)
+            return True
+        if packet.confirm_id is not None:  # journaled: bounded by the journal's own bound
+            self.backend_queue.append(packet, 0)
             return True
         queue, size = self.backend_queue, data_size(packet.data)
         if not queue:
@@ -422,6 +468,128 @@ class RouterHub:
             return False
         queue.append(packet, size)
         return True
+
+    # --- journaled submissions (router/journal.py) ---
+
+    def _send_to_backend(self, link: Link, packet: Packet) -> None:
+        """A journaled submission goes with its id to a backend that confirms; to one that
+        does not (Mephisto's) without it, and is done with once written, as before."""
+        confirm_id = packet.confirm_id
+        if confirm_id is None or self.journal is None:
+            link.send_packet(self._stamp_out(packet))
+            return
+        entry = self.journal.pending.get(confirm_id)
+        if entry is None:
+            return  # confirmed meanwhile (by an earlier link)
+        if self.backend_confirms:
+            entry.sent_at = self.clock.seconds()
+            link.send_packet(self._stamp_out(packet))
+            return
+        link.send_packet(self._stamp_out(attrs.evolve(packet, confirm_id=None)))
+        self.journal.done(confirm_id)
+        self._tell_worker(confirm_id, None)
+
+    def _handled(self, packet: Packet) -> None:
+        """The backend's word on a journaled submission."""
+        data = packet.data
+        confirm_id, outcome = data.get("confirm_id"), data.get("outcome")
+        if self.journal is None or not is_confirm_id(confirm_id) or outcome not in Outcome.ALL:
+            self.floods.warn("odd confirmation", "dropped an odd submission_handled packet")
+            return
+        assert isinstance(confirm_id, str) and isinstance(outcome, str)
+        entry = self.journal.pending.get(confirm_id)
+        if entry is None:
+            return  # a repeat, or from an earlier life of this router's journal
+        reason = data.get("reason")
+        handled = Handled(outcome, capped(reason, 500) if isinstance(reason, str) else "")
+        if outcome == Outcome.FAILED:
+            entry.sent_at = None  # sent again at the backend's next request_statuses
+            log.warn(
+                "the backend could not store a submission of agent {a} yet: it is sent again",
+                a=entry.packet.subject_id,
+            )
+            self._tell_worker(confirm_id, None)
+            return
+        self.journal.done(confirm_id)
+        if outcome == Outcome.REFUSED and confirm_id not in self._confirmations:
+            log.info(
+                "the backend refused a submission of agent {a} it got from the journal: {why}",
+                a=entry.packet.subject_id,
+                why=handled.reason,
+            )
+        self._tell_worker(confirm_id, handled)
+
+    def _tell_worker(self, confirm_id: str, handled: Handled | None) -> None:
+        waiting = self._confirmations.pop(confirm_id, None)
+        if waiting is not None:
+            waiting.callback(handled)
+
+    def _no_word_from_backend(self) -> None:
+        """Workers waiting for the backend's word get their answer: the journal has it."""
+        waiting, self._confirmations = self._confirmations, {}
+        for d in waiting.values():
+            d.callback(None)
+
+    def _take_back_unconfirmed(self) -> None:
+        """The backend link is gone: what it was sent and did not confirm goes to the next
+        one first, in order; workers waiting for its word are answered."""
+        self._no_word_from_backend()
+        if self.journal is None:
+            return
+        out = [e for e in self.journal.pending.values() if e.sent_at is not None]
+        for entry in reversed(out):
+            entry.sent_at = None
+            self.backend_queue.appendleft(entry.packet, 0)
+
+    def _send_again_unconfirmed(self) -> None:
+        """At each request_statuses of a confirming backend: what it could not store, and
+        what it never answered within request_timeout, goes again (it stores each once)."""
+        if self.journal is None or not self.backend_confirms or self.backend is None:
+            return
+        stale = self.clock.seconds() - self.config.request_timeout
+        for entry in list(self.journal.pending.values()):
+            if entry.sent_at is None or entry.sent_at < stale:
+                self._send_to_backend(self.backend, entry.packet)
+
+    def _journaled(
+        self, packet: Packet, journal: Journal, files: tuple[Path, ...]
+    ) -> Deferred[None]:
+        """Journal, send (or keep), and answer once it is on disk, and, with a confirming
+        backend connected, once it has said what it made of it."""
+        try:
+            _, durable = journal.add(packet, files)
+        except JournalFull:
+            raise NoBackend(
+                "the router holds too many submissions its backend has not confirmed"
+                " ([router] max_journal_bytes); try again shortly"
+            ) from None
+        except JournalError as e:
+            log.critical("the router journal: {why}", why=str(e))
+            raise InsufficientStorage("the router cannot keep this submission now") from None
+        word: Deferred[Handled | None] | None = None
+        if self.backend is not None and self.backend_confirms:
+            confirm_id = packet.confirm_id
+            assert confirm_id is not None
+            word = self._confirmations[confirm_id] = Deferred()
+
+            def no_more_waiting(result: Handled | None) -> Handled | None:
+                self._confirmations.pop(confirm_id, None)
+                return result
+
+            # No word within request_timeout: the worker's answer comes from the journal.
+            word.addTimeout(
+                self.config.request_timeout, self.clock, onTimeoutCancel=lambda *_: None
+            ).addBoth(no_more_waiting)
+        self.to_backend(packet)
+
+        async def answer() -> None:
+            try:
+                await durable
+            except JournalError:
+                raise InsufficientStorage("the router cannot keep this submission now") from None
+            _answer_to_worker(await word if word is not None else None)
+
+        return Deferred.fromCoroutine(answer())
 
     def _incoming(
         self,
@@ -534,18 +702,23 @@ class RouterHub:
         data: dict[str, Any],
         client_timestamp: float | None,
         session: str | None,
+        files: tuple[Path, ...] = (),
     ) -> Deferred[None]:
-        """A submission: fires when it may be acknowledged to the worker.
+        """A submission (its uploads stored as `files`): fires when the worker may be told
+        it is kept.
 
-        With a backend that confirms (the embedded one), that is once it is stored;
-        otherwise once the router holds it (sent, or kept until the backend is back).
+        With the backend in this process, that is once it is stored; with a journal (a
+        separate router), once it is on disk, and, while a confirming backend is
+        connected, once it is stored (or refused: then it fails with Refused).
         Raises (or fails) with a RouterError (router/errors.py) when it cannot be kept or stored.
         """
         self.check_agent(agent_id, session)
         packet = self._incoming(packet_type, agent_id, data, client_timestamp)
         if isinstance(self.backend, ConfirmingLink):
             confirmed = self.backend.send_and_confirm(self._stamp_out(packet))
-            return confirmed.addCallback(_stored_or_fail)
+            return confirmed.addCallback(_answer_to_worker)
+        if self.journal is not None:
+            return self._journaled(packet, self.journal, files)
         if not self.to_backend(packet):
             raise NoBackend("the backend is away and the router cannot hold more; try again")
         return succeed(None)

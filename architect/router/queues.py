@@ -33,6 +33,10 @@ class SizedQueue(Generic[T]):
         self._items.append((item, size))
         self.size += size
 
+    def appendleft(self, item: T, size: int) -> None:
+        self._items.appendleft((item, size))
+        self.size += size
+
     def popleft(self) -> T:
         item, size = self._items.popleft()
         self.size -= size

@@ -38,6 +38,7 @@ from architect.router.errors import (
     MethodNotAllowed,
     NoBackend,
     NotFound,
+    Refused,
     RouterError,
     TooLarge,
     UnknownAgent,
@@ -58,6 +59,7 @@ HTTP_STATUS: dict[type[RouterError], int] = {
     Forbidden: 403,
     NotFound: 404,
     MethodNotAllowed: 405,
+    Refused: 409,
     TooLarge: 413,
     InsufficientStorage: 507,
     NoBackend: 503,
@@ -388,7 +390,13 @@ class RouterWeb:
         """Hand a submission to the hub; the files this request stored go if it fails."""
         agent_id, data, client_timestamp, stored = self._submission(request, *fields)
         d = maybeDeferred(
-            self.hub.submit, packet_type, agent_id, data, client_timestamp, _session(request)
+            self.hub.submit,
+            packet_type,
+            agent_id,
+            data,
+            client_timestamp,
+            _session(request),
+            tuple(self.uploads.folder / name for name in stored),
         )
 
         def failed(failure: Failure) -> Failure:

@@ -8,7 +8,15 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionRequest
 from twisted.logger import Logger
 
-from architect.protocol import MAX_JSON_DEPTH, MAX_PACKET_DEPTH, CloseCode, Packet, ProtocolError
+from architect.protocol import (
+    CONFIRM,
+    EXTENSIONS_HEADER,
+    MAX_JSON_DEPTH,
+    MAX_PACKET_DEPTH,
+    CloseCode,
+    Packet,
+    ProtocolError,
+)
 from architect.router.hub import RouterHub
 from architect.router.sessions import session_in
 
@@ -37,13 +45,19 @@ class RouterSocket(WebSocketServerProtocol):
     origin: str | None = None  # a browser's handshake names the page's origin
     session: str | None = None  # and carries its session cookie (router/sessions.py)
 
-    def onConnect(self, request: ConnectionRequest) -> None:
+    def onConnect(self, request: ConnectionRequest) -> tuple[None, dict[str, str]] | None:
         tokens = request.params.get("token") or []
         self.token = tokens[0] if tokens else bearer_token(request.headers.get("authorization"))
         peer = self.transport.getPeer() if self.transport is not None else None
         self.from_loopback = is_loopback(getattr(peer, "host", ""))
         self.origin = request.headers.get("origin")
         self.session = session_in(request.headers.get("cookie"))
+        if self.factory.hub.journal is not None and self.origin is None:
+            # Offered to a backend-to-be (no browser page): the confirmation extension,
+            # which a backend takes up in its alive (protocol.CONFIRM). Headers it does
+            # not know are nothing to any other client.
+            return None, {EXTENSIONS_HEADER: CONFIRM}
+        return None
 
     def onOpen(self) -> None:
         self.factory.hub.link_opened(self)

@@ -1,0 +1,212 @@
+"""A separate router's journaled submissions, with fake links and a fake clock: what the
+worker is told when, what a backend that confirms (ours) and one that does not
+(Mephisto's) get, and what a restarted router delivers again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.task import Clock
+
+from architect.config import RouterConfig
+from architect.protocol import (
+    ALIVE,
+    CONFIRM,
+    MEPHISTO,
+    MEPHISTO_BOUND_LIVE_UPDATE,
+    REQUEST_STATUSES,
+    SUBMISSION_HANDLED,
+    SUBMIT_METADATA,
+    SUBMIT_UNIT,
+    Outcome,
+    Packet,
+)
+from architect.router.errors import NoBackend, Refused
+from architect.router.hub import RouterHub
+from architect.router.journal import Journal
+from tests.fakes import FakeLink
+from tests.test_hub import connect_agent, results
+
+
+def journaled_hub(tmp_path: Path, **overrides: Any) -> tuple[Clock, RouterHub]:
+    clock = Clock()
+    config = RouterConfig(upload_dir=tmp_path / "uploads", **{"trust_loopback": True, **overrides})
+    journal = Journal(tmp_path / "journal", config.max_journal_bytes)
+    return clock, RouterHub(clock, config, journal=journal)
+
+
+def connect(hub: RouterHub, confirms: bool) -> FakeLink:
+    backend = FakeLink("backend")
+    data = {"extensions": [CONFIRM]} if confirms else {}
+    hub.link_packet(backend, Packet(ALIVE, MEPHISTO, data), from_loopback=True)
+    assert hub.backend is backend
+    return backend
+
+
+def submit(hub: RouterHub, agent_id: str = "agent-1", answer: int = 1) -> list[Any]:
+    return results(hub.submit(SUBMIT_UNIT, agent_id, {"answer": answer}, 5.0, None))
+
+
+def confirm(hub: RouterHub, backend: FakeLink, packet: Packet, outcome: str, **more: str) -> None:
+    data = {"confirm_id": packet.confirm_id, "outcome": outcome, **more}
+    hub.link_packet(backend, Packet(SUBMISSION_HANDLED, packet.subject_id, data))
+
+
+def test_with_no_backend_the_worker_is_answered_once_it_is_on_disk(tmp_path: Path) -> None:
+    _, hub = journaled_hub(tmp_path)
+    hub.agents.ensure("agent-1")
+    assert submit(hub) == [None]
+    assert len(hub.journal.pending) == 1  # type: ignore[union-attr]
+
+
+def test_a_confirming_backend_gets_the_id_and_the_worker_waits_for_its_word(
+    tmp_path: Path,
+) -> None:
+    _, hub = journaled_hub(tmp_path)
+    hub.agents.ensure("agent-1")
+    backend = connect(hub, confirms=True)
+    answered = submit(hub)
+    [sent] = backend.of_type(SUBMIT_UNIT)
+    assert sent.confirm_id is not None and "confirm_id" in sent.to_dict()
+    assert answered == []  # on disk, but not yet stored
+    confirm(hub, backend, sent, Outcome.STORED)
+    assert answered == [None]
+    assert hub.journal.pending == {}  # type: ignore[union-attr]
+
+
+def test_a_refusal_reaches_the_worker(tmp_path: Path) -> None:
+    _, hub = journaled_hub(tmp_path)
+    hub.agents.ensure("agent-1")
+    backend = connect(hub, confirms=True)
+    answered = submit(hub)
+    [sent] = backend.of_type(SUBMIT_UNIT)
+    confirm(hub, backend, sent, Outcome.REFUSED, reason="this task expired")
+    [failure] = answered
+    assert failure.check(Refused) and "expired" in str(failure.value)
+    assert hub.journal.pending == {}  # type: ignore[union-attr]
+
+
+def test_a_backend_that_could_not_store_gets_it_again_at_its_next_status_request(
+    tmp_path: Path,
+) -> None:
+    _, hub = journaled_hub(tmp_path)
+    hub.agents.ensure("agent-1")
+    backend = connect(hub, confirms=True)
+    answered = submit(hub)
+    [sent] = backend.of_type(SUBMIT_UNIT)
+    confirm(hub, backend, sent, Outcome.FAILED)
+    assert answered == [None]  # the journal holds it: the worker need not submit again
+    hub.link_packet(backend, Packet(REQUEST_STATUSES, MEPHISTO))
+    assert [p.confirm_id for p in backend.of_type(SUBMIT_UNIT)] == [sent.confirm_id] * 2
+    confirm(hub, backend, sent, Outcome.STORED)
+    assert hub.journal.pending == {}  # type: ignore[union-attr]
+
+
+def test_a_backend_silent_past_request_timeout_answers_the_worker_from_the_journal(
+    tmp_path: Path,
+) -> None:
+    clock, hub = journaled_hub(tmp_path, request_timeout=30.0)
+    hub.agents.ensure("agent-1")
+    backend = connect(hub, confirms=True)
+    answered = submit(hub)
+    clock.advance(29)
+    assert answered == []
+    clock.advance(2)
+    assert answered == [None]
+    hub.link_packet(backend, Packet(REQUEST_STATUSES, MEPHISTO))  # sent again: stale
+    assert len(backend.of_type(SUBMIT_UNIT)) == 2
+
+
+def test_what_a_lost_backend_never_confirmed_goes_first_to_the_next_one(tmp_path: Path) -> None:
+    _, hub = journaled_hub(tmp_path)
+    hub.agents.ensure("agent-1")
+    hub.agents.ensure("agent-2")
+    old = connect(hub, confirms=True)
+    answered = submit(hub, "agent-1")
+    hub.link_lost(old)
+    assert answered == [None]  # on disk: acknowledged
+    page = connect_agent(hub, "agent-2")
+    hub.link_packet(page, Packet(MEPHISTO_BOUND_LIVE_UPDATE, "agent-2", {"update_id": "u"}))
+    later = submit(hub, "agent-2", 2)
+    assert later == [None]
+    new = connect(hub, confirms=True)
+    kinds = [(p.packet_type, p.subject_id) for p in new.sent if p.packet_type != ALIVE]
+    assert kinds == [
+        (SUBMIT_UNIT, "agent-1"),
+        (MEPHISTO_BOUND_LIVE_UPDATE, "agent-2"),
+        (SUBMIT_UNIT, "agent-2"),
+    ]
+
+
+def test_a_backend_that_does_not_confirm_gets_no_id_and_the_entry_is_done_once_sent(
+    tmp_path: Path,
+) -> None:
+    _, hub = journaled_hub(tmp_path)
+    hub.agents.ensure("agent-1")
+    backend = connect(hub, confirms=False)  # Mephisto's backend says alive with no data
+    assert submit(hub) == [None]
+    [sent] = backend.of_type(SUBMIT_UNIT)
+    assert sent.confirm_id is None and "confirm_id" not in sent.to_dict()
+    assert hub.journal.pending == {}  # type: ignore[union-attr]
+
+
+def test_a_restarted_router_delivers_what_its_backend_never_had(tmp_path: Path) -> None:
+    _, hub = journaled_hub(tmp_path)
+    hub.agents.ensure("agent-1")
+    hub.agents.ensure("agent-2")
+    backend = connect(hub, confirms=True)
+    submit(hub, "agent-1")
+    [first] = backend.of_type(SUBMIT_UNIT)
+    confirm(hub, backend, first, Outcome.STORED)
+    submit(hub, "agent-2", 2)  # sent, never confirmed: then the router is killed
+    hub.journal.close()  # type: ignore[union-attr]
+
+    _, restarted = journaled_hub(tmp_path)
+    backend = connect(restarted, confirms=True)
+    [again] = backend.of_type(SUBMIT_UNIT)
+    assert (again.subject_id, again.data) == ("agent-2", {"answer": 2})
+    confirm(restarted, backend, again, Outcome.STORED)
+    assert restarted.journal.pending == {}  # type: ignore[union-attr]
+
+
+def test_metadata_is_journaled_too(tmp_path: Path) -> None:
+    _, hub = journaled_hub(tmp_path)
+    hub.agents.ensure("agent-1")
+    answered = results(hub.submit(SUBMIT_METADATA, "agent-1", {"feedback": "ok"}, None, None))
+    assert answered == [None]
+    [entry] = hub.journal.pending.values()  # type: ignore[union-attr]
+    assert entry.packet.packet_type == SUBMIT_METADATA
+
+
+def test_a_full_journal_refuses_with_503(tmp_path: Path) -> None:
+    _, hub = journaled_hub(tmp_path, max_journal_bytes=50)
+    hub.agents.ensure("agent-1")
+    hub.submit(SUBMIT_UNIT, "agent-1", {"answer": "x" * 40}, None, None)
+    try:
+        hub.submit(SUBMIT_UNIT, "agent-1", {"answer": "y" * 40}, None, None)
+    except NoBackend as e:
+        assert "max_journal_bytes" in str(e)
+    else:
+        raise AssertionError("a full journal took one more")
+
+
+def test_odd_or_unasked_confirmations_change_nothing(tmp_path: Path) -> None:
+    _, hub = journaled_hub(tmp_path)
+    hub.agents.ensure("agent-1")
+    backend = connect(hub, confirms=True)
+    answered = submit(hub)
+    [sent] = backend.of_type(SUBMIT_UNIT)
+    for data in (
+        {"confirm_id": sent.confirm_id, "outcome": "maybe"},
+        {"confirm_id": 7, "outcome": Outcome.STORED},
+        {"confirm_id": "not-ours-1", "outcome": Outcome.STORED},
+        {"outcome": Outcome.STORED},
+    ):
+        hub.link_packet(backend, Packet(SUBMISSION_HANDLED, "agent-1", data))
+    assert answered == [] and len(hub.journal.pending) == 1  # type: ignore[union-attr]
+    # A page cannot confirm anything: its packets are an agent's.
+    page = connect_agent(hub, "agent-1")
+    data = {"confirm_id": sent.confirm_id, "outcome": Outcome.STORED}
+    hub.link_packet(page, Packet(SUBMISSION_HANDLED, "agent-1", data))
+    assert answered == [] and len(hub.journal.pending) == 1  # type: ignore[union-attr]
