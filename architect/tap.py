@@ -227,6 +227,7 @@ def build_service(
             status_interval=config.backend.status_interval,
             on_unit_submitted=runner.unit_submitted,
             resumption=resumption,
+            barrier=pool.recorder.barrier,
         )
         top.parts = BackendParts(pool, store, handler)
         # Before anyone is served: agents left working by the last life of the daemon are

@@ -321,10 +321,13 @@ async def test_remote_mode_survives_a_router_restart(
         await router.stop()
         await wait_for(lambda: not channel.is_open, "the backend to notice")
         await wait_for(lambda: browser.has_closed, "the browser to notice")
-        # What the task code sends in the gap is kept.
+        # What the task code sends in the gap is kept (once recorded: routes.py).
         agent.observe({"n": 3})
         agent.observe({"n": 4})
-        assert [p.data.get("n") for p in channel.unsent if p.data.get("n")] == [3, 4]
+        await wait_for(
+            lambda: [p.data.get("n") for p in channel.unsent if p.data.get("n")] == [3, 4],
+            "the gap's updates kept for the router",
+        )
 
         router.start()  # a new process: a new hub, nothing remembered
         await wait_for(lambda: router.hub.backend is not None, "the backend to reconnect")

@@ -32,6 +32,7 @@ from architect.backend.registration import BadRegistration, Registration, Worker
 from architect.backend.resume import Resumption
 from architect.backend.routes import AgentRoutes
 from architect.backend.store import SubmissionStore
+from architect.backend.write_barrier import WriteBarrier
 from architect.config import BackendConfig
 from architect.lifecycle import PUSHED_ACTIVE, is_active
 from architect.log_text import UNPRINTABLE, capped, printable
@@ -83,6 +84,7 @@ class ClientIOHandler:
         remembered_ids: int = 10_000,
         on_unit_submitted: Callable[[Agent, dict[str, Any]], object] | None = None,
         resumption: Resumption | None = None,
+        barrier: WriteBarrier | None = None,
     ) -> None:
         self.clock = clock
         self.on_unit_submitted = on_unit_submitted  # e.g. the task's validate_submission
@@ -90,7 +92,7 @@ class ClientIOHandler:
         self.store = store
         self.status_interval = status_interval
         self.channels: list[Channel] = []
-        self.routes = AgentRoutes(clock)
+        self.routes = AgentRoutes(clock, barrier)  # barrier: the recorder's (routes.py)
         self.finished = FinishedAgents(pool, store, self.routes)  # agents no longer held
         self.answered_requests = RecentKeys(remembered_ids)
         self.stored_submissions = RecentKeys(remembered_ids)

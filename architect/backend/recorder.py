@@ -3,7 +3,8 @@
 It listens to each agent it watches and writes each status change (with what it
 does to the agent's unit: `lifecycle.unit_status_after`), each live update in
 either direction, and the agent's task data. The writes are not waited for by
-the worker; `settled()` fires once those issued so far are committed.
+the task; `settled()` fires once those issued so far are committed, and what the
+backend sends out waits for those issued before it (`barrier`: write_barrier.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
+from architect.backend.write_barrier import WriteBarrier
 from architect.lifecycle import UnitStatus, unit_status_after
 from architect.protocol import CLIENT_BOUND_LIVE_UPDATE
 from architect.storage import Database, Direction
@@ -26,6 +28,8 @@ class AgentRecorder:
         self.database = database
         self.return_units = return_units  # [task] return_units
         self._writes: set[Deferred[Any]] = set()
+        # What goes out to the routers waits for the writes issued before it (routes.py).
+        self.barrier = WriteBarrier()
 
     def watch(self, agent: Agent) -> None:
         agent.add_status_listener(self._record_status)
@@ -89,3 +93,4 @@ class AgentRecorder:
             log.failure(what + " failed", failure, agent_id=agent_id)
 
         d.addErrback(failed).addBoth(done)
+        self.barrier.track(d)

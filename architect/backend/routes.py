@@ -2,7 +2,8 @@
 
 An agent is bound to the channel of its last registration, or of the router that
 showed it after a restart; packets it makes before that wait in the agent.
-Every packet leaving the backend is stamped here with the backend's time.
+Every packet leaving the backend is stamped here with the backend's time, and, with
+a `WriteBarrier`, held until the database writes issued before it are committed.
 
 Only agents at work are kept: once an agent's status is final (pushed by then), its
 route is dropped and its packets go straight to the channel it last had, for the task
@@ -11,10 +12,13 @@ code that may still hold it (a verdict on its submission, a room still talking).
 
 from __future__ import annotations
 
+from collections import deque
+
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from architect.backend.channel import Channel
+from architect.backend.write_barrier import WriteBarrier
 from architect.lifecycle import FINAL
 from architect.protocol import Packet
 from architect.tasks.agent import Agent, Outlet
@@ -23,13 +27,36 @@ log = Logger()
 
 
 class AgentRoutes:
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: IReactorTime, barrier: WriteBarrier | None = None) -> None:
         self.clock = clock
         self.channels: dict[str, Channel] = {}  # agent id -> where its packets go
+        # With a barrier, a packet goes out once the writes issued before it are committed,
+        # in the order sent: a page is never shown what a crash would take back.
+        self.barrier = barrier
+        self._held: deque[tuple[Channel, Packet, int]] = deque()
 
     def send(self, channel: Channel, packet: Packet) -> None:
         packet.server_timestamp = self.clock.seconds()
-        channel.send(packet)
+        barrier = self.barrier
+        if barrier is None:
+            channel.send(packet)
+            return
+        mark = barrier.mark()
+        if not self._held and barrier.is_durable(mark):
+            channel.send(packet)
+            return
+        self._held.append((channel, packet, mark))
+        if len(self._held) == 1:
+            barrier.when_durable(mark).addCallback(self._release)
+
+    def _release(self, _: None) -> None:
+        barrier = self.barrier
+        assert barrier is not None
+        while self._held and barrier.is_durable(self._held[0][2]):
+            channel, packet, _mark = self._held.popleft()
+            channel.send(packet)
+        if self._held:
+            barrier.when_durable(self._held[0][2]).addCallback(self._release)
 
     def send_for(self, agent_id: str, packet: Packet) -> None:
         channel = self.channels.get(agent_id)
