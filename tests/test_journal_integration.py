@@ -5,13 +5,15 @@ router acknowledged while its backend was away reaches the database after a rest
 
 from __future__ import annotations
 
+import json
 import time
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest_twisted
-from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import FileBodyProducer, HTTPConnectionPool
 
 from architect.config import BackendConfig, Config, RouterConfig, StorageConfig, TaskConfig
 from architect.protocol import Status
@@ -111,8 +113,15 @@ async def test_what_the_router_acknowledged_while_its_backend_was_away_survives_
     await daemons.stop(backend)
     await wait_for(lambda: router.hub.backend is None, "the router to see the backend gone")
 
-    for n, agent_id in enumerate(agent_ids):
+    for n, agent_id in enumerate(agent_ids[:2]):
         assert await submit(workers, router, agent_id, n) == (200, {"status": "Submitted!"})
+    response = await workers.of_agent(agent_ids[2]).http.post(
+        f"{router.url}/submit_task",
+        data={"USED_AGENT_ID": agent_ids[2], "final_string_data": json.dumps({"answer": 2})},
+        files={"upload": ("notes.txt", "text/plain", FileBodyProducer(BytesIO(b"my notes")))},
+    )
+    assert response.code == 200, await response.text()
+    await response.content()
     router = await daemons.restart(router)  # what it held in memory is gone; not its journal
     journal = router.hub.journal
     assert journal is not None and len(journal.pending) == 3
@@ -127,8 +136,10 @@ async def test_what_the_router_acknowledged_while_its_backend_was_away_survives_
     await wait_for(lambda: journal.pending == {}, "the backend to confirm them")
     for n, agent_id in enumerate(agent_ids):
         [stored] = await database.list_submissions(agent_id=agent_id)
-        assert stored.data == {"answer": n}
+        assert stored.data["answer"] == n
         assert await backend.status(agent_id) == Status.COMPLETED
+    [kept] = stored.files  # the upload, fetched from the restarted router
+    assert (database.data_dir / kept.stored_path).read_bytes() == b"my notes"
 
 
 @pytest_twisted.ensureDeferred
