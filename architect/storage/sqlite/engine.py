@@ -1,13 +1,18 @@
 """The SQLite file and the one thread that talks to it: opening, schema upgrades, transactions.
 
 One connection on one thread (cp_min = cp_max = 1): every interaction runs
-whole, one after another, off the reactor thread. Each interaction is one
-transaction; writes open it with BEGIN IMMEDIATE so that even another process
-on the same file (the `architect` command) cannot slip in between a read and
-the write that depends on it. That is what makes a reservation atomic.
+whole, one after another, off the reactor thread. Interactions are committed in
+groups: those that queued while the last group ran go together into the next
+transaction, each in a savepoint of its own (one that raises is rolled back alone,
+and fails alone), with one commit for all. A group with a write opens with BEGIN
+IMMEDIATE so that even another process on the same file (the `architect` command)
+cannot slip in between a read and the write that depends on it. That is what makes
+a reservation atomic; the interactions of a group see each other's writes as if
+run one after another, which they are.
 
 The file is in WAL mode with synchronous = FULL and foreign keys on: readers
-never wait for the writer, and a commit is on disk before its Deferred fires.
+never wait for the writer, and a commit is on disk before any Deferred of its
+group fires.
 """
 
 from __future__ import annotations
@@ -20,15 +25,16 @@ from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
+import attrs
 from twisted.enterprise import adbapi
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from architect.private import private_file, private_folder
 from architect.storage.interface import SchemaError, StorageError
 from architect.storage.schema_versions import full_schema, upgrade_steps
-from architect.storage.sqlite.sql import Cursor
 
 DEFAULT_DATABASE = "architect.sqlite3"
 FILES_DIR = "files"
@@ -202,16 +208,22 @@ class SQLiteEngine:
         self._closing = False
         self._pool_closed = False
         self._idle_waiters: list[Deferred[None]] = []
+        self._queued: list[_Work] = []  # for the next group
+        self._group_running = False
+        self.groups = 0  # transactions run (for tests and benchmarks)
 
     def now(self) -> float:
         return self._clock.seconds()
 
     def run(self, write: bool, interaction: Callable[..., T], *args: Any) -> Deferred[T]:
-        """Run interaction(cursor, *args) as one transaction in the database thread."""
+        """Run interaction(cursor, *args) in the database thread, in the next group's
+        transaction; fires once that transaction is committed."""
         if self._closing:
             return fail(StorageError("the database is closed"))
         self._in_flight += 1
-        d: Deferred[T] = self._pool.runInteraction(_transaction, write, interaction, *args)
+        d: Deferred[T] = Deferred()
+        self._queued.append(_Work(write, interaction, args, d))
+        self._next_group()
 
         def finished(result: Any) -> Any:
             self._in_flight -= 1
@@ -224,6 +236,24 @@ class SQLiteEngine:
 
         d.addBoth(finished)
         return d
+
+    def _next_group(self) -> None:
+        if self._group_running or not self._queued:
+            return
+        group, self._queued = self._queued[:MAX_GROUP], self._queued[MAX_GROUP:]
+        self._group_running = True
+        self.groups += 1
+        done = self._pool.runWithConnection(_run_group, group)
+        done.addBoth(self._group_done, group)
+
+    def _group_done(self, outcomes: list[Any] | Failure, group: list[_Work]) -> None:
+        self._group_running = False
+        for work, outcome in zip(group, _per_work(outcomes, len(group)), strict=True):
+            if isinstance(outcome, Failure):
+                work.deferred.errback(outcome)
+            else:
+                work.deferred.callback(outcome)
+        self._next_group()
 
     def close(self) -> Deferred[None]:
         """Refuse new work, let running work finish, then close the connection."""
@@ -241,10 +271,41 @@ class SQLiteEngine:
             self._pool.close()
 
 
-def _transaction(cursor: Cursor, write: bool, interaction: Callable[..., T], *args: Any) -> T:
-    # adbapi commits when the interaction returns and rolls back when it raises.
-    cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-    return interaction(cursor, *args)
+# Interactions in one transaction at most: a group's latency stays bounded.
+MAX_GROUP = 256
+
+
+@attrs.define
+class _Work:
+    write: bool
+    interaction: Callable[..., Any]
+    args: tuple[Any, ...]
+    deferred: Deferred[Any]
+
+
+def _per_work(outcomes: list[Any] | Failure, count: int) -> list[Any]:
+    """Each interaction's outcome; all fail alike when the group did (its commit)."""
+    if isinstance(outcomes, Failure):
+        return [outcomes] * count
+    return outcomes
+
+
+def _run_group(connection: Any, group: list[_Work]) -> list[Any]:
+    """Run each interaction in a savepoint of one transaction, then commit once: a result
+    or a Failure per interaction. A failed commit fails them all (adbapi rolls back)."""
+    cursor = connection.cursor()
+    cursor.execute("BEGIN IMMEDIATE" if any(work.write for work in group) else "BEGIN")
+    outcomes: list[Any] = []
+    for work in group:
+        cursor.execute("SAVEPOINT work")
+        try:
+            outcomes.append(work.interaction(cursor, *work.args))
+        except Exception:
+            outcomes.append(Failure())
+            cursor.execute("ROLLBACK TO work")
+        cursor.execute("RELEASE work")
+    connection.commit()
+    return outcomes
 
 
 class EnginePart:

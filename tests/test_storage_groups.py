@@ -1,0 +1,88 @@
+"""The SQLite engine commits interactions in groups: one transaction for all that queued
+while the last ran, each interaction in a savepoint of its own."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import DeferredList
+
+from architect.storage.sqlite.database import SQLiteDatabase, open_sqlite_database
+from architect.storage.sqlite.engine import SQLiteEngine
+
+
+@pytest_twisted.async_yield_fixture
+async def db(tmp_path: Path) -> AsyncIterator[SQLiteDatabase]:
+    database = await open_sqlite_database(tmp_path / "data")
+    yield database
+    await database.close()
+
+
+def engine_of(database: SQLiteDatabase) -> SQLiteEngine:
+    engine = database._engine
+    assert isinstance(engine, SQLiteEngine)
+    return engine
+
+
+def committed(tmp_path: Path, sql: str) -> list[Any]:
+    """What a second connection sees: only what is committed."""
+    connection = sqlite3.connect(tmp_path / "data" / "architect.sqlite3")
+    try:
+        return connection.execute(sql).fetchall()
+    finally:
+        connection.close()
+
+
+def create_table(cursor: Any) -> None:
+    cursor.execute("CREATE TABLE IF NOT EXISTS notes (n INTEGER)")
+
+
+def insert(cursor: Any, n: int) -> int:
+    cursor.execute("INSERT INTO notes (n) VALUES (?)", (n,))
+    return n
+
+
+def insert_then_fail(cursor: Any, n: int) -> int:
+    cursor.execute("INSERT INTO notes (n) VALUES (?)", (n,))
+    raise ValueError(f"task data {n} is odd")
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_queued_together_share_one_commit_and_fire_once_it_is_on_disk(
+    tmp_path: Path, db: SQLiteDatabase
+) -> None:
+    engine = engine_of(db)
+    await engine.run(True, create_table)
+    before = engine.groups
+    seen: list[list[Any]] = []
+
+    def check_committed(n: int) -> int:
+        seen.append(committed(tmp_path, f"SELECT n FROM notes WHERE n = {n}"))
+        return n
+
+    writes = [engine.run(True, insert, n).addCallback(check_committed) for n in range(50)]
+    results = await DeferredList(writes, fireOnOneErrback=True)
+    assert [value for _, value in results] == list(range(50))
+    assert engine.groups - before <= 2  # the first alone, the rest together (not 50)
+    assert all(rows for rows in seen)  # each fired once its row was committed
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_interaction_that_raises_fails_alone_and_leaves_nothing(
+    tmp_path: Path, db: SQLiteDatabase
+) -> None:
+    engine = engine_of(db)
+    await engine.run(True, create_table)
+    first = engine.run(True, insert, 1)
+    odd = engine.run(True, insert_then_fail, 2)
+    last = engine.run(True, insert, 3)
+    assert await first == 1
+    with pytest.raises(ValueError, match="task data 2 is odd"):
+        await odd
+    assert await last == 3
+    assert committed(tmp_path, "SELECT n FROM notes ORDER BY n") == [(1,), (3,)]
