@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from architect.admin.service import AdminService
 from architect.backend.channel import Channel
 from architect.backend.client_io import ClientIOHandler
 from architect.backend.downloads import RouterDownloads
@@ -45,6 +46,8 @@ from architect.config import (
 )
 from architect.demo.builtin import builtin_units
 from architect.embedded import InProcessChannel, SharedUploads
+from architect.endpoints import is_loopback_only
+from architect.metrics import Metrics
 from architect.router.hub import RouterHub
 from architect.router.journal import FlushThread, Journal
 from architect.router.service import RouterService
@@ -100,6 +103,7 @@ class BackendParts:
     pool: StoredWorkerPool | None = None
     store: StoredSubmissions | None = None
     handler: ClientIOHandler | None = None
+    runner: TaskRunner | None = None
 
 
 class ArchitectService(MultiService):
@@ -134,6 +138,10 @@ class ArchitectService(MultiService):
     def backend(self) -> ClientIOHandler | None:
         return self.parts.handler
 
+    @property
+    def runner(self) -> TaskRunner | None:
+        return self.parts.runner
+
     def when_ready(self) -> Deferred[ClientIOHandler]:
         """Fires once the backend serves (its database open, its channels opening)."""
         backend = self._child("backend")
@@ -160,6 +168,7 @@ def build_service(
     config = beside_its_file(config)
     check_served_folder(config)
     top = ArchitectService()
+    metrics = Metrics(reactor)  # the daemon's one record (architect/metrics.py)
     router: RouterService | None = None
     hub: RouterHub | None = None
     web: RouterWeb | None = None
@@ -169,6 +178,7 @@ def build_service(
             warn_about_backend_access(config)
             journal, flusher = open_journal(config, reactor)
         hub = RouterHub(reactor, config.router, config.backend.mode == "off", journal)
+        hub.metrics = metrics
         web = RouterWeb(hub, config.router)
         router = RouterService(reactor, hub, web.site(), config.router.listen)
         router.setName("router")
@@ -190,6 +200,7 @@ def build_service(
         )
         files = RouterDownloads(reactor, config.backend.router_url, config.backend.backend_token)
     else:
+        add_admin(top, config, reactor, metrics)
         return top
     task = load_task(config)
     if config.task.onboarding and task.validate_onboarding is None:
@@ -229,7 +240,8 @@ def build_service(
             resumption=resumption,
             barrier=pool.recorder.barrier,
         )
-        top.parts = BackendParts(pool, store, handler)
+        handler.metrics = metrics
+        top.parts = BackendParts(pool, store, handler, runner)
         # Before anyone is served: agents left working by the last life of the daemon are
         # taken back (this run's, within resume_window) or marked gone (all others).
         await resumption.start(database, run.id, pool.registry, runner, hub)
@@ -241,7 +253,22 @@ def build_service(
     )
     backend.setName("backend")
     backend.setServiceParent(top)
+    add_admin(top, config, reactor, metrics)
     return top
+
+
+def add_admin(top: ArchitectService, config: Config, reactor: Any, metrics: Metrics) -> None:
+    """The admin listener ([admin] listen), the daemon's last child: metrics, the monitor
+    page and the run-time controls (architect/admin/). Off without a listen address."""
+    admin = config.admin
+    if not admin.listen:
+        return
+    if not admin.admin_token and not is_loopback_only(admin.listen):
+        problem = "listens beyond this host: set admin_token, or listen on 127.0.0.1"
+        raise ConfigError(config.path, "admin", "listen", problem)
+    service = AdminService(reactor, top, metrics, admin.listen, admin.admin_token)
+    service.setName("admin")
+    service.setServiceParent(top)
 
 
 def open_journal(config: Config, reactor: Any) -> tuple[Journal, FlushThread]:
