@@ -23,8 +23,9 @@ import attrs
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import CannotListenError
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
 from architect.admin.service import AdminService
@@ -47,6 +48,7 @@ from architect.config import (
 from architect.demo.builtin import builtin_units
 from architect.embedded import InProcessChannel, SharedUploads
 from architect.endpoints import is_loopback_only
+from architect.log_json import JsonLineObserver, twistd_output
 from architect.metrics import Metrics
 from architect.router.hub import RouterHub
 from architect.router.journal import FlushThread, Journal
@@ -334,7 +336,16 @@ def say_where(config: Config, router_url: str | None) -> None:
 
 class _Daemon(MultiService):
     """What twistd runs: the daemon's service, with its start-up failures said in one line
-    (a port that cannot be had) instead of a traceback."""
+    (a port that cannot be had) instead of a traceback; with `[log] format = json`, it
+    gives twistd's application its log observer (architect/log_json.py)."""
+
+    log_observer: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        # twistd starts logging after makeService, to the application's observer if it has one.
+        if self.log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
         try:
@@ -368,10 +379,13 @@ def makeService(options: Options) -> IService:
     cast(Any, reactor).callWhenRunning(gc.freeze)
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, 10, 10)
     try:
-        service = build_service(cast(Config, options["loaded"]), reactor, start_failed)
+        service_config = cast(Config, options["loaded"])
+        service = build_service(service_config, reactor, start_failed)
     except ConfigError as e:
         sys.stderr.write(f"architect: {e}\n")
         raise SystemExit(2) from None
     daemon = _Daemon()
+    if service_config.log.format == "json":
+        daemon.log_observer = JsonLineObserver(twistd_output(getattr(options, "parent", None)))
     service.setServiceParent(daemon)
     return daemon
