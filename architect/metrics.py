@@ -70,11 +70,12 @@ class Metrics:
             registry=r,
             buckets=LATENCY_BUCKETS,
         )
-        self.submissions_in_flight = Gauge(
+        self.in_flight = 0  # workers' submissions not answered yet (a drain waits for them)
+        Gauge(
             "architect_submissions_in_flight",
             "Workers' submissions the router has not answered yet",
             registry=r,
-        )
+        ).set_function(lambda: self.in_flight)
         self.live_updates = Counter(
             "architect_live_updates",
             "Live updates through the router: in (from browsers, taken), out (to browsers),"
@@ -141,12 +142,12 @@ class Metrics:
         started = self.clock.seconds()
         in_flight = histogram is self.submission_seconds
         if in_flight:
-            self.submissions_in_flight.inc()
+            self.in_flight += 1
 
         def ended(result: T) -> T:
             histogram.observe(self.clock.seconds() - started)
             if in_flight:
-                self.submissions_in_flight.dec()
+                self.in_flight -= 1
             return result
 
         return waiting.addBoth(ended)

@@ -46,6 +46,7 @@ from architect.config import (
     load_config,
 )
 from architect.demo.builtin import builtin_units
+from architect.drain import drain
 from architect.embedded import InProcessChannel, SharedUploads
 from architect.endpoints import is_loopback_only
 from architect.log_json import JsonLineObserver, twistd_output
@@ -111,9 +112,11 @@ class BackendParts:
 class ArchitectService(MultiService):
     """The daemon's top service; its children are named "router", "database", "backend"."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Any = None, drain_timeout: float = 0.0) -> None:
         super().__init__()
         self.parts = BackendParts()
+        self.clock = clock  # for the drain at stop (architect/drain.py); None: no drain
+        self.drain_timeout = drain_timeout
 
     def _child(self, name: str) -> Any:
         return self.namedServices.get(name)
@@ -159,6 +162,8 @@ class ArchitectService(MultiService):
         return stopping
 
     async def _stop_children(self) -> None:
+        if self.clock is not None:
+            await drain(self, self.clock, self.drain_timeout)
         for child in reversed(list(self)):
             await child.stopService()
 
@@ -169,7 +174,7 @@ def build_service(
     """The daemon's services from the config; a ConfigError if the task module is unusable."""
     config = beside_its_file(config)
     check_served_folder(config)
-    top = ArchitectService()
+    top = ArchitectService(reactor, config.router.drain_timeout)
     metrics = Metrics(reactor)  # the daemon's one record (architect/metrics.py)
     router: RouterService | None = None
     hub: RouterHub | None = None
