@@ -6,6 +6,7 @@
     architect grant   [--config FILE] [--provider TYPE] WORKER QUALIFICATION [VALUE]
     architect revoke  [--config FILE] [--provider TYPE] WORKER QUALIFICATION
     architect token
+    architect admin ... [--config FILE]   (a running daemon's controls: architect/admin/cli.py)
 
 It reads the same config file as the daemon (its [storage] for the database,
 its [task] name for the run); `token` prints a new random secret for
@@ -25,6 +26,7 @@ from typing import Any, TextIO
 
 from twisted.internet.task import react
 
+from architect.admin import cli as admin_cli
 from architect.config import Config, ConfigError, load_config
 from architect.storage import Database, StorageError, TaskRun, open_database
 
@@ -84,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("qualification", help="the qualification's name")
     grant.add_argument("value", nargs="?", default="1", help="default: 1")
     commands.add_parser("token", help="print a new random secret for [router] backend_token")
+    admin_cli.add_commands(command("admin", "control a running daemon through its admin listener"))
     return top
 
 
@@ -101,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as e:
         sys.stderr.write(f"architect: {e}\n")
         raise SystemExit(2) from None
+    if args.command == "admin":
+        raise SystemExit(admin_cli.run(args, config))
     react(_run, (args, config, sys.stdout))
 
 
