@@ -24,13 +24,14 @@ from architect.config import (
     load_config,
 )
 from architect.endpoints import admin_url
-from architect.protocol import ALIVE, CLIENT_BOUND_LIVE_UPDATE, MEPHISTO_BOUND_LIVE_UPDATE
+from architect.protocol import ALIVE, CLIENT_BOUND_LIVE_UPDATE, MEPHISTO_BOUND_LIVE_UPDATE, Status
 from architect.tap import build_service
 from tests.admin_support import (
     bearer,
     register,
     sample,
     scrape,
+    state,
     submit,
     with_admin,
 )
@@ -259,3 +260,30 @@ def test_admin_urls_for_the_commands() -> None:
     assert admin_url(r"ssl:9443:interface=\:\:1:privateKey=k.pem") == "https://[::1]:9443"
     with pytest.raises(ValueError, match="unix"):
         admin_url("unix:/run/a.sock")
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_monitor_page_and_its_state(daemons: Daemons) -> None:
+    daemon = await daemons.start(with_admin(daemon_config(daemons.next_folder())))
+    for path, kind in (("/", "text/html"), ("/monitor.js", "text/javascript")):
+        response = await treq.get(f"{daemon.admin_url}{path}")  # no data in it: no token
+        assert response.code == 200
+        assert response.headers.getRawHeaders("content-type")[0].startswith(kind)
+        assert (
+            "frame-ancestors 'none'" in response.headers.getRawHeaders("content-security-policy")[0]
+        )
+    assert (await treq.get(f"{daemon.admin_url}/router.ini")).code == 404
+    alice = Browser()
+    agent_id = (await register(alice, daemon.url, "alice"))["agent_id"]
+    snapshot = await state(daemon)
+    (row,) = snapshot["agents"]
+    assert row["agent_id"] == agent_id and row["worker"] == "alice"
+    assert (row["status"], row["connected"], row["last_heartbeat"]) == (Status.IN_TASK, False, None)
+    assert snapshot["units"]["available"] == 9
+    assert snapshot["recent"][0]["event"] == "registration"
+    assert len(snapshot["throughput"]) == 30
+    assert sum(s.get("registration", 0) for s in snapshot["throughput"]) == 1
+    code, _ = await submit(alice, daemon.url, agent_id, {"label": "x"})
+    assert code == 200
+    (row,) = (await state(daemon))["agents"]  # no longer held: the router's record
+    assert (row["status"], row["worker"]) == (Status.COMPLETED, "alice")

@@ -17,6 +17,7 @@ from architect.admin.parts import DaemonParts
 from architect.metrics import Metrics
 
 MAX_AGENTS = 1000  # rows the page gets at most
+REMEMBERED_AGENTS = 10_000  # agents whose worker is remembered after they finished
 RECENT_SHOWN = 50
 PLOT_SECONDS, PLOT_BUCKET = 300, 10  # the plot: the last five minutes, in ten-second bars
 
@@ -27,6 +28,8 @@ class MonitorState:
         self.metrics = metrics
         self.collector = collector
         self.worker_names: dict[str, str] = {}  # worker id -> name (never changes)
+        # agent id -> (worker id, name), kept once the backend no longer holds the agent
+        self.agent_workers: dict[str, tuple[str, str | None]] = {}
 
     async def _name(self, worker_id: str) -> str | None:
         name = self.worker_names.get(worker_id)
@@ -36,6 +39,12 @@ class MonitorState:
             if worker is not None:
                 name = self.worker_names[worker_id] = worker.worker_name
         return name
+
+    def _remember(self, agent_id: str, worker_id: str, name: str | None) -> None:
+        if agent_id not in self.agent_workers:
+            if len(self.agent_workers) >= REMEMBERED_AGENTS:
+                del self.agent_workers[next(iter(self.agent_workers))]
+            self.agent_workers[agent_id] = (worker_id, name)
 
     def _rooms(self) -> dict[str, Hashable]:
         runner = self.parts.runner
@@ -55,10 +64,12 @@ class MonitorState:
             rooms = self._rooms()
             for agent in list(pool.registry.agents.values())[:MAX_AGENTS]:
                 room = rooms.get(agent.agent_id)
+                name = await self._name(agent.worker_id)
+                self._remember(agent.agent_id, agent.worker_id, name)
                 rows[agent.agent_id] = {
                     "agent_id": agent.agent_id,
                     "worker_id": agent.worker_id,
-                    "worker": await self._name(agent.worker_id),
+                    "worker": name,
                     "status": agent.status,
                     "kind": agent.kind,
                     "room": None if room is None else str(room),
@@ -71,6 +82,8 @@ class MonitorState:
                         continue
                     row = rows[record.agent_id] = {"agent_id": record.agent_id}
                     row["status"] = record.status
+                    worker_id, name = self.agent_workers.get(record.agent_id, (None, None))
+                    row["worker_id"], row["worker"] = worker_id, name
                 row["router_status"] = record.status
                 row["connected"] = record.link is not None
                 row["last_heartbeat"] = record.last_heartbeat
