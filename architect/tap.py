@@ -1,15 +1,17 @@
 """twistd options and makeService: the one place that wires the parts together.
 
-The daemon is an `ArchitectService` with up to three named children, by the
+The daemon is an `ArchitectService` with up to four named children, by the
 config's `[backend] mode`:
 
 - "router" (`RouterService`: the hub, its HTTP + WebSocket site, its listener),
   in `off` and `embedded` modes;
 - "database" (`DatabaseService`), in `embedded` and `remote` modes;
 - "backend" (`BackendService`: the ClientIOHandler and its channels), which
-  builds the backend's parts once the database is open, then opens its channels.
+  builds the backend's parts once the database is open, then opens its channels;
+- "admin" (`AdminService`), with `[admin] listen`: metrics, monitor and controls.
 
-They start in that order and stop in the reverse one, each after the last.
+They start in that order and stop in the reverse one, each after the last, once the
+daemon has drained (architect/drain.py).
 """
 
 from __future__ import annotations
