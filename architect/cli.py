@@ -29,6 +29,7 @@ from twisted.internet.task import react
 from architect.admin import cli as admin_cli
 from architect.config import Config, ConfigError, load_config
 from architect.storage import Database, StorageError, TaskRun, open_database
+from architect.timeline import timeline
 
 CSV_FIELDS = (
     "received_at",
@@ -75,6 +76,9 @@ def parser() -> argparse.ArgumentParser:
     results = command("results", "print the submissions, one per line")
     results.add_argument("--run", help="the task run's name (default: the config's [task] name)")
     results.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    results.add_argument(
+        "--timeline", action="store_true", help="each agent's events instead (JSONL)"
+    )
     status = command("status", "count units and agents by status")
     status.add_argument("--run", help="the task run's name (default: the config's [task] name)")
     command("workers", "list workers and their qualifications")
@@ -116,7 +120,9 @@ async def _run(reactor: Any, args: argparse.Namespace, config: Config, out: Text
         sys.stderr.write(f"architect: {e}\n")
         raise SystemExit(1) from None
     try:
-        if args.command == "results":
+        if args.command == "results" and args.timeline:
+            await timeline(database, await _task_run(database, args.run or config.task.name), out)
+        elif args.command == "results":
             await results(
                 database, await _task_run(database, args.run or config.task.name), args.format, out
             )
