@@ -1,6 +1,6 @@
 """The `architect` command: what the requester reads from the daemon's database.
 
-    architect results [--config FILE] [--run NAME] [--format jsonl|csv]
+    architect results [--config FILE] [--run NAME] [--format jsonl|csv] [--timeline]
     architect status  [--config FILE] [--run NAME]
     architect workers [--config FILE]
     architect grant   [--config FILE] [--provider TYPE] WORKER QUALIFICATION [VALUE]
