@@ -1,11 +1,12 @@
 """The `architect` command: what the requester reads from the daemon's database.
 
-    architect results [--config FILE] [--run NAME] [--format jsonl|csv]
+    architect results [--config FILE] [--run NAME] [--format jsonl|csv] [--timeline]
     architect status  [--config FILE] [--run NAME]
     architect workers [--config FILE]
     architect grant   [--config FILE] [--provider TYPE] WORKER QUALIFICATION [VALUE]
     architect revoke  [--config FILE] [--provider TYPE] WORKER QUALIFICATION
     architect token
+    architect admin ... [--config FILE]   (a running daemon's controls: architect/admin/cli.py)
 
 It reads the same config file as the daemon (its [storage] for the database,
 its [task] name for the run); `token` prints a new random secret for
@@ -25,8 +26,10 @@ from typing import Any, TextIO
 
 from twisted.internet.task import react
 
+from architect.admin import cli as admin_cli
 from architect.config import Config, ConfigError, load_config
 from architect.storage import Database, StorageError, TaskRun, open_database
+from architect.timeline import timeline
 
 CSV_FIELDS = (
     "received_at",
@@ -73,6 +76,9 @@ def parser() -> argparse.ArgumentParser:
     results = command("results", "print the submissions, one per line")
     results.add_argument("--run", help="the task run's name (default: the config's [task] name)")
     results.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    results.add_argument(
+        "--timeline", action="store_true", help="each agent's events instead (JSONL)"
+    )
     status = command("status", "count units and agents by status")
     status.add_argument("--run", help="the task run's name (default: the config's [task] name)")
     command("workers", "list workers and their qualifications")
@@ -84,6 +90,7 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("qualification", help="the qualification's name")
     grant.add_argument("value", nargs="?", default="1", help="default: 1")
     commands.add_parser("token", help="print a new random secret for [router] backend_token")
+    admin_cli.add_commands(command("admin", "control a running daemon through its admin listener"))
     return top
 
 
@@ -101,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as e:
         sys.stderr.write(f"architect: {e}\n")
         raise SystemExit(2) from None
+    if args.command == "admin":
+        raise SystemExit(admin_cli.run(args, config))
     react(_run, (args, config, sys.stdout))
 
 
@@ -111,7 +120,9 @@ async def _run(reactor: Any, args: argparse.Namespace, config: Config, out: Text
         sys.stderr.write(f"architect: {e}\n")
         raise SystemExit(1) from None
     try:
-        if args.command == "results":
+        if args.command == "results" and args.timeline:
+            await timeline(database, await _task_run(database, args.run or config.task.name), out)
+        elif args.command == "results":
             await results(
                 database, await _task_run(database, args.run or config.task.name), args.format, out
             )

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from architect.endpoints import is_loopback_only
 from architect.qualifications import Requirement, parse_requirements
 
 BACKEND_MODES = ("off", "embedded", "remote")
@@ -68,6 +69,7 @@ class RouterConfig:
     # A separate router (mode off) keeps submissions here until its backend has them.
     journal_dir: Path = Path("journal")
     max_journal_bytes: int = 256 * 1024 * 1024  # of submissions the backend has not confirmed
+    drain_timeout: float = 10.0  # seconds a stopping daemon waits for what is under way
 
 
 @attrs.frozen
@@ -85,6 +87,19 @@ class BackendConfig:
     # the router's max_message_bytes, which a remote backend's answer must fit in.
     max_past_live_updates: int = 500
     max_past_live_update_bytes: int = 512 * 1024
+
+
+@attrs.frozen
+class AdminConfig:
+    """The admin listener (architect/admin/): off while `listen` is empty."""
+
+    listen: str = ""
+    admin_token: str = ""  # Authorization: Bearer; required unless listen is loopback only
+
+
+@attrs.frozen
+class LogConfig:
+    format: str = "text"  # or json: one object per line (architect/log_json.py)
 
 
 @attrs.frozen
@@ -149,6 +164,8 @@ class Config:
     backend: BackendConfig
     storage: StorageConfig = attrs.field(factory=StorageConfig)
     task: TaskConfig = attrs.field(factory=TaskConfig)
+    admin: AdminConfig = attrs.field(factory=AdminConfig)
+    log: LogConfig = attrs.field(factory=LogConfig)
 
 
 # --- value parsers: each takes (text, base folder) and raises ValueError with a reason ---
@@ -182,6 +199,10 @@ def _endpoint(value: str, base: Path) -> str:
                 raise ValueError(f"{key}: no file at {where}")
             parts[i] = f"{key}=" + str(where).replace(":", "\\:")
     return ":".join(parts)
+
+
+def _optional_endpoint(value: str, base: Path) -> str:
+    return _endpoint(value, base) if value else ""
 
 
 def _positive_number(of_what: str) -> Callable[[str, Path], float]:
@@ -398,6 +419,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "min_free_disk_bytes": _non_negative_int,
             "journal_dir": _dir_to_create,
             "max_journal_bytes": _positive_int,
+            "drain_timeout": _zero_or_seconds("no wait"),
         },
     ),
     "backend": (
@@ -439,6 +461,8 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "return_units": _switch,
         },
     ),
+    "admin": (AdminConfig, {"listen": _optional_endpoint, "admin_token": _text}),
+    "log": (LogConfig, {"format": _choice("text", "json")}),
 }
 
 
@@ -532,6 +556,10 @@ def _check_together(config: Config) -> None:
     backend = config.backend
     if backend.mode == "remote" and not backend.router_url:
         raise ConfigError(config.path, "backend", "router_url", "is required when mode = remote")
+    admin = config.admin
+    if admin.listen and not admin.admin_token and not is_loopback_only(admin.listen):
+        problem = "listens beyond this host: set admin_token, or listen on 127.0.0.1"
+        raise ConfigError(config.path, "admin", "listen", problem)
     task = config.task
     if task.name == DEMO_TASK_NAME and (task.units is not None or task.module is not None):
         raise ConfigError(

@@ -16,6 +16,8 @@ from typing import Any
 import attrs
 
 EXISTS = "exists"
+# A worker holding this qualification is refused every registration (architect admin block).
+BLOCKED = "architect_blocked"
 NOT_EXISTS = "not exists"
 _NUMERIC: dict[str, Callable[[float, float], bool]] = {
     "<": lambda held, wanted: held < wanted,

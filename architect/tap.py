@@ -1,15 +1,17 @@
 """twistd options and makeService: the one place that wires the parts together.
 
-The daemon is an `ArchitectService` with up to three named children, by the
+The daemon is an `ArchitectService` with up to four named children, by the
 config's `[backend] mode`:
 
 - "router" (`RouterService`: the hub, its HTTP + WebSocket site, its listener),
   in `off` and `embedded` modes;
 - "database" (`DatabaseService`), in `embedded` and `remote` modes;
 - "backend" (`BackendService`: the ClientIOHandler and its channels), which
-  builds the backend's parts once the database is open, then opens its channels.
+  builds the backend's parts once the database is open, then opens its channels;
+- "admin" (`AdminService`), with `[admin] listen`: metrics, monitor and controls.
 
-They start in that order and stop in the reverse one, each after the last.
+They start in that order and stop in the reverse one, each after the last, once the
+daemon has drained (architect/drain.py).
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ import attrs
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import CannotListenError
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger
 from twisted.python import usage
+from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 
+from architect.admin.service import AdminService
 from architect.backend.channel import Channel
 from architect.backend.client_io import ClientIOHandler
 from architect.backend.downloads import RouterDownloads
@@ -44,7 +48,11 @@ from architect.config import (
     load_config,
 )
 from architect.demo.builtin import builtin_units
+from architect.drain import drain
 from architect.embedded import InProcessChannel, SharedUploads
+from architect.endpoints import is_loopback_only
+from architect.log_json import JsonLineObserver, twistd_output
+from architect.metrics import Metrics
 from architect.router.hub import RouterHub
 from architect.router.journal import FlushThread, Journal
 from architect.router.service import RouterService
@@ -100,14 +108,17 @@ class BackendParts:
     pool: StoredWorkerPool | None = None
     store: StoredSubmissions | None = None
     handler: ClientIOHandler | None = None
+    runner: TaskRunner | None = None
 
 
 class ArchitectService(MultiService):
     """The daemon's top service; its children are named "router", "database", "backend"."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Any = None, drain_timeout: float = 0.0) -> None:
         super().__init__()
         self.parts = BackendParts()
+        self.clock = clock  # for the drain at stop (architect/drain.py); None: no drain
+        self.drain_timeout = drain_timeout
 
     def _child(self, name: str) -> Any:
         return self.namedServices.get(name)
@@ -134,6 +145,10 @@ class ArchitectService(MultiService):
     def backend(self) -> ClientIOHandler | None:
         return self.parts.handler
 
+    @property
+    def runner(self) -> TaskRunner | None:
+        return self.parts.runner
+
     def when_ready(self) -> Deferred[ClientIOHandler]:
         """Fires once the backend serves (its database open, its channels opening)."""
         backend = self._child("backend")
@@ -149,6 +164,8 @@ class ArchitectService(MultiService):
         return stopping
 
     async def _stop_children(self) -> None:
+        if self.clock is not None:
+            await drain(self, self.clock, self.drain_timeout)
         for child in reversed(list(self)):
             await child.stopService()
 
@@ -159,7 +176,8 @@ def build_service(
     """The daemon's services from the config; a ConfigError if the task module is unusable."""
     config = beside_its_file(config)
     check_served_folder(config)
-    top = ArchitectService()
+    top = ArchitectService(reactor, config.router.drain_timeout)
+    metrics = Metrics(reactor)  # the daemon's one record (architect/metrics.py)
     router: RouterService | None = None
     hub: RouterHub | None = None
     web: RouterWeb | None = None
@@ -169,6 +187,7 @@ def build_service(
             warn_about_backend_access(config)
             journal, flusher = open_journal(config, reactor)
         hub = RouterHub(reactor, config.router, config.backend.mode == "off", journal)
+        hub.metrics = metrics
         web = RouterWeb(hub, config.router)
         router = RouterService(reactor, hub, web.site(), config.router.listen)
         router.setName("router")
@@ -190,6 +209,7 @@ def build_service(
         )
         files = RouterDownloads(reactor, config.backend.router_url, config.backend.backend_token)
     else:
+        add_admin(top, config, reactor, metrics)
         return top
     task = load_task(config)
     if config.task.onboarding and task.validate_onboarding is None:
@@ -229,7 +249,8 @@ def build_service(
             resumption=resumption,
             barrier=pool.recorder.barrier,
         )
-        top.parts = BackendParts(pool, store, handler)
+        handler.metrics = metrics
+        top.parts = BackendParts(pool, store, handler, runner)
         # Before anyone is served: agents left working by the last life of the daemon are
         # taken back (this run's, within resume_window) or marked gone (all others).
         await resumption.start(database, run.id, pool.registry, runner, hub)
@@ -241,7 +262,22 @@ def build_service(
     )
     backend.setName("backend")
     backend.setServiceParent(top)
+    add_admin(top, config, reactor, metrics)
     return top
+
+
+def add_admin(top: ArchitectService, config: Config, reactor: Any, metrics: Metrics) -> None:
+    """The admin listener ([admin] listen), the daemon's last child: metrics, the monitor
+    page and the run-time controls (architect/admin/). Off without a listen address."""
+    admin = config.admin
+    if not admin.listen:
+        return
+    if not admin.admin_token and not is_loopback_only(admin.listen):
+        problem = "listens beyond this host: set admin_token, or listen on 127.0.0.1"
+        raise ConfigError(config.path, "admin", "listen", problem)
+    service = AdminService(reactor, top, metrics, admin.listen, admin.admin_token)
+    service.setName("admin")
+    service.setServiceParent(top)
 
 
 def open_journal(config: Config, reactor: Any) -> tuple[Journal, FlushThread]:
@@ -307,7 +343,16 @@ def say_where(config: Config, router_url: str | None) -> None:
 
 class _Daemon(MultiService):
     """What twistd runs: the daemon's service, with its start-up failures said in one line
-    (a port that cannot be had) instead of a traceback."""
+    (a port that cannot be had) instead of a traceback; with `[log] format = json`, it
+    gives twistd's application its log observer (architect/log_json.py)."""
+
+    log_observer: ILogObserver | None = None
+
+    def setServiceParent(self, parent: Any) -> None:
+        # twistd starts logging after makeService, to the application's observer if it has one.
+        if self.log_observer is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.log_observer)
+        super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
         try:
@@ -341,10 +386,13 @@ def makeService(options: Options) -> IService:
     cast(Any, reactor).callWhenRunning(gc.freeze)
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, 10, 10)
     try:
-        service = build_service(cast(Config, options["loaded"]), reactor, start_failed)
+        service_config = cast(Config, options["loaded"])
+        service = build_service(service_config, reactor, start_failed)
     except ConfigError as e:
         sys.stderr.write(f"architect: {e}\n")
         raise SystemExit(2) from None
     daemon = _Daemon()
+    if service_config.log.format == "json":
+        daemon.log_observer = JsonLineObserver(twistd_output(getattr(options, "parent", None)))
     service.setServiceParent(daemon)
     return daemon

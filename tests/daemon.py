@@ -126,6 +126,13 @@ class Daemon:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def admin_url(self) -> str:
+        """The admin listener's base URL ([admin] listen, on a free port)."""
+        admin = self.service.getServiceNamed("admin")
+        assert admin.port_number is not None, "this daemon's admin listener is not listening"
+        return f"http://127.0.0.1:{admin.port_number}"
+
+    @property
     def ws_url(self) -> str:
         """Where a remote backend connects to this daemon's router."""
         return f"ws://127.0.0.1:{self.port}/"

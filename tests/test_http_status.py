@@ -20,6 +20,7 @@ from architect.router.web import http_status
         (errors.TooLarge("x"), 413),
         (errors.InsufficientStorage("x"), 507),
         (errors.NoBackend("x"), 503),
+        (errors.Draining("x"), 503),
         (errors.BackendTimeout("x"), 504),
         (errors.RouterError("x"), 500),
     ],
@@ -34,6 +35,6 @@ def test_every_error_class_of_the_router_is_mapped() -> None:
         for value in vars(errors).values()
         if isinstance(value, type) and issubclass(value, errors.RouterError)
     ]
-    assert len(classes) == 11
+    assert len(classes) == 12
     unmapped = [cls.__name__ for cls in classes if http_status(cls("x")) == 500]
     assert unmapped == ["RouterError"]

@@ -40,9 +40,23 @@ def test_wheel_install_exposes_the_plugin(tmp_path: Path) -> None:
         check=True,
         timeout=300,
     )
-    (wheel,) = wheels.glob("architect-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
+    # The distribution is architect-router (PyPI's "architect" is another project).
+    (wheel,) = wheels.glob("architect_router-*.whl")
+    archive = zipfile.ZipFile(wheel)
+    names = archive.namelist()
     assert "twisted/plugins/architect_plugin.py" in names
+    # The demo (its task, units and page), the monitor page and the browser client.
+    for data in (
+        "architect/demo/task.py",
+        "architect/demo/units.json",
+        "architect/demo/page/index.html",
+        "architect/admin/page/index.html",
+        "architect/admin/page/monitor.js",
+        "architect/static/architect.js",
+    ):
+        assert data in names, data
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    assert "architect = architect.cli:main" in archive.read(entry_points).decode()
     assert "twisted/plugins/__init__.py" not in names  # never shadow Twisted's own package
     subprocess.run(
         [
@@ -105,3 +119,8 @@ def test_plain_install_has_every_dependency_the_daemon_imports(tmp_path: Path) -
         timeout=120,
     )
     assert help_text.returncode == 0 and "--config" in help_text.stdout
+    # The command comes with it.
+    token = subprocess.run(
+        [str(venv / "bin" / "architect"), "token"], capture_output=True, text=True, timeout=60
+    )
+    assert token.returncode == 0 and len(token.stdout.strip()) == 43

@@ -36,6 +36,7 @@ from architect.backend.write_barrier import WriteBarrier
 from architect.config import BackendConfig
 from architect.lifecycle import PUSHED_ACTIVE, is_active
 from architect.log_text import UNPRINTABLE, capped, printable
+from architect.metrics import Metrics
 from architect.protocol import (
     AGENT_DETAILS,
     LOG_ERROR,
@@ -60,6 +61,12 @@ from architect.tasks.agent import Agent
 
 log = Logger()
 
+# The submissions counted in the metrics, by packet type.
+SUBMISSION_KINDS = {
+    SUBMIT_UNIT: "unit",
+    SUBMIT_METADATA: "metadata",
+    SUBMIT_ONBOARDING: "onboarding",
+}
 PacketHandler = Callable[[Channel, Packet], "Deferred[None] | None"]
 
 
@@ -97,6 +104,7 @@ class ClientIOHandler:
         self.answered_requests = RecentKeys(remembered_ids)
         self.stored_submissions = RecentKeys(remembered_ids)
         self.on_catastrophic_loss: Callable[[Channel], None] | None = None
+        self.metrics = Metrics(clock)  # the daemon's own, given by tap.py
         # The agents taken back at a restart, bound to the first router that shows each.
         self.resumption = resumption if resumption is not None else Resumption(clock)
         # Per channel: the agents its router's answer to `request_statuses` showed so far
@@ -203,6 +211,7 @@ class ClientIOHandler:
                 channel=channel.channel_id,
             )
             return succeed(Handled())
+        result: Deferred[None] | None = None
         try:
             result = handler(channel, packet)
         except Exception:
@@ -222,8 +231,15 @@ class ClientIOHandler:
             return Handled(Outcome.FAILED)
 
         handled = d.addCallbacks(lambda _: Handled(), failed)
+        if packet.packet_type in SUBMISSION_KINDS and result is not None:  # None: a repeat
+            handled.addCallback(self._count_submission, packet)
         if packet.confirm_id is not None:
             handled.addCallback(self._confirm, channel, packet)
+        return handled
+
+    def _count_submission(self, handled: Handled, packet: Packet) -> Handled:
+        kind = SUBMISSION_KINDS[packet.packet_type]
+        self.metrics.submission_handled(kind, handled.outcome, packet.subject_id, handled.reason)
         return handled
 
     def _confirm(self, handled: Handled, channel: Channel, packet: Packet) -> Handled:
@@ -294,6 +310,12 @@ class ClientIOHandler:
 
         def answer(registration: Registration) -> None:
             agent = registration.agent
+            self.metrics.registration_answered(
+                agent.agent_id if agent is not None else None,
+                registration.failure_reason,
+                registration.reconnected,
+                registration.worker_id,
+            )
             self._send_details(channel, request_id, registration)
             if agent is not None:
                 self.bind_agent(agent, channel)  # its first packets follow the answer

@@ -55,7 +55,7 @@ from architect.backend.worker_locks import WorkerLocks
 from architect.config import TaskConfig
 from architect.lifecycle import FINAL, AgentKind, unit_status_if_lost
 from architect.protocol import FailureReason, Status
-from architect.qualifications import meets_all
+from architect.qualifications import BLOCKED, meets_all
 from architect.storage import Database, StoredAgent, TaskRun, Unit, Worker
 from architect.tasks.agent import Agent
 from architect.tasks.definition import TaskDefinition, UnitInfo, WorkerInfo
@@ -222,8 +222,8 @@ class StoredWorkerPool:
         settings = self.settings
         info = await self._worker_info(worker)
         held = info.qualifications
-        # 1. qualifications
-        if not meets_all(settings.qualifications, held):
+        # 1. qualifications (a blocked worker has none that count)
+        if BLOCKED in held or not meets_all(settings.qualifications, held):
             return Registration.refused(worker_id, FailureReason.NOT_QUALIFIED)
         needs_onboarding = False
         if settings.onboarding:

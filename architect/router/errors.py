@@ -49,3 +49,9 @@ class NoBackend(RouterError):
 
 class BackendTimeout(RouterError):
     """The backend did not answer in time."""
+
+
+class Draining(NoBackend):
+    """The router is stopping (a restart): the caller should come back to the next one."""
+
+    retry_after = 5  # seconds, said in a Retry-After header

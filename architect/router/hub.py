@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from architect.config import RouterConfig
 from architect.log_rate import RateLimitedLog
 from architect.log_text import capped
+from architect.metrics import Metrics
 from architect.protocol import (
     AGENT_DETAILS,
     ALIVE,
@@ -51,6 +52,7 @@ from architect.protocol import (
     version_mismatch,
 )
 from architect.router.errors import (
+    Draining,
     Forbidden,
     InsufficientStorage,
     NoBackend,
@@ -118,6 +120,8 @@ class RouterHub:
             max_update_burst=config.max_update_burst,
         )
         self.floods = RateLimitedLog(log, clock)
+        self.metrics = Metrics(clock)  # the daemon's own, given by tap.py
+        self.draining = False  # stopping: no new registrations (architect/drain.py)
         self.backend: Link | None = None
         self.backend_queue: SizedQueue[Packet] = SizedQueue()
         self.backend_queue_full = False  # logged, for this absence of the backend
@@ -342,7 +346,10 @@ class RouterHub:
             link.send_packet(self._stamp_out(reply))
         elif kind == MEPHISTO_BOUND_LIVE_UPDATE:
             if self.agents.take_update(agent_id):  # else over its rate: dropped, logged once
+                self.metrics.live_update("in")
                 self.to_backend(packet, droppable=True)
+            else:
+                self.metrics.live_update("dropped")
         else:
             log.warn("dropped a {t} packet from agent {agent_id}", t=kind, agent_id=agent_id)
 
@@ -363,6 +370,7 @@ class RouterHub:
         if kind == AGENT_DETAILS:
             self._answer_pending(packet)
         elif kind == CLIENT_BOUND_LIVE_UPDATE:
+            self.metrics.live_update("out")
             self.agents.deliver(packet.subject_id, self._stamp_out(packet))
         elif kind == UPDATE_STATUS:
             status = packet.data.get("status")
@@ -617,6 +625,8 @@ class RouterHub:
         self, packet: Packet, request_id: str, session: str | None
     ) -> Deferred[dict[str, Any]]:
         """Send a request the backend answers with `agent_details`, for this session."""
+        if self.draining:
+            raise Draining("this router is restarting; try again shortly")
         if self.backend is None:
             raise NoBackend("no backend is connected to this router; try again shortly")
         answered = self.requests.add(request_id, packet)
@@ -629,7 +639,8 @@ class RouterHub:
         request_id = str(uuid.uuid4())
         data = {"provider_data": provider_data, "request_id": request_id}
         packet = self._incoming(REGISTER_AGENT, request_id, data, client_timestamp)
-        return self._ask_backend(packet, request_id, session)
+        asked = self._ask_backend(packet, request_id, session)
+        return self.metrics.timed(self.metrics.registration_seconds, asked)
 
     def submit_onboarding(
         self,
@@ -713,6 +724,17 @@ class RouterHub:
         Raises (or fails) with a RouterError (router/errors.py) when it cannot be kept or stored.
         """
         self.check_agent(agent_id, session)
+        kept = self._submit(packet_type, agent_id, data, client_timestamp, files)
+        return self.metrics.timed(self.metrics.submission_seconds, kept)
+
+    def _submit(
+        self,
+        packet_type: str,
+        agent_id: str,
+        data: dict[str, Any],
+        client_timestamp: float | None,
+        files: tuple[Path, ...],
+    ) -> Deferred[None]:
         packet = self._incoming(packet_type, agent_id, data, client_timestamp)
         if isinstance(self.backend, ConfirmingLink):
             confirmed = self.backend.send_and_confirm(self._stamp_out(packet))
@@ -734,6 +756,7 @@ class RouterHub:
         else:
             data = error_data if isinstance(error_data, dict) else {"error_data": error_data}
         packet = self._incoming(LOG_ERROR, agent_id, data, client_timestamp)
+        self.metrics.browser_error(agent_id, capped(data, 300))
         self.to_backend(packet, droppable=True)
 
     def task_config_for(self, task_config: dict[str, Any], version: str | None) -> dict[str, Any]:

@@ -236,6 +236,9 @@ class RouterWeb:
     def router_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
         assert isinstance(error, RouterError)
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            request.setHeader(b"Retry-After", str(retry_after).encode("ascii"))
         return _error_body(request, http_status(error), str(error))
 
     @app.handle_errors(Exception)

@@ -93,7 +93,9 @@ class RouterSocket(WebSocketServerProtocol):
         self.sendMessage(packet.to_json().encode("utf-8"))
 
     def close(self, code: int) -> None:
-        self.sendClose(code=code, reason=CloseCode.REASONS.get(code, "closed"))
+        # sendCloseFrame: sendClose refuses the protocol's own codes (1012, at a restart).
+        reason = CloseCode.REASONS.get(code, "closed").encode("utf-8")[:123]
+        self.sendCloseFrame(code=code, reasonUtf8=reason, isReply=False)
 
 
 class RouterSocketFactory(WebSocketServerFactory):
