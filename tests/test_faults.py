@@ -1,0 +1,190 @@
+"""Issue-level check: nothing acknowledged is lost in any topology, under SIGKILL.
+
+Real daemons (twistd subprocesses) are killed with SIGKILL at a random moment (drawn
+from the seed) while 100 simulated workers register and submit, then started again on
+the same config, port and data; the workers retry through the outage as a page does.
+Afterwards every submission acknowledged with "Submitted!" must be in the database,
+none twice, no agent with two. The live variant checks that every chat message the
+partner received is in `live_updates`, and that the chats carried on after the
+restarts. tests/faults.py is the harness (`python -m tests.faults` runs more seeds and
+prints a table); docs/reliability.md has the figures and what each topology guarantees.
+
+Run with `pytest -s` to see each run's counts; a failure (or an expected failure)
+carries them too, with the tails of the daemons' logs for a failure.
+
+The defects today's code has are listed in KNOWN, by case and by kind of problem
+(`Outcome.problems`: lost, duplicated, wrong_agent, 404, not_resumed). A run showing a
+known one is an expected failure (xfail, its counts in the reason); a run showing any
+other kind fails. A strict entry's defect shows in every run, so a run without it fails
+too (the fix landed: remove the entry). A kill between two submissions loses nothing,
+so the defects that need a kill at the wrong moment are not strict: such a case passes
+in the runs where the kill missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.faults import (
+    BY_NAME,
+    Outcome,
+    Processes,
+    Runner,
+    Scenario,
+    run_live,
+    run_submissions,
+)
+
+pytestmark = pytest.mark.slow
+
+SEEDS = [1, 2, 3]
+LIVE_SEEDS = [1, 2]
+
+
+@dataclass(frozen=True)
+class Known:
+    """A defect of today's code: the kinds of problem it shows, why, what was measured."""
+
+    kinds: frozenset[str]
+    reason: str
+    strict: bool = False  # it shows in every run
+
+
+# --- the defects, with the figures measured by `python -m tests.faults` (docs/reliability.md)
+
+JOURNAL = "fails until the router journal lands: "
+BACKEND_KILLED = Known(
+    frozenset({"lost", "duplicated"}),
+    JOURNAL + "the router answers 'Submitted!' once it wrote the packet to the backend's"
+    " socket, so a backend killed before committing it loses it (measured: 1 lost in 3 of"
+    " 20 runs). Also: a submission is committed, then its agent's 'completed' in another"
+    " write; killed between the two, the backend takes the agent back as working and stores"
+    " the worker's second try as a second submission (see EMBEDDED_KILLED)",
+)
+BACKEND_THEN_ROUTER_KILLED = Known(
+    frozenset({"lost"}),
+    JOURNAL + "the router holds in memory what it acknowledged while the backend is away,"
+    " and a router killed then loses all of it (measured: 25 to 26 of 100 acknowledged"
+    " lost, in every run)",
+    strict=True,
+)
+EMBEDDED_KILLED = Known(
+    frozenset({"404", "duplicated"}),
+    "404: a restarted embedded daemon listens before its backend has told its router the"
+    " agents it carries on, and answers their submissions in between 'unknown agent'"
+    " (measured: 1 or 2 workers in about 2 of 3 runs); duplicated: a submission is"
+    " committed, then its agent's 'completed' in another write, and a kill between the two"
+    " leaves the agent working at the restart: the worker's second try is stored again"
+    " (measured: 1 agent in about 1 of 10 runs). Nothing acknowledged was ever lost",
+)
+LIVE_RELAYED_BEFORE_STORED = Known(
+    frozenset({"lost"}),
+    "the backend gives a browser's live update to the task (which relays it to the"
+    " partner) before its write to live_updates is committed, so a backend killed in"
+    " between loses an update the partner saw (measured: 1 to 7 updates, in 3 of 7 runs"
+    " killing the backend)",
+)
+LIVE_NEVER_RESUMED = Known(
+    frozenset({"not_resumed", "lost"}),
+    "after the router and then the backend restarted, no chat carries on: the backend"
+    " holds its live agents unclaimed until a router shows them, and the router drops"
+    " their pages' packets as of agents its backend never named, until resume_window ends"
+    " them (measured: nothing delivered after the restarts, in every run). Its lost"
+    " updates are LIVE_RELAYED_BEFORE_STORED's",
+    strict=True,
+)
+
+KNOWN: dict[tuple[str, str], Known] = {
+    ("submissions", "embedded"): EMBEDDED_KILLED,
+    ("submissions", "backend"): BACKEND_KILLED,
+    ("submissions", "backend-router"): BACKEND_THEN_ROUTER_KILLED,
+    ("live updates", "embedded"): LIVE_RELAYED_BEFORE_STORED,
+    ("live updates", "backend"): LIVE_RELAYED_BEFORE_STORED,
+    ("live updates", "backend-router"): LIVE_NEVER_RESUMED,
+}
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    """The daemons a test starts: all killed at its end, whatever happened."""
+    started = Processes()
+    try:
+        yield started
+    finally:
+        started.kill_all()
+
+
+def run(
+    runner: Runner,
+    scenario: Scenario,
+    seed: int,
+    folder: Path,
+    processes: Processes,
+) -> Outcome:
+    try:
+        outcome = asyncio.run(runner(scenario, seed, folder, processes))
+    except BaseException:
+        print(processes.tails())
+        raise
+    print("\n" + outcome.report())
+    # The kill landed mid-stream: acknowledgements came before it (and, for submissions,
+    # after it; for live updates that is the problem not_resumed when they do not).
+    assert outcome.acknowledged_before_kill > 0, outcome.report()
+    if outcome.what == "submissions":
+        assert outcome.acknowledged > outcome.acknowledged_before_kill, outcome.report()
+    return outcome
+
+
+def judge(outcome: Outcome, processes: Processes) -> None:
+    """Pass, fail, or xfail by KNOWN (see the module's docstring)."""
+    problems = outcome.problems()
+    known = KNOWN.get((outcome.what, outcome.scenario.name))
+    expected = known.kinds if known is not None else frozenset()
+    unexpected = {kind: n for kind, n in problems.items() if kind not in expected}
+    assert not unexpected, f"{unexpected}: {outcome.report()}\n{processes.tails()}"
+    if known is None:
+        return
+    if problems:
+        pytest.xfail(f"{problems}: {known.reason}. This run: {outcome.line()}")
+    if known.strict:
+        pytest.fail(
+            f"expected {sorted(known.kinds)} ({known.reason}), but this run had none:"
+            f" fixed? then remove its entry from KNOWN. This run: {outcome.line()}"
+        )
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("embedded", id="embedded-daemon-killed"),
+        pytest.param("backend", id="separate-backend-killed"),
+        pytest.param("router", id="separate-router-killed"),
+        pytest.param("backend-router", id="separate-backend-then-router-killed"),
+    ],
+)
+def test_no_acknowledged_submission_is_lost(
+    name: str, seed: int, tmp_path: Path, processes: Processes
+) -> None:
+    judge(run(run_submissions, BY_NAME[name], seed, tmp_path, processes), processes)
+
+
+@pytest.mark.parametrize("seed", LIVE_SEEDS)
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("embedded", id="embedded-daemon-killed"),
+        pytest.param("backend", id="separate-backend-killed"),
+        pytest.param("router", id="separate-router-killed"),
+        pytest.param("backend-router", id="separate-backend-then-router-killed"),
+    ],
+)
+def test_live_updates_delivered_are_stored(
+    name: str, seed: int, tmp_path: Path, processes: Processes
+) -> None:
+    judge(run(run_live, BY_NAME[name], seed, tmp_path, processes), processes)
