@@ -11,7 +11,7 @@ to settle, then reads the SQLite file read-only and counts:
 - acknowledged: submissions answered 200 `{"status": "Submitted!"}`;
 - stored: unit submissions in the database;
 - lost: acknowledged ones (matched by the unique token in their data) not stored;
-- duplicated: tokens stored twice, and agents with two unit submissions;
+- duplicated: submissions stored again (the same token, or an agent's second);
 - refusals: the other 4xx answers, by code (404 "unknown agent" apart: a restarted
   router is meant to hold such a request until its backend has told it its agents).
 
@@ -79,10 +79,24 @@ def twistd_command() -> list[str]:
 
 
 def free_port() -> int:
+    """A free loopback port below the ephemeral range: a router started again on its
+    port must find it free, and a port the system hands out for outgoing connections
+    (the workers' reconnections) could be taken while the router is down."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(10000, max(10001, low))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        found: int = s.getsockname()[1]
+        return found
 
 
 # --- the processes ---
@@ -585,7 +599,9 @@ def stored_submissions(database: Path) -> list[tuple[str, str | None]]:
     if not database.exists():
         return []
     with contextlib.closing(read_only(database)) as db:
-        rows = db.execute("SELECT agent_id, data FROM submissions WHERE kind = 'unit'").fetchall()
+        rows = db.execute(
+            "SELECT agent_id, data FROM submissions WHERE kind = 'unit' ORDER BY id"
+        ).fetchall()
     out = []
     for agent_id, data in rows:
         try:
@@ -594,6 +610,21 @@ def stored_submissions(database: Path) -> list[tuple[str, str | None]]:
             token = None
         out.append((str(agent_id), token if isinstance(token, str) else None))
     return out
+
+
+def duplicates(rows: list[tuple[str, str | None]]) -> int:
+    """The rows (agent id, token) repeating an earlier row's token (a submission stored
+    twice) or agent (an agent with two unit submissions), each counted once."""
+    tokens: set[str] = set()
+    agents: set[str] = set()
+    repeated = 0
+    for agent_id, token in rows:
+        if agent_id in agents or (token is not None and token in tokens):
+            repeated += 1
+        agents.add(agent_id)
+        if token is not None:
+            tokens.add(token)
+    return repeated
 
 
 def extra_agents(database: Path) -> int:
@@ -674,12 +705,16 @@ class Outcome:
 
         lost, duplicated, wrong_agent: the database does not hold what was acknowledged,
         once; 404: submissions answered "unknown agent" (a restarted router is meant to
-        hold them); not_resumed (live runs): nothing was delivered after the restarts."""
+        hold them); refused: any other 4xx, or a registration refused; gave_up: a request
+        that failed for RETRY_FOR seconds; not_resumed (live runs): nothing was delivered
+        after the restarts."""
         found = {
             "lost": len(self.lost),
             "duplicated": self.duplicated,
             "wrong_agent": self.wrong_agent,
             "404": self.not_found,
+            "refused": self.refusals.total() - self.not_found + self.registration_refused.total(),
+            "gave_up": self.gave_up,
         }
         if self.what == "live updates" and self.acknowledged_after == 0:
             found["not_resumed"] = 1
@@ -795,11 +830,8 @@ async def run_submissions(
     outcome.unacknowledged = len(workers) - len(acknowledged)
     outcome.stored = len(rows)
     tokens = Counter(t for _, t in rows)
-    agents = Counter(a for a, _ in rows)
     outcome.lost = sorted(t for t in acknowledged if t not in tokens)
-    outcome.duplicated = sum(n - 1 for n in tokens.values() if n > 1) + sum(
-        n - 1 for n in agents.values() if n > 1
-    )
+    outcome.duplicated = duplicates(rows)
     outcome.wrong_agent = sum(
         1
         for agent_id, t in rows
