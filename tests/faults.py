@@ -178,8 +178,9 @@ class Process:
         return "\n".join(out)
 
     def notable_lines(self) -> list[str]:
-        """Tracebacks, unhandled errors, critical and error lines of every start's log."""
-        marks = ("Traceback", "Unhandled", "CRITICAL", "critical", "error", "Error", "lost")
+        """Tracebacks, unhandled errors, and the warn, error and critical lines of every
+        start's log."""
+        marks = ("Traceback", "Unhandled", "#warn]", "#error]", "#critical]")
         found = []
         for path in self.logs:
             if not path.exists():

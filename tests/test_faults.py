@@ -36,11 +36,11 @@ from tests.faults import (
     Processes,
     Runner,
     Scenario,
+    Timeline,
+    duplicates,
     run_live,
     run_submissions,
 )
-
-pytestmark = pytest.mark.slow
 
 SEEDS = [1, 2, 3]
 LIVE_SEEDS = [1, 2]
@@ -158,6 +158,7 @@ def judge(outcome: Outcome, processes: Processes) -> None:
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize(
     "name",
@@ -174,6 +175,7 @@ def test_no_acknowledged_submission_is_lost(
     judge(run(run_submissions, BY_NAME[name], seed, tmp_path, processes), processes)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", LIVE_SEEDS)
 @pytest.mark.parametrize(
     "name",
@@ -188,3 +190,43 @@ def test_live_updates_delivered_are_stored(
     name: str, seed: int, tmp_path: Path, processes: Processes
 ) -> None:
     judge(run(run_live, BY_NAME[name], seed, tmp_path, processes), processes)
+
+
+# --- the checks can fail (fast: no daemon) ---
+
+
+def test_duplicates_count_each_repeated_row_once() -> None:
+    rows = [("a", "t1"), ("b", "t2"), ("a", "t1"), ("b", "t3"), ("c", "t1"), ("d", None)]
+    # The second a/t1 (both repeated), b's second submission, c's copy of t1.
+    assert duplicates(rows) == 3
+    assert duplicates([("a", "t1"), ("b", "t2")]) == 0
+
+
+def test_a_problem_no_entry_expects_fails() -> None:
+    outcome = Outcome(BY_NAME["router"], 1, Timeline(), lost=["token"])
+    with pytest.raises(AssertionError, match="lost"):
+        judge(outcome, Processes())
+
+
+def test_a_known_problem_is_an_expected_failure_and_another_fails() -> None:
+    outcome = Outcome(BY_NAME["backend-router"], 1, Timeline(), lost=["token"])
+    with pytest.raises(pytest.xfail.Exception, match="lost"):
+        judge(outcome, Processes())
+    outcome.not_found = 1  # the router is meant to hold these: not a known defect there
+    with pytest.raises(AssertionError, match="404"):
+        judge(outcome, Processes())
+
+
+def test_a_strict_entry_without_its_defect_fails() -> None:
+    outcome = Outcome(BY_NAME["backend-router"], 1, Timeline())
+    with pytest.raises(pytest.fail.Exception, match="remove its entry"):
+        judge(outcome, Processes())
+    # A case whose entry is not strict passes when the kill missed its window.
+    judge(Outcome(BY_NAME["backend"], 1, Timeline()), Processes())
+
+
+def test_a_live_run_that_delivered_nothing_after_the_restarts_did_not_resume() -> None:
+    outcome = Outcome(BY_NAME["router"], 1, Timeline(), what="live updates")
+    assert outcome.problems() == {"not_resumed": 1}
+    outcome.acknowledged_after = 1
+    assert outcome.problems() == {}
