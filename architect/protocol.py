@@ -61,6 +61,13 @@ PACKET_TYPES = frozenset(
 # no such header and Mephisto's backend names nothing in its alive: neither sees either.
 EXTENSIONS_HEADER = "Architect-Extensions"
 CONFIRM = "confirm"
+# The resume extension, agreed the same way: a backend that restarted with its router
+# names to it the agents it carries on whose pages hold a socket, in an `update_status`
+# whose data also has "expect_socket_within": seconds. The router then holds each seat that
+# long for its page, as for a page that lost its socket, and tells the page only the status.
+RESUME = "resume"
+EXPECT_SOCKET_WITHIN = "expect_socket_within"
+EXTENSIONS = (CONFIRM, RESUME)  # what an Architect router offers
 
 
 class Outcome:

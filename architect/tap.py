@@ -198,6 +198,7 @@ def build_service(
     files: UploadedFiles
     if config.backend.mode == "embedded":
         assert hub is not None and web is not None
+        hub.agents_to_come()  # the router listens before the backend has taken its agents back
         channel = InProcessChannel(hub, reactor)
         files = SharedUploads(reactor, web.uploads)
     elif config.backend.mode == "remote":
@@ -254,6 +255,8 @@ def build_service(
         # Before anyone is served: agents left working by the last life of the daemon are
         # taken back (this run's, within resume_window) or marked gone (all others).
         await resumption.start(database, run.id, pool.registry, runner, hub)
+        if hub is not None:
+            hub.agents_known()
         say_where(config, router.url if router else None)
         return handler
 

@@ -16,7 +16,14 @@ import pytest_twisted
 from twisted.web.client import FileBodyProducer, HTTPConnectionPool
 
 from architect.config import BackendConfig, Config, RouterConfig, StorageConfig, TaskConfig
-from architect.protocol import Status
+from architect.protocol import (
+    ALIVE,
+    CLIENT_BOUND_LIVE_UPDATE,
+    EXPECT_SOCKET_WITHIN,
+    MEPHISTO_BOUND_LIVE_UPDATE,
+    UPDATE_STATUS,
+    Status,
+)
 from tests.clients import Browsers, wait_for
 from tests.daemon import ANY_LOOPBACK_PORT, Daemon, Daemons, reactor
 
@@ -162,3 +169,60 @@ async def test_a_submission_after_the_agent_expired_is_refused_to_the_worker(
     code, answer = await submit(workers, router, agent_id, 1)
     assert code == 409 and "expired" in answer["error"], answer
     assert await backend.database.list_submissions(agent_id=agent_id) == []
+
+
+ECHO_TASK = """\
+from architect.tasks.agent import AgentGone
+
+
+async def run_assignment(assignment, agents):
+    [agent] = agents
+    while True:
+        try:
+            update = await agent.act()
+        except AgentGone:
+            return
+        agent.observe({"echo": update})
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_live_pages_carry_on_after_both_router_and_backend_restarted(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    """The restarted backend tells the restarted router the agents it carries on (the
+    resume extension): a page that comes back carries on, and the seat of one that does
+    not is held for resume_window, then ends (the router's grace rule)."""
+    (tmp_path / "echo_task.py").write_text(ECHO_TASK)
+    router = await daemons.start(router_config(tmp_path / "router"))
+    settings = backend_config(tmp_path / "backend", router, module=str(tmp_path / "echo_task.py"))
+    settings = attrs.evolve(settings, backend=attrs.evolve(settings.backend, resume_window=1.0))
+    backend = await daemons.start(settings)
+    await wait_for(lambda: router.hub.backend is not None, "the backend to connect")
+    workers = browsers()
+    back, gone = await register(workers, router, "w1"), await register(workers, router, "w2")
+    page = await workers.of_agent(back).open_socket(router.port)
+    page.send(ALIVE, back)
+    await wait_for(lambda: Status.IN_TASK in page.statuses(), "the page in task")
+    await page.close()
+
+    await daemons.stop(backend)
+    router = await daemons.restart(router)
+    backend = await daemons.start(settings)
+    await wait_for(lambda: router.hub.agents.get(back) is not None, "the router to learn")
+
+    page = await workers.of_agent(back).open_socket(router.port)
+    try:
+        page.send(ALIVE, back)
+        await wait_for(lambda: Status.IN_TASK in page.statuses(), "the status again")
+        page.send(MEPHISTO_BOUND_LIVE_UPDATE, back, {"update_id": "u-after", "text": "hi"})
+
+        def echoed() -> bool:
+            return any("echo" in p.data for p in page.of_type(CLIENT_BOUND_LIVE_UPDATE))
+
+        await wait_for(echoed, "the task's echo after both restarts")
+        assert all(EXPECT_SOCKET_WITHIN not in p.data for p in page.of_type(UPDATE_STATUS))
+        await wait_for(lambda: backend.has_status(gone, Status.DISCONNECT), "the absent page's end")
+        assert backend.agent(back).status == Status.IN_TASK
+    finally:
+        await page.close()

@@ -909,6 +909,11 @@ async def test_a_repeated_submission_is_stored_once(db: SQLiteDatabase, tmp_path
     assert await db.store_submission("a1", "metadata", {}) is True
     assert await db.store_submission("a1", "metadata", {}) is True
     assert query(tmp_path, "SELECT COUNT(*) FROM submissions") == [(3,)]
+    # An agent's unit is submitted once: another try (another key, its client's new
+    # timestamp, after a crash came between the commit and `completed`) is a repeat.
+    assert await db.store_submission("a1", "unit", {"v": 2}, dedupe_key="packet-8") is False
+    assert await db.store_submission("a1", "unit", {"v": 3}) is False
+    assert query(tmp_path, "SELECT COUNT(*) FROM submissions WHERE kind = 'unit'") == [(1,)]
 
 
 @pytest_twisted.ensureDeferred

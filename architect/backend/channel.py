@@ -40,6 +40,11 @@ class Channel(abc.ABC):
     def is_open(self) -> bool:
         """True while packets reach the router at once."""
 
+    @property
+    def extensions(self) -> frozenset[str]:
+        """The Architect extensions agreed with the router now (protocol.EXTENSIONS)."""
+        return frozenset()
+
     @abc.abstractmethod
     def open(self) -> None:
         """Start connecting (and reconnecting); `on_open` is called each time it opens."""

@@ -39,16 +39,19 @@ from architect.log_text import UNPRINTABLE, capped, printable
 from architect.metrics import Metrics
 from architect.protocol import (
     AGENT_DETAILS,
+    EXPECT_SOCKET_WITHIN,
     LOG_ERROR,
     MEPHISTO,
     MEPHISTO_BOUND_LIVE_UPDATE,
     REGISTER_AGENT,
     REQUEST_STATUSES,
+    RESUME,
     RETURN_STATUSES,
     SUBMISSION_HANDLED,
     SUBMIT_METADATA,
     SUBMIT_ONBOARDING,
     SUBMIT_UNIT,
+    UPDATE_STATUS,
     FailureReason,
     Handled,
     Outcome,
@@ -163,6 +166,13 @@ class ClientIOHandler:
             # submit: it must know them, even if it restarted too and knows no one.
             for agent in self.resumption.claim_unwatched():
                 self._carry_on(agent, channel)
+            if RESUME in channel.extensions:
+                # A router that restarted too would not know the others either, and drop
+                # their pages' packets: it is told them, and holds their seats meanwhile.
+                for agent in self.resumption.claim_all():
+                    self._carry_on(agent, channel)
+                    data = {"status": agent.status, EXPECT_SOCKET_WITHIN: self.resumption.window}
+                    self.routes.send(channel, Packet(UPDATE_STATUS, agent.agent_id, data))
         # Learn at once what a (re)started router knows, so statuses are re-pushed quickly.
         self.routes.send(channel, Packet(REQUEST_STATUSES, MEPHISTO, {}))
 

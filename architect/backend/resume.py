@@ -172,6 +172,12 @@ class Resumption:
         """The only router opened: the agents whose pages hold no socket are its."""
         return [agent for agent_id in list(self._unwatched) if (agent := self.claim(agent_id))]
 
+    def claim_all(self) -> list[Agent]:
+        """The only router opened, one that holds a seat for a page (protocol.RESUME): every
+        agent taken back is its (that router's grace rule now ends those whose page does
+        not come back, within `window` seconds)."""
+        return [agent for agent_id in list(self.unclaimed) if (agent := self.claim(agent_id))]
+
     def stop(self) -> None:
         timers, self._timers = self._timers, []
         for timer in timers:

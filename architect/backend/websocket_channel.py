@@ -29,6 +29,7 @@ from architect.config import BackendConfig
 from architect.protocol import (
     ALIVE,
     CONFIRM,
+    EXTENSIONS,
     EXTENSIONS_HEADER,
     MAX_PACKET_DEPTH,
     MEPHISTO,
@@ -66,12 +67,17 @@ def url_with_token(url: str, token: str) -> str:
 
 class BackendSocket(WebSocketClientProtocol):
     factory: BackendSocketFactory
-    confirms = False  # the router offered the confirmation extension, which we take up
+    extensions: frozenset[str] = frozenset()  # those the router offered: we take them up
 
     def onConnect(self, response: ConnectionResponse) -> None:
         offered = response.headers.get(EXTENSIONS_HEADER.lower(), "")
         if isinstance(offered, str):
-            self.confirms = CONFIRM in (name.strip() for name in offered.split(","))
+            names = {name.strip() for name in offered.split(",")}
+            self.extensions = frozenset(names.intersection(EXTENSIONS))
+
+    @property
+    def confirms(self) -> bool:
+        return CONFIRM in self.extensions
 
     def onOpen(self) -> None:
         self.factory.channel._socket_opened(self)
@@ -153,6 +159,10 @@ class WebsocketChannel(Channel):
     def is_open(self) -> bool:
         return self.socket is not None
 
+    @property
+    def extensions(self) -> frozenset[str]:
+        return self.socket.extensions if self.socket is not None else frozenset()
+
     def open(self) -> None:
         self._stopping = False
         self._start_giveup_timer()
@@ -218,10 +228,9 @@ class WebsocketChannel(Channel):
         self._cancel_giveup_timer()
         self.connections += 1
         log.info("connected to the router at {url}", url=self.url)
-        # Taking up the confirmation extension (protocol.CONFIRM) the router offered.
-        socket.send_packet(
-            Packet(ALIVE, MEPHISTO, {"extensions": [CONFIRM]} if socket.confirms else {})
-        )
+        # Taking up the extensions the router offered (protocol.CONFIRM, RESUME).
+        taken = sorted(socket.extensions)
+        socket.send_packet(Packet(ALIVE, MEPHISTO, {"extensions": taken} if taken else {}))
         while self.unsent:
             packet = self.unsent.popleft()
             if packet.packet_type == SUBMISSION_HANDLED and not socket.confirms:

@@ -29,6 +29,7 @@ from architect.protocol import (
     CLIENT_BOUND_LIVE_UPDATE,
     COMPATIBLE_TASK_VERSIONS,
     CONFIRM,
+    EXPECT_SOCKET_WITHIN,
     HEARTBEAT,
     LOG_ERROR,
     MAX_ID_LENGTH,
@@ -82,6 +83,13 @@ class ConfirmingLink(Link, Protocol):
     """A backend link that says when a packet is handled (for a submission: stored)."""
 
     def send_and_confirm(self, packet: Packet) -> Deferred[Handled]: ...
+
+
+def _seconds(value: object) -> float | None:
+    """A grace a backend asks for (protocol.RESUME): up to an hour, else none."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 3600:
+        return float(value)
+    return None
 
 
 def _answer_to_worker(handled: Handled | None) -> None:
@@ -377,7 +385,12 @@ class RouterHub:
             if not isinstance(status, str):
                 log.warn("dropped an update_status without a status string")
                 return
-            self.agents.set_status(packet.subject_id, status)
+            seat = packet.data.get(EXPECT_SOCKET_WITHIN)
+            if seat is not None:  # protocol.RESUME: for this router, not for the page
+                packet.data = {k: v for k, v in packet.data.items() if k != EXPECT_SOCKET_WITHIN}
+            record = self.agents.set_status(packet.subject_id, status)
+            if _seconds(seat) and record.link is None:
+                self.agents.expect(packet.subject_id, status, _seconds(seat))
             self.agents.deliver(packet.subject_id, self._stamp_out(packet))
         elif kind == REQUEST_STATUSES:
             self._send_again_unconfirmed()
@@ -655,6 +668,16 @@ class RouterHub:
         data["request_id"] = request_id
         packet = self._incoming(SUBMIT_ONBOARDING, agent_id, data, client_timestamp)
         return self._ask_backend(packet, request_id, session)
+
+    def agents_to_come(self) -> None:
+        """The backend in this process has yet to say which agents it carries on (it is
+        taking them back from the database): requests for agents unknown meanwhile wait
+        for `agents_known`, as they do at a separate router that restarted."""
+        self.agents_told = False
+
+    def agents_known(self) -> None:
+        """The backend in this process has said which agents exist (`expect_agents`)."""
+        self._agents_are_told()
 
     def expect_agents(self, statuses: Mapping[str, str], grace: float | None) -> None:
         """Agents a backend restarted with this router (embedded) carries on: see

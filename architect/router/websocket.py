@@ -9,7 +9,7 @@ from autobahn.websocket.types import ConnectionRequest
 from twisted.logger import Logger
 
 from architect.protocol import (
-    CONFIRM,
+    EXTENSIONS,
     EXTENSIONS_HEADER,
     MAX_JSON_DEPTH,
     MAX_PACKET_DEPTH,
@@ -53,10 +53,10 @@ class RouterSocket(WebSocketServerProtocol):
         self.origin = request.headers.get("origin")
         self.session = session_in(request.headers.get("cookie"))
         if self.factory.hub.journal is not None and self.origin is None:
-            # Offered to a backend-to-be (no browser page): the confirmation extension,
-            # which a backend takes up in its alive (protocol.CONFIRM). Headers it does
-            # not know are nothing to any other client.
-            return None, {EXTENSIONS_HEADER: CONFIRM}
+            # Offered to a backend-to-be (no browser page): the extensions, which a backend
+            # takes up in its alive (protocol.CONFIRM, RESUME). Headers it does not know
+            # are nothing to any other client.
+            return None, {EXTENSIONS_HEADER: ", ".join(EXTENSIONS)}
         return None
 
     def onOpen(self) -> None:

@@ -117,6 +117,12 @@ def store_submission(
         cursor, "SELECT 1 FROM submissions WHERE dedupe_key = ?", (dedupe_key,)
     ):
         return False
+    # An agent submits its unit once: a second one (a worker's retry after a crash came
+    # between the commit and the agent's `completed`) is a repeat, whatever its timestamp.
+    if kind == SubmissionKind.UNIT and exists(
+        cursor, "SELECT 1 FROM submissions WHERE agent_id = ? AND kind = ?", (agent_id, kind)
+    ):
+        return False
     cursor.execute(
         "INSERT INTO submissions (agent_id, kind, data, dedupe_key, received_at)"
         " VALUES (?, ?, ?, ?, ?)",
