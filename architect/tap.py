@@ -99,6 +99,7 @@ class BackendParts:
     pool: StoredWorkerPool | None = None
     store: StoredSubmissions | None = None
     handler: ClientIOHandler | None = None
+    runner: TaskRunner | None = None
 
 
 class ArchitectService(MultiService):
@@ -150,6 +151,8 @@ class ArchitectService(MultiService):
     async def _stop_children(self) -> None:
         for child in reversed(list(self)):
             await child.stopService()
+        if self.parts.runner is not None:
+            self.parts.runner.stop()  # no live assignment times out after the daemon
 
 
 def build_service(
@@ -223,7 +226,7 @@ def build_service(
             on_unit_submitted=runner.unit_submitted,
             resumption=resumption,
         )
-        top.parts = BackendParts(pool, store, handler)
+        top.parts = BackendParts(pool, store, handler, runner)
         # Before anyone is served: agents left working by the last life of the daemon are
         # taken back (this run's, within resume_window) or marked gone (all others).
         await resumption.start(database, run.id, pool.registry, runner, hub)

@@ -5,15 +5,20 @@ The worker corrects a sentence with typos. The page's buttons call
 each procedure gets the agent and the call's arguments and returns a JSON
 value. An exception (here: checking an empty text) comes back to the page
 as an error, whose message the page shows.
+
+`bot` plays the page as a worker would (`architect bots`, and test_task.py).
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from architect.tasks import Agent, in_reactor
+
+if TYPE_CHECKING:
+    from architect.testing import SimulatedWorker
 
 VOCABULARY = frozenset(
     """
@@ -62,3 +67,24 @@ def validate_submission(agent: Agent, data: dict[str, Any]) -> bool:
     """A correction that still has unknown words is kept, but marked soft_rejected."""
     corrected = data.get("corrected")
     return isinstance(corrected, str) and not check_spelling(agent, {"text": corrected})["unknown"]
+
+
+async def bot(worker: SimulatedWorker) -> None:
+    """A simulated worker: counts, checks the spelling, takes the first suggestion for each
+    unknown word, and submits the corrected sentence."""
+    from architect.testing import BotError, RemoteError  # the test tools, for bots only
+
+    await worker.connect()
+    text = worker.init_data["text"]
+    await worker.call("count_words", {"text": text})
+    checked = await worker.call("check_spelling", {"text": text})
+    for unknown in checked["unknown"]:
+        if unknown["suggestions"]:
+            text = text.replace(unknown["word"], unknown["suggestions"][0])
+    try:
+        await worker.call("check_spelling", {"text": ""})
+    except RemoteError:
+        pass  # an empty text is refused, and the page says why
+    else:
+        raise BotError("check_spelling answered for an empty text")
+    await worker.submit({"corrected": text})
