@@ -58,6 +58,14 @@ class TaskTestCase(DaemonMixin, unittest.TestCase):
         _run_waiting_with(blockon, self, result)
         return result
 
+    def flushLoggedErrors(self, *errorTypes: type[BaseException]) -> list[Any]:
+        """trial's: take the errors logged during the test (trial fails a test that leaves
+        one); under pytest, which does not watch the log, there are none to take."""
+        if getattr(self, "_observer", None) is None:
+            return []
+        errors: list[Any] = super().flushLoggedErrors(*errorTypes)
+        return errors
+
 
 def _pytest_twisted_blockon(result: Any) -> Any:
     """pytest-twisted's `blockon` when pytest runs this test with that plugin, else None."""

@@ -245,6 +245,7 @@ class SimulatedWorker:
         self._reconnect_timer: IDelayedCall | None = None
         self._reconnect_attempts = 0
         self._last_close_code: int | None = None
+        self._background: set[Deferred[None]] = set()  # resynchronisations under way
 
     def __repr__(self) -> str:
         agent = f" (agent {self.agent.agent_id})" if self.agent else ""
@@ -684,6 +685,8 @@ class SimulatedWorker:
         if self.closed:
             return
         self._live_wanted = False
+        for resync in list(self._background):
+            resync.cancel()
         await self._close_socket()
         self.closed = True
         for answered in list(self._calls.values()):
@@ -757,7 +760,10 @@ class SimulatedWorker:
         self._heartbeat_timer = self.reactor.callLater(FIRST_HEARTBEAT_DELAY, self._heartbeat)
         if self._ever_connected:
             self.reconnections += 1
-            Deferred.fromCoroutine(self._resync()).addErrback(lambda failure: None)
+            resync = Deferred.fromCoroutine(self._resync())
+            self._background.add(resync)
+            resync.addErrback(lambda failure: None)
+            resync.addBoth(lambda _: self._background.discard(resync))
         self._ever_connected = True
         self.conditions.changed()
 

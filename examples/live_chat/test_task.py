@@ -46,7 +46,7 @@ class LiveChatTest(TaskTestCase):
         stored = {s.agent_id: s.data for s in await daemon.submissions()}
         self.assertEqual(set(stored), {worker.agent_id for worker in workers})
         for worker in workers:
-            self.assertEqual(stored[worker.agent_id]["messages_sent"], task.BOT_MESSAGES)
+            self.assertEqual(stored[worker.agent_id or ""]["messages_sent"], task.BOT_MESSAGES)
             self.assertEqual(await worker.wait_until_ended(), Status.COMPLETED)
 
     async def test_messages_go_both_ways(self) -> None:
