@@ -436,7 +436,7 @@ class SimulatedWorker:
         view = self._require_agent("submit")
         if view.is_onboarding:
             raise NoAgent(f"{self} is onboarding: submit its answers with submit_onboarding")
-        await self._step()
+        await self._step(last=True)
         await self._confirm_sent()
         self.doing = "submitting"
         started = time.monotonic()
@@ -520,11 +520,15 @@ class SimulatedWorker:
             ),
         )
 
-    async def send(self, data: dict[str, Any]) -> str:
+    async def send(self, data: dict[str, Any], pause: bool = True) -> str:
         """Send a live update (with a fresh `update_id`, returned) to the task's code;
-        fires once it is written to a socket (it waits while the socket is away)."""
+        fires once it is written to a socket (it waits while the socket is away).
+        `pause=False`: no pause before it (the bot just took one: `pause()`)."""
         view = self._require_agent("send a live update")
-        await self._step()
+        await self._step(pause)
+        return await self._send(view, data)
+
+    async def _send(self, view: AgentView, data: dict[str, Any]) -> str:
         update = {**data, "update_id": str(uuid.uuid4())}
         view.sent[update["update_id"]] = Sent(update, while_active=not view.ended)
         written: Deferred[dict[str, Any]] = Deferred()
@@ -549,6 +553,9 @@ class SimulatedWorker:
         if the agent stops working first; WaitTimeout if none comes within `timeout`."""
         view = self._require_agent("wait for a live update")
         await self._step(pause=False)
+        return await self._next_update(view, timeout)
+
+    async def _next_update(self, view: AgentView, timeout: float | None) -> dict[str, Any]:
         wait = self.timeout if timeout is None else timeout
 
         def check() -> dict[str, Any] | NotYet:
@@ -575,11 +582,18 @@ class SimulatedWorker:
     async def ask(self, data: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Send a live update and wait for the next one the page gets (the answer); the
         time between them is kept as a live round trip."""
-        started = time.monotonic()
-        await self.send(data)
-        update = await self.next_update(timeout)
-        self.timings.append(("live", time.monotonic() - started))
+        view = self._require_agent("ask")
+        await self._step()
+        started = time.monotonic()  # after the pause: the daemon's time, not the bot's
+        await self._send(view, data)
+        update = await self._next_update(view, timeout)
+        self.note_timing("live", time.monotonic() - started)
         return update
+
+    def note_timing(self, what: str, seconds: float) -> None:
+        """Keep a time the bot measured itself (a load run reports "live" ones with the
+        round trips): e.g. a chat message's way to the partner."""
+        self.timings.append((what, seconds))
 
     async def call(self, target: str, args: Any = None, timeout: float | None = None) -> Any:
         """Call the task's remote procedure `target` with `args`; its parsed response, or
@@ -590,9 +604,11 @@ class SimulatedWorker:
         self._calls[request_id] = answered
         view.answers[request_id] = 0
         wait = self.timeout if timeout is None else timeout
+        await self._step()
         started = time.monotonic()
         try:
-            await self.send({"request_id": request_id, "target": target, "args": json.dumps(args)})
+            call = {"request_id": request_id, "target": target, "args": json.dumps(args)}
+            await self._send(view, call)
             self.doing = f"waiting for the answer to {target!r}"
             answer = await with_timeout(
                 answered,
@@ -945,14 +961,20 @@ class SimulatedWorker:
 
     # --- pacing and injected trouble ---
 
+    async def pause(self) -> None:
+        """The pause a load run puts before each action (none in tests): for a bot that
+        takes it before it makes what it sends."""
+        await self._pause()
+
     async def _pause(self) -> None:
         if self.pace is not None:
             delay = self.pace()
             if delay > 0:
                 await deferLater(self.reactor, delay)
 
-    async def _step(self, pause: bool = True) -> None:
-        """Before each action of the bot: a pause, and the disruption when it is due."""
+    async def _step(self, pause: bool = True, last: bool = False) -> None:
+        """Before each action of the bot: a pause, and the disruption when it is due (at
+        the latest before the submission, the `last`)."""
         self.steps += 1
         if pause:
             await self._pause()
@@ -961,7 +983,7 @@ class SimulatedWorker:
         if (
             trouble is None
             or trouble.done
-            or self.steps < trouble.at_step
+            or (self.steps < trouble.at_step and not last)
             or view is None
             or view.ended
             or view.is_onboarding
@@ -971,4 +993,5 @@ class SimulatedWorker:
         if trouble.kind == "drop" and self._is_open():
             await self.drop_connection(trouble.offline)
         else:
+            trouble.kind = "reload"  # a page with no socket has no connection to lose
             await self.reload()

@@ -14,6 +14,8 @@ make a pair.
 
 from __future__ import annotations
 
+import re
+import time
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
@@ -84,19 +86,25 @@ BOT_MESSAGES = 3
 async def bot(worker: SimulatedWorker) -> None:
     """A simulated worker: waits for a partner, exchanges a few messages (each waits for
     the partner's), ends the chat, rates it and submits. A partner who leaves ends it too."""
-    from architect.testing import TaskEnded  # the test tools, for bots only
+    from architect.testing import BotError, TaskEnded  # the test tools, for bots only
 
     await worker.connect()
     sent = 0
     try:
         await worker.wait_for_status(Status.IN_TASK, timeout=PARTNER_WAIT)
         topic = await worker.next_update()
-        assert topic["from"] == "system", topic
+        if topic.get("from") != "system":
+            raise BotError(f"the chat did not start with its topic: {topic}")
         over = False
         while sent < BOT_MESSAGES and not over:
-            reply = await worker.ask({"text": f"{worker.name} says {sent + 1}"})
             sent += 1
+            await worker.pause()  # (in a load run) before the time is written in the message
+            await worker.send({"text": f"{worker.name} says {sent} at {time.time():.6f}"}, False)
+            reply = await worker.next_update()
             over = reply.get("text") == OVER
+            said_at = re.search(r" at (\d+\.\d+)$", str(reply.get("text")))
+            if said_at:  # the partner's message: its way here is the chat's delay
+                worker.note_timing("live", time.time() - float(said_at.group(1)))
         if not over:
             await worker.send({"text": DONE})
             while (await worker.next_update()).get("text") != OVER:
