@@ -7,7 +7,7 @@
     architect revoke  [--config FILE] [--provider TYPE] WORKER QUALIFICATION
     architect token
     architect bots    [--config FILE] [--workers N] [--duration S] [--disconnect-rate P]
-                      [--url URL] [--think S] [--seed N] [--json] [--no-progress]
+                      [--url URL] [--think S] [--seed N] [--json] [--no-progress] [--log F]
 
 It reads the same config file as the daemon (its [storage] for the database,
 its [task] name for the run); `token` prints a new random secret for
@@ -112,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
         help="seconds one worker may take at most",
     )
     bots.add_argument("--json", action="store_true", help="the report as JSON")
+    bots.add_argument("--log", help="append the daemon's log to this file (default: none)")
     bots.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     return top
 
@@ -169,6 +170,7 @@ def _bots(args: argparse.Namespace, config: Config) -> None:
         worker_timeout=args.worker_timeout,
         as_json=args.json,
         progress=not args.no_progress,
+        log_file=args.log,
     )
     react(lambda reactor: Deferred.fromCoroutine(main_bots(reactor, config, options)))
 

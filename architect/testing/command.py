@@ -18,7 +18,15 @@ from typing import Any, TextIO
 
 import attrs
 from twisted.internet.task import LoopingCall, deferLater
-from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import (
+    ILogObserver,
+    LogEvent,
+    LogLevel,
+    formatEvent,
+    globalLogBeginner,
+    globalLogPublisher,
+    textFileLogObserver,
+)
 from twisted.web.client import HTTPConnectionPool
 from zope.interface import implementer
 
@@ -49,6 +57,7 @@ class BotOptions:
     worker_timeout: float = 300.0
     as_json: bool = False
     progress: bool = True
+    log_file: str | None = None  # where the daemon's log goes (default: nowhere)
 
 
 @implementer(ILogObserver)
@@ -201,8 +210,18 @@ async def _settle(reactor: Any, database: Database, run_id: int) -> None:
         last = now
 
 
+def begin_logging(log_file: str | None) -> None:
+    """The daemon's log to `log_file`, or nowhere: stderr has the progress line, and the
+    report the errors (without this, Twisted would print them as they come)."""
+    observers: list[Any] = []
+    if log_file is not None:
+        observers.append(textFileLogObserver(open(log_file, "a", encoding="utf-8")))
+    globalLogBeginner.beginLoggingTo(observers, discardBuffer=True, redirectStandardIO=False)
+
+
 def main_bots(reactor: Any, config: Config, options: BotOptions) -> Any:
     """For `architect bots` (cli.py): run, print the report, exit 1 unless it passed."""
+    begin_logging(options.log_file)
 
     async def run() -> None:
         try:
