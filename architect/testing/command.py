@@ -55,6 +55,7 @@ class BotOptions:
     think: float = 0.2
     seed: int = 0
     worker_timeout: float = 300.0
+    wait_timeout: float = 30.0  # a bot's longest wait for one thing (a loaded daemon is slow)
     as_json: bool = False
     progress: bool = True
     log_file: str | None = None  # where the daemon's log goes (default: nowhere)
@@ -131,6 +132,7 @@ async def run_bots(
             think=options.think,
             seed=options.seed,
             worker_timeout=options.worker_timeout,
+            wait_timeout=options.wait_timeout,
             pool=pool,
         )
         records = await _with_progress(reactor, run, err if options.progress else None)

@@ -209,7 +209,7 @@ class BotRun:
                 playing,
                 self.reactor,
                 self.worker_timeout,
-                f"did not finish within {self.worker_timeout:g} s (it was {worker.doing})",
+                lambda: f"did not finish within {self.worker_timeout:g} s (it was {worker.doing})",
             )
         except Exception as e:
             record.outcome = FAILED

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.python.failure import Failure
 
@@ -115,9 +115,11 @@ class Conditions:
         entry.deferred.errback(WaitTimeout(describe()))
 
 
-def with_timeout(deferred: Deferred[T], reactor: Any, timeout: float, what: str) -> Deferred[T]:
+def with_timeout(
+    deferred: Deferred[T], reactor: Any, timeout: float, what: str | Callable[[], str]
+) -> Deferred[T]:
     """`deferred`, cancelled and failing with WaitTimeout(what) if it has not fired within
-    `timeout` seconds."""
+    `timeout` seconds (`what` may be a function, asked then)."""
     timed_out = False
 
     def expire() -> None:
@@ -130,8 +132,9 @@ def with_timeout(deferred: Deferred[T], reactor: Any, timeout: float, what: str)
     def done(result: Any) -> Any:
         if timer.active():
             timer.cancel()
-        if timed_out and isinstance(result, Failure) and result.check(CancelledError):
-            raise WaitTimeout(what)
+        # Cancelled, a Deferred may fail with its own error (treq: ResponseNeverReceived).
+        if timed_out and isinstance(result, Failure):
+            raise WaitTimeout(what if isinstance(what, str) else what())
         return result
 
     return deferred.addBoth(done)

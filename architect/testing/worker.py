@@ -53,6 +53,9 @@ from architect.testing.live import PageSocket, open_page_socket
 from architect.testing.waits import NOT_YET, Conditions, NotYet, WaitTimeout, with_timeout
 
 DEFAULT_TIMEOUT = 10.0  # seconds any one wait lasts at most
+# Seconds a request waits for its answer: longer than the router's own request_timeout
+# (30 s), which answers a registration the backend is slow with 504.
+HTTP_TIMEOUT = 60.0
 HEARTBEAT_INTERVAL = 6.0  # as browsers: architect.js and mephisto-task
 FIRST_HEARTBEAT_DELAY = 0.5
 MISSED_HEARTBEATS = 5  # unanswered heartbeats before the socket is taken for dead
@@ -194,6 +197,7 @@ class SimulatedWorker:
         pool: HTTPConnectionPool | None = None,
         assignment_id: str = "1",
         timeout: float = DEFAULT_TIMEOUT,
+        http_timeout: float = HTTP_TIMEOUT,
         heartbeat_interval: float = HEARTBEAT_INTERVAL,
         pace: Callable[[], float] | None = None,
         disruption: Disruption | None = None,
@@ -208,6 +212,7 @@ class SimulatedWorker:
         self.name = name
         self.assignment_id = str(assignment_id)
         self.timeout = timeout
+        self.http_timeout = max(timeout, http_timeout)
         self.heartbeat_interval = heartbeat_interval
         self.pace = pace  # seconds to wait before each action (a person reading)
         self.disruption = disruption
@@ -326,11 +331,11 @@ class SimulatedWorker:
         self, method: str, path: str, body: Any = None, files: Any = None, fields: Any = None
     ) -> Any:
         """The answer's JSON; HttpError unless the router answered 200."""
-        what = f"{self}: {method} {path.split('?')[0]} had no answer within {self.timeout} s"
+        what = f"{self}: {method} {path.split('?')[0]} had no answer within {self.http_timeout} s"
         code, answer = await with_timeout(
             Deferred.fromCoroutine(self._exchange(method, path, body, files, fields)),
             self.reactor,
-            self.timeout,
+            self.http_timeout,
             what,
         )
         if code != 200:
