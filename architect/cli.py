@@ -8,6 +8,7 @@
     architect token
     architect bots    [--config FILE] [--workers N] [--duration S] [--disconnect-rate P]
                       [--url URL] [--think S] [--seed N] [--json] [--no-progress] [--log F]
+                      [--in-process]
 
 It reads the same config file as the daemon (its [storage] for the database,
 its [task] name for the run); `token` prints a new random secret for
@@ -113,6 +114,11 @@ def parser() -> argparse.ArgumentParser:
     )
     bots.add_argument("--json", action="store_true", help="the report as JSON")
     bots.add_argument("--log", help="append the daemon's log to this file (default: none)")
+    bots.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the daemon in the bots' process (default: a process of its own)",
+    )
     bots.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     return top
 
@@ -171,6 +177,7 @@ def _bots(args: argparse.Namespace, config: Config) -> None:
         as_json=args.json,
         progress=not args.no_progress,
         log_file=args.log,
+        in_process=args.in_process,
     )
     react(lambda reactor: Deferred.fromCoroutine(main_bots(reactor, config, options)))
 

@@ -29,7 +29,7 @@ SHIPPED = [
 
 
 async def bots(config: Path, **options: Any) -> dict[str, Any]:
-    settings = {"workers": 4, "think": 0.0, "progress": False, **options}
+    settings = {"workers": 4, "think": 0.0, "progress": False, "in_process": True, **options}
     return await run_bots(
         reactor, load_config(config), BotOptions(**settings), io.StringIO(), io.StringIO()
     )

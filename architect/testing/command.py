@@ -1,17 +1,15 @@
 """`architect bots`: a load and soak run of the task's bots, and its report.
 
-Against the daemon at `--url`, or, without it, a daemon started here for the config
-(TaskDaemon: a free port, a temporary database, removed after). That daemon gets
-enough units for every worker (the units file's assignments repeated), no cap on
-connections from one address (every bot comes from 127.0.0.1) and no access log; the
-errors it logs go in the report. Afterwards what the bots saw is checked against its
-database (verify.py); with `--url`, against the database the config names, if this
-machine can read it.
+Against the daemon at `--url`, or, without it, a daemon started for the config
+(run_daemon.py: a free port, a temporary database, removed after; enough units for every
+worker), in a process of its own (separate.py), or in this one (`in_process`: quicker to
+start, for tests; the bots then share its core). The errors it logs go in the report.
+Afterwards what the bots saw is checked against its database (verify.py); with `--url`,
+against the database the config names, if this machine can read it.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -19,19 +17,13 @@ from typing import Any, TextIO
 import attrs
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import (
-    ILogObserver,
-    LogEvent,
-    LogLevel,
-    formatEvent,
     globalLogBeginner,
     globalLogPublisher,
     textFileLogObserver,
 )
 from twisted.web.client import HTTPConnectionPool
-from zope.interface import implementer
 
 from architect.config import Config, ConfigError
-from architect.demo.builtin import builtin_units
 from architect.storage import Database, StorageError, open_database
 from architect.tap import BUILTIN_TASK_MODULE
 from architect.tasks.hooks import TaskModuleError, load_task_module
@@ -40,6 +32,8 @@ from architect.testing.bots import Bot, BotError, bot_of
 from architect.testing.daemon import TaskDaemon
 from architect.testing.load import BotRun, WorkerRecord
 from architect.testing.progress import Progress
+from architect.testing.run_daemon import DaemonErrors, daemon_for_run
+from architect.testing.separate import SeparateDaemon
 from architect.testing.verify import Checks, check
 
 PROGRESS_EVERY = 0.5  # seconds between redraws of the progress line
@@ -59,35 +53,7 @@ class BotOptions:
     as_json: bool = False
     progress: bool = True
     log_file: str | None = None  # where the daemon's log goes (default: nowhere)
-
-
-@implementer(ILogObserver)
-class DaemonErrors:
-    """The errors the daemon's own code logs (not the bots': they are the report's)."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-
-    def __call__(self, event: LogEvent) -> None:
-        if event.get("log_level") not in (LogLevel.error, LogLevel.critical):
-            return
-        namespace = str(event.get("log_namespace", ""))
-        if not namespace.startswith("architect.") or namespace.startswith("architect.testing"):
-            return
-        text = formatEvent(event)
-        failure = event.get("log_failure")
-        if failure is not None:
-            text += f": {failure.type.__name__}: {failure.getErrorMessage()}"
-        self.errors.append(text)
-
-
-def enough_units(config: Config, workers: int, duration: float | None) -> tuple[Any, ...]:
-    """The config's units, repeated so that every worker of the run finds one."""
-    base = list(config.task.units) if config.task.units is not None else builtin_units()
-    # A worker takes a second at least: a run of D seconds needs at most D per place.
-    seats = workers * (max(2, math.ceil(duration)) if duration else 2) + 10
-    assignments = max(len(base), math.ceil(seats / config.task.units_per_assignment))
-    return tuple(base[i % len(base)] for i in range(assignments))
+    in_process: bool = False  # the daemon in this process, not a process of its own
 
 
 def bot_for(config: Config) -> Bot:
@@ -103,25 +69,23 @@ async def run_bots(
     """Run the bots as `options` say; the report (its "passed" says how it went)."""
     bot = bot_for(config)
     daemon: TaskDaemon | None = None
+    separate: SeparateDaemon | None = None
     errors: DaemonErrors | None = None
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = 64
     try:
-        if options.url is None:
+        if options.url is not None:
+            url = options.url
+        elif options.in_process:
             errors = DaemonErrors()
             globalLogPublisher.addObserver(errors)
-            daemon = TaskDaemon(
-                config,
-                reactor=reactor,
-                router={
-                    "max_connections_per_address": 0,
-                    "max_connections": max(4000, options.workers * 4),
-                    "access_log": False,
-                },
-                task={"units": enough_units(config, options.workers, options.duration)},
-            )
+            daemon = daemon_for_run(config, options.workers, options.duration, reactor)
             await daemon.start()
-        url = options.url or (daemon.url if daemon else "")
+            url = daemon.url
+        else:
+            separate = SeparateDaemon(reactor, config, options.workers, options.duration)
+            await separate.start()
+            url = separate.url
         run = BotRun(
             reactor,
             url,
@@ -136,10 +100,21 @@ async def run_bots(
             pool=pool,
         )
         records = await _with_progress(reactor, run, err if options.progress else None)
-        checks = await _checks(reactor, config, daemon, records)
+        await pool.closeCachedConnections()
+        if separate is not None:
+            await separate.stop()
+            checks = await _checks_of_stopped(reactor, config, separate, records)
+        else:
+            checks = await _checks(reactor, config, daemon, records)
+        if options.url:
+            target = url
+        elif options.in_process:
+            target = "a daemon started for the run, in the bots' process"
+        else:
+            target = "a daemon started for the run, in a process of its own"
         settings = {
             "config": str(config.path),
-            "target": url if options.url else "a daemon started for the run",
+            "target": target,
             "task": config.task.name,
             "workers": options.workers,
             "duration": options.duration,
@@ -147,19 +122,38 @@ async def run_bots(
             "think": options.think,
             "seed": options.seed,
         }
+        daemon_errors = errors.errors if errors is not None else None
+        if separate is not None:
+            daemon_errors = separate.errors
         return report.build(
             settings=settings,
             records=records,
             elapsed=run.elapsed,
             checks=checks,
-            daemon_errors=errors.errors if errors is not None else None,
+            daemon_errors=daemon_errors,
         )
     finally:
         await pool.closeCachedConnections()
         if daemon is not None:
             await daemon.stop()
+        if separate is not None:
+            await separate.stop()
+            separate.remove()
         if errors is not None:
             globalLogPublisher.removeObserver(errors)
+
+
+async def _checks_of_stopped(
+    reactor: Any, config: Config, separate: SeparateDaemon, records: list[WorkerRecord]
+) -> Checks:
+    database = await separate.open_database()
+    try:
+        run = await database.get_task_run(config.task.name)
+        if run is None:
+            return Checks(checked=False, note=f"the daemon stored no task run {config.task.name!r}")
+        return await check(database, run.id, records)
+    finally:
+        await database.close()
 
 
 async def _with_progress(reactor: Any, run: BotRun, err: TextIO | None) -> list[WorkerRecord]:
