@@ -7,12 +7,9 @@ one-question onboarding when `[task] onboarding = on`; without a units file it s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from architect.tasks import WorkerInfo, in_reactor
-
-if TYPE_CHECKING:
-    from architect.testing import SimulatedWorker
+from architect.tasks import Page, WorkerInfo, in_reactor
 
 TASK_KIND = "static"
 ONBOARDING_ANSWER = "ready"
@@ -36,7 +33,7 @@ def validate_onboarding(worker: WorkerInfo, data: dict[str, Any]) -> bool:
     return str(data.get("answer", "")).strip().lower() == ONBOARDING_ANSWER
 
 
-async def bot(worker: SimulatedWorker) -> None:
+async def bot(worker: Page) -> None:
     """A simulated worker (`architect bots` on a config naming no task module)."""
     if worker.is_onboarding:
         await worker.submit_onboarding({"answer": ONBOARDING_ANSWER})

@@ -14,12 +14,9 @@ a worker would (`architect bots --config conf/router.ini`, and test_demo.py).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from architect.tasks import Agent, AgentGone, Assignment, Status, in_reactor
-
-if TYPE_CHECKING:
-    from architect.testing import SimulatedWorker
+from architect.tasks import Agent, AgentGone, Assignment, BotError, Page, Status, in_reactor
 
 TASK_KIND = "live"
 LABELS = ("positive", "negative", "neutral")
@@ -84,11 +81,9 @@ def validate_submission(agent: Agent, data: dict[str, Any]) -> bool:
     return data.get("label") in LABELS
 
 
-async def bot(worker: SimulatedWorker) -> None:
+async def bot(worker: Page) -> None:
     """A simulated worker: reads the greeting, chats twice with the demo bot, analyses the
     sentence and submits a label."""
-    from architect.testing import BotError  # the test tools, for bots only
-
     await worker.connect()
     await worker.wait_for_status(Status.IN_TASK)
     greeting = await worker.next_update()

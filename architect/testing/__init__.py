@@ -11,7 +11,8 @@
 docs/testing.md tells how to use them. (Needs treq: `pip install 'architect[testing]'`.)
 """
 
-from architect.testing.bots import Bot, BotError, bot_of
+from architect.tasks.bot import BotError, Page, RemoteError, TaskEnded
+from architect.testing.bots import Bot, bot_of
 from architect.testing.daemon import TaskDaemon
 from architect.testing.trial import DaemonMixin, TaskTestCase
 from architect.testing.waits import WaitTimeout
@@ -20,9 +21,7 @@ from architect.testing.worker import (
     Disruption,
     HttpError,
     NoAgent,
-    RemoteError,
     SimulatedWorker,
-    TaskEnded,
     WorkerClosed,
 )
 
@@ -34,6 +33,7 @@ __all__ = [
     "Disruption",
     "HttpError",
     "NoAgent",
+    "Page",
     "RemoteError",
     "SimulatedWorker",
     "TaskDaemon",

@@ -23,16 +23,13 @@ from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from architect.tasks.bot import BotError
 from architect.tasks.definition import LIVE, REMOTE_PROCEDURE, TaskDefinition
 
 if TYPE_CHECKING:
     from architect.testing.worker import SimulatedWorker
 
 Bot = Callable[["SimulatedWorker"], Awaitable[None]]
-
-
-class BotError(Exception):
-    """A bot could not play its task the way it expected (the message says how)."""
 
 
 def bot_of(module: ModuleType) -> Bot:

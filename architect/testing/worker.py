@@ -49,6 +49,7 @@ from architect.protocol import (
     UPDATE_STATUS,
     CloseCode,
 )
+from architect.tasks.bot import Page, RemoteError, TaskEnded
 from architect.testing.live import PageSocket, open_page_socket
 from architect.testing.waits import NOT_YET, Conditions, NotYet, WaitTimeout, with_timeout
 
@@ -77,23 +78,6 @@ class HttpError(Exception):
 
 class NoAgent(Exception):
     """An action that needs an agent, on a page that has none (refused, or not registered)."""
-
-
-class RemoteError(Exception):
-    """A remote procedure call the task answered with an error."""
-
-    def __init__(self, message: str, target: str, details: Any) -> None:
-        super().__init__(message)
-        self.target = target
-        self.details = details
-
-
-class TaskEnded(Exception):
-    """The agent is no longer working (its status is final): what was awaited will not come."""
-
-    def __init__(self, worker: str, status: str | None) -> None:
-        super().__init__(f"{worker}: the agent is {status!r}: no more live updates will come")
-        self.status = status
 
 
 class WorkerClosed(Exception):
@@ -1000,3 +984,7 @@ class SimulatedWorker:
         else:
             trouble.kind = "reload"  # a page with no socket has no connection to lose
             await self.reload()
+
+
+def _is_a_page(worker: SimulatedWorker) -> Page:
+    return worker  # mypy checks that a simulated worker is what a bot is told it gets

@@ -16,14 +16,11 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 
-from architect.tasks import Agent, AgentGone, Assignment, Status
-
-if TYPE_CHECKING:
-    from architect.testing import SimulatedWorker
+from architect.tasks import Agent, AgentGone, Assignment, BotError, Page, Status, TaskEnded
 
 DONE = "/done"
 OVER = "The chat is over. Please rate it and submit."
@@ -83,11 +80,9 @@ PARTNER_WAIT = 120
 BOT_MESSAGES = 3
 
 
-async def bot(worker: SimulatedWorker) -> None:
+async def bot(worker: Page) -> None:
     """A simulated worker: waits for a partner, exchanges a few messages (each waits for
     the partner's), ends the chat, rates it and submits. A partner who leaves ends it too."""
-    from architect.testing import BotError, TaskEnded  # the test tools, for bots only
-
     await worker.connect()
     sent = 0
     try:

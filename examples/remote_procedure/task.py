@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import difflib
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from architect.tasks import Agent, in_reactor
-
-if TYPE_CHECKING:
-    from architect.testing import SimulatedWorker
+from architect.tasks import Agent, Page, in_reactor
 
 VOCABULARY = frozenset(
     """
@@ -69,7 +66,7 @@ def validate_submission(agent: Agent, data: dict[str, Any]) -> bool:
     return isinstance(corrected, str) and not check_spelling(agent, {"text": corrected})["unknown"]
 
 
-async def bot(worker: SimulatedWorker) -> None:
+async def bot(worker: Page) -> None:
     """A simulated worker: counts, checks the spelling, takes the first suggestion for each
     unknown word, and submits the corrected sentence."""
     await worker.connect()

@@ -9,12 +9,9 @@ folder and change LABELS, the questions and units.json to make your own task.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from architect.tasks import Agent, UnitInfo, WorkerInfo, in_reactor
-
-if TYPE_CHECKING:
-    from architect.testing import SimulatedWorker
+from architect.tasks import Agent, Page, UnitInfo, WorkerInfo, in_reactor
 
 LABELS = ["positive", "negative", "neutral"]
 
@@ -52,7 +49,7 @@ def validate_submission(agent: Agent, data: dict[str, Any]) -> bool:
     return data.get("label") in LABELS
 
 
-async def bot(worker: SimulatedWorker) -> None:
+async def bot(worker: Page) -> None:
     """A simulated worker: passes the onboarding, then labels its text."""
     if worker.is_onboarding:
         answers = {q["id"]: q["answer"] for q in ONBOARDING_QUESTIONS}
