@@ -1,4 +1,4 @@
-"""The `architect` command: what the requester reads from the daemon's database.
+"""The `architect` command: what the requester reads from the daemon's database, and bots.
 
     architect results [--config FILE] [--run NAME] [--format jsonl|csv] [--timeline]
     architect status  [--config FILE] [--run NAME]
@@ -7,10 +7,15 @@
     architect revoke  [--config FILE] [--provider TYPE] WORKER QUALIFICATION
     architect token
     architect admin ... [--config FILE]   (a running daemon's controls: architect/admin/cli.py)
+    architect bots    [--config FILE] [--workers N] [--duration S] [--disconnect-rate P]
+                      [--url URL] [--think S] [--seed N] [--json] [--no-progress] [--log F]
+                      [--in-process]
 
 It reads the same config file as the daemon (its [storage] for the database,
 its [task] name for the run); `token` prints a new random secret for
-`backend_token`. Bad arguments, a bad config and a missing
+`backend_token`; `bots` plays the task with N simulated workers at once, against the
+daemon at URL or one it starts for FILE, and reports (architect/testing/command.py;
+docs/testing.md). Bad arguments, a bad config and a missing
 database each give one line on stderr and a non-zero exit.
 """
 
@@ -24,6 +29,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import react
 
 from architect.admin import cli as admin_cli
@@ -91,7 +97,54 @@ def parser() -> argparse.ArgumentParser:
     grant.add_argument("value", nargs="?", default="1", help="default: 1")
     commands.add_parser("token", help="print a new random secret for [router] backend_token")
     admin_cli.add_commands(command("admin", "control a running daemon through its admin listener"))
+    bots = command("bots", "play the task with simulated workers at once, and report")
+    bots.add_argument("--workers", "-n", type=_positive(int), default=10, help="at once")
+    bots.add_argument(
+        "--duration", type=_positive(float), help="seconds to keep workers coming (default: N once)"
+    )
+    bots.add_argument(
+        "--disconnect-rate",
+        type=_fraction,
+        default=0.0,
+        help="the share of workers whose connection drops or whose page reloads once",
+    )
+    bots.add_argument("--url", help="the daemon to play against (default: one started for FILE)")
+    bots.add_argument(
+        "--think", type=float, default=0.2, help="mean seconds a bot pauses before each action"
+    )
+    bots.add_argument("--seed", type=int, default=0, help="for the disruptions and the pauses")
+    bots.add_argument(
+        "--worker-timeout",
+        type=_positive(float),
+        default=300.0,
+        help="seconds one worker may take at most",
+    )
+    bots.add_argument("--json", action="store_true", help="the report as JSON")
+    bots.add_argument("--log", help="append the daemon's log to this file (default: none)")
+    bots.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the daemon in the bots' process (default: a process of its own)",
+    )
+    bots.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     return top
+
+
+def _positive(kind: type[int] | type[float]) -> Any:
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+
+    return parse
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
 
 
 # Bytes of randomness in a token `architect token` prints (43 characters of base64url).
@@ -110,7 +163,33 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     if args.command == "admin":
         raise SystemExit(admin_cli.run(args, config))
+    if args.command == "bots":
+        _bots(args, config)
+        return
     react(_run, (args, config, sys.stdout))
+
+
+def _bots(args: argparse.Namespace, config: Config) -> None:
+    try:
+        from architect.testing.command import BotOptions, main_bots
+    except ImportError as e:  # treq is an extra
+        hint = "pip install 'architect-router[testing]'"
+        sys.stderr.write(f"architect: bots need {e.name}: {hint}\n")
+        raise SystemExit(2) from None
+    options = BotOptions(
+        workers=args.workers,
+        duration=args.duration,
+        disconnect_rate=args.disconnect_rate,
+        url=args.url,
+        think=args.think,
+        seed=args.seed,
+        worker_timeout=args.worker_timeout,
+        as_json=args.json,
+        progress=not args.no_progress,
+        log_file=args.log,
+        in_process=args.in_process,
+    )
+    react(lambda reactor: Deferred.fromCoroutine(main_bots(reactor, config, options)))
 
 
 async def _run(reactor: Any, args: argparse.Namespace, config: Config, out: TextIO) -> None:

@@ -168,6 +168,8 @@ class ArchitectService(MultiService):
             await drain(self, self.clock, self.drain_timeout)
         for child in reversed(list(self)):
             await child.stopService()
+        if self.parts.runner is not None:
+            self.parts.runner.stop()  # no live assignment times out after the daemon
 
 
 def build_service(

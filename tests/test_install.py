@@ -93,7 +93,8 @@ def test_wheel_install_exposes_the_plugin(tmp_path: Path) -> None:
 
 
 def test_plain_install_has_every_dependency_the_daemon_imports(tmp_path: Path) -> None:
-    # A fresh virtualenv with the package alone (no test extras): every module imports.
+    # A fresh virtualenv with the package alone (no test extras): every module imports,
+    # but the test tools (architect/testing, the demo's test), which need the [testing] extra.
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
@@ -102,6 +103,8 @@ def test_plain_install_has_every_dependency_the_daemon_imports(tmp_path: Path) -
         "architect." + ".".join(path.relative_to(ROOT / "architect").with_suffix("").parts)
         for path in sorted((ROOT / "architect").rglob("*.py"))
         if path.name != "__init__.py"
+        and not path.name.startswith("test_")
+        and "testing" not in path.relative_to(ROOT / "architect").parts
     ]
     out = subprocess.run(
         [python, "-c", f"import importlib; [importlib.import_module(m) for m in {modules!r}]"],
@@ -124,3 +127,12 @@ def test_plain_install_has_every_dependency_the_daemon_imports(tmp_path: Path) -
         [str(venv / "bin" / "architect"), "token"], capture_output=True, text=True, timeout=60
     )
     assert token.returncode == 0 and len(token.stdout.strip()) == 43
+    bots = subprocess.run(
+        [str(venv / "bin" / "architect"), "bots", "--config", str(ROOT / "conf" / "router.ini")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bots.returncode == 2
+    assert bots.stderr == "architect: bots need treq: pip install 'architect-router[testing]'\n"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from architect.tasks import WorkerInfo, in_reactor
+from architect.tasks import Page, WorkerInfo, in_reactor
 
 TASK_KIND = "static"
 ONBOARDING_ANSWER = "ready"
@@ -31,3 +31,12 @@ def onboarding_data(worker: WorkerInfo) -> dict[str, Any]:
 @in_reactor
 def validate_onboarding(worker: WorkerInfo, data: dict[str, Any]) -> bool:
     return str(data.get("answer", "")).strip().lower() == ONBOARDING_ANSWER
+
+
+async def bot(worker: Page) -> None:
+    """A simulated worker (`architect bots` on a config naming no task module)."""
+    if worker.is_onboarding:
+        await worker.submit_onboarding({"answer": ONBOARDING_ANSWER})
+        if worker.is_refused:
+            return
+    await worker.submit({"read": True})

@@ -8,14 +8,15 @@
   server; a call with an empty text fails, and the page shows the error.
 
 `conf/router.ini` runs it: `[task] module = architect.demo.task`, its units in
-`architect/demo/units.json`, its page in `architect/demo/page/`.
+`architect/demo/units.json`, its page in `architect/demo/page/`. `bot` plays the page as
+a worker would (`architect bots --config conf/router.ini`, and test_demo.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from architect.tasks import Agent, AgentGone, Assignment, in_reactor
+from architect.tasks import Agent, AgentGone, Assignment, BotError, Page, Status, in_reactor
 
 TASK_KIND = "live"
 LABELS = ("positive", "negative", "neutral")
@@ -78,3 +79,19 @@ PROCEDURES = {"analyse": analyse}
 def validate_submission(agent: Agent, data: dict[str, Any]) -> bool:
     """The static part's check: a submission without one of the labels is soft-rejected."""
     return data.get("label") in LABELS
+
+
+async def bot(worker: Page) -> None:
+    """A simulated worker: reads the greeting, chats twice with the demo bot, analyses the
+    sentence and submits a label."""
+    await worker.connect()
+    await worker.wait_for_status(Status.IN_TASK)
+    greeting = await worker.next_update()
+    if greeting.get("from") != "bot":
+        raise BotError(f"the demo bot did not greet first: {greeting}")
+    for message in ("hello", "How many words are in this message?"):
+        reply = await worker.ask({"text": message})
+        if reply.get("text") != bot_reply(message):
+            raise BotError(f"the demo bot answered {message!r} with {reply}")
+    await worker.call("analyse", {"text": worker.init_data["text"]})
+    await worker.submit({"label": worker.random.choice(LABELS), "messages": 4})

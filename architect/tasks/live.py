@@ -139,6 +139,13 @@ class LiveTaskRunner:
             if agent.is_active:
                 agent.set_status(status)
 
+    def stop(self) -> None:
+        """The daemon stops: no assignment times out after it (a restart counts afresh)."""
+        for assignment in self.assignments.values():
+            if assignment.timer is not None and assignment.timer.active():
+                assignment.timer.cancel()
+            assignment.timer = None
+
     def _time_out(self, assignment: Assignment) -> None:
         assignment.timer = None
         log.info("assignment {key} timed out", key=assignment.key)

@@ -92,6 +92,11 @@ class TaskRunner:
         for key, (unit, agents) in rooms.items():
             self.live.resume(agents, key, self.units_per_assignment, unit.assignment_data)
 
+    def stop(self) -> None:
+        """The daemon stops: its live assignments' timers with it."""
+        if self.live is not None:
+            self.live.stop()
+
     def _keep_unit(self, agent: Agent, unit: HeldUnit) -> None:
         self.units[agent.agent_id] = unit.id
         agent.add_status_listener(self._status_changed)

@@ -7,17 +7,23 @@ task" and `run_assignment` runs. Each worker's messages come in through
 message "/done" ends the chat; each worker then rates it and submits. When a
 worker leaves, the partner's status becomes "partner disconnect" (the runner
 does that; the pending `act()` then raises AgentGone).
+
+`bot` plays the page as a worker would (`architect bots`, and test_task.py): two bots
+make a pair.
 """
 
 from __future__ import annotations
 
+import re
+import time
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 
-from architect.tasks import Agent, AgentGone, Assignment, Status
+from architect.tasks import Agent, AgentGone, Assignment, BotError, Page, Status, TaskEnded
 
 DONE = "/done"
+OVER = "The chat is over. Please rate it and submit."
 
 
 class Chat:
@@ -54,7 +60,7 @@ class Chat:
 
     def end(self) -> None:
         self.over = True
-        self.tell(self.agents, "system", "The chat is over. Please rate it and submit.")
+        self.tell(self.agents, "system", OVER)
         for waiting in self.listening.values():
             waiting.cancel()  # a partner's pending act(): its relay returns
 
@@ -67,3 +73,37 @@ async def run_assignment(assignment: Assignment, agents: list[Agent]) -> None:
             agents, "system", f"You are both here. Topic: {topic} Write {DONE} to end the chat."
         )
     await gatherResults([Deferred.fromCoroutine(chat.relay(agent)) for agent in agents])
+
+
+# Seconds a bot waits for its partner: in a load run, the next worker may be a while.
+PARTNER_WAIT = 120
+BOT_MESSAGES = 3
+
+
+async def bot(worker: Page) -> None:
+    """A simulated worker: waits for a partner, exchanges a few messages (each waits for
+    the partner's), ends the chat, rates it and submits. A partner who leaves ends it too."""
+    await worker.connect()
+    sent = 0
+    try:
+        await worker.wait_for_status(Status.IN_TASK, timeout=PARTNER_WAIT)
+        topic = await worker.next_update()
+        if topic.get("from") != "system":
+            raise BotError(f"the chat did not start with its topic: {topic}")
+        over = False
+        while sent < BOT_MESSAGES and not over:
+            sent += 1
+            await worker.pause()  # (in a load run) before the time is written in the message
+            await worker.send({"text": f"{worker.name} says {sent} at {time.time():.6f}"}, False)
+            reply = await worker.next_update()
+            over = reply.get("text") == OVER
+            said_at = re.search(r" at (\d+\.\d+)$", str(reply.get("text")))
+            if said_at:  # the partner's message: its way here is the chat's delay
+                worker.note_timing("live", time.time() - float(said_at.group(1)))
+        if not over:
+            await worker.send({"text": DONE})
+            while (await worker.next_update()).get("text") != OVER:
+                pass
+    except TaskEnded:
+        pass  # the partner left: what was said is submitted all the same
+    await worker.submit({"rating": worker.random.randint(1, 5), "messages_sent": sent})

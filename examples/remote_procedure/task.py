@@ -5,6 +5,8 @@ The worker corrects a sentence with typos. The page's buttons call
 each procedure gets the agent and the call's arguments and returns a JSON
 value. An exception (here: checking an empty text) comes back to the page
 as an error, whose message the page shows.
+
+`bot` plays the page as a worker would (`architect bots`, and test_task.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import difflib
 import re
 from typing import Any
 
-from architect.tasks import Agent, in_reactor
+from architect.tasks import Agent, Page, in_reactor
 
 VOCABULARY = frozenset(
     """
@@ -62,3 +64,17 @@ def validate_submission(agent: Agent, data: dict[str, Any]) -> bool:
     """A correction that still has unknown words is kept, but marked soft_rejected."""
     corrected = data.get("corrected")
     return isinstance(corrected, str) and not check_spelling(agent, {"text": corrected})["unknown"]
+
+
+async def bot(worker: Page) -> None:
+    """A simulated worker: counts, checks the spelling, takes the first suggestion for each
+    unknown word, and submits the corrected sentence."""
+    await worker.connect()
+    text = worker.init_data["text"]
+    await worker.call("count_words", {"text": text})
+    checked = await worker.call("check_spelling", {"text": text})
+    for unknown in checked["unknown"]:
+        if unknown["suggestions"]:
+            word, better = unknown["word"], unknown["suggestions"][0]
+            text = text.replace(word, better.capitalize() if word[0].isupper() else better)
+    await worker.submit({"corrected": text})

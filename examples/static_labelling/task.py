@@ -3,13 +3,15 @@
 Before the first unit, a worker answers two onboarding questions with known
 answers; passing lets them work, failing refuses them from then on. Copy this
 folder and change LABELS, the questions and units.json to make your own task.
+
+`bot` plays the page as a worker would (`architect bots`, and test_task.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from architect.tasks import Agent, UnitInfo, WorkerInfo, in_reactor
+from architect.tasks import Agent, Page, UnitInfo, WorkerInfo, in_reactor
 
 LABELS = ["positive", "negative", "neutral"]
 
@@ -45,3 +47,13 @@ def init_data(unit: UnitInfo) -> dict[str, Any]:
 def validate_submission(agent: Agent, data: dict[str, Any]) -> bool:
     """A submission without one of the labels is stored but marked soft_rejected."""
     return data.get("label") in LABELS
+
+
+async def bot(worker: Page) -> None:
+    """A simulated worker: passes the onboarding, then labels its text."""
+    if worker.is_onboarding:
+        answers = {q["id"]: q["answer"] for q in ONBOARDING_QUESTIONS}
+        await worker.submit_onboarding({"answers": answers})
+        if worker.is_refused:
+            return  # the run reports the refusal
+    await worker.submit({"label": worker.random.choice(worker.init_data["labels"])})
