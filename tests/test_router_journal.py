@@ -13,14 +13,17 @@ from architect.config import RouterConfig
 from architect.protocol import (
     ALIVE,
     CONFIRM,
+    EXPECT_SOCKET_WITHIN,
     MEPHISTO,
     MEPHISTO_BOUND_LIVE_UPDATE,
     REQUEST_STATUSES,
     SUBMISSION_HANDLED,
     SUBMIT_METADATA,
     SUBMIT_UNIT,
+    UPDATE_STATUS,
     Outcome,
     Packet,
+    Status,
 )
 from architect.router.errors import NoBackend, Refused
 from architect.router.hub import RouterHub
@@ -210,3 +213,39 @@ def test_odd_or_unasked_confirmations_change_nothing(tmp_path: Path) -> None:
     data = {"confirm_id": sent.confirm_id, "outcome": Outcome.STORED}
     hub.link_packet(page, Packet(SUBMISSION_HANDLED, "agent-1", data))
     assert answered == [] and len(hub.journal.pending) == 1  # type: ignore[union-attr]
+
+
+def test_a_restarted_router_holds_a_pages_first_packets_until_its_backend_names_the_agent(
+    tmp_path: Path,
+) -> None:
+    _, hub = journaled_hub(tmp_path)
+    assert not hub.agents_told  # a router that (re)started
+    page = FakeLink("page")
+    hub.link_opened(page)
+    hub.link_packet(page, Packet(ALIVE, "agent-1"))
+    hub.link_packet(page, Packet(MEPHISTO_BOUND_LIVE_UPDATE, "agent-1", {"update_id": "u1"}))
+    for n in range(20):  # a bounded number of them
+        hub.link_packet(page, Packet(MEPHISTO_BOUND_LIVE_UPDATE, "agent-1", {"update_id": n}))
+    backend = connect(hub, confirms=True)
+    hub.link_packet(backend, Packet(UPDATE_STATUS, "agent-1", {"status": Status.IN_TASK}))
+    assert backend.of_type(MEPHISTO_BOUND_LIVE_UPDATE) == []
+    hub.link_packet(backend, Packet(REQUEST_STATUSES, MEPHISTO))
+    hub.link_packet(backend, Packet(REQUEST_STATUSES, MEPHISTO))  # it has told its agents
+    assert hub.agents_told and hub.link_agents.get(page) == "agent-1"
+    ids = [p.data["update_id"] for p in backend.of_type(MEPHISTO_BOUND_LIVE_UPDATE)]
+    assert ids == ["u1", *range(14)]  # 16 packets held: the alive and 15 updates
+    statuses = [p.data for p in page.of_type(UPDATE_STATUS)]
+    assert statuses and all(d == {"status": Status.IN_TASK} for d in statuses), statuses
+
+
+def test_a_seat_held_for_a_page_after_a_restart_ends_without_it(tmp_path: Path) -> None:
+    clock, hub = journaled_hub(tmp_path)
+    backend = connect(hub, confirms=True)
+    data = {"status": Status.IN_TASK, EXPECT_SOCKET_WITHIN: 5}
+    hub.link_packet(backend, Packet(UPDATE_STATUS, "agent-1", data))
+    hub.link_packet(backend, Packet(UPDATE_STATUS, "agent-2", dict(data)))
+    page = connect_agent(hub, "agent-1")
+    statuses = [p.data for p in page.of_type(UPDATE_STATUS)]
+    assert statuses and all(d == {"status": Status.IN_TASK} for d in statuses), statuses
+    clock.advance(6)
+    assert hub.agents.statuses() == {"agent-1": Status.IN_TASK, "agent-2": Status.DISCONNECT}

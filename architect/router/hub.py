@@ -67,6 +67,11 @@ from architect.router.state import AgentRecord, AgentTable
 
 log = Logger()
 
+# A page's packets kept, per socket, while a restarted router waits for its backend to
+# name the agents (the socket's first_packet_timeout still bounds how long).
+HELD_PER_LINK = 16
+HELD_BYTES = 8 * 1024 * 1024  # for all sockets together (their data, as protocol.data_size)
+
 
 class Link(Protocol):
     """One connection to the hub: a browser socket, the backend socket, or an in-process link."""
@@ -143,6 +148,9 @@ class RouterHub:
         self.agents_told = not socket_backends
         self._statuses_answered = False  # to the current backend link, at least once
         self._awaiting_agents: list[Deferred[None]] = []
+        # Pages' first packets for agents not yet named, while agents_told is False.
+        self._held_packets: dict[Link, list[tuple[Packet, str | None]]] = {}
+        self._held_bytes = 0
         # Submissions kept on disk until the backend has them (router/journal.py); with a
         # backend that took up the confirmation extension, workers wait for its word.
         self.journal = journal
@@ -246,10 +254,12 @@ class RouterHub:
             )
             return False
         record = self.agents.get(subject) if len(subject) <= MAX_ID_LENGTH else None
+        if record is None and not self.agents_told and self._hold(link, packet, session):
+            return False  # this router restarted: its backend has yet to name its agents
         if record is None:
             self.floods.warn(
                 "unknown agent",
-                "dropped a {t} packet for an agent the backend never named ({agent_id})",
+                "dropped a packet ({t}) for an agent the backend never named ({agent_id})",
                 t=packet.packet_type,
                 agent_id=subject[:MAX_ID_LENGTH],
             )
@@ -267,6 +277,26 @@ class RouterHub:
         self.agents.attach(subject, link)
         self._send_status(subject)
         return True
+
+    def _hold(self, link: Link, packet: Packet, session: str | None) -> bool:
+        """Keep a page's first packets (its alive, what it sent next) until the backend has
+        said which agents exist; False once the link holds HELD_PER_LINK already."""
+        held = self._held_packets.setdefault(link, [])
+        size = data_size(packet.data)
+        if len(held) >= HELD_PER_LINK or self._held_bytes + size > HELD_BYTES:
+            return False
+        held.append((packet, session))
+        self._held_bytes += size
+        return True
+
+    def _release_held(self) -> None:
+        """The backend named its agents: each held page's packets are taken as if new."""
+        held, self._held_packets = self._held_packets, {}
+        self._held_bytes = 0
+        for link, packets in held.items():
+            for packet, session in packets:
+                if link in self.unnamed_links or link in self.link_agents:
+                    self.link_packet(link, packet, session=session)
 
     def _stop_waiting(self, link: Link) -> None:
         unnamed = self.unnamed_links.pop(link, None)
@@ -299,6 +329,8 @@ class RouterHub:
             link.close(CloseCode.SILENT)
 
     def link_lost(self, link: Link) -> None:
+        for packet, _ in self._held_packets.pop(link, []):
+            self._held_bytes -= data_size(packet.data)
         unnamed = self.unnamed_links.pop(link, None)
         if unnamed is not None:
             unnamed.cancel()
@@ -717,6 +749,7 @@ class RouterHub:
         waiting, self._awaiting_agents = self._awaiting_agents, []
         for told in waiting:
             told.callback(None)
+        self._release_held()
 
     def check_agent(self, agent_id: str, session: str | None) -> None:
         """Raise unless the agent is known and this browser session's to act for."""
