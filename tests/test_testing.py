@@ -18,7 +18,8 @@ STATIC = ROOT / "examples" / "static_labelling" / "router.ini"
 DEMO = ROOT / "conf" / "router.ini"
 
 static = daemon_fixture(STATIC)
-demo = daemon_fixture(DEMO, timeout=0.5)  # its workers wait half a second at most
+impatient_demo = daemon_fixture(DEMO, timeout=0.5)  # its workers wait half a second at most
+demo = daemon_fixture(DEMO)
 
 
 @pytest_twisted.ensureDeferred
@@ -46,8 +47,10 @@ async def test_a_daemon_leaves_nothing_behind(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_wait_that_runs_out_says_what_it_waited_for(demo: TaskDaemon) -> None:
-    alice = await demo.worker("alice")
+async def test_a_wait_that_runs_out_says_what_it_waited_for(
+    impatient_demo: TaskDaemon,
+) -> None:
+    alice = await impatient_demo.worker("alice")
     await alice.register()
     await alice.connect()
     await alice.next_update()  # the greeting
