@@ -114,6 +114,15 @@ class MemoryWorkerPool:
             return succeed(None)
         return succeed(FinishedAgent(agent_id, agent.worker_id, agent.status))
 
+    def recently_finished(self, seconds: float) -> Deferred[dict[str, str]]:
+        return succeed(
+            {
+                agent_id: agent.status
+                for agent_id, agent in self.made.items()
+                if not agent.is_active and agent_id not in self.agents
+            }
+        )
+
     def stop(self) -> None:
         pass  # no timers of its own
 

@@ -226,3 +226,25 @@ async def test_live_pages_carry_on_after_both_router_and_backend_restarted(
         assert backend.agent(back).status == Status.IN_TASK
     finally:
         await page.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_page_that_submits_again_after_a_router_restart_is_answered_submitted(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    """Its submission was stored, its answer lost with the router: the restarted router is
+    told the agents that finished lately, so the page's second try is "Submitted!" (and
+    kept once), not "unknown agent"."""
+    router = await daemons.start(router_config(tmp_path / "router"))
+    backend = await daemons.start(backend_config(tmp_path / "backend", router))
+    await wait_for(lambda: router.hub.backend is not None, "the backend to connect")
+    workers = browsers()
+    agent_id = await register(workers, router, "w1")
+    assert await submit(workers, router, agent_id, 1) == (200, {"status": "Submitted!"})
+    old_link = router.hub.backend
+    router = await daemons.restart(router)
+    old_link.transport.abortConnection()  # type: ignore[union-attr]  # as the process's end would
+    await wait_for(lambda: router.hub.backend is not None, "the backend to reconnect")
+    await wait_for(lambda: router.hub.agents_told, "the backend to tell the new router")
+    assert await submit(workers, router, agent_id, 1) == (200, {"status": "Submitted!"})
+    assert len(await backend.database.list_submissions(agent_id=agent_id)) == 1

@@ -18,7 +18,6 @@ STATIC = ROOT / "examples" / "static_labelling" / "router.ini"
 DEMO = ROOT / "conf" / "router.ini"
 
 static = daemon_fixture(STATIC)
-impatient_demo = daemon_fixture(DEMO, timeout=0.5)  # its workers wait half a second at most
 demo = daemon_fixture(DEMO)
 
 
@@ -47,20 +46,18 @@ async def test_a_daemon_leaves_nothing_behind(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_wait_that_runs_out_says_what_it_waited_for(
-    impatient_demo: TaskDaemon,
-) -> None:
-    alice = await impatient_demo.worker("alice")
+async def test_a_wait_that_runs_out_says_what_it_waited_for(demo: TaskDaemon) -> None:
+    alice = await demo.worker("alice")
     await alice.register()
     await alice.connect()
     await alice.next_update()  # the greeting
     with pytest.raises(WaitTimeout) as caught:
-        await alice.next_update()  # the demo bot says nothing more unasked
+        await alice.next_update(timeout=0.5)  # the demo bot says nothing more unasked
     message = str(caught.value)
     assert message.startswith(f"worker alice (agent {alice.agent_id}): no live update came")
     assert "within 0.5 s" in message and "'in task'" in message and "1 so far" in message
     with pytest.raises(WaitTimeout, match="did not become 'waiting'"):
-        await alice.wait_for_status(Status.WAITING)
+        await alice.wait_for_status(Status.WAITING, timeout=0.5)
 
 
 @pytest_twisted.ensureDeferred

@@ -72,6 +72,9 @@ SUBMISSION_KINDS = {
 }
 PacketHandler = Callable[[Channel, Packet], "Deferred[None] | None"]
 
+# Seconds back a restarted router is told of finished agents: a router's status_retention.
+FINISHED_TOLD_FOR = 600.0
+
 
 def fingerprint(packet: Packet) -> str:
     """What makes two packets the same submission (router timestamps aside)."""
@@ -173,8 +176,25 @@ class ClientIOHandler:
                     self._carry_on(agent, channel)
                     data = {"status": agent.status, EXPECT_SOCKET_WITHIN: self.resumption.window}
                     self.routes.send(channel, Packet(UPDATE_STATUS, agent.agent_id, data))
+        if RESUME in channel.extensions:
+            self._tell_finished_recently(channel)
         # Learn at once what a (re)started router knows, so statuses are re-pushed quickly.
         self.routes.send(channel, Packet(REQUEST_STATUSES, MEPHISTO, {}))
+
+    def _tell_finished_recently(self, channel: Channel) -> None:
+        """A router that may have restarted is told the agents that finished lately: a
+        page that submitted just before its crash, and sends again, gets its answer (the
+        submission is known here) rather than "unknown agent"."""
+
+        def tell(statuses: dict[str, str]) -> None:
+            for agent_id, status in statuses.items():
+                if self.pool.get_agent(agent_id) is None:
+                    self.routes.send(channel, Packet(UPDATE_STATUS, agent_id, {"status": status}))
+
+        def failed(failure: Failure) -> None:
+            log.failure("reading the agents finished lately failed", failure)
+
+        self.pool.recently_finished(FINISHED_TOLD_FOR).addCallbacks(tell, failed)
 
     def channel_lost(self, channel: Channel) -> None:
         """The channel could not reach its router for too long: its live agents are lost."""

@@ -80,6 +80,10 @@ class WorkerPool(Protocol):
         (another run's, a stranger, or one at work)."""
         ...
 
+    def recently_finished(self, seconds: float) -> Deferred[dict[str, str]]:
+        """This run's agents that became final in the last `seconds`: id -> status."""
+        ...
+
     def stop(self) -> None:
         """The backend stops serving: the pool's timers end."""
         ...

@@ -68,6 +68,9 @@ T = TypeVar("T")
 # How many units' worker_can_do_unit verdicts are asked for at once.
 HOOK_BATCH = 20
 CANDIDATE_PAGE = 100  # units read from the database at a time by one registration
+# Finished agents a restarted router is told of at most (the newest), so a late answer
+# to a page that submitted just before the restart is its status, not "unknown agent".
+FINISHED_SHOWN = 20_000
 # The provider a registration without provider_type is taken to come from.
 DEFAULT_PROVIDER = "mock"
 
@@ -145,6 +148,10 @@ class StoredWorkerPool:
     def settled(self) -> Deferred[None]:
         """Fires once the status and live-update writes issued so far are committed."""
         return self.recorder.settled()
+
+    def recently_finished(self, seconds: float) -> Deferred[dict[str, str]]:
+        since = self.clock.seconds() - seconds
+        return self.database.recently_finished_agents(self.task_run.id, since, FINISHED_SHOWN)
 
     def stop(self) -> None:
         self.expiry.stop()

@@ -258,6 +258,13 @@ class AgentRecords(Protocol):
         self, task_run_id: int | None = None, worker_id: int | None = None
     ) -> Deferred[list[StoredAgent]]: ...
 
+    def recently_finished_agents(
+        self, task_run_id: int, since: float, limit: int
+    ) -> Deferred[dict[str, str]]:
+        """The run's agents in a final status changed at or after `since` (at most
+        `limit`, the newest): id -> status."""
+        ...
+
     def set_agent_status(
         self, agent_id: str, status: str, unit_status: str | None = None
     ) -> Deferred[bool]:

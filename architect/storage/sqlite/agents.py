@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from architect.lifecycle import ACTIVE, COUNTED, AgentKind, UnitStatus, unit_status_if_lost
+from architect.lifecycle import ACTIVE, COUNTED, FINAL, AgentKind, UnitStatus, unit_status_if_lost
 from architect.protocol import Status
 from architect.storage.interface import (
     LiveUpdate,
@@ -97,6 +97,11 @@ class SQLiteAgentRecords(EnginePart):
         self, task_run_id: int | None = None, worker_id: int | None = None
     ) -> Deferred[list[StoredAgent]]:
         return self._engine.run(False, list_agents, task_run_id, worker_id)
+
+    def recently_finished_agents(
+        self, task_run_id: int, since: float, limit: int
+    ) -> Deferred[dict[str, str]]:
+        return self._engine.run(False, recently_finished_agents, task_run_id, since, limit)
 
     def set_agent_status(
         self, agent_id: str, status: str, unit_status: str | None = None
@@ -253,6 +258,18 @@ def list_agents(
     clause, params = where({"task_run_id = ?": task_run_id, "worker_id = ?": worker_id})
     cursor.execute(_AGENT_COLUMNS + clause + " ORDER BY seq", params)
     return [StoredAgent(*row) for row in cursor.fetchall()]
+
+
+def recently_finished_agents(
+    cursor: Cursor, task_run_id: int, since: float, limit: int
+) -> dict[str, str]:
+    final = sorted(FINAL)
+    cursor.execute(
+        f"SELECT agent_id, status FROM agents WHERE task_run_id = ? AND updated_at >= ?"
+        f" AND status IN ({marks(len(final))}) ORDER BY updated_at DESC LIMIT ?",
+        (task_run_id, since, *final, limit),
+    )
+    return dict(cursor.fetchall())
 
 
 # --- statuses ---
