@@ -248,3 +248,18 @@ async def test_a_page_that_submits_again_after_a_router_restart_is_answered_subm
     await wait_for(lambda: router.hub.agents_told, "the backend to tell the new router")
     assert await submit(workers, router, agent_id, 1) == (200, {"status": "Submitted!"})
     assert len(await backend.database.list_submissions(agent_id=agent_id)) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_an_embedded_restart_a_second_try_is_answered_submitted(
+    daemons: Daemons,
+) -> None:
+    """The same for the embedded daemon: its new router is told the agents that finished
+    shortly before the restart."""
+    daemon = await daemons.embedded()
+    workers = browsers()
+    agent_id = await register(workers, daemon, "w1")
+    assert await submit(workers, daemon, agent_id, 1) == (200, {"status": "Submitted!"})
+    daemon = await daemons.restart(daemon)
+    assert await submit(workers, daemon, agent_id, 1) == (200, {"status": "Submitted!"})
+    assert len(await daemon.database.list_submissions(agent_id=agent_id)) == 1

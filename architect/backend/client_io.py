@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from architect.backend.channel import Channel
 from architect.backend.finished import FinishedAgents
 from architect.backend.registration import BadRegistration, Registration, WorkerPool
-from architect.backend.resume import Resumption
+from architect.backend.resume import FINISHED_TOLD_FOR, Resumption
 from architect.backend.routes import AgentRoutes
 from architect.backend.store import SubmissionStore
 from architect.backend.write_barrier import WriteBarrier
@@ -71,9 +71,6 @@ SUBMISSION_KINDS = {
     SUBMIT_ONBOARDING: "onboarding",
 }
 PacketHandler = Callable[[Channel, Packet], "Deferred[None] | None"]
-
-# Seconds back a restarted router is told of finished agents: a router's status_retention.
-FINISHED_TOLD_FOR = 600.0
 
 
 def fingerprint(packet: Packet) -> str:

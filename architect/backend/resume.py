@@ -43,11 +43,20 @@ log = Logger()
 
 Resumed = list[tuple[Agent, Unit | None]]  # each agent with its unit (None: onboarding)
 
+# A router is told of the agents that finished in the last FINISHED_TOLD_FOR seconds (a
+# router's status_retention), at most FINISHED_SHOWN of them, the newest.
+FINISHED_TOLD_FOR = 600.0
+FINISHED_SHOWN = 20_000
+
 
 class RouterExpectations(Protocol):
     """What a router in the same process is told of the agents taken back."""
 
     def expect_agents(self, statuses: Mapping[str, str], grace: float | None) -> None: ...
+
+    def finished_lately(self, statuses: Mapping[str, str]) -> None:
+        """Agents that finished shortly before the restart, with their final statuses."""
+        ...
 
 
 class Resumption:
@@ -73,6 +82,13 @@ class Resumption:
     ) -> Resumed:
         """Clear or take back what the last life of the daemon left working."""
         keep = task_run_id if self.window else None
+        if router is not None:
+            # A page whose submission was stored just before the crash, and whose answer
+            # was lost with it, sends again: the new router knows its agent, finished.
+            since = self.clock.seconds() - FINISHED_TOLD_FOR
+            router.finished_lately(
+                await database.recently_finished_agents(task_run_id, since, FINISHED_SHOWN)
+            )
         recovered = await database.recover_after_restart(keep_task_run_id=keep)
         if recovered:
             log.info(

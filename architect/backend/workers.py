@@ -51,6 +51,7 @@ from architect.backend.registration import (
     Registration,
     worker_identity_problem,
 )
+from architect.backend.resume import FINISHED_SHOWN
 from architect.backend.worker_locks import WorkerLocks
 from architect.config import TaskConfig
 from architect.lifecycle import FINAL, AgentKind, unit_status_if_lost
@@ -68,9 +69,6 @@ T = TypeVar("T")
 # How many units' worker_can_do_unit verdicts are asked for at once.
 HOOK_BATCH = 20
 CANDIDATE_PAGE = 100  # units read from the database at a time by one registration
-# Finished agents a restarted router is told of at most (the newest), so a late answer
-# to a page that submitted just before the restart is its status, not "unknown agent".
-FINISHED_SHOWN = 20_000
 # The provider a registration without provider_type is taken to come from.
 DEFAULT_PROVIDER = "mock"
 

@@ -711,6 +711,12 @@ class RouterHub:
         """The backend in this process has said which agents exist (`expect_agents`)."""
         self._agents_are_told()
 
+    def finished_lately(self, statuses: Mapping[str, str]) -> None:
+        """Agents a backend restarted with this router (embedded) saw finish shortly before:
+        their pages' late requests get their status, not 404 (kept status_retention)."""
+        for agent_id, status in statuses.items():
+            self.agents.set_status(agent_id, status)
+
     def expect_agents(self, statuses: Mapping[str, str], grace: float | None) -> None:
         """Agents a backend restarted with this router (embedded) carries on: see
         AgentTable.expect. Without it, the new router would answer their pages 404."""
