@@ -26,6 +26,7 @@ from architect.protocol import (
 )
 from tests.clients import Browsers, wait_for
 from tests.daemon import ANY_LOOPBACK_PORT, Daemon, Daemons, reactor
+from tests.test_backend_integration import LIVE_ECHO_TASK
 
 TOKEN = "journal-test-token"
 
@@ -171,21 +172,6 @@ async def test_a_submission_after_the_agent_expired_is_refused_to_the_worker(
     assert await backend.database.list_submissions(agent_id=agent_id) == []
 
 
-ECHO_TASK = """\
-from architect.tasks.agent import AgentGone
-
-
-async def run_assignment(assignment, agents):
-    [agent] = agents
-    while True:
-        try:
-            update = await agent.act()
-        except AgentGone:
-            return
-        agent.observe({"echo": update})
-"""
-
-
 @pytest_twisted.ensureDeferred
 async def test_live_pages_carry_on_after_both_router_and_backend_restarted(
     tmp_path: Path, daemons: Daemons
@@ -193,7 +179,7 @@ async def test_live_pages_carry_on_after_both_router_and_backend_restarted(
     """The restarted backend tells the restarted router the agents it carries on (the
     resume extension): a page that comes back carries on, and the seat of one that does
     not is held for resume_window, then ends (the router's grace rule)."""
-    (tmp_path / "echo_task.py").write_text(ECHO_TASK)
+    (tmp_path / "echo_task.py").write_text(LIVE_ECHO_TASK)
     router = await daemons.start(router_config(tmp_path / "router"))
     settings = backend_config(tmp_path / "backend", router, module=str(tmp_path / "echo_task.py"))
     settings = attrs.evolve(settings, backend=attrs.evolve(settings.backend, resume_window=1.0))
