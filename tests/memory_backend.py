@@ -114,7 +114,7 @@ class MemoryWorkerPool:
             return succeed(None)
         return succeed(FinishedAgent(agent_id, agent.worker_id, agent.status))
 
-    def recently_finished(self, seconds: float) -> Deferred[dict[str, str]]:
+    def recently_finished(self) -> Deferred[dict[str, str]]:
         return succeed(
             {
                 agent_id: agent.status

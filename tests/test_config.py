@@ -207,6 +207,16 @@ def test_the_bounds_are_read_and_checked(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[router]\nmax_updates_per_second = 0\n"))
 
 
+def test_the_journal_keys_are_read_and_checked(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "[router]\njournal_dir = j\nmax_journal_bytes = 4096\n"))
+    assert (config.router.journal_dir, config.router.max_journal_bytes) == (tmp_path / "j", 4096)
+    assert load_config(write(tmp_path, "")).router.journal_dir == tmp_path / "journal"
+    with pytest.raises(ConfigError, match=r"\[router\] max_journal_bytes"):
+        load_config(write(tmp_path, "[router]\nmax_journal_bytes = 0\n"))
+    with pytest.raises(ConfigError, match=r"\[router\] journal_dir: must name a folder"):
+        load_config(write(tmp_path, "[router]\njournal_dir =\n"))
+
+
 def test_the_shipped_config_gives_the_default_bounds() -> None:
     config = load_config(ROOT / "conf" / "router.ini")
     router = ("max_outbox_bytes", "max_backend_queue_bytes", "max_updates_per_second")

@@ -153,7 +153,9 @@ def test_a_write_that_fails_raises_and_keeps_nothing(tmp_path: Path) -> None:
     assert journal.pending == {}
 
 
-def test_uploaded_files_are_flushed_with_their_submission(tmp_path: Path) -> None:
+def test_uploaded_files_are_flushed_with_their_submission(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     uploads = tmp_path / "uploads"
     uploads.mkdir()
     upload = uploads / "file-1"
@@ -166,11 +168,9 @@ def test_uploaded_files_are_flushed_with_their_submission(tmp_path: Path) -> Non
         real_fsync(fd)
 
     journal = Journal(tmp_path / "journal", max_bytes=1 << 20)
-    try:
-        os.fsync = fsync  # type: ignore[assignment]
-        _, durable = journal.add(submission("a-1"), files=(upload, uploads / "gone-since"))
-    finally:
-        os.fsync = real_fsync  # type: ignore[assignment]
+    monkeypatch.setattr(os, "fsync", fsync)
+    _, durable = journal.add(submission("a-1"), files=(upload, uploads / "gone-since"))
+    monkeypatch.undo()
     assert fired(durable) == [None]
     assert str(upload) in synced and str(uploads) in synced
     assert str(tmp_path / "journal" / FILE_NAME) in synced

@@ -9,10 +9,11 @@ import json
 import time
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pytest_twisted
+from twisted.internet.interfaces import ITCPTransport
 from twisted.web.client import FileBodyProducer, HTTPConnectionPool
 
 from architect.config import BackendConfig, Config, RouterConfig, StorageConfig, TaskConfig
@@ -24,6 +25,7 @@ from architect.protocol import (
     UPDATE_STATUS,
     Status,
 )
+from architect.router.websocket import RouterSocket
 from tests.clients import Browsers, wait_for
 from tests.daemon import ANY_LOOPBACK_PORT, Daemon, Daemons, reactor
 from tests.test_backend_integration import LIVE_ECHO_TASK
@@ -229,7 +231,8 @@ async def test_a_page_that_submits_again_after_a_router_restart_is_answered_subm
     assert await submit(workers, router, agent_id, 1) == (200, {"status": "Submitted!"})
     old_link = router.hub.backend
     router = await daemons.restart(router)
-    old_link.transport.abortConnection()  # type: ignore[union-attr]  # as the process's end would
+    assert isinstance(old_link, RouterSocket)
+    cast(ITCPTransport, old_link.transport).abortConnection()  # as the process's end would
     await wait_for(lambda: router.hub.backend is not None, "the backend to reconnect")
     await wait_for(lambda: router.hub.agents_told, "the backend to tell the new router")
     assert await submit(workers, router, agent_id, 1) == (200, {"status": "Submitted!"})

@@ -39,6 +39,12 @@ def journaled_hub(tmp_path: Path, **overrides: Any) -> tuple[Clock, RouterHub]:
     return clock, RouterHub(clock, config, journal=journal)
 
 
+def pending(hub: RouterHub) -> dict[str, Any]:
+    """The hub's journal's pending entries, by id."""
+    assert hub.journal is not None
+    return dict(hub.journal.pending)
+
+
 def connect(hub: RouterHub, confirms: bool) -> FakeLink:
     backend = FakeLink("backend")
     data = {"extensions": [CONFIRM]} if confirms else {}
@@ -60,7 +66,7 @@ def test_with_no_backend_the_worker_is_answered_once_it_is_on_disk(tmp_path: Pat
     _, hub = journaled_hub(tmp_path)
     hub.agents.ensure("agent-1")
     assert submit(hub) == [None]
-    assert len(hub.journal.pending) == 1  # type: ignore[union-attr]
+    assert len(pending(hub)) == 1
 
 
 def test_a_confirming_backend_gets_the_id_and_the_worker_waits_for_its_word(
@@ -75,7 +81,7 @@ def test_a_confirming_backend_gets_the_id_and_the_worker_waits_for_its_word(
     assert answered == []  # on disk, but not yet stored
     confirm(hub, backend, sent, Outcome.STORED)
     assert answered == [None]
-    assert hub.journal.pending == {}  # type: ignore[union-attr]
+    assert pending(hub) == {}
 
 
 def test_a_refusal_reaches_the_worker(tmp_path: Path) -> None:
@@ -87,7 +93,7 @@ def test_a_refusal_reaches_the_worker(tmp_path: Path) -> None:
     confirm(hub, backend, sent, Outcome.REFUSED, reason="this task expired")
     [failure] = answered
     assert failure.check(Refused) and "expired" in str(failure.value)
-    assert hub.journal.pending == {}  # type: ignore[union-attr]
+    assert pending(hub) == {}
 
 
 def test_a_backend_that_could_not_store_gets_it_again_at_its_next_status_request(
@@ -103,7 +109,7 @@ def test_a_backend_that_could_not_store_gets_it_again_at_its_next_status_request
     hub.link_packet(backend, Packet(REQUEST_STATUSES, MEPHISTO))
     assert [p.confirm_id for p in backend.of_type(SUBMIT_UNIT)] == [sent.confirm_id] * 2
     confirm(hub, backend, sent, Outcome.STORED)
-    assert hub.journal.pending == {}  # type: ignore[union-attr]
+    assert pending(hub) == {}
 
 
 def test_a_backend_silent_past_request_timeout_answers_the_worker_from_the_journal(
@@ -151,7 +157,7 @@ def test_a_backend_that_does_not_confirm_gets_no_id_and_the_entry_is_done_once_s
     assert submit(hub) == [None]
     [sent] = backend.of_type(SUBMIT_UNIT)
     assert sent.confirm_id is None and "confirm_id" not in sent.to_dict()
-    assert hub.journal.pending == {}  # type: ignore[union-attr]
+    assert pending(hub) == {}
 
 
 def test_a_restarted_router_delivers_what_its_backend_never_had(tmp_path: Path) -> None:
@@ -163,14 +169,15 @@ def test_a_restarted_router_delivers_what_its_backend_never_had(tmp_path: Path) 
     [first] = backend.of_type(SUBMIT_UNIT)
     confirm(hub, backend, first, Outcome.STORED)
     submit(hub, "agent-2", 2)  # sent, never confirmed: then the router is killed
-    hub.journal.close()  # type: ignore[union-attr]
+    assert hub.journal is not None
+    hub.journal.close()
 
     _, restarted = journaled_hub(tmp_path)
     backend = connect(restarted, confirms=True)
     [again] = backend.of_type(SUBMIT_UNIT)
     assert (again.subject_id, again.data) == ("agent-2", {"answer": 2})
     confirm(restarted, backend, again, Outcome.STORED)
-    assert restarted.journal.pending == {}  # type: ignore[union-attr]
+    assert pending(restarted) == {}
 
 
 def test_metadata_is_journaled_too(tmp_path: Path) -> None:
@@ -178,7 +185,7 @@ def test_metadata_is_journaled_too(tmp_path: Path) -> None:
     hub.agents.ensure("agent-1")
     answered = results(hub.submit(SUBMIT_METADATA, "agent-1", {"feedback": "ok"}, None, None))
     assert answered == [None]
-    [entry] = hub.journal.pending.values()  # type: ignore[union-attr]
+    [entry] = pending(hub).values()
     assert entry.packet.packet_type == SUBMIT_METADATA
 
 
@@ -207,12 +214,12 @@ def test_odd_or_unasked_confirmations_change_nothing(tmp_path: Path) -> None:
         {"outcome": Outcome.STORED},
     ):
         hub.link_packet(backend, Packet(SUBMISSION_HANDLED, "agent-1", data))
-    assert answered == [] and len(hub.journal.pending) == 1  # type: ignore[union-attr]
+    assert answered == [] and len(pending(hub)) == 1
     # A page cannot confirm anything: its packets are an agent's.
     page = connect_agent(hub, "agent-1")
     data = {"confirm_id": sent.confirm_id, "outcome": Outcome.STORED}
     hub.link_packet(page, Packet(SUBMISSION_HANDLED, "agent-1", data))
-    assert answered == [] and len(hub.journal.pending) == 1  # type: ignore[union-attr]
+    assert answered == [] and len(pending(hub)) == 1
 
 
 def test_a_restarted_router_holds_a_pages_first_packets_until_its_backend_names_the_agent(
@@ -249,3 +256,16 @@ def test_a_seat_held_for_a_page_after_a_restart_ends_without_it(tmp_path: Path) 
     assert statuses and all(d == {"status": Status.IN_TASK} for d in statuses), statuses
     clock.advance(6)
     assert hub.agents.statuses() == {"agent-1": Status.IN_TASK, "agent-2": Status.DISCONNECT}
+
+
+def test_an_odd_seat_hint_holds_no_seat_and_never_reaches_the_page(tmp_path: Path) -> None:
+    clock, hub = journaled_hub(tmp_path)
+    backend = connect(hub, confirms=True)
+    odd = [-1, 0, 3601, 1e308, "5", True, None, [5]]
+    for n, seat in enumerate(odd):
+        data = {"status": Status.IN_TASK, EXPECT_SOCKET_WITHIN: seat}
+        hub.link_packet(backend, Packet(UPDATE_STATUS, f"agent-{n}", data))
+    page = connect_agent(hub, "agent-0")
+    assert all(EXPECT_SOCKET_WITHIN not in p.data for p in page.of_type(UPDATE_STATUS))
+    clock.advance(3700)
+    assert set(hub.agents.statuses().values()) == {Status.IN_TASK}  # none made disconnect

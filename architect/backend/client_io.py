@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from architect.backend.channel import Channel
 from architect.backend.finished import FinishedAgents
 from architect.backend.registration import BadRegistration, Registration, WorkerPool
-from architect.backend.resume import FINISHED_TOLD_FOR, Resumption
+from architect.backend.resume import Resumption
 from architect.backend.routes import AgentRoutes
 from architect.backend.store import SubmissionStore
 from architect.backend.write_barrier import WriteBarrier
@@ -191,7 +191,7 @@ class ClientIOHandler:
         def failed(failure: Failure) -> None:
             log.failure("reading the agents finished lately failed", failure)
 
-        self.pool.recently_finished(FINISHED_TOLD_FOR).addCallbacks(tell, failed)
+        self.pool.recently_finished().addCallbacks(tell, failed)
 
     def channel_lost(self, channel: Channel) -> None:
         """The channel could not reach its router for too long: its live agents are lost."""

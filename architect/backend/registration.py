@@ -80,8 +80,8 @@ class WorkerPool(Protocol):
         (another run's, a stranger, or one at work)."""
         ...
 
-    def recently_finished(self, seconds: float) -> Deferred[dict[str, str]]:
-        """This run's agents that became final in the last `seconds`: id -> status."""
+    def recently_finished(self) -> Deferred[dict[str, str]]:
+        """This run's agents that finished lately (resume.finished_lately): id -> status."""
         ...
 
     def stop(self) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -47,6 +48,16 @@ Resumed = list[tuple[Agent, Unit | None]]  # each agent with its unit (None: onb
 # router's status_retention), at most FINISHED_SHOWN of them, the newest.
 FINISHED_TOLD_FOR = 600.0
 FINISHED_SHOWN = 20_000
+
+
+def finished_lately(
+    database: Database, task_run_id: int, clock: IReactorTime
+) -> Deferred[dict[str, str]]:
+    """The run's agents that finished in the last FINISHED_TOLD_FOR seconds: id -> status.
+    A router that (re)started is told them, so a page whose submission was stored just
+    before the crash, and whose answer was lost with it, gets its status, not 404."""
+    since = clock.seconds() - FINISHED_TOLD_FOR
+    return database.recently_finished_agents(task_run_id, since, FINISHED_SHOWN)
 
 
 class RouterExpectations(Protocol):
@@ -83,12 +94,7 @@ class Resumption:
         """Clear or take back what the last life of the daemon left working."""
         keep = task_run_id if self.window else None
         if router is not None:
-            # A page whose submission was stored just before the crash, and whose answer
-            # was lost with it, sends again: the new router knows its agent, finished.
-            since = self.clock.seconds() - FINISHED_TOLD_FOR
-            router.finished_lately(
-                await database.recently_finished_agents(task_run_id, since, FINISHED_SHOWN)
-            )
+            router.finished_lately(await finished_lately(database, task_run_id, self.clock))
         recovered = await database.recover_after_restart(keep_task_run_id=keep)
         if recovered:
             log.info(

@@ -51,7 +51,7 @@ from architect.backend.registration import (
     Registration,
     worker_identity_problem,
 )
-from architect.backend.resume import FINISHED_SHOWN
+from architect.backend.resume import finished_lately
 from architect.backend.worker_locks import WorkerLocks
 from architect.config import TaskConfig
 from architect.lifecycle import FINAL, AgentKind, unit_status_if_lost
@@ -147,9 +147,8 @@ class StoredWorkerPool:
         """Fires once the status and live-update writes issued so far are committed."""
         return self.recorder.settled()
 
-    def recently_finished(self, seconds: float) -> Deferred[dict[str, str]]:
-        since = self.clock.seconds() - seconds
-        return self.database.recently_finished_agents(self.task_run.id, since, FINISHED_SHOWN)
+    def recently_finished(self) -> Deferred[dict[str, str]]:
+        return finished_lately(self.database, self.task_run.id, self.clock)
 
     def stop(self) -> None:
         self.expiry.stop()

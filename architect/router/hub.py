@@ -421,8 +421,9 @@ class RouterHub:
             if seat is not None:  # protocol.RESUME: for this router, not for the page
                 packet.data = {k: v for k, v in packet.data.items() if k != EXPECT_SOCKET_WITHIN}
             record = self.agents.set_status(packet.subject_id, status)
-            if _seconds(seat) and record.link is None:
-                self.agents.expect(packet.subject_id, status, _seconds(seat))
+            grace = _seconds(seat)
+            if grace is not None and record.link is None:
+                self.agents.expect(packet.subject_id, status, grace)
             self.agents.deliver(packet.subject_id, self._stamp_out(packet))
         elif kind == REQUEST_STATUSES:
             self._send_again_unconfirmed()

@@ -11,7 +11,6 @@ against the database the config names, if this machine can read it.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Any, TextIO
 
 import attrs
@@ -196,7 +195,10 @@ async def _checks(
 
 async def _settle(reactor: Any, database: Database, run_id: int) -> None:
     """Wait until another process's daemon has stored what it acknowledged."""
-    count: Callable[[], Any] = lambda: database.list_submissions(task_run_id=run_id)  # noqa: E731
+
+    async def count() -> list[Any]:
+        return await database.list_submissions(task_run_id=run_id)
+
     last = len(await count())
     for _ in range(SETTLE_TRIES):
         await deferLater(reactor, 0.5)

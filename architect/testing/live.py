@@ -7,12 +7,13 @@ heartbeats and live updates through it, and takes each packet, opening and close
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.ssl import optionsForClientTLS
 
 
@@ -57,7 +58,7 @@ class PageSocket(WebSocketClientProtocol):
     def drop(self) -> None:
         """End the connection at once, with no closing handshake: a network lost."""
         if self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
+            cast(ITCPTransport, self.transport).abortConnection()  # a TCP connection's
 
 
 class PageSocketFactory(WebSocketClientFactory):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
@@ -78,14 +79,16 @@ class SeparateDaemon(ProcessProtocol):
 
     async def stop(self) -> None:
         if not self.ended.called:
+            transport = self.transport
+            assert transport is not None  # a process that has not ended has its transport
             try:
-                self.transport.signalProcess("TERM")  # type: ignore[union-attr]
-            except Exception:
-                pass
+                transport.signalProcess("TERM")
+            except ProcessExitedAlready:
+                pass  # it ended meanwhile: `ended` fires at once
             try:
                 await with_timeout(self.ended, self.reactor, STOP_TIMEOUT, "")
             except WaitTimeout:
-                self.transport.signalProcess("KILL")  # type: ignore[union-attr]
+                transport.signalProcess("KILL")
                 await self.ended
 
     async def open_database(self) -> Database:
