@@ -193,6 +193,11 @@ def _endpoint(value: str, base: Path) -> str:
     parts = _UNESCAPED_COLON.split(value)
     for i, part in enumerate(parts[1:], start=1):
         key, sep, path = part.partition("=")
+        if parts[0] == "unix" and ((i == 1 and not sep) or key == "address"):
+            # a socket file, beside the config file too (the commands find it there)
+            where = (base / (path if sep else key).replace("\\:", ":")).resolve()
+            parts[i] = ("address=" if sep else "") + str(where).replace(":", "\\:")
+            continue
         if sep and key in _ENDPOINT_FILES and path:
             where = (base / path.replace("\\:", ":")).resolve()
             if key != "caCertsDir" and not where.is_file():

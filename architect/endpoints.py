@@ -1,10 +1,12 @@
-"""Endpoint strings: whether one is this host's alone (the admin listener's check), and the
-URL the `architect admin` commands reach it at. Pure (no Twisted)."""
+"""Endpoint strings: whether one is this host's alone (the admin listener's check), and
+where the `architect admin` commands reach it (`AdminTarget`). Pure (no Twisted)."""
 
 from __future__ import annotations
 
 import re
 from ipaddress import ip_address
+
+import attrs
 
 _UNESCAPED_COLON = re.compile(r"(?<!\\):")
 LOCAL_KINDS = ("unix",)  # a socket file: reached from this host only (its permissions)
@@ -38,12 +40,43 @@ def is_loopback_only(listen: str) -> bool:
         return False
 
 
+@attrs.frozen
+class AdminTarget:
+    """How a client reaches an admin listener: a host and port (with TLS when `cert` names
+    the listener's own certificate file, which the client pins), or a unix socket file."""
+
+    url: str  # the base URL, for messages and for HTTP's Host
+    host: str = ""
+    port: int = 0
+    unix_path: str | None = None
+    cert: str | None = None  # ssl: the certificate the listener serves (certKey, or privateKey)
+
+
+def admin_target(listen: str) -> AdminTarget:
+    """Where the admin listener of this endpoint string is reached; ValueError for a kind
+    the commands do not speak, or one naming no port (socket file, certificate)."""
+    kind, positional, options = _parts(listen)
+    if kind in LOCAL_KINDS:
+        path = positional[0] if positional else options.get("address", "")
+        if not path:
+            raise ValueError(f"no socket file in {listen!r}")
+        return AdminTarget(url=f"http+unix://{path}", unix_path=path)
+    url = admin_url(listen)
+    host, _, port = url.split("://", 1)[1].rpartition(":")
+    cert = None
+    if kind == "ssl":
+        cert = options.get("certKey") or options.get("privateKey")
+        if not cert:
+            raise ValueError(f"no certKey (or privateKey) in {listen!r}")
+    return AdminTarget(url=url, host=host.strip("[]"), port=int(port), cert=cert)
+
+
 def admin_url(listen: str) -> str:
-    """The base URL (no trailing slash) of the admin listener of this endpoint string;
-    ValueError for one the commands cannot reach (a unix socket)."""
+    """The base URL (no trailing slash) of a tcp: or ssl: admin listener of this endpoint
+    string; ValueError for another kind (see admin_target for a unix socket)."""
     kind, positional, options = _parts(listen)
     if kind not in TCP_KINDS:
-        raise ValueError(f"the commands reach only a tcp: or ssl: admin listener, not {kind}:")
+        raise ValueError(f"no URL for a {kind}: listener (only tcp:, tcp6:, ssl:)")
     port = positional[0] if positional else options.get("port", "")
     if not port.isdigit():
         raise ValueError(f"no port in {listen!r}")

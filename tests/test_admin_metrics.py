@@ -259,7 +259,7 @@ def test_admin_urls_for_the_commands() -> None:
     assert admin_url("tcp:port=9100") == "http://127.0.0.1:9100"
     assert admin_url(r"ssl:9443:interface=\:\:1:privateKey=k.pem") == "https://[::1]:9443"
     with pytest.raises(ValueError, match="unix"):
-        admin_url("unix:/run/a.sock")
+        admin_url("unix:/run/a.sock")  # admin_target reaches it
 
 
 @pytest_twisted.ensureDeferred

@@ -12,7 +12,9 @@ listener (found from the same ini file's `[admin] listen`, with its `admin_token
     architect admin grant WORKER QUALIFICATION [VALUE]
     architect admin revoke WORKER QUALIFICATION
 
-Plain HTTP from the standard library: a command is one request, and needs no reactor.
+Plain HTTP from the standard library (admin/transport.py): a command is one request, and
+needs no reactor. The listener may be `tcp:`, `unix:` (the socket file) or `ssl:` (its own
+certificate, named in the ini file, is pinned: a self-signed one works, no other does).
 """
 
 from __future__ import annotations
@@ -20,12 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import urllib.error
-import urllib.request
 from typing import Any, TextIO
 
+from architect.admin.transport import AdminUnreachable, request
 from architect.config import Config
-from architect.endpoints import admin_url
+from architect.endpoints import admin_target
 
 TIMEOUT = 30.0  # seconds a command waits for the daemon
 
@@ -74,26 +75,24 @@ def _request(config: Config, method: str, path: str, body: Any = None) -> tuple[
             f"{config.path}: [admin] listen is not set: the daemon has no admin listener"
         )
     try:
-        base = admin_url(config.admin.listen)
+        target = admin_target(config.admin.listen)
     except ValueError as e:
         raise AdminError(f"{config.path}: [admin] listen: {e}") from None
     headers = {"Content-Type": "application/json"}
     if config.admin.admin_token:
         headers["Authorization"] = f"Bearer {config.admin.admin_token}"
     data = json.dumps(body).encode("utf-8") if body is not None else None
-    request = urllib.request.Request(base + path, data=data, headers=headers, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-            return response.read(), response.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as e:
+        code, raw, kind = request(target, method, path, data, headers, TIMEOUT)
+    except AdminUnreachable as e:
+        raise AdminError(f"cannot reach the admin listener at {target.url}: {e}") from None
+    if code >= 400:
         try:
-            message = json.loads(e.read()).get("error", e.reason)
-        except ValueError:
-            message = e.reason
-        raise AdminError(f"the daemon answered {e.code}: {message}") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise AdminError(f"cannot reach the admin listener at {base}: {reason}") from None
+            message = json.loads(raw).get("error", f"HTTP {code}")
+        except (ValueError, AttributeError):
+            message = f"HTTP {code}"
+        raise AdminError(f"the daemon answered {code}: {message}")
+    return raw, kind
 
 
 def _body(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:

@@ -31,6 +31,14 @@ class _Noted:
         return self.endpoint.listen(factory).addCallback(self.service._listening)
 
 
+def private_unix(listen: str) -> str:
+    """A unix: endpoint made 0600 (its owner alone may connect: the token is not all that
+    guards it), unless it names a mode itself; any other endpoint as it is."""
+    if listen.startswith("unix:") and ":mode=" not in listen:
+        return listen + ":mode=600"
+    return listen
+
+
 class AdminService(MultiService):
     def __init__(
         self, reactor: Any, parts: DaemonParts, metrics: Metrics, listen: str, token: str
@@ -42,7 +50,7 @@ class AdminService(MultiService):
         if not token:
             assert is_loopback_only(listen), "config.py refuses this: a token is needed"
         listener = StreamServerEndpointService(
-            _Noted(serverFromString(reactor, listen), self), self.web.site()
+            _Noted(serverFromString(reactor, private_unix(listen)), self), self.web.site()
         )
         listener._raiseSynchronously = True  # a port that cannot be had stops the start
         listener.setName("listener")
