@@ -3,14 +3,21 @@ hypothesis profiles of the fuzz tests (tests/test_fuzz.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from hypothesis import HealthCheck, settings
 
+from architect.config import StorageConfig
+from architect.database_url import DatabaseUrl, parse_database_url
 from tests.daemon import Daemons
 from tests.fuzz_inputs import long_run
+from tests.postgres import PostgresServer, start_server
+
+# The storage engines every storage-dependent test runs on (the `engine` fixture).
+ENGINES = ["sqlite", "postgresql"]
 
 # The default run is short and the same each time (CI); ARCHITECT_FUZZ_EXAMPLES=N runs N
 # examples per property, with new random inputs each run. No example database is kept
@@ -34,3 +41,39 @@ async def daemons(tmp_path: Path) -> AsyncIterator[Daemons]:
         yield started
     finally:
         await started.stop_all()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of its own for the session (tests/postgres.py); fails if it cannot."""
+    server = start_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[DatabaseUrl]:
+    """The url of a new, empty PostgreSQL database, dropped when the test ends."""
+    name = postgres_server.fresh_database()
+    try:
+        yield parse_database_url(postgres_server.url(name))
+    finally:
+        postgres_server.drop_database(name)
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Each engine in turn: a test taking it (or storage_config) runs once per engine."""
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def storage_config(engine: str, tmp_path: Path, request: pytest.FixtureRequest) -> StorageConfig:
+    """A [storage] section on the engine under test: its data folder in tmp_path/data."""
+    if engine == "postgresql":
+        url: DatabaseUrl = request.getfixturevalue("postgres_url")
+        return StorageConfig(data_dir=tmp_path / "data", url=url)
+    return StorageConfig(data_dir=tmp_path / "data")
