@@ -33,14 +33,44 @@ settings.register_profile(
 settings.load_profile("architect")
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module with DAEMONS_ON_EVERY_ENGINE = True runs its daemon tests once per engine."""
+    if getattr(metafunc.module, "DAEMONS_ON_EVERY_ENGINE", False):
+        if "daemon_engine" in metafunc.fixturenames:
+            metafunc.parametrize("daemon_engine", ENGINES)
+
+
+@pytest.fixture
+def daemon_engine() -> str:
+    """The engine of the embedded daemons `daemons` starts (see pytest_generate_tests)."""
+    return "sqlite"
+
+
 @pytest_twisted.async_yield_fixture
-async def daemons(tmp_path: Path) -> AsyncIterator[Daemons]:
-    """Starts daemons (tests/daemon.py) in tmp_path; stops them all when the test ends."""
-    started = Daemons(tmp_path)
+async def daemons(
+    tmp_path: Path, daemon_engine: str, request: pytest.FixtureRequest
+) -> AsyncIterator[Daemons]:
+    """Starts daemons (tests/daemon.py) in tmp_path; stops them all when the test ends.
+    On PostgreSQL, each embedded daemon gets a database of its own, dropped at the end."""
+    made: list[str] = []
+    server: PostgresServer | None = None
+    databases = None
+    if daemon_engine == "postgresql":
+        server = request.getfixturevalue("postgres_server")
+
+        def databases() -> DatabaseUrl:
+            assert server is not None
+            made.append(server.fresh_database())
+            return parse_database_url(server.url(made[-1]))
+
+    started = Daemons(tmp_path, databases)
     try:
         yield started
     finally:
         await started.stop_all()
+        for name in made:
+            assert server is not None
+            server.drop_database(name)
 
 
 @pytest.fixture(scope="session")
