@@ -6,6 +6,7 @@
     architect grant   [--config FILE] [--provider TYPE] WORKER QUALIFICATION [VALUE]
     architect revoke  [--config FILE] [--provider TYPE] WORKER QUALIFICATION
     architect token
+    architect migrate [--config FILE] --to postgresql://USER@HOST/DB [--password-file F]
     architect admin ... [--config FILE]   (a running daemon's controls: architect/admin/cli.py)
     architect bots    [--config FILE] [--workers N] [--duration S] [--disconnect-rate P]
                       [--url URL] [--think S] [--seed N] [--json] [--no-progress] [--log F]
@@ -27,6 +28,7 @@ import json
 import secrets
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from twisted.internet.defer import Deferred
@@ -34,6 +36,7 @@ from twisted.internet.task import react
 
 from architect.admin import cli as admin_cli
 from architect.config import Config, ConfigError, load_config
+from architect.database_url import DatabaseUrl, parse_database_url
 from architect.storage import Database, StorageError, TaskRun, open_database
 from architect.timeline import timeline
 
@@ -127,7 +130,17 @@ def parser() -> argparse.ArgumentParser:
         help="run the daemon in the bots' process (default: a process of its own)",
     )
     bots.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    migrate = command("migrate", "copy the SQLite database into an empty PostgreSQL one")
+    migrate.add_argument("--to", required=True, type=_database_url, help="postgresql://...")
+    migrate.add_argument("--password-file", help="its first line is the password (or PGPASSWORD)")
     return top
+
+
+def _database_url(text: str) -> DatabaseUrl:
+    try:
+        return parse_database_url(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive(kind: type[int] | type[float]) -> Any:
@@ -165,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(admin_cli.run(args, config))
     if args.command == "bots":
         _bots(args, config)
+        return
+    if args.command == "migrate":
+        react(_migrate, (args, config, sys.stdout))
         return
     react(_run, (args, config, sys.stdout))
 
@@ -220,9 +236,26 @@ async def _run(reactor: Any, args: argparse.Namespace, config: Config, out: Text
         await database.close()
 
 
+async def _migrate(reactor: Any, args: argparse.Namespace, config: Config, out: TextIO) -> None:
+    from architect.storage.migrate import migrate
+
+    password_file = None if args.password_file is None else Path(args.password_file)
+    try:
+        copied = await migrate(config.storage, args.to, password_file)
+    except (StorageError, OSError, ValueError) as e:
+        sys.stderr.write(f"architect: {e}\n")
+        raise SystemExit(1) from None
+    for table, rows in copied.rows.items():
+        out.write(f"{table}: {rows} rows\n")
+    out.write(
+        f"copied into {args.to}; to use it, set [storage] url = {args.to}"
+        f" in {config.path} (keep data_dir: the uploaded files stay there)\n"
+    )
+
+
 async def _open(reactor: Any, config: Config) -> Database:
     path = config.storage.data_dir / config.storage.database
-    if not path.is_file():
+    if config.storage.url is None and not path.is_file():
         raise CommandError(f"no database at {path} (has the daemon run with {config.path}?)")
     return await open_database(config.storage, reactor=reactor)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from architect.database_url import DatabaseUrl, parse_database_url
 from architect.endpoints import is_loopback_only
 from architect.qualifications import Requirement, parse_requirements
 
@@ -104,8 +105,11 @@ class LogConfig:
 
 @attrs.frozen
 class StorageConfig:
-    data_dir: Path = Path("data")
+    data_dir: Path = Path("data")  # the SQLite file and, under files/, the uploads (both engines)
     database: str = "architect.sqlite3"
+    # PostgreSQL instead of the SQLite file (architect/database_url.py); None: SQLite.
+    url: DatabaseUrl | None = None
+    password_file: Path | None = None  # its first line is the PostgreSQL password
 
 
 DEMO_TASK_NAME = "demo"
@@ -387,6 +391,19 @@ def _websocket_url(value: str, base: Path) -> str:
     return value
 
 
+def _database_url(value: str, base: Path) -> DatabaseUrl | None:
+    return parse_database_url(value) if value else None
+
+
+def _password_file(value: str, base: Path) -> Path | None:
+    if not value:
+        return None
+    path = (base / value).resolve()
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file")
+    return path
+
+
 _Parser = Callable[[str, Path], Any]
 
 SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
@@ -447,6 +464,8 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
         {
             "data_dir": _dir_to_create,
             "database": _file_name,
+            "url": _database_url,
+            "password_file": _password_file,
         },
     ),
     "task": (
@@ -561,6 +580,9 @@ def _check_together(config: Config) -> None:
     backend = config.backend
     if backend.mode == "remote" and not backend.router_url:
         raise ConfigError(config.path, "backend", "router_url", "is required when mode = remote")
+    storage = config.storage
+    if storage.password_file is not None and storage.url is None:
+        raise ConfigError(config.path, "storage", "password_file", "is for a PostgreSQL url")
     admin = config.admin
     if admin.listen and not admin.admin_token and not is_loopback_only(admin.listen):
         problem = "listens beyond this host: set admin_token, or listen on 127.0.0.1"

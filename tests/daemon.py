@@ -31,6 +31,7 @@ from architect.backend.channel import Channel
 from architect.backend.client_io import ClientIOHandler
 from architect.backend.workers import StoredWorkerPool
 from architect.config import BackendConfig, Config, RouterConfig, StorageConfig, TaskConfig
+from architect.database_url import DatabaseUrl
 from architect.router.hub import RouterHub
 from architect.router.service import RouterService
 from architect.storage import Database
@@ -206,10 +207,12 @@ class Daemon:
 class Daemons:
     """The daemons of one test: started here, stopped by `stop_all` (the last started first)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, databases: Callable[[], DatabaseUrl] | None = None) -> None:
         self.folder = folder
         self.running: list[Daemon] = []
         self.made = 0
+        # With databases, each embedded daemon gets a new PostgreSQL database of it.
+        self.databases = databases
 
     def next_folder(self) -> Path:
         """A fresh folder in the test's, for one more daemon's files."""
@@ -239,6 +242,10 @@ class Daemons:
     ) -> Daemon:
         """An embedded daemon (see `daemon_config`) in a fresh folder, ready."""
         config = daemon_config(self.next_folder(), router=router, backend=backend, task=task)
+        if self.databases is not None:
+            config = attrs.evolve(
+                config, storage=attrs.evolve(config.storage, url=self.databases())
+            )
         return await self.start(config)
 
     async def stop(self, daemon: Daemon) -> None:

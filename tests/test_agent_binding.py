@@ -23,6 +23,9 @@ from architect.router.sessions import COOKIE_NAME
 from tests.clients import Browser, wait_for
 from tests.daemon import Daemon, Daemons, daemon_config
 
+# Each embedded daemon here runs once on SQLite, once on PostgreSQL (conftest).
+DAEMONS_ON_EVERY_ENGINE = True
+
 
 def alices_page(tab: str = "") -> dict[str, Any]:
     """The provider data of Alice's page URL (as mephisto-task's mock provider makes it)."""

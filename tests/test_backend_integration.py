@@ -45,6 +45,9 @@ from architect.upload_names import new_upload_name
 from tests.clients import Browsers, PacketClient, open_socket, wait_for
 from tests.daemon import Daemon, Daemons
 
+# Each embedded daemon here runs once on SQLite, once on PostgreSQL (conftest).
+DAEMONS_ON_EVERY_ENGINE = True
+
 reactor: Any = _reactor
 DEADLINE = 5.0  # seconds to wait for something that should happen at once
 TOKEN = "backend-token"

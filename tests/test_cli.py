@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 import pytest_twisted
 
+from architect.database_url import DatabaseUrl
 from architect.protocol import Status
 from architect.storage import SubmissionKind, UnitStatus, open_sqlite_database
+from architect.storage.postgresql import open_postgresql_database
 
 pytestmark = pytest.mark.slow
 ARCHITECT = str(Path(sys.executable).parent / "architect")
@@ -189,3 +191,51 @@ async def test_csv_results_start_no_formula(tmp_path: Path) -> None:
     out = architect("results", "--config", str(config), cwd=tmp_path)
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert rows[0]["worker_name"] == "=cmd|' /C calc'!A0"  # JSON lines keep the text as it is
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_migrate_copies_the_sqlite_database_into_postgresql(
+    tmp_path: Path, postgres_url: DatabaseUrl
+) -> None:
+    """After `migrate`, every command reads the same from PostgreSQL as from the file (one
+    changed line in the ini); new rows get new ids; a second migrate is refused."""
+    config = write_config(tmp_path)
+    await fill(tmp_path)
+    pg_config = tmp_path / "pg.ini"
+    pg_config.write_text(
+        f"[storage]\ndata_dir = data\nurl = {postgres_url}\n[task]\nname = run-a\n"
+    )
+
+    migrated = architect(
+        "migrate", "--config", str(config), "--to", str(postgres_url), cwd=tmp_path
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    assert "agents: 2 rows" in migrated.stdout
+    assert "submissions: 2 rows" in migrated.stdout
+
+    for command in (["results"], ["results", "--format", "csv"], ["status"], ["workers"]):
+        on_sqlite = architect(*command, "--config", str(config), cwd=tmp_path)
+        on_postgresql = architect(*command, "--config", str(pg_config), cwd=tmp_path)
+        assert on_sqlite.returncode == on_postgresql.returncode == 0, on_postgresql.stderr
+        assert on_postgresql.stdout == on_sqlite.stdout
+        assert on_sqlite.stdout
+
+    database = await open_postgresql_database(postgres_url, tmp_path / "data")
+    try:
+        w3 = await database.find_or_create_worker("mock", "w3")
+        assert w3.id == 3
+        run = await database.get_task_run("run-a")
+        assert run is not None
+        assert len(await database.list_agents(task_run_id=run.id)) == 2
+    finally:
+        await database.close()
+
+    again = architect("migrate", "--config", str(config), "--to", str(postgres_url), cwd=tmp_path)
+    assert again.returncode == 1
+    assert "already holds data" in again.stderr
+    bad = architect(
+        "migrate", "--config", str(config), "--to", "postgresql://u:pw@h/db", cwd=tmp_path
+    )
+    assert bad.returncode == 2
+    assert "holds a password" in bad.stderr

@@ -19,9 +19,15 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from architect.backend.expiry import AgentExpiry
 from architect.backend.resume import Resumption
-from architect.config import Config, ConfigError, TaskConfig, load_config
+from architect.config import Config, ConfigError, StorageConfig, TaskConfig, load_config
 from architect.protocol import ALIVE, FailureReason, Status
-from architect.storage import SQLiteDatabase, SubmissionKind, UnitStatus, open_sqlite_database
+from architect.storage import (
+    Database,
+    SubmissionKind,
+    UnitStatus,
+    open_database,
+    open_sqlite_database,
+)
 from architect.tap import build_service
 from architect.tasks.agent import Agent
 from architect.tasks.definition import LIVE, TaskDefinition, WorkerInfo
@@ -40,8 +46,8 @@ def clock() -> Clock:
 
 
 @pytest_twisted.async_yield_fixture
-async def db(tmp_path: Path, clock: Clock) -> AsyncIterator[SQLiteDatabase]:
-    database = await open_sqlite_database(tmp_path / "data", clock=clock)
+async def db(storage_config: StorageConfig, clock: Clock) -> AsyncIterator[Database]:
+    database = await open_database(storage_config, clock=clock)
     yield database
     await database.close()
 
@@ -71,7 +77,7 @@ def only_info(events: list[dict[str, Any]]) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_made_up_registrations_hold_their_units_only_for_the_window(
-    db: SQLiteDatabase, clock: Clock
+    db: Database, clock: Clock
 ) -> None:
     stack = await BackendStack.make(db, units(10), clock=clock)
     assert stack.pool.settings.assignment_duration == WINDOW
@@ -121,7 +127,7 @@ async def test_made_up_registrations_hold_their_units_only_for_the_window(
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_expired_status_is_pushed_to_the_router(db: SQLiteDatabase, clock: Clock) -> None:
+async def test_the_expired_status_is_pushed_to_the_router(db: Database, clock: Clock) -> None:
     stack = await BackendStack.make(db, units(2), clock=clock, assignment_duration=60)
     agent_id = (await stack.register("w1", "reg-1"))["agent_id"]
     await advance(stack, 59)
@@ -135,9 +141,7 @@ async def test_the_expired_status_is_pushed_to_the_router(db: SQLiteDatabase, cl
 
 
 @pytest_twisted.ensureDeferred
-async def test_with_return_units_off_an_expired_unit_stays_used(
-    db: SQLiteDatabase, clock: Clock
-) -> None:
+async def test_with_return_units_off_an_expired_unit_stays_used(db: Database, clock: Clock) -> None:
     stack = await BackendStack.make(
         db, units(1), clock=clock, assignment_duration=60, return_units=False
     )
@@ -148,7 +152,7 @@ async def test_with_return_units_off_an_expired_unit_stays_used(
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_live_agent_waiting_for_partners_expires(db: SQLiteDatabase, clock: Clock) -> None:
+async def test_a_live_agent_waiting_for_partners_expires(db: Database, clock: Clock) -> None:
     started: list[Assignment] = []
 
     async def run_assignment(assignment: Assignment, agents: list[Agent]) -> None:
@@ -174,7 +178,7 @@ async def test_a_live_agent_waiting_for_partners_expires(db: SQLiteDatabase, clo
 
 @pytest_twisted.ensureDeferred
 async def test_an_onboarding_agent_expires_and_its_late_answers_are_refused(
-    db: SQLiteDatabase, clock: Clock
+    db: Database, clock: Clock
 ) -> None:
     def onboarding_data(worker: WorkerInfo) -> dict[str, Any]:
         return {"question": "2+2?"}
@@ -230,7 +234,7 @@ class FakeUploads:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_submission_after_the_window_is_refused(db: SQLiteDatabase, clock: Clock) -> None:
+async def test_a_submission_after_the_window_is_refused(db: Database, clock: Clock) -> None:
     uploads = FakeUploads()
     stack = await BackendStack.make(
         db, units(1), clock=clock, assignment_duration=60, files=uploads
@@ -259,7 +263,7 @@ async def test_a_submission_after_the_window_is_refused(db: SQLiteDatabase, cloc
 
 @pytest_twisted.ensureDeferred
 async def test_a_submission_after_a_disconnect_within_the_window_is_still_kept(
-    db: SQLiteDatabase, clock: Clock
+    db: Database, clock: Clock
 ) -> None:
     stack = await BackendStack.make(db, units(1), clock=clock, assignment_duration=60)
     agent_id = (await stack.register("w1"))["agent_id"]

@@ -17,8 +17,9 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 
 from architect.backend.resume import Resumption
+from architect.config import StorageConfig
 from architect.protocol import CLIENT_BOUND_LIVE_UPDATE, FailureReason, Status
-from architect.storage import SQLiteDatabase, SubmissionKind, open_sqlite_database
+from architect.storage import Database, SubmissionKind, open_database, open_sqlite_database
 from architect.tasks.agent import Agent, AgentGone
 from architect.tasks.definition import LIVE, TaskDefinition, WorkerInfo
 from architect.tasks.live import Assignment
@@ -29,8 +30,8 @@ WORKERS = 200
 
 
 @pytest_twisted.async_yield_fixture
-async def db(tmp_path: Path) -> AsyncIterator[SQLiteDatabase]:
-    database = await open_sqlite_database(tmp_path / "data", clock=Clock())
+async def db(storage_config: StorageConfig) -> AsyncIterator[Database]:
+    database = await open_database(storage_config, clock=Clock())
     yield database
     await database.close()
 
@@ -73,7 +74,7 @@ def quiet_about(events: Sequence[dict[str, Any]], agent_id: str) -> list[dict[st
 
 @pytest_twisted.ensureDeferred
 async def test_finished_agents_leave_every_structure_of_a_static_task(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     stack = await BackendStack.make(db, units(WORKERS), TaskDefinition(validate_submission=judged))
     agents = []
@@ -111,7 +112,7 @@ async def test_finished_agents_leave_every_structure_of_a_static_task(
 
 @pytest_twisted.ensureDeferred
 async def test_onboarding_agents_are_forgotten_once_their_onboarding_is_decided(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     def onboarding_data(worker: WorkerInfo) -> dict[str, Any]:
         return {"question": "2+2?"}
@@ -146,7 +147,7 @@ async def chat(assignment: Assignment, agents: list[Agent]) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_live_room_ends_with_its_last_agent(db: SQLiteDatabase) -> None:
+async def test_a_live_room_ends_with_its_last_agent(db: Database) -> None:
     task = TaskDefinition(kind=LIVE, run_assignment=chat)
     rooms = WORKERS // 2
     stack = await BackendStack.make(db, units(rooms), task, units_per_assignment=2)
@@ -171,7 +172,7 @@ async def test_a_live_room_ends_with_its_last_agent(db: SQLiteDatabase) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_partner_disconnect_ends_the_room_and_frees_both_agents(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     task = TaskDefinition(kind=LIVE, run_assignment=chat)
     stack = await BackendStack.make(db, units(1), task, units_per_assignment=2)
@@ -228,9 +229,7 @@ async def finish(stack: BackendStack, agent_id: str, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["submitted", "router disconnect", Status.EXPIRED])
 @pytest_twisted.ensureDeferred
-async def test_a_reload_after_the_agent_finished_is_task_missing(
-    db: SQLiteDatabase, how: str
-) -> None:
+async def test_a_reload_after_the_agent_finished_is_task_missing(db: Database, how: str) -> None:
     stack = await BackendStack.make(db, units(3))
     agent_id = (await stack.register("w1", "reg-1"))["agent_id"]
     await finish(stack, agent_id, how)
@@ -245,7 +244,7 @@ async def test_a_reload_after_the_agent_finished_is_task_missing(
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_reload_after_onboarding_was_decided(db: SQLiteDatabase) -> None:
+async def test_a_reload_after_onboarding_was_decided(db: Database) -> None:
     def validate_onboarding(worker: WorkerInfo, data: dict[str, Any]) -> bool:
         if data["answer"] == "crash":
             raise RuntimeError("a bug in the task")
@@ -271,7 +270,7 @@ async def test_a_reload_after_onboarding_was_decided(db: SQLiteDatabase) -> None
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_limits_count_forgotten_agents(db: SQLiteDatabase) -> None:
+async def test_the_limits_count_forgotten_agents(db: Database) -> None:
     stack = await BackendStack.make(db, units(6), allowed_concurrent=1, maximum_units_per_worker=2)
     first = (await stack.register("w1", "reg-1"))["agent_id"]
     assert (await stack.register("w1", "reg-2"))["failure_reason"] == (
@@ -293,7 +292,7 @@ async def test_the_limits_count_forgotten_agents(db: SQLiteDatabase) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_late_live_update_is_dropped_quietly(db: SQLiteDatabase) -> None:
+async def test_a_late_live_update_is_dropped_quietly(db: Database) -> None:
     stack = await BackendStack.make(db, units(2))
     agent_id = (await stack.register("w1"))["agent_id"]
     await stack.submit(agent_id, {"done": True})
@@ -308,7 +307,7 @@ async def test_a_late_live_update_is_dropped_quietly(db: SQLiteDatabase) -> None
 
 @pytest_twisted.ensureDeferred
 async def test_a_live_update_for_an_agent_nobody_knows_is_still_a_warning(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     stack = await BackendStack.make(db, units(1))
     with capturedLogs() as events:
@@ -317,7 +316,7 @@ async def test_a_live_update_for_an_agent_nobody_knows_is_still_a_warning(
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_second_submission_after_finishing_is_dropped(db: SQLiteDatabase) -> None:
+async def test_a_second_submission_after_finishing_is_dropped(db: Database) -> None:
     stack = await BackendStack.make(db, units(2))
     agent_id = (await stack.register("w1"))["agent_id"]
     await stack.submit(agent_id, {"answer": 1})
@@ -330,7 +329,7 @@ async def test_a_second_submission_after_finishing_is_dropped(db: SQLiteDatabase
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_submission_after_a_disconnect_is_kept(db: SQLiteDatabase) -> None:
+async def test_a_submission_after_a_disconnect_is_kept(db: Database) -> None:
     stack = await BackendStack.make(db, units(2))
     agent_id = (await stack.register("w1"))["agent_id"]
     await stack.router_statuses({agent_id: Status.DISCONNECT})
@@ -347,7 +346,7 @@ async def test_a_submission_after_a_disconnect_is_kept(db: SQLiteDatabase) -> No
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_late_onboarding_submission_is_task_missing(db: SQLiteDatabase) -> None:
+async def test_a_late_onboarding_submission_is_task_missing(db: Database) -> None:
     stack = await BackendStack.make(db, units(2), onboarding=True)
     onboarding = (await stack.register("w1", "reg-1"))["agent_id"]
     assert (await stack.onboard(onboarding, "4"))["agent_id"] is not None
@@ -361,7 +360,7 @@ async def test_a_late_onboarding_submission_is_task_missing(db: SQLiteDatabase) 
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_router_behind_is_told_the_stored_final_status(db: SQLiteDatabase) -> None:
+async def test_a_router_behind_is_told_the_stored_final_status(db: Database) -> None:
     stack = await BackendStack.make(db, units(3))
     done = (await stack.register("w1"))["agent_id"]
     gone = (await stack.register("w2"))["agent_id"]
@@ -384,7 +383,7 @@ async def test_a_router_behind_is_told_the_stored_final_status(db: SQLiteDatabas
 
 @pytest_twisted.ensureDeferred
 async def test_a_verdict_after_the_agent_is_forgotten_reaches_the_router(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     stack = await BackendStack.make(db, units(2), TaskDefinition(validate_submission=judged))
     agent_id = (await stack.register("w1"))["agent_id"]
@@ -398,7 +397,7 @@ async def test_a_verdict_after_the_agent_is_forgotten_reaches_the_router(
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_failing_verdict_is_logged_with_the_unit(db: SQLiteDatabase) -> None:
+async def test_a_failing_verdict_is_logged_with_the_unit(db: Database) -> None:
     def broken(agent: Agent, data: dict[str, Any]) -> bool:
         raise RuntimeError("a bug in the task")
 
@@ -414,7 +413,7 @@ async def test_a_failing_verdict_is_logged_with_the_unit(db: SQLiteDatabase) -> 
 
 
 @pytest_twisted.ensureDeferred
-async def test_task_code_may_still_talk_to_a_forgotten_agent(db: SQLiteDatabase) -> None:
+async def test_task_code_may_still_talk_to_a_forgotten_agent(db: Database) -> None:
     """A live room goes on after one agent submitted; what the task code sends that agent
     still leaves for its router."""
     rooms: list[list[Agent]] = []

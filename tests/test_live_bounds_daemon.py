@@ -15,6 +15,9 @@ from architect.storage import Direction
 from tests.clients import Browser, wait_for
 from tests.daemon import Daemon, Daemons
 
+# Each embedded daemon here runs once on SQLite, once on PostgreSQL (conftest).
+DAEMONS_ON_EVERY_ENGINE = True
+
 UPDATES = 40  # within the router's default burst: the rate limit is not what is tried here
 UPDATE_BYTES = 100_000
 KEPT = 25  # [backend] max_live_updates_per_agent, for this test

@@ -4,7 +4,6 @@ and passes to the task, and how much of them a reloading page gets back."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest_twisted
@@ -12,9 +11,9 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from architect.backend.workers import StoredWorkerPool, prepare_task_run
-from architect.config import TaskConfig
+from architect.config import StorageConfig, TaskConfig
 from architect.protocol import MEPHISTO_BOUND_LIVE_UPDATE, Packet, Status, data_size
-from architect.storage import Direction, SQLiteDatabase, open_sqlite_database
+from architect.storage import Database, Direction, open_database
 from architect.tasks.agent import Agent
 from architect.tasks.definition import TaskDefinition
 from architect.tasks.history import LiveLimits
@@ -109,14 +108,14 @@ def test_the_handler_drops_updates_of_a_full_agent_and_answers_a_reload_in_bound
 
 
 @pytest_twisted.async_yield_fixture
-async def db(tmp_path: Path) -> AsyncIterator[SQLiteDatabase]:
-    database = await open_sqlite_database(tmp_path / "data", clock=Clock())
+async def db(storage_config: StorageConfig) -> AsyncIterator[Database]:
+    database = await open_database(storage_config, clock=Clock())
     yield database
     await database.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_stored_pool_keeps_no_update_past_the_bounds(db: SQLiteDatabase) -> None:
+async def test_a_stored_pool_keeps_no_update_past_the_bounds(db: Database) -> None:
     config = TaskConfig(name="run-1", units=({"n": 0},))
     run = await prepare_task_run(db, config, [{"n": 0}])
     limits = LiveLimits(max_updates=4, max_past=2)

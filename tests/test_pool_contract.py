@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import attrs
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, succeed
@@ -29,10 +30,10 @@ from twisted.logger import capturedLogs
 from architect.backend.client_io import ClientIOHandler
 from architect.backend.registration import BadRegistration, Registration, WorkerPool
 from architect.backend.workers import StoredWorkerPool, prepare_task_run
-from architect.config import TaskConfig
+from architect.config import StorageConfig, TaskConfig
 from architect.protocol import SUBMIT_UNIT, FailureReason, Status
 from architect.qualifications import Requirement
-from architect.storage import SQLiteDatabase, open_sqlite_database
+from architect.storage import Database, open_database
 from architect.tasks.agent import Agent
 from architect.tasks.definition import TaskDefinition, WorkerInfo
 from architect.tasks.hooks import inline_runner
@@ -132,7 +133,7 @@ def memory_maker() -> MakePool:
     return make
 
 
-def stored_maker(database: SQLiteDatabase) -> MakePool:
+def stored_maker(database: Database) -> MakePool:
     made = 0
 
     async def make(
@@ -176,19 +177,25 @@ def stored_maker(database: SQLiteDatabase) -> MakePool:
     return make
 
 
-@pytest.fixture(params=["memory", "stored"])
+@pytest.fixture(params=["memory", "stored-sqlite", "stored-postgresql"])
 def kind(request: pytest.FixtureRequest) -> str:
     kind: str = request.param
     return kind
 
 
 @pytest_twisted.async_yield_fixture
-async def make(kind: str, tmp_path: Path) -> AsyncIterator[MakePool]:
-    """Makes pools of the kind under test (the stored ones share one SQLite file)."""
+async def make(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[MakePool]:
+    """Makes pools of the kind under test (the stored ones share one database, on each
+    engine in turn)."""
     if kind == "memory":
         yield memory_maker()
         return
-    database = await open_sqlite_database(tmp_path / "data", clock=Clock())
+    storage = StorageConfig(data_dir=tmp_path / "data")
+    if kind == "stored-postgresql":
+        storage = attrs.evolve(storage, url=request.getfixturevalue("postgres_url"))
+    database = await open_database(storage, clock=Clock())
     try:
         yield stored_maker(database)
     finally:

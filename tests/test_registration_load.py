@@ -24,6 +24,9 @@ from architect.protocol import FailureReason
 from tests.clients import Browsers, reactor
 from tests.daemon import Daemons
 
+# Each embedded daemon here runs once on SQLite, once on PostgreSQL (conftest).
+DAEMONS_ON_EVERY_ENGINE = True
+
 pytestmark = pytest.mark.slow
 
 UNITS, WORKERS, MAX_UNITS, CONCURRENT = 200, 50, 5, 2

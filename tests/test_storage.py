@@ -19,10 +19,10 @@ from architect.protocol import Status
 from architect.storage import (
     SCHEMA_DIR,
     SCHEMA_VERSION,
+    Database,
     Direction,
     NoSuchAgent,
     SchemaError,
-    SQLiteDatabase,
     StorageError,
     SubmissionKind,
     UnitStatus,
@@ -43,10 +43,16 @@ def clock() -> Clock:
 
 
 @pytest_twisted.async_yield_fixture
-async def db(tmp_path: Path, clock: Clock) -> AsyncIterator[SQLiteDatabase]:
-    database = await open_sqlite_database(tmp_path / "data", clock=clock)
+async def db(storage_config: StorageConfig, clock: Clock) -> AsyncIterator[Database]:
+    """The database on each engine in turn (conftest's `engine`); a test that reads the
+    SQLite file itself says so with SQLITE_ONLY."""
+    database = await open_database(storage_config, clock=clock)
     yield database
     await database.close()
+
+
+# For a test that reads the SQLite file with a second connection (query, raw) or its plan.
+SQLITE_ONLY = pytest.mark.parametrize("engine", ["sqlite"])
 
 
 def raw(tmp_path: Path) -> sqlite3.Connection:
@@ -63,7 +69,7 @@ def query(tmp_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
 
 
 async def run_with_units(
-    db: SQLiteDatabase, assignments: int = 3, per_assignment: int = 1, name: str = "run-1"
+    db: Database, assignments: int = 3, per_assignment: int = 1, name: str = "run-1"
 ) -> tuple[int, list[int]]:
     run = await db.find_or_create_task_run(name, {"task": "demo"})
     await db.add_assignments(run.id, [{"n": i} for i in range(assignments)], per_assignment)
@@ -74,9 +80,10 @@ async def run_with_units(
 # --- schema, version, upgrades ---
 
 
+@SQLITE_ONLY
 @pytest_twisted.ensureDeferred
 async def test_new_database_is_created_with_schema_version_and_wal(
-    db: SQLiteDatabase, tmp_path: Path
+    db: Database, tmp_path: Path
 ) -> None:
     assert db.data_dir == tmp_path / "data"
     assert (tmp_path / "data" / "files").is_dir()
@@ -86,9 +93,10 @@ async def test_new_database_is_created_with_schema_version_and_wal(
     assert {"task_runs", "units", "agents", "submissions", "live_updates"} <= tables
 
 
+@SQLITE_ONLY
 @pytest_twisted.ensureDeferred
 async def test_foreign_keys_are_enforced_and_a_failed_write_leaves_nothing(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     run_id, unit_ids = await run_with_units(db)
     with pytest.raises(sqlite3.IntegrityError):
@@ -206,7 +214,7 @@ async def test_a_version_1_database_is_upgraded_to_the_current_version_keeping_e
     await old.store_live_update("a1", Direction.MEPHISTO_BOUND, {"text": "hi"}, "u1")
     await old.store_submission("onboarding-1", SubmissionKind.ONBOARDING, {"answer": 4})
 
-    async def everything(db: SQLiteDatabase) -> tuple[Any, ...]:
+    async def everything(db: Database) -> tuple[Any, ...]:
         return (
             await db.list_agents(),
             await db.list_units(run_id),
@@ -363,7 +371,7 @@ async def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_task_run_is_found_by_name_with_the_config_it_first_ran_with(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     first = await db.find_or_create_task_run("run-1", {"units": 10})
     again = await db.find_or_create_task_run("run-1", {"units": 99})
@@ -379,7 +387,7 @@ async def test_a_task_run_is_found_by_name_with_the_config_it_first_ran_with(
 
 
 @pytest_twisted.ensureDeferred
-async def test_assignments_and_units_are_stored_once_per_index(db: SQLiteDatabase) -> None:
+async def test_assignments_and_units_are_stored_once_per_index(db: Database) -> None:
     run = await db.find_or_create_task_run("run-1", {})
     assert await db.add_assignments(run.id, [{"text": "a"}, {"text": "b"}], 2) == 2
     # Restarting with one more line adds only that line.
@@ -405,7 +413,7 @@ async def test_assignments_and_units_are_stored_once_per_index(db: SQLiteDatabas
 
 
 @pytest_twisted.ensureDeferred
-async def test_workers_are_found_by_provider_and_name(db: SQLiteDatabase) -> None:
+async def test_workers_are_found_by_provider_and_name(db: Database) -> None:
     alice = await db.find_or_create_worker("mock", "alice")
     assert await db.find_or_create_worker("mock", "alice") == alice
     other_provider = await db.find_or_create_worker("prolific", "alice")
@@ -416,9 +424,7 @@ async def test_workers_are_found_by_provider_and_name(db: SQLiteDatabase) -> Non
 
 
 @pytest_twisted.ensureDeferred
-async def test_qualifications_are_granted_replaced_and_revoked(
-    db: SQLiteDatabase, clock: Clock
-) -> None:
+async def test_qualifications_are_granted_replaced_and_revoked(db: Database, clock: Clock) -> None:
     alice = await db.find_or_create_worker("mock", "alice")
     bob = await db.find_or_create_worker("mock", "bob")
     await db.grant_qualification(alice.id, "onboarded", True)
@@ -440,7 +446,7 @@ async def test_qualifications_are_granted_replaced_and_revoked(
 
 @pytest_twisted.ensureDeferred
 async def test_a_reservation_can_record_the_assignment_data_as_the_task_data(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     run_id, unit_ids = await run_with_units(db, assignments=3)
     alice = await db.find_or_create_worker("mock", "alice")
@@ -451,7 +457,7 @@ async def test_a_reservation_can_record_the_assignment_data_as_the_task_data(
 
 
 @pytest_twisted.ensureDeferred
-async def test_reserve_takes_the_first_still_available_candidate(db: SQLiteDatabase) -> None:
+async def test_reserve_takes_the_first_still_available_candidate(db: Database) -> None:
     run_id, unit_ids = await run_with_units(db, assignments=3)
     alice = await db.find_or_create_worker("mock", "alice")
     first = await db.reserve_unit(run_id, alice.id, "a1", [unit_ids[2], unit_ids[0]], "reg-1")
@@ -486,7 +492,7 @@ async def test_reserve_takes_the_first_still_available_candidate(db: SQLiteDatab
 
 @pytest_twisted.ensureDeferred
 async def test_many_candidates_are_searched_in_order_past_the_first_chunk(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     run_id, unit_ids = await run_with_units(db, assignments=600)
     alice = await db.find_or_create_worker("mock", "alice")
@@ -500,7 +506,7 @@ async def test_many_candidates_are_searched_in_order_past_the_first_chunk(
 
 
 @pytest_twisted.ensureDeferred
-async def test_concurrent_reservations_never_share_a_unit(db: SQLiteDatabase) -> None:
+async def test_concurrent_reservations_never_share_a_unit(db: Database) -> None:
     run_id, unit_ids = await run_with_units(db, assignments=10)
     workers = [await db.find_or_create_worker("mock", f"w{i}") for i in range(50)]
     results = await gatherResults(
@@ -523,7 +529,7 @@ async def test_concurrent_reservations_never_share_a_unit(db: SQLiteDatabase) ->
 
 
 @pytest_twisted.ensureDeferred
-async def test_onboarding_agents_and_lookup_by_registration_id(db: SQLiteDatabase) -> None:
+async def test_onboarding_agents_and_lookup_by_registration_id(db: Database) -> None:
     run_id, unit_ids = await run_with_units(db)
     alice = await db.find_or_create_worker("mock", "alice")
     onboarding = await db.create_onboarding_agent(
@@ -545,7 +551,7 @@ async def test_onboarding_agents_and_lookup_by_registration_id(db: SQLiteDatabas
 
 
 @pytest_twisted.ensureDeferred
-async def test_every_status_change_is_kept_with_its_time(db: SQLiteDatabase, clock: Clock) -> None:
+async def test_every_status_change_is_kept_with_its_time(db: Database, clock: Clock) -> None:
     run_id, unit_ids = await run_with_units(db)
     alice = await db.find_or_create_worker("mock", "alice")
     await db.reserve_unit(run_id, alice.id, "a1", unit_ids)
@@ -579,9 +585,10 @@ async def test_every_status_change_is_kept_with_its_time(db: SQLiteDatabase, clo
         db.set_agent_status("a1", "finished")
 
 
+@SQLITE_ONLY
 @pytest_twisted.ensureDeferred
 async def test_the_task_data_an_agent_was_given_is_kept(
-    db: SQLiteDatabase, tmp_path: Path, clock: Clock
+    db: Database, tmp_path: Path, clock: Clock
 ) -> None:
     run_id, unit_ids = await run_with_units(db)
     alice = await db.find_or_create_worker("mock", "alice")
@@ -609,7 +616,7 @@ async def test_the_task_data_an_agent_was_given_is_kept(
 
 @pytest_twisted.ensureDeferred
 async def test_resumable_agents_are_the_active_agents_of_the_run_with_what_they_need(
-    db: SQLiteDatabase, clock: Clock
+    db: Database, clock: Clock
 ) -> None:
     run_id, unit_ids = await run_with_units(db, assignments=4)
     other_run_id, other_unit_ids = await run_with_units(db, assignments=1, name="run-2")
@@ -687,7 +694,7 @@ async def test_resumable_agents_are_the_active_agents_of_the_run_with_what_they_
 
 @pytest_twisted.ensureDeferred
 async def test_releasing_a_unit_returns_it_to_the_pool_only_from_its_holder(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     run_id, unit_ids = await run_with_units(db, assignments=1)
     alice = await db.find_or_create_worker("mock", "alice")
@@ -704,7 +711,7 @@ async def test_releasing_a_unit_returns_it_to_the_pool_only_from_its_holder(
 
 
 @pytest_twisted.ensureDeferred
-async def test_counting_helpers_for_the_pipeline(db: SQLiteDatabase) -> None:
+async def test_counting_helpers_for_the_pipeline(db: Database) -> None:
     run_id, unit_ids = await run_with_units(db, assignments=3, per_assignment=2)
     other_run = await db.find_or_create_task_run("run-2", {})
     await db.add_assignments(other_run.id, [{"n": 0}])
@@ -741,9 +748,9 @@ async def test_counting_helpers_for_the_pipeline(db: SQLiteDatabase) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_restart_returns_units_of_gone_agents_and_keeps_completed_ones(
-    tmp_path: Path, clock: Clock
+    storage_config: StorageConfig, clock: Clock
 ) -> None:
-    first = await open_sqlite_database(tmp_path / "data", clock=clock)
+    first = await open_database(storage_config, clock=clock)
     run_id, unit_ids = await run_with_units(first, assignments=4)
     alice = await first.find_or_create_worker("mock", "alice")
     await first.reserve_unit(run_id, alice.id, "done", [unit_ids[0]])
@@ -755,7 +762,7 @@ async def test_restart_returns_units_of_gone_agents_and_keeps_completed_ones(
     await first.close()
 
     clock.advance(60)
-    second = await open_sqlite_database(tmp_path / "data", clock=clock)
+    second = await open_database(storage_config, clock=clock)
     try:
         assert sorted(await second.recover_after_restart()) == [
             "fresh",
@@ -785,9 +792,9 @@ async def test_restart_returns_units_of_gone_agents_and_keeps_completed_ones(
 
 @pytest_twisted.ensureDeferred
 async def test_restart_can_keep_the_active_agents_of_one_run_for_resuming(
-    tmp_path: Path, clock: Clock
+    storage_config: StorageConfig, clock: Clock
 ) -> None:
-    first = await open_sqlite_database(tmp_path / "data", clock=clock)
+    first = await open_database(storage_config, clock=clock)
     kept_run_id, kept_units = await run_with_units(first, assignments=3)
     other_run_id, other_units = await run_with_units(first, assignments=3, name="run-2")
     alice = await first.find_or_create_worker("mock", "alice")
@@ -809,7 +816,7 @@ async def test_restart_can_keep_the_active_agents_of_one_run_for_resuming(
     await first.close()
 
     clock.advance(60)
-    second = await open_sqlite_database(tmp_path / "data", clock=clock)
+    second = await open_database(storage_config, clock=clock)
     try:
         kept_before = await second.list_agents(kept_run_id)
         kept_history = await second.status_history("kept-working")
@@ -861,7 +868,7 @@ async def test_restart_can_keep_the_active_agents_of_one_run_for_resuming(
 
 
 @pytest_twisted.ensureDeferred
-async def test_submissions_are_stored_with_their_files(db: SQLiteDatabase, clock: Clock) -> None:
+async def test_submissions_are_stored_with_their_files(db: Database, clock: Clock) -> None:
     run_id, unit_ids = await run_with_units(db)
     alice = await db.find_or_create_worker("mock", "alice")
     await db.reserve_unit(run_id, alice.id, "a1", unit_ids)
@@ -897,8 +904,9 @@ async def test_submissions_are_stored_with_their_files(db: SQLiteDatabase, clock
     assert await db.list_submissions(task_run_id=run_id + 1) == []
 
 
+@SQLITE_ONLY
 @pytest_twisted.ensureDeferred
-async def test_a_repeated_submission_is_stored_once(db: SQLiteDatabase, tmp_path: Path) -> None:
+async def test_a_repeated_submission_is_stored_once(db: Database, tmp_path: Path) -> None:
     run_id, unit_ids = await run_with_units(db)
     alice = await db.find_or_create_worker("mock", "alice")
     await db.reserve_unit(run_id, alice.id, "a1", unit_ids)
@@ -916,10 +924,9 @@ async def test_a_repeated_submission_is_stored_once(db: SQLiteDatabase, tmp_path
     assert query(tmp_path, "SELECT COUNT(*) FROM submissions WHERE kind = 'unit'") == [(1,)]
 
 
+@SQLITE_ONLY
 @pytest_twisted.ensureDeferred
-async def test_a_write_is_committed_when_its_deferred_fires(
-    db: SQLiteDatabase, tmp_path: Path
-) -> None:
+async def test_a_write_is_committed_when_its_deferred_fires(db: Database, tmp_path: Path) -> None:
     run_id, unit_ids = await run_with_units(db)
     alice = await db.find_or_create_worker("mock", "alice")
     await db.reserve_unit(run_id, alice.id, "a1", unit_ids)
@@ -951,7 +958,7 @@ async def test_close_lets_pending_writes_finish_and_refuses_new_ones(
 
 @pytest_twisted.ensureDeferred
 async def test_live_updates_are_logged_once_per_update_id_and_direction(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     run_id, unit_ids = await run_with_units(db)
     alice = await db.find_or_create_worker("mock", "alice")
@@ -978,7 +985,7 @@ async def test_live_updates_are_logged_once_per_update_id_and_direction(
 
 
 @pytest_twisted.ensureDeferred
-async def test_data_json_cannot_hold_is_refused_at_once(db: SQLiteDatabase) -> None:
+async def test_data_json_cannot_hold_is_refused_at_once(db: Database) -> None:
     run_id, unit_ids = await run_with_units(db)
     alice = await db.find_or_create_worker("mock", "alice")
     await db.reserve_unit(run_id, alice.id, "a1", unit_ids)
@@ -1035,10 +1042,11 @@ def test_where_keeps_the_filters_that_are_set() -> None:
         where({"s IN (?, ?)": "p"})
 
 
+@SQLITE_ONLY
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize(("paged", "excluded"), [(False, 0), (True, 0), (True, 3)])
 async def test_a_page_of_available_units_is_read_in_index_order_not_sorted(
-    db: SQLiteDatabase, tmp_path: Path, paged: bool, excluded: int
+    db: Database, tmp_path: Path, paged: bool, excluded: int
 ) -> None:
     """However many units a run has, a registration's page must not sort them all: the
     query plan reads them in order from an index (no temporary b-tree for ORDER BY)."""

@@ -17,10 +17,11 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from architect.backend.downloads import download_base
 from architect.backend.files import FileFetchError
 from architect.backend.store import StoredSubmissions
+from architect.config import StorageConfig
 from architect.embedded import SharedUploads
 from architect.qualifications import Requirement, parse_requirements
 from architect.router.uploads import UploadBounds, UploadFolder
-from architect.storage import SQLiteDatabase, open_sqlite_database
+from architect.storage import Database, open_database
 from tests.clients import reactor
 
 
@@ -47,8 +48,8 @@ class FakeUploads:
 
 
 @pytest_twisted.async_yield_fixture
-async def db(tmp_path: Path) -> AsyncIterator[SQLiteDatabase]:
-    database = await open_sqlite_database(tmp_path / "data", clock=Clock())
+async def db(storage_config: StorageConfig) -> AsyncIterator[Database]:
+    database = await open_database(storage_config, clock=Clock())
     run = await database.find_or_create_task_run("run", {})
     await database.add_assignments(run.id, [{"n": 0}])
     worker = await database.find_or_create_worker("mock", "w1")
@@ -62,7 +63,7 @@ def file_entry(filename: str, original: str) -> dict[str, Any]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_each_kind_is_stored_once_with_its_files(db: SQLiteDatabase) -> None:
+async def test_each_kind_is_stored_once_with_its_files(db: Database) -> None:
     uploads = FakeUploads({"abc.txt": b"hello"})
     store = StoredSubmissions(db, uploads)
     data = {"answer": 1, "files": [file_entry("abc.txt", "notes.txt")]}
@@ -88,7 +89,7 @@ async def test_each_kind_is_stored_once_with_its_files(db: SQLiteDatabase) -> No
 
 @pytest_twisted.ensureDeferred
 async def test_a_file_that_cannot_be_had_is_logged_and_the_rest_is_kept(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     store = StoredSubmissions(db, FakeUploads({"good.txt": b"ok"}))
     data = {"files": [file_entry("gone.txt", "a.txt"), file_entry("good.txt", "b.txt")]}
@@ -105,7 +106,7 @@ async def test_a_file_that_cannot_be_had_is_logged_and_the_rest_is_kept(
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_file_entry_is_logged_cut_short(db: SQLiteDatabase) -> None:
+async def test_a_file_entry_is_logged_cut_short(db: Database) -> None:
     store = StoredSubmissions(db, FakeUploads({}))
     data = {"files": [{"originalname": "x" * 100_000}]}  # no filename
     with capturedLogs() as events:
@@ -117,7 +118,7 @@ async def test_a_file_entry_is_logged_cut_short(db: SQLiteDatabase) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_file_name_with_control_characters_is_logged_on_one_line(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     """A worker names the files of a JSON submission itself: a newline there forged a
     second log line (found by fuzzing)."""
@@ -131,7 +132,7 @@ async def test_a_file_name_with_control_characters_is_logged_on_one_line(
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_submission_brings_only_files_of_its_own_agent(db: SQLiteDatabase) -> None:
+async def test_a_submission_brings_only_files_of_its_own_agent(db: Database) -> None:
     uploads = FakeUploads({"mine.txt": b"mine"})
     uploads.files["theirs.txt"] = ("agent2", b"theirs")
     store = StoredSubmissions(db, uploads)

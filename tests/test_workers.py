@@ -21,10 +21,17 @@ from twisted.logger import capturedLogs
 from architect.backend.registration import BadRegistration, Registration
 from architect.backend.resume import Resumed, Resumption
 from architect.backend.workers import StoredWorkerPool, prepare_task_run
-from architect.config import TaskConfig
+from architect.config import StorageConfig, TaskConfig
 from architect.protocol import FailureReason, Status
 from architect.qualifications import Requirement
-from architect.storage import Direction, SQLiteDatabase, Unit, UnitStatus, open_sqlite_database
+from architect.storage import (
+    Database,
+    Direction,
+    Unit,
+    UnitStatus,
+    open_database,
+    open_sqlite_database,
+)
 from architect.tasks.agent import Agent
 from architect.tasks.definition import TaskDefinition, UnitInfo, WorkerInfo
 from architect.tasks.hooks import BlockingRunner, inline_runner, thread_runner
@@ -34,14 +41,14 @@ UNITS = [{"n": n} for n in range(4)]
 
 
 @pytest_twisted.async_yield_fixture
-async def db(tmp_path: Path) -> AsyncIterator[SQLiteDatabase]:
-    database = await open_sqlite_database(tmp_path / "data", clock=Clock())
+async def db(storage_config: StorageConfig) -> AsyncIterator[Database]:
+    database = await open_database(storage_config, clock=Clock())
     yield database
     await database.close()
 
 
 async def make_pool(
-    db: SQLiteDatabase,
+    db: Database,
     units: list[dict[str, Any]] | None = None,
     task: TaskDefinition | None = None,
     run_blocking: BlockingRunner = inline_runner,
@@ -90,7 +97,7 @@ async def unit_statuses(pool: StoredWorkerPool) -> dict[int, str]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_worker_is_found_or_created_by_provider_and_name(db: SQLiteDatabase) -> None:
+async def test_a_worker_is_found_or_created_by_provider_and_name(db: Database) -> None:
     pool = await make_pool(db)
     first = await register(pool, "w1", "a1-w1")
     second = await register(pool, "w1", "a2-w1")
@@ -111,7 +118,7 @@ async def test_a_worker_is_found_or_created_by_provider_and_name(db: SQLiteDatab
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize("bad", [{}, {"worker_name": ""}, {"worker_name": "w", "provider_type": 3}])
 async def test_provider_data_without_a_usable_worker_is_an_error(
-    db: SQLiteDatabase, bad: dict[str, Any]
+    db: Database, bad: dict[str, Any]
 ) -> None:
     pool = await make_pool(db)
     with pytest.raises(BadRegistration):
@@ -119,7 +126,7 @@ async def test_provider_data_without_a_usable_worker_is_an_error(
 
 
 @pytest_twisted.ensureDeferred
-async def test_agent_ids_are_unguessable(db: SQLiteDatabase) -> None:
+async def test_agent_ids_are_unguessable(db: Database) -> None:
     pool = await make_pool(db)
     ids = [agent_of(await register(pool, f"w{n}")).agent_id for n in range(3)]
     assert len(set(ids)) == 3
@@ -130,7 +137,7 @@ async def test_agent_ids_are_unguessable(db: SQLiteDatabase) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_qualification_requirements_refuse_the_unqualified(db: SQLiteDatabase) -> None:
+async def test_qualification_requirements_refuse_the_unqualified(db: Database) -> None:
     pool = await make_pool(
         db,
         qualifications=(
@@ -162,7 +169,7 @@ async def test_qualification_requirements_refuse_the_unqualified(db: SQLiteDatab
 
 
 @pytest_twisted.ensureDeferred
-async def test_allowed_concurrent_at_its_exact_boundary(db: SQLiteDatabase) -> None:
+async def test_allowed_concurrent_at_its_exact_boundary(db: Database) -> None:
     pool = await make_pool(db, allowed_concurrent=2)
     first = await register(pool, "w1", "a1")
     await register(pool, "w1", "a2")
@@ -176,7 +183,7 @@ async def test_allowed_concurrent_at_its_exact_boundary(db: SQLiteDatabase) -> N
 
 @pytest_twisted.ensureDeferred
 async def test_maximum_units_counts_done_and_in_progress_not_abandoned(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     pool = await make_pool(db, maximum_units_per_worker=2)
     done = await register(pool, "w1", "a1")
@@ -190,7 +197,7 @@ async def test_maximum_units_counts_done_and_in_progress_not_abandoned(
 
 
 @pytest_twisted.ensureDeferred
-async def test_no_units_left_is_no_work(db: SQLiteDatabase) -> None:
+async def test_no_units_left_is_no_work(db: Database) -> None:
     pool = await make_pool(db, units=[{"n": 0}])
     assert (await register(pool, "w1")).agent is not None
     refused = await register(pool, "w2")
@@ -201,7 +208,7 @@ async def test_no_units_left_is_no_work(db: SQLiteDatabase) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_worker_can_do_unit_filters_with_worker_and_unit_info(db: SQLiteDatabase) -> None:
+async def test_worker_can_do_unit_filters_with_worker_and_unit_info(db: Database) -> None:
     seen: list[tuple[WorkerInfo, UnitInfo]] = []
 
     def worker_can_do_unit(worker: WorkerInfo, unit: UnitInfo) -> bool:
@@ -220,7 +227,7 @@ async def test_worker_can_do_unit_filters_with_worker_and_unit_info(db: SQLiteDa
 
 @pytest_twisted.ensureDeferred
 async def test_a_failing_worker_can_do_unit_is_logged_and_that_unit_skipped(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     def worker_can_do_unit(worker: WorkerInfo, unit: UnitInfo) -> bool:
         if unit.assignment_index == 0:
@@ -237,7 +244,7 @@ async def test_a_failing_worker_can_do_unit_is_logged_and_that_unit_skipped(
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_blocking_worker_can_do_unit_runs_in_a_thread(db: SQLiteDatabase) -> None:
+async def test_a_blocking_worker_can_do_unit_runs_in_a_thread(db: Database) -> None:
     release = threading.Event()
     threads: list[threading.Thread] = []
 
@@ -263,7 +270,7 @@ async def test_a_blocking_worker_can_do_unit_runs_in_a_thread(db: SQLiteDatabase
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_worker_does_not_get_an_assignment_worked_on_before(db: SQLiteDatabase) -> None:
+async def test_a_worker_does_not_get_an_assignment_worked_on_before(db: Database) -> None:
     pool = await make_pool(db, units=[{"n": 0}, {"n": 1}], units_per_assignment=2)
     first = await register(pool, "w1", "a1")
     assert await unit_of(pool, first) == 0
@@ -294,7 +301,7 @@ def onboarding_task(**hooks: Callable[..., Any]) -> TaskDefinition:
     )
 
 
-async def qualification_of(db: SQLiteDatabase, worker: str, name: str = "run-1_onboarding") -> Any:
+async def qualification_of(db: Database, worker: str, name: str = "run-1_onboarding") -> Any:
     record = await db.find_or_create_worker("mock", worker)
     granted = await db.get_qualifications(record.id)
     return granted[name].value if name in granted else None
@@ -302,7 +309,7 @@ async def qualification_of(db: SQLiteDatabase, worker: str, name: str = "run-1_o
 
 @pytest_twisted.ensureDeferred
 async def test_onboarding_passed_grants_the_qualification_and_gives_a_unit(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     pool = await make_pool(db, task=onboarding_task(), onboarding=True)
     first = await register(pool, "w1", "a1-w1")
@@ -330,7 +337,7 @@ async def test_onboarding_passed_grants_the_qualification_and_gives_a_unit(
 
 @pytest_twisted.ensureDeferred
 async def test_onboarding_failed_is_not_qualified_now_and_at_once_later(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     pool = await make_pool(db, task=onboarding_task(), onboarding=True)
     onboarding = agent_of(await register(pool, "w1", "a1-w1"))
@@ -351,7 +358,7 @@ async def test_onboarding_failed_is_not_qualified_now_and_at_once_later(
 
 @pytest_twisted.ensureDeferred
 async def test_a_failing_onboarding_hook_gets_a_refusal_not_a_stuck_page(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     def broken(*args: Any) -> Any:
         raise RuntimeError("bug in the task")
@@ -375,7 +382,7 @@ async def test_a_failing_onboarding_hook_gets_a_refusal_not_a_stuck_page(
 
 
 @pytest_twisted.ensureDeferred
-async def test_no_onboarding_when_there_is_no_work(db: SQLiteDatabase) -> None:
+async def test_no_onboarding_when_there_is_no_work(db: Database) -> None:
     pool = await make_pool(db, units=[{"n": 0}], task=onboarding_task(), onboarding=True)
     onboarding = agent_of(await register(pool, "w1"))
     assert agent_of(await pool.submit_onboarding(onboarding, {"answer": "4"})).is_active
@@ -388,7 +395,7 @@ async def test_no_onboarding_when_there_is_no_work(db: SQLiteDatabase) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_reconnection_returns_the_same_agent_with_its_live_updates(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     pool = await make_pool(db)
     first = await register(pool, "w1", "a1-w1")
@@ -404,7 +411,7 @@ async def test_reconnection_returns_the_same_agent_with_its_live_updates(
 
 @pytest_twisted.ensureDeferred
 async def test_reconnection_to_a_completed_agent_or_of_another_worker_is_task_missing(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     pool = await make_pool(db)
     agent = agent_of(await register(pool, "w1", "a1-w1"))
@@ -417,7 +424,7 @@ async def test_reconnection_to_a_completed_agent_or_of_another_worker_is_task_mi
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_registration_id_of_another_run_starts_afresh(db: SQLiteDatabase) -> None:
+async def test_a_registration_id_of_another_run_starts_afresh(db: Database) -> None:
     old = await make_pool(db, name="old-run")
     agent_of(await register(old, "w1", "a1-w1")).set_status(Status.COMPLETED)
     await old.settled()
@@ -430,7 +437,7 @@ async def test_a_registration_id_of_another_run_starts_afresh(db: SQLiteDatabase
 
 
 @pytest_twisted.ensureDeferred
-async def test_every_status_change_and_live_update_is_recorded(db: SQLiteDatabase) -> None:
+async def test_every_status_change_and_live_update_is_recorded(db: Database) -> None:
     pool = await make_pool(db)
     agent = agent_of(await register(pool, "w1"))
     agent.observe({"text": "to the browser"})
@@ -454,9 +461,7 @@ async def test_every_status_change_and_live_update_is_recorded(db: SQLiteDatabas
 @pytest.mark.parametrize(
     "status", [Status.DISCONNECT, Status.RETURNED, Status.TIMEOUT, Status.EXPIRED]
 )
-async def test_an_agent_that_leaves_returns_its_unit_to_the_pool(
-    db: SQLiteDatabase, status: str
-) -> None:
+async def test_an_agent_that_leaves_returns_its_unit_to_the_pool(db: Database, status: str) -> None:
     pool = await make_pool(db, units=[{"n": 0}])
     agent = agent_of(await register(pool, "w1"))
     assert (await register(pool, "w2")).failure_reason == FailureReason.NO_WORK
@@ -465,7 +470,7 @@ async def test_an_agent_that_leaves_returns_its_unit_to_the_pool(
 
 
 @pytest_twisted.ensureDeferred
-async def test_with_return_units_off_a_left_unit_stays_used(db: SQLiteDatabase) -> None:
+async def test_with_return_units_off_a_left_unit_stays_used(db: Database) -> None:
     pool = await make_pool(db, units=[{"n": 0}], return_units=False)
     agent = agent_of(await register(pool, "w1"))
     agent.set_status(Status.DISCONNECT)
@@ -476,7 +481,7 @@ async def test_with_return_units_off_a_left_unit_stays_used(db: SQLiteDatabase) 
 
 @pytest_twisted.ensureDeferred
 async def test_candidates_are_read_page_by_page_across_a_large_run(
-    db: SQLiteDatabase, monkeypatch: pytest.MonkeyPatch
+    db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads: list[int] = []
     original = db.available_units
@@ -503,7 +508,7 @@ async def test_candidates_are_read_page_by_page_across_a_large_run(
 
 
 @pytest_twisted.ensureDeferred
-async def test_simultaneous_registrations_never_share_a_unit(db: SQLiteDatabase) -> None:
+async def test_simultaneous_registrations_never_share_a_unit(db: Database) -> None:
     pool = await make_pool(db, units=[{"n": n} for n in range(10)], units_per_assignment=2)
     attempts = [pool.register(provider(f"w{n}", f"a-w{n}")) for n in range(50)]
     registrations: list[Registration] = await gatherResults(attempts)
@@ -520,7 +525,7 @@ async def test_simultaneous_registrations_never_share_a_unit(db: SQLiteDatabase)
 
 @pytest_twisted.ensureDeferred
 async def test_simultaneous_registrations_of_one_worker_respect_its_limits(
-    db: SQLiteDatabase,
+    db: Database,
 ) -> None:
     pool = await make_pool(db, units=[{"n": n} for n in range(20)], allowed_concurrent=3)
     attempts = [pool.register(provider("w1", f"a{n}-w1")) for n in range(10)]
@@ -542,7 +547,7 @@ async def test_simultaneous_registrations_of_one_worker_respect_its_limits(
 # --- restart ---
 
 
-async def take_back(db: SQLiteDatabase, pool: StoredWorkerPool) -> Resumed:
+async def take_back(db: Database, pool: StoredWorkerPool) -> Resumed:
     """What a restarted backend takes back of the pool's run."""
     records = await db.resumable_agents(pool.task_run.id)
     return await Resumption(Clock()).take_back(db, pool.registry, pool.task_run.id, records)
@@ -589,7 +594,7 @@ async def test_a_restarted_pool_resumes_the_agents_left_working(tmp_path: Path) 
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_agent_without_recorded_task_data_is_not_resumed(db: SQLiteDatabase) -> None:
+async def test_an_agent_without_recorded_task_data_is_not_resumed(db: Database) -> None:
     pool = await make_pool(db)
     working = agent_of(await register(pool, "w1", "a1-w1"))
     await pool.settled()

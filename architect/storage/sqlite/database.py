@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from architect.config import StorageConfig
+
+if TYPE_CHECKING:
+    from architect.storage.postgresql import PostgreSQLDatabase
 from architect.storage.interface import Database
 from architect.storage.schema_versions import SCHEMA_DIR, SCHEMA_VERSION
 from architect.storage.sqlite.agents import SQLiteAgentRecords
@@ -62,11 +65,23 @@ def open_sqlite_database(
 def open_database(
     config: StorageConfig, reactor: Any = None, clock: IReactorTime | None = None
 ) -> Deferred[Database]:
-    """The database the [storage] section names, created or upgraded as needed."""
+    """The database the [storage] section names, created or upgraded as needed:
+    PostgreSQL when it has a url, else the SQLite file."""
+    if config.url is not None:
+        from architect.storage.postgresql import open_postgresql_database
+
+        pg = open_postgresql_database(
+            config.url,
+            config.data_dir,
+            password_file=config.password_file,
+            reactor=reactor,
+            clock=clock,
+        )
+        return pg.addCallback(_as_database)
     d = open_sqlite_database(config.data_dir, config.database, reactor=reactor, clock=clock)
     return d.addCallback(_as_database)
 
 
-def _as_database(database: SQLiteDatabase) -> Database:
-    # Also makes mypy check that SQLiteDatabase provides the whole Database interface.
+def _as_database(database: SQLiteDatabase | PostgreSQLDatabase) -> Database:
+    # Also makes mypy check that both provide the whole Database interface.
     return database

@@ -215,6 +215,11 @@ class SQLiteEngine:
     def now(self) -> float:
         return self._clock.seconds()
 
+    @staticmethod
+    def run_group(connection: Any, group: list[_Work]) -> list[Any]:
+        """One group as one transaction, in the database thread (another engine's own)."""
+        return _run_group(connection, group)
+
     def run(self, write: bool, interaction: Callable[..., T], *args: Any) -> Deferred[T]:
         """Run interaction(cursor, *args) in the database thread, in the next group's
         transaction; fires once that transaction is committed."""
@@ -243,7 +248,7 @@ class SQLiteEngine:
         group, self._queued = self._queued[:MAX_GROUP], self._queued[MAX_GROUP:]
         self._group_running = True
         self.groups += 1
-        done = self._pool.runWithConnection(_run_group, group)
+        done = self._pool.runWithConnection(self.run_group, group)
         done.addBoth(self._group_done, group)
 
     def _group_done(self, outcomes: list[Any] | Failure, group: list[_Work]) -> None:
