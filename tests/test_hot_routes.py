@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,10 @@ def masked(data: bytes) -> bytes:
     return re.sub(rb"\r\n[0-9a-f]+\r\n(?=[{\[])", b"\r\n<n>\r\n", data)
 
 
+def answered(connection: RawConnection, answers: int) -> bool:
+    return complete_answers(connection.received) >= answers or connection.has_closed
+
+
 async def exchange(port: int, steps: list[tuple[bytes, int]]) -> tuple[bytes, bool]:
     """Send each step's bytes once the answers of the steps before are in; what came
     back, and whether the router closed the connection."""
@@ -141,10 +146,7 @@ async def exchange(port: int, steps: list[tuple[bytes, int]]) -> tuple[bytes, bo
     for data, answers in steps:
         connection.send(data)
         expected += answers
-        await wait_for(
-            lambda n=expected: complete_answers(connection.received) >= n or connection.has_closed,
-            "the router's answers",
-        )
+        await wait_for(partial(answered, connection, expected), "the router's answers")
     closed = connection.has_closed
     if not closed and connection.transport is not None:
         connection.transport.loseConnection()
@@ -333,7 +335,7 @@ async def test_a_route_that_raises_is_the_same_500(tmp_path: Path) -> None:
         def request_agent(*args: Any) -> Any:
             raise RuntimeError("a bug")
 
-        hub.request_agent = request_agent  # type: ignore[method-assign]
+        setattr(hub, "request_agent", request_agent)  # noqa: B010  (a method replaced)
 
     (hot, _, taken), (klein, _, _) = await both(tmp_path, [(REGISTER, 1)], patch=broken)
     assert hot == klein and taken == 1

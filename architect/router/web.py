@@ -18,7 +18,7 @@ from twisted.web import http
 from twisted.web.http import combinedLogFormatter
 from twisted.web.iweb import IAccessLogFormatter, IRequest
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 from zope.interface import provider
 
 from architect.config import RouterConfig
@@ -216,7 +216,7 @@ class RouterWeb:
     def resource(self) -> Resource:
         return self.app.resource()
 
-    def site(self, hot_routes: bool = True) -> Site:
+    def site(self, hot_routes: bool = True) -> BoundedSite:
         """The router's Site; `hot_routes=False` routes every request through Klein (the
         equivalence tests compare the two)."""
         limits = BodyLimits(json=self.config.max_json_bytes, multipart=self.config.max_body_bytes)

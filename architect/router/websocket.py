@@ -90,7 +90,7 @@ class RouterSocket(WebSocketServerProtocol):
         if self.state != self.STATE_OPEN:
             log.info("socket closing: dropped a {t} packet", t=packet.packet_type)
             return
-        self.sendMessage(packet.to_json().encode("utf-8"))
+        self.sendMessage(packet.to_bytes())
 
     def close(self, code: int) -> None:
         # sendCloseFrame: sendClose refuses the protocol's own codes (1012, at a restart).
