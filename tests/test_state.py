@@ -101,7 +101,7 @@ def test_heartbeats_keep_one_timer_and_the_deadline_moves_with_each() -> None:
         table.heartbeat("a1")
         timers.append(record.heartbeat_timer)
     # one per SILENCE passed, not one per heartbeat
-    assert len({id(timer) for timer in timers}) <= 20 / 4 + 1
+    assert len({id(timer) for timer in timers}) <= 20 / 4 + 2  # (the first, and at the end)
     clock.advance(SILENCE - 0.001)
     assert table.statuses() == {"a1": Status.IN_TASK}
     clock.advance(0.001)
