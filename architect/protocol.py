@@ -12,6 +12,7 @@ import re
 from typing import Any, ClassVar, NoReturn
 
 import attrs
+import orjson
 
 from architect.log_text import UNPRINTABLE, printable
 
@@ -322,6 +323,17 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 _SIZING = json.JSONEncoder(separators=(",", ":"), default=repr)
 
 
+def compact_json(value: Any) -> bytes:
+    """Compact JSON as UTF-8 bytes, for the wire: orjson (about ten times the standard
+    library's speed here: a tenth of the router's CPU per registration was json), or the
+    standard library for what orjson refuses (integers past 64 bits, keys that are not
+    strings, types it does not know), so that nothing sent before is refused now."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # (orjson.JSONEncodeError is one)
+        return _COMPACT.encode(value).encode("utf-8")
+
+
 def data_size(data: Any) -> int:
     """What a packet's data (a live update) weighs in every bound of router and backend:
     the length of its compact JSON."""
@@ -356,6 +368,10 @@ class Packet:
 
     def to_json(self) -> str:
         return _COMPACT.encode(self.to_dict())
+
+    def to_bytes(self) -> bytes:
+        """The packet as a WebSocket frame's UTF-8 JSON (`compact_json`)."""
+        return compact_json(self.to_dict())
 
     @classmethod
     def from_dict(cls, raw: object, with_confirm_id: bool = False) -> Packet:

@@ -87,6 +87,28 @@ def test_each_heartbeat_restarts_the_silence_clock() -> None:
     assert table.statuses() == {"a1": Status.DISCONNECT}
 
 
+def test_heartbeats_keep_one_timer_and_the_deadline_moves_with_each() -> None:
+    """No timer made (and one cancelled) per heartbeat: the one armed rearms itself for
+    what is left when it fires early; the silence still counts from the last heartbeat."""
+    clock, table = make_table()
+    table.attach("a1", FakeLink())
+    table.set_status("a1", Status.IN_TASK)
+    record = table.heartbeat("a1")
+    assert record is not None and record.heartbeat_timer is not None
+    timers = [record.heartbeat_timer]  # (kept: an id is not reused while they live)
+    for _ in range(20):
+        clock.advance(SILENCE / 4)
+        table.heartbeat("a1")
+        timers.append(record.heartbeat_timer)
+    # one per SILENCE passed, not one per heartbeat
+    assert len({id(timer) for timer in timers}) <= 20 / 4 + 2  # (the first, and at the end)
+    clock.advance(SILENCE - 0.001)
+    assert table.statuses() == {"a1": Status.IN_TASK}
+    clock.advance(0.001)
+    assert table.statuses() == {"a1": Status.DISCONNECT}
+    assert all(call.func != table._heartbeat_silent for call in clock.getDelayedCalls())
+
+
 def test_agent_that_never_heartbeated_is_not_timed_out() -> None:
     clock, table = make_table()
     table.attach("a1", FakeLink())

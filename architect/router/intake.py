@@ -148,11 +148,16 @@ class BoundedSite(Site):
         self.requestFactory = LimitedRequest
         self.limits = limits
         self.refusal_page = refusal_page
+        # The busiest routes, found without the root resource's routing (hot_routes.py).
+        self.shortcut: Callable[[IRequest], IResource | None] = lambda request: None
 
     def getResourceFor(self, request: IRequest) -> IResource:
         refused = request.refused if isinstance(request, LimitedRequest) else None
         problem = refused or _url_problem(request)
         if problem is not None:
             return self.refusal_page(problem)
+        hot = self.shortcut(request)
+        if hot is not None:
+            return hot
         resource: IResource = super().getResourceFor(request)
         return resource

@@ -229,17 +229,33 @@ class AgentTable:
         return record
 
     def _watch_heartbeat(self, record: AgentRecord) -> None:
-        """(Re)arm the silence timer for an agent that heartbeats and is working."""
-        _cancel(record.heartbeat_timer)
-        record.heartbeat_timer = None
+        """(Re)arm the silence timer for an agent that heartbeats and is working.
+
+        A timer already armed is left as it is, though the deadline moved on: when it
+        fires early it arms itself for what is left (`_heartbeat_silent`): one timer per
+        heartbeat timeout, not one made and one cancelled per heartbeat (10,000 agents
+        heartbeating every few seconds left thousands of cancelled calls in the
+        reactor's heap)."""
         if record.last_heartbeat is None or record.status not in HEARTBEAT_WATCHED:
+            _cancel(record.heartbeat_timer)
+            record.heartbeat_timer = None
             return
+        if record.heartbeat_timer is not None and record.heartbeat_timer.active():
+            return
+        self._arm_heartbeat(record)
+
+    def _arm_heartbeat(self, record: AgentRecord) -> None:
+        assert record.last_heartbeat is not None
         due = record.last_heartbeat + self.heartbeat_timeout - self.clock.seconds()
         record.heartbeat_timer = self.clock.callLater(max(0.0, due), self._heartbeat_silent, record)
 
     def _heartbeat_silent(self, record: AgentRecord) -> None:
         record.heartbeat_timer = None
         if record.status in HEARTBEAT_WATCHED:
+            last = record.last_heartbeat
+            if last is not None and last + self.heartbeat_timeout > self.clock.seconds():
+                self._arm_heartbeat(record)  # it heartbeat since this timer was set
+                return
             log.info(
                 "agent {agent_id} silent for {seconds}s: disconnect",
                 agent_id=record.agent_id,

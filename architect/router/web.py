@@ -18,7 +18,7 @@ from twisted.web import http
 from twisted.web.http import combinedLogFormatter
 from twisted.web.iweb import IAccessLogFormatter, IRequest
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 from zope.interface import provider
 
 from architect.config import RouterConfig
@@ -43,6 +43,7 @@ from architect.router.errors import (
     TooLarge,
     UnknownAgent,
 )
+from architect.router.hot_routes import HotRoutes
 from architect.router.hub import RouterHub
 from architect.router.intake import BodyLimits, BoundedSite, LimitedRequest
 from architect.router.sessions import COOKIE_NAME, is_session, new_session, set_cookie_value
@@ -215,7 +216,9 @@ class RouterWeb:
     def resource(self) -> Resource:
         return self.app.resource()
 
-    def site(self) -> Site:
+    def site(self, hot_routes: bool = True) -> BoundedSite:
+        """The router's Site; `hot_routes=False` routes every request through Klein (the
+        equivalence tests compare the two)."""
         limits = BodyLimits(json=self.config.max_json_bytes, multipart=self.config.max_body_bytes)
         site_class = BoundedSite if self.config.access_log else _QuietSite
         site = site_class(
@@ -228,7 +231,22 @@ class RouterWeb:
         site.requestFactory = RouterRequest
         site.header_timeout = self.config.header_timeout
         site.displayTracebacks = False
+        if hot_routes:
+            site.shortcut = self.hot_routes().resource_for
         return site
+
+    def hot_routes(self) -> HotRoutes:
+        route: Callable[[IRequest], Deferred[bytes]] = self.request_agent
+        return HotRoutes(
+            {
+                b"/request_agent": route,
+                b"/register_worker": route,
+                b"/submit_task": self.submit_task,
+                b"/submit_metadata": self.submit_metadata,
+            },
+            self.router_error,
+            self.unexpected_error,
+        )
 
     # --- errors ---
 

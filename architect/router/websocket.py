@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ipaddress import ip_address
+from typing import Any, cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionRequest
@@ -90,7 +91,7 @@ class RouterSocket(WebSocketServerProtocol):
         if self.state != self.STATE_OPEN:
             log.info("socket closing: dropped a {t} packet", t=packet.packet_type)
             return
-        self.sendMessage(packet.to_json().encode("utf-8"))
+        self.sendMessage(packet.to_bytes())
 
     def close(self, code: int) -> None:
         # sendCloseFrame: sendClose refuses the protocol's own codes (1012, at a restart).
@@ -109,3 +110,13 @@ class RouterSocketFactory(WebSocketServerFactory):
             autoPingInterval=0,
             failByDrop=False,  # oversized or broken frames get a close frame with a reason
         )
+
+    def setProtocolOptions(self, *args: Any, **options: Any) -> None:
+        """Autobahn copies its ~30 options onto every socket at connect unless the
+        protocol's class has them: each idle socket would carry them in its own dict
+        (about a kilobyte each at 10,000 sockets). A subclass holding this factory's
+        options is made anew whenever they change."""
+        super().setProtocolOptions(*args, **options)
+        shared = {name: getattr(self, name) for name in RouterSocket.CONFIG_ATTRS}
+        # (Named as the class it refines: what logs and tests see is a RouterSocket.)
+        self.protocol = cast("type[RouterSocket]", type("RouterSocket", (RouterSocket,), shared))
