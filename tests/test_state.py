@@ -1,5 +1,6 @@
 """The per-agent state machine: liveness rules at their boundaries, outbox."""
 
+from twisted.internet.base import DelayedCall
 from twisted.internet.task import Clock
 
 from architect.protocol import CLIENT_BOUND_LIVE_UPDATE, Packet, Status
@@ -106,7 +107,11 @@ def test_heartbeats_keep_one_timer_and_the_deadline_moves_with_each() -> None:
     assert table.statuses() == {"a1": Status.IN_TASK}
     clock.advance(0.001)
     assert table.statuses() == {"a1": Status.DISCONNECT}
-    assert all(call.func != table._heartbeat_silent for call in clock.getDelayedCalls())
+    calls = clock.getDelayedCalls()
+    assert all(isinstance(call, DelayedCall) for call in calls)
+    assert all(
+        call.func != table._heartbeat_silent for call in calls if isinstance(call, DelayedCall)
+    )
 
 
 def test_agent_that_never_heartbeated_is_not_timed_out() -> None:
