@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ipaddress import ip_address
-from typing import Any, cast
+from typing import cast
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionRequest
@@ -130,13 +130,3 @@ class RouterSocketFactory(WebSocketServerFactory):
             autoPingInterval=0,
             failByDrop=False,  # oversized or broken frames get a close frame with a reason
         )
-
-    def setProtocolOptions(self, *args: Any, **options: Any) -> None:
-        """Autobahn copies its ~30 options onto every socket at connect unless the
-        protocol's class has them: each idle socket would carry them in its own dict
-        (about a kilobyte each at 10,000 sockets). A subclass holding this factory's
-        options is made anew whenever they change."""
-        super().setProtocolOptions(*args, **options)
-        shared = {name: getattr(self, name) for name in RouterSocket.CONFIG_ATTRS}
-        # (Named as the class it refines: what logs and tests see is a RouterSocket.)
-        self.protocol = cast("type[RouterSocket]", type("RouterSocket", (RouterSocket,), shared))
