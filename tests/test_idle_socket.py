@@ -10,7 +10,7 @@ import gc
 from pathlib import Path
 
 import pytest_twisted
-from twisted.web.http import HTTPChannel, Request
+from twisted.web.http import Request
 
 from architect.config import RouterConfig
 from architect.router.websocket import RouterSocket
@@ -27,9 +27,14 @@ async def test_an_open_socket_lets_go_of_its_upgrade_request(tmp_path: Path) -> 
         assert isinstance(socket, RouterSocket) and socket.transport is not None
         assert getattr(socket.transport, "producer", None) is None
         assert socket.http_headers == {} and socket.http_request_data == b""
+        # The upgrade request (from this client's port) is garbage, and its channel.
+        assert client.transport is not None
+        port_used = getattr(client.transport.getHost(), "port", None)
         gc.collect()
-        upgrades = [o for o in gc.get_objects() if isinstance(o, Request) and o.path == b"/"] + [
-            o for o in gc.get_objects() if isinstance(o, HTTPChannel)
+        upgrades = [
+            o
+            for o in gc.get_objects()
+            if isinstance(o, Request) and getattr(o.getClientAddress(), "port", None) == port_used
         ]
         assert upgrades == []
         await client.close()
