@@ -53,25 +53,42 @@ def _answers(port: int) -> bool:
         return False
 
 
-@pytest.fixture
-def redis_port(tmp_path: Path) -> Iterator[int]:
-    """Starts redis-server on a free loopback port in tmp_path; stops it after the test."""
-    server = ensure_redis_server()
-    port = _free_port()
-    folder = tmp_path / "redis"
-    folder.mkdir()
-    command = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)]
-    command += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
-    log = (folder / "redis.log").open("w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
+class RedisServer:
+    """redis-server on a loopback port in its own folder; stop() and start() again keep the port."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = _free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        server = ensure_redis_server()
+        self.folder.mkdir(exist_ok=True)
+        command = [server, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--dir", str(self.folder), "--save", "", "--appendonly", "no"]
+        with (self.folder / "redis.log").open("a") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
-        while not _answers(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                _fail_setup(f"redis-server did not start:\n{(folder / 'redis.log').read_text()}")
+        while not _answers(self.port):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                _fail_setup(
+                    f"redis-server did not start:\n{(self.folder / 'redis.log').read_text()}"
+                )
             time.sleep(0.05)
-        yield port
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A started RedisServer in tmp_path, stopped after the test."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
     finally:
-        process.kill()
-        process.wait()
-        log.close()
+        server.stop()

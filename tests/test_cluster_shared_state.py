@@ -10,9 +10,9 @@ from twisted.internet import defer, reactor, task
 
 from architect.cluster.redis_url import RedisAddress, parse_redis_url
 from architect.cluster.shared_state import SharedState
-from tests.redis_server import redis_port
+from tests.redis_server import RedisServer, redis_server
 
-__all__ = ["redis_port"]
+__all__ = ["redis_server"]
 
 
 class Inbox:
@@ -40,10 +40,10 @@ async def _router(port: int, router_id: str, inbox: Inbox, replay: int = 3) -> S
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_packet_reaches_the_router_holding_the_socket(redis_port: int) -> None:
+async def test_a_packet_reaches_the_router_holding_the_socket(redis_server: RedisServer) -> None:
     inbox_a, inbox_b = Inbox(), Inbox()
-    a = await _router(redis_port, "a", inbox_a)
-    b = await _router(redis_port, "b", inbox_b)
+    a = await _router(redis_server.port, "a", inbox_a)
+    b = await _router(redis_server.port, "b", inbox_b)
     try:
         await b.claim_socket("agent-1")
         assert await a.socket_holder("agent-1") == "b"
@@ -58,9 +58,9 @@ async def test_a_packet_reaches_the_router_holding_the_socket(redis_port: int) -
 
 
 @pytest_twisted.ensureDeferred
-async def test_release_only_by_the_holder_and_replay_is_bounded(redis_port: int) -> None:
-    a = await _router(redis_port, "a", Inbox())
-    b = await _router(redis_port, "b", Inbox())
+async def test_release_only_by_the_holder_and_replay_is_bounded(redis_server: RedisServer) -> None:
+    a = await _router(redis_server.port, "a", Inbox())
+    b = await _router(redis_server.port, "b", Inbox())
     try:
         await a.claim_socket("agent-1")
         await b.claim_socket("agent-1")  # the page reconnected through b
@@ -80,9 +80,9 @@ async def test_release_only_by_the_holder_and_replay_is_bounded(redis_port: int)
 
 
 @pytest_twisted.ensureDeferred
-async def test_unknown_messages_on_the_channel_are_ignored(redis_port: int) -> None:
+async def test_unknown_messages_on_the_channel_are_ignored(redis_server: RedisServer) -> None:
     inbox = Inbox()
-    a = await _router(redis_port, "a", inbox)
+    a = await _router(redis_server.port, "a", inbox)
     try:
         await a._commands.publish("architect:router:a", "not json")
         await a._commands.publish("architect:router:a", '{"agent_id": "x"}')
@@ -91,6 +91,34 @@ async def test_unknown_messages_on_the_channel_are_ignored(redis_port: int) -> N
         await arrived
         assert inbox.packets == [("x", {})]
         await task.deferLater(reactor, 0, lambda: None)  # type: ignore[arg-type]
+    finally:
+        await a.stop()
+
+
+@pytest.mark.slow
+@pytest_twisted.ensureDeferred
+async def test_the_subscription_is_renewed_after_redis_restarts(redis_server: RedisServer) -> None:
+    inbox = Inbox()
+    a = await _router(redis_server.port, "a", inbox)
+    try:
+        await a.claim_socket("agent-1")
+        redis_server.stop()
+        redis_server.start()  # empty: nothing is persisted in the tests
+        for _ in range(200):  # both connections come back by themselves (txredisapi retries)
+            try:
+                await a.claim_socket("agent-1")
+                if await a._commands.execute_command("PUBSUB", "NUMSUB", "architect:router:a") == [
+                    "architect:router:a",
+                    1,
+                ]:
+                    break
+            except Exception:
+                pass
+            await task.deferLater(reactor, 0.1, lambda: None)  # type: ignore[arg-type]
+        arrived = inbox.next()
+        assert await a.send_to_agent("agent-1", {"n": 1}) == "a"
+        await arrived
+        assert inbox.packets == [("agent-1", {"n": 1})]
     finally:
         await a.stop()
 
