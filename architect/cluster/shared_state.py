@@ -26,6 +26,15 @@ _RELEASE_IF_MINE = (
     "return redis.call('hdel', KEYS[1], ARGV[1]) end return 0"
 )
 
+# One round trip per client-bound packet: keep it for a replay, then publish it to its holder.
+_KEEP_AND_PUBLISH = (
+    "redis.call('lpush', KEYS[1], ARGV[1]) "
+    "redis.call('ltrim', KEYS[1], 0, tonumber(ARGV[2]) - 1) "
+    "local holder = redis.call('hget', KEYS[2], ARGV[3]) "
+    "if holder then redis.call('publish', 'architect:router:' .. holder, ARGV[4]) end "
+    "return holder"
+)
+
 
 def router_channel(router_id: str) -> str:
     return f"architect:router:{router_id}"
@@ -105,14 +114,10 @@ class SharedState:
 
         Returns that router's id, or None when no router holds it (the replay list keeps it).
         """
-        text = json.dumps(packet)
-        key = f"architect:replay:{agent_id}"
-        yield self._commands.lpush(key, text)
-        yield self._commands.ltrim(key, 0, self.replay_length - 1)
-        holder = yield self.socket_holder(agent_id)
-        if holder is not None:
-            envelope = json.dumps({"agent_id": agent_id, "packet": packet})
-            yield self._commands.publish(router_channel(holder), envelope)
+        keys = [f"architect:replay:{agent_id}", SOCKETS]
+        envelope = json.dumps({"agent_id": agent_id, "packet": packet})
+        args = [json.dumps(packet), self.replay_length, agent_id, envelope]
+        holder = yield self._commands.eval(_KEEP_AND_PUBLISH, keys, args)
         return holder
 
     @defer.inlineCallbacks
