@@ -112,6 +112,15 @@ class StorageConfig:
     password_file: Path | None = None  # its first line is the PostgreSQL password
 
 
+@attrs.frozen
+class ClusterConfig:
+    """Several routers sharing one run through Redis (architect/cluster/); off without `redis`."""
+
+    redis: str = ""  # redis://host:port/db
+    router_id: str = ""  # this router's name among the others; empty: host:pid
+    replay_length: int = 50  # client-bound packets kept per agent for a failover
+
+
 DEMO_TASK_NAME = "demo"
 
 
@@ -170,6 +179,7 @@ class Config:
     task: TaskConfig = attrs.field(factory=TaskConfig)
     admin: AdminConfig = attrs.field(factory=AdminConfig)
     log: LogConfig = attrs.field(factory=LogConfig)
+    cluster: ClusterConfig = attrs.field(factory=ClusterConfig)
 
 
 # --- value parsers: each takes (text, base folder) and raises ValueError with a reason ---
@@ -404,6 +414,20 @@ def _password_file(value: str, base: Path) -> Path | None:
     return path
 
 
+def _redis_url(value: str, base: Path) -> str:
+    if value:
+        from architect.cluster.redis_url import parse_redis_url
+
+        parse_redis_url(value)  # raises ValueError with the reason
+    return value
+
+
+def _router_id(value: str, base: Path) -> str:
+    if value and not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
+        raise ValueError(f"{value!r}: 1-64 letters, digits or _ . : -")
+    return value
+
+
 _Parser = Callable[[str, Path], Any]
 
 SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
@@ -487,6 +511,10 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
     ),
     "admin": (AdminConfig, {"listen": _optional_endpoint, "admin_token": _text}),
     "log": (LogConfig, {"format": _choice("text", "json")}),
+    "cluster": (
+        ClusterConfig,
+        {"redis": _redis_url, "router_id": _router_id, "replay_length": _positive_int},
+    ),
 }
 
 
@@ -578,6 +606,15 @@ def beside_its_file(config: Config) -> Config:
 
 def _check_together(config: Config) -> None:
     backend = config.backend
+    if config.cluster.redis:
+        if backend.mode != "off":
+            problem = "several routers share Redis only with [backend] mode = off"
+            raise ConfigError(config.path, "cluster", "redis", problem)
+        from architect.cluster.redis_url import redis_client_missing
+
+        missing = redis_client_missing()
+        if missing:
+            raise ConfigError(config.path, "cluster", "redis", missing)
     if backend.mode == "remote" and not backend.router_url:
         raise ConfigError(config.path, "backend", "router_url", "is required when mode = remote")
     storage = config.storage

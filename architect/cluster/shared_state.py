@@ -1,0 +1,127 @@
+"""What one router holds, mirrored in Redis for the others (keys in docs/scaling.md).
+
+- `architect:sockets` hash: agent_id -> id of the router holding its WebSocket
+- `architect:agent:<agent_id>` string: the agent's record (JSON), as the status cache
+- `architect:replay:<agent_id>` list: the last client-bound packets, newest first, for a failover
+- channel `architect:router:<router_id>`: client-bound packets for agents on that router
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import txredisapi
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint
+
+from architect.cluster.redis_url import RedisAddress
+
+SOCKETS = "architect:sockets"
+
+# Release the socket only if this router still holds it: another may have taken it over.
+_RELEASE_IF_MINE = (
+    "if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then "
+    "return redis.call('hdel', KEYS[1], ARGV[1]) end return 0"
+)
+
+# One round trip per client-bound packet: keep it for a replay, then publish it to its holder.
+_KEEP_AND_PUBLISH = (
+    "redis.call('lpush', KEYS[1], ARGV[1]) "
+    "redis.call('ltrim', KEYS[1], 0, tonumber(ARGV[2]) - 1) "
+    "local holder = redis.call('hget', KEYS[2], ARGV[3]) "
+    "if holder then redis.call('publish', 'architect:router:' .. holder, ARGV[4]) end "
+    "return holder"
+)
+
+
+def router_channel(router_id: str) -> str:
+    return f"architect:router:{router_id}"
+
+
+class _Subscriber(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+    @defer.inlineCallbacks
+    def connectionMade(self) -> Any:
+        # Subscribed again on each reconnection: a lost subscription would drop packets silently.
+        yield super().connectionMade()
+        yield self.subscribe(self.factory.channel)
+
+    def messageReceived(self, pattern: str, channel: str, message: str) -> None:
+        try:
+            envelope = json.loads(message)
+            agent_id, packet = envelope["agent_id"], envelope["packet"]
+        except (ValueError, KeyError, TypeError):
+            return  # not ours: only routers publish on these channels
+        self.factory.on_packet(agent_id, packet)
+
+
+class SharedState:
+    """One router's view of the cluster: commands on one connection, its channel on another."""
+
+    def __init__(self, address: RedisAddress, router_id: str, replay_length: int) -> None:
+        self.router_id = router_id
+        self.replay_length = replay_length
+        self._address = address
+        self._commands: Any = None
+        self._subscriber: Any = None
+
+    @defer.inlineCallbacks
+    def start(self, on_packet: Callable[[str, dict[str, Any]], None]) -> Any:
+        """Connect, and call on_packet(agent_id, packet) for each packet sent to this router."""
+        a = self._address
+        self._commands = yield txredisapi.Connection(
+            a.host, a.port, dbid=a.db, password=a.password, reconnect=True
+        )
+        factory = txredisapi.SubscriberFactory()
+        factory.protocol = _Subscriber
+        factory.password = a.password
+        factory.on_packet = on_packet
+        factory.channel = router_channel(self.router_id)
+        factory.reconnect = True
+        factory.startConnecting(TCP4ClientEndpoint(reactor, a.host, a.port))
+        self._subscriber = yield factory.deferred
+        # The first subscription is confirmed before start() returns: no packet sent after is lost.
+        yield self._subscriber.subscribe(factory.channel)
+
+    @defer.inlineCallbacks
+    def stop(self) -> Any:
+        for connection in (self._subscriber, self._commands):
+            if connection is not None:
+                yield connection.disconnect()
+
+    def claim_socket(self, agent_id: str) -> defer.Deferred[Any]:
+        return self._commands.hset(SOCKETS, agent_id, self.router_id)
+
+    def release_socket(self, agent_id: str) -> defer.Deferred[Any]:
+        return self._commands.eval(_RELEASE_IF_MINE, [SOCKETS], [agent_id, self.router_id])
+
+    def socket_holder(self, agent_id: str) -> defer.Deferred[Any]:
+        """The id of the router holding the agent's socket, or None."""
+        return self._commands.hget(SOCKETS, agent_id)
+
+    def store_record(self, agent_id: str, record: dict[str, Any]) -> defer.Deferred[Any]:
+        return self._commands.set(f"architect:agent:{agent_id}", json.dumps(record))
+
+    @defer.inlineCallbacks
+    def record(self, agent_id: str) -> Any:
+        raw = yield self._commands.get(f"architect:agent:{agent_id}")
+        return None if raw is None else json.loads(raw)
+
+    @defer.inlineCallbacks
+    def send_to_agent(self, agent_id: str, packet: dict[str, Any]) -> Any:
+        """Keep the packet for a replay and pass it to the router holding the socket.
+
+        Returns that router's id, or None when no router holds it (the replay list keeps it).
+        """
+        keys = [f"architect:replay:{agent_id}", SOCKETS]
+        envelope = json.dumps({"agent_id": agent_id, "packet": packet})
+        args = [json.dumps(packet), self.replay_length, agent_id, envelope]
+        holder = yield self._commands.eval(_KEEP_AND_PUBLISH, keys, args)
+        return holder
+
+    @defer.inlineCallbacks
+    def replay(self, agent_id: str) -> Any:
+        """The kept client-bound packets, oldest first."""
+        texts = yield self._commands.lrange(f"architect:replay:{agent_id}", 0, -1)
+        return [json.loads(text) for text in reversed(texts)]
