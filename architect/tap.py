@@ -341,7 +341,7 @@ def say_where(config: Config, router_url: str | None) -> None:
         )
     log.info(
         "submissions are stored in {database}; print them with: architect results --config {path}",
-        database=str(config.storage.data_dir / config.storage.database),
+        database=str(config.storage.url or config.storage.data_dir / config.storage.database),
         path=str(config.path),
     )
 

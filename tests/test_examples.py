@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pytest
 import pytest_twisted
 import treq
 from twisted.internet.task import deferLater
@@ -21,6 +22,7 @@ from twisted.logger import ILogObserver, LogEvent, formatEvent, globalLogPublish
 from zope.interface import implementer
 
 from architect.config import load_config
+from architect.database_url import DatabaseUrl
 from architect.protocol import CLIENT_BOUND_LIVE_UPDATE, MEPHISTO_BOUND_LIVE_UPDATE, Status
 from architect.storage.interface import Submission
 from tests.clients import PacketClient, reactor, wait_for
@@ -63,9 +65,14 @@ class Example(Running):
 
 
 @asynccontextmanager
-async def running_config(path: Path, tmp_path: Path) -> AsyncIterator[Example]:
-    """The config file as shipped, on a free port, with its data in tmp_path."""
+async def running_config(
+    path: Path, tmp_path: Path, url: DatabaseUrl | None = None
+) -> AsyncIterator[Example]:
+    """The config file as shipped, on a free port, with its data in tmp_path (and with
+    url, on PostgreSQL: the one line the README says to add to [storage])."""
     config = relocated(load_config(path), tmp_path, disconnect_grace=0.2)
+    if url is not None:
+        config = attrs.evolve(config, storage=attrs.evolve(config.storage, url=url))
     config = attrs.evolve(config, backend=attrs.evolve(config.backend, status_interval=0.1))
     async with running(config) as daemon:
         yield Example(daemon)
@@ -107,10 +114,15 @@ def captured_log() -> Iterator[list[str]]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_shipped_demo_shows_all_three_kinds(tmp_path: Path) -> None:
+async def test_shipped_demo_shows_all_three_kinds(
+    tmp_path: Path, engine: str, request: pytest.FixtureRequest
+) -> None:
     units = json.loads((ROOT / "architect" / "demo" / "units.json").read_text())
+    database_url: DatabaseUrl | None = None
+    if engine == "postgresql":
+        database_url = request.getfixturevalue("postgres_url")
     with captured_log() as log_lines:
-        async with running_config(ROOT / "conf" / "router.ini", tmp_path) as demo:
+        async with running_config(ROOT / "conf" / "router.ini", tmp_path, database_url) as demo:
             page = await demo.get("/")
             assert '<script src="/architect.js"></script>' in page
             assert "demo.js" in page
@@ -159,7 +171,7 @@ async def test_shipped_demo_shows_all_three_kinds(tmp_path: Path) -> None:
     # The start says what to open and where the results go.
     url = f"http://127.0.0.1:{demo.port}/?worker_id=alice&assignment_id=1"
     assert any(f"open {url} " in line for line in log_lines), log_lines
-    database = tmp_path / "data" / "architect.sqlite3"
+    database = database_url or tmp_path / "data" / "architect.sqlite3"
     assert any(
         str(database) in line and "architect results --config " in line for line in log_lines
     ), log_lines
