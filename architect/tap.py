@@ -57,6 +57,7 @@ from architect.router.hub import RouterHub
 from architect.router.journal import FlushThread, Journal
 from architect.router.service import RouterService
 from architect.router.web import RouterWeb
+from architect.run_settings import restored
 from architect.storage import Database, open_database
 from architect.storage.service import DatabaseService
 from architect.tasks.definition import LIVE, STATIC, TaskDefinition
@@ -227,20 +228,22 @@ def build_service(
         database = await database_service.when_open()
         units = config.task.units if config.task.units is not None else builtin_units()
         run = await prepare_task_run(database, config.task, units)
+        settings = await restored(database, run.id, config.task)  # run-time changes kept
         run_blocking = thread_runner(reactor)
         runner = TaskRunner(
-            reactor, task, run_blocking, config.task.units_per_assignment, config.task.timeout
+            reactor, task, run_blocking, config.task.units_per_assignment, settings.timeout
         )
         pool = StoredWorkerPool(
             reactor,
             database,
             run,
-            config.task,
+            settings,
             task,
             run_blocking,
             runner.agent_assigned,
             live_limits=LiveLimits.of(config.backend),
         )
+        pool.ini_settings = config.task
         store = StoredSubmissions(database, files)
         resumption = Resumption(reactor, config.backend.resume_window, task.kind == STATIC)
         handler = ClientIOHandler(

@@ -5,7 +5,9 @@ listener (found from the same ini file's `[admin] listen`, with its `admin_token
     architect admin metrics                    the Prometheus metrics, as text
     architect admin settings                   the limits in force
     architect admin set KEY=VALUE...           change maximum_units_per_worker,
-                                               allowed_concurrent, timeout (until it stops)
+                                               allowed_concurrent, timeout (kept with the
+                                               run; VALUE null: back to the ini's)
+    architect admin reset KEY...               back to the ini file's value
     architect admin expire AGENT_ID            end an agent (its unit back to the pool)
     architect admin block WORKER               refuse every registration of a worker
     architect admin unblock WORKER
@@ -41,10 +43,12 @@ def add_commands(sub: argparse.ArgumentParser) -> None:
     actions.add_parser("state", help="print the monitor's snapshot (JSON)")
     actions.add_parser("metrics", help="print the Prometheus metrics")
     actions.add_parser("settings", help="print the limits in force")
-    change = actions.add_parser("set", help="change limits until the daemon stops")
+    change = actions.add_parser("set", help="change limits (kept with the run across restarts)")
     change.add_argument(
         "changes", nargs="+", metavar="KEY=VALUE", help="maximum_units_per_worker, ..."
     )
+    reset = actions.add_parser("reset", help="return limits to the ini file's values")
+    reset.add_argument("keys", nargs="+", metavar="KEY", help="maximum_units_per_worker, ...")
     expire = actions.add_parser("expire", help="end an agent; its unit goes back to the pool")
     expire.add_argument("agent_id")
     for name, summary in (
@@ -110,6 +114,8 @@ def _body(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
             except ValueError:
                 raise AdminError(f"{change!r}: the value must be a number") from None
         return "settings", changes
+    if args.action == "reset":
+        return "settings", dict.fromkeys(args.keys)
     worker = {"worker": args.worker, "provider": args.provider}
     if args.action in ("block", "unblock"):
         return f"{args.action}_worker", worker

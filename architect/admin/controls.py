@@ -5,8 +5,9 @@ change (pushed to its page, recorded, its unit back to the pool as `[task] retur
 says); a worker is blocked by the `architect_blocked` qualification, which registration
 refuses (backend/workers.py); qualifications are written to the database the daemon
 serves from; the limits and the live timeout replace the pool's and the runner's
-settings, for registrations (and live assignments) from now on. Changed settings last
-until the daemon stops: the ini file decides again at the next start.
+settings, for registrations (and live assignments) from now on. Changed settings are kept
+with the run and applied again at a restart (architect/run_settings.py); a value of null
+returns a setting to the ini file's.
 """
 
 from __future__ import annotations
@@ -20,10 +21,8 @@ from architect.admin.parts import DaemonParts
 from architect.backend.workers import DEFAULT_PROVIDER, StoredWorkerPool
 from architect.protocol import Status
 from architect.qualifications import BLOCKED
+from architect.run_settings import SETTINGS
 from architect.storage import Database, Worker
-
-# The [task] settings that may change at run time, and what each must be.
-SETTINGS = ("maximum_units_per_worker", "allowed_concurrent", "timeout")
 
 
 class ControlError(Exception):
@@ -110,13 +109,18 @@ class Controls:
         pool, _ = self._backend()
         return {key: getattr(pool.settings, key) for key in SETTINGS}
 
-    def change_settings(self, body: dict[str, Any]) -> dict[str, Any]:
-        pool, _ = self._backend()
+    async def change_settings(self, body: dict[str, Any]) -> dict[str, Any]:
+        pool, database = self._backend()
         changes: dict[str, Any] = {}
+        resets: list[str] = []
         for key, value in body.items():
             if key not in SETTINGS:
                 raise ControlError(400, f"{key!r} cannot change at run time (only: {SETTINGS})")
             whole = key != "timeout"
+            if value is None:  # back to the ini file's value
+                resets.append(key)
+                changes[key] = getattr(pool.ini_settings, key)
+                continue
             if (
                 isinstance(value, bool)
                 or not isinstance(value, int | float)
@@ -130,6 +134,12 @@ class Controls:
             changes[key] = int(value) if whole else float(value)
         if not changes:
             raise ControlError(400, f"name a setting to change: {', '.join(SETTINGS)}")
+        run_id = pool.task_run.id
+        for key, value in changes.items():  # kept first: a change in force is one kept
+            reset = key in resets
+            ini_value = getattr(pool.ini_settings, key)
+            kept = None if reset else value
+            await database.keep_setting(run_id, key, kept, ini_value, "reset" if reset else "admin")
         pool.settings = attrs.evolve(pool.settings, **changes)
         runner = self.parts.runner
         if "timeout" in changes and runner is not None and runner.live is not None:

@@ -12,9 +12,9 @@ from collections.abc import Hashable
 from typing import Any
 
 from architect.admin.collect import DaemonCollector
-from architect.admin.controls import SETTINGS
 from architect.admin.parts import DaemonParts
 from architect.metrics import Metrics
+from architect.run_settings import SETTINGS
 
 MAX_AGENTS = 1000  # rows the page gets at most
 REMEMBERED_AGENTS = 10_000  # agents whose worker is remembered after they finished

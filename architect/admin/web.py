@@ -167,7 +167,7 @@ class AdminWeb:
         return _json(request, answer)
 
     async def _change_settings(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.controls.change_settings(body)
+        return await self.controls.change_settings(body)
 
     @app.route("/settings", methods=["GET"])
     def settings(self, request: IRequest) -> bytes:

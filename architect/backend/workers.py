@@ -117,6 +117,7 @@ class StoredWorkerPool:
         self.database = database
         self.task_run = task_run
         self.settings = settings
+        self.ini_settings = settings  # the ini file's, when settings hold run-time changes
         self.task = task
         self.run_blocking = run_blocking
         self.recorder = AgentRecorder(database, settings.return_units)

@@ -3,6 +3,8 @@
 from architect.lifecycle import AgentKind, UnitStatus
 from architect.storage.interface import (
     AgentRecords,
+    ConnectionEvent,
+    ConnectionEventKind,
     Database,
     Direction,
     GrantedQualification,
@@ -32,6 +34,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "AgentKind",
     "AgentRecords",
+    "ConnectionEvent",
+    "ConnectionEventKind",
     "Database",
     "Direction",
     "GrantedQualification",

@@ -2,9 +2,9 @@
 
 The registration pipeline, the backend and the `architect` command speak only
 to `Database`; `SQLiteDatabase` is the embedded implementation, and a
-PostgreSQL one can follow without touching them. `Database` is the sum of four
+PostgreSQL one can follow without touching them. `Database` is the sum of five
 parts (`RunsAndUnits`, `WorkersAndQualifications`, `AgentRecords`,
-`SubmissionsAndLiveUpdates`), which an engine can implement one at a time.
+`SubmissionsAndLiveUpdates`, `RunRecord`), which an engine can implement one at a time.
 
 Every method returns a Deferred. A write's Deferred fires only after the
 write is committed, so whatever is acknowledged on the strength of it
@@ -354,12 +354,99 @@ class SubmissionsAndLiveUpdates(Protocol):
         ...
 
 
+class ConnectionEventKind:
+    """An agent's connection events (the router's view, and in remote mode the backend's)."""
+
+    SOCKET_OPEN = "socket_open"
+    SOCKET_CLOSE = "socket_close"  # with the WebSocket close code
+    RELOAD = "reload"  # a socket opened again for an agent that had one
+    HEARTBEAT_GAP = "heartbeat_gap"  # with its length in seconds
+    ROUTER_LOST = "router_lost"  # the backend lost its link to the router
+    REGISTERED_AGAIN = "registered_again"  # the worker's page registered again
+
+    ALL = frozenset(
+        {SOCKET_OPEN, SOCKET_CLOSE, RELOAD, HEARTBEAT_GAP, ROUTER_LOST, REGISTERED_AGAIN}
+    )
+
+
+# Events of one kind kept per agent; the rest are counted (a flapping page fills no disk).
+EVENTS_KEPT_PER_KIND = 50
+
+
+@attrs.frozen
+class ConnectionEvent:
+    agent_id: str
+    event: str
+    happened_at: float
+    code: int | None = None
+    seconds: float | None = None
+
+
+@attrs.frozen
+class EventRepeats:
+    """Events of a kind past the bound for one agent: how many, and the last one's time."""
+
+    agent_id: str
+    event: str
+    repeats: int
+    last_at: float
+
+
+@attrs.frozen
+class KeptSetting:
+    """A run setting changed at run time, with the ini file's value when it was changed."""
+
+    name: str
+    value: Any
+    ini_value: Any
+    changed_at: float
+
+
+@attrs.frozen
+class SettingChange:
+    name: str
+    value: Any  # None: back to the ini file's value
+    ini_value: Any
+    reason: str
+    changed_at: float
+
+
+class RunRecord(Protocol):
+    """What a run keeps beyond its work: settings changed at run time, connection events."""
+
+    def kept_settings(self, task_run_id: int) -> Deferred[dict[str, KeptSetting]]: ...
+
+    def keep_setting(
+        self, task_run_id: int, name: str, value: Any, ini_value: Any, reason: str
+    ) -> Deferred[None]:
+        """Keep (value None: forget) a changed setting, and record the change."""
+        ...
+
+    def setting_changes(self, task_run_id: int) -> Deferred[list[SettingChange]]: ...
+
+    def store_connection_events(self, events: Sequence[ConnectionEvent]) -> Deferred[int]:
+        """Keep events of agents that exist, up to EVENTS_KEPT_PER_KIND per agent and kind,
+        counting the rest; the number kept."""
+        ...
+
+    def connection_events(
+        self, task_run_id: int
+    ) -> Deferred[tuple[list[ConnectionEvent], list[EventRepeats]]]:
+        """The run's kept events in time order, and the repeats counted past the bound."""
+        ...
+
+
 class Database(
-    RunsAndUnits, WorkersAndQualifications, AgentRecords, SubmissionsAndLiveUpdates, Protocol
+    RunsAndUnits,
+    WorkersAndQualifications,
+    AgentRecords,
+    SubmissionsAndLiveUpdates,
+    RunRecord,
+    Protocol,
 ):
     """Everything Architect stores. Each write fires its Deferred after commit.
 
-    An engine implements the four parts above; each is a Protocol of its own so that
+    An engine implements the five parts above; each is a Protocol of its own so that
     a part can be written, tested and read on its own.
     """
 

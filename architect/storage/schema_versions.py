@@ -13,7 +13,7 @@ from pathlib import Path
 from architect.storage.interface import SchemaError
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schema"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def full_schema(version: int, schema_dir: Path = SCHEMA_DIR) -> str:

@@ -1,4 +1,4 @@
-"""SQLiteDatabase: the Database interface on one SQLite file, made of the four parts."""
+"""SQLiteDatabase: the Database interface on one SQLite file, made of the five parts."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from architect.storage.interface import Database
 from architect.storage.schema_versions import SCHEMA_DIR, SCHEMA_VERSION
 from architect.storage.sqlite.agents import SQLiteAgentRecords
 from architect.storage.sqlite.engine import DEFAULT_DATABASE, open_engine
+from architect.storage.sqlite.run_record import SQLiteRunRecord
 from architect.storage.sqlite.runs import SQLiteRunsAndUnits
 from architect.storage.sqlite.submissions import SQLiteSubmissionsAndLiveUpdates
 from architect.storage.sqlite.workers import SQLiteWorkersAndQualifications
@@ -26,6 +27,7 @@ class SQLiteDatabase(
     SQLiteWorkersAndQualifications,
     SQLiteAgentRecords,
     SQLiteSubmissionsAndLiveUpdates,
+    SQLiteRunRecord,
 ):
     """Database on an SQLite file. Build it with open_sqlite_database or open_database."""
 
