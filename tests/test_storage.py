@@ -1059,3 +1059,27 @@ async def test_a_page_of_available_units_is_read_in_index_order_not_sorted(
     steps = [row[-1] for row in plan]
     assert any("units_available_in_order" in step for step in steps), steps
     assert not any("TEMP B-TREE" in step for step in steps), steps
+
+
+@pytest_twisted.ensureDeferred
+async def test_settings_changed_at_run_time_are_kept_with_their_history(db: Database) -> None:
+    run = await db.find_or_create_task_run("run-1", {})
+    other = await db.find_or_create_task_run("run-2", {})
+    await db.keep_setting(run.id, "allowed_concurrent", 3, 1, "admin")
+    await db.keep_setting(run.id, "allowed_concurrent", 5, 1, "admin")
+    await db.keep_setting(run.id, "timeout", 60.5, 30, "admin")
+    kept = await db.kept_settings(run.id)
+    assert {name: (s.value, s.ini_value) for name, s in kept.items()} == {
+        "allowed_concurrent": (5, 1),
+        "timeout": (60.5, 30),
+    }
+    await db.keep_setting(run.id, "timeout", None, 30, "reset")
+    assert set(await db.kept_settings(run.id)) == {"allowed_concurrent"}
+    assert await db.kept_settings(other.id) == {}
+    changes = await db.setting_changes(run.id)
+    assert [(c.name, c.value, c.reason) for c in changes] == [
+        ("allowed_concurrent", 3, "admin"),
+        ("allowed_concurrent", 5, "admin"),
+        ("timeout", 60.5, "admin"),
+        ("timeout", None, "reset"),
+    ]

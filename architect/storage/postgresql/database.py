@@ -1,7 +1,7 @@
-"""PostgreSQLDatabase: the Database interface on a PostgreSQL database, of the same four parts.
+"""PostgreSQLDatabase: the Database interface on a PostgreSQL database, of the same five parts.
 
 The parts are SQLite's own (architect/storage/sqlite/: runs, workers, agents,
-submissions): the same query functions, run on the PostgreSQL engine, whose cursor
+submissions, the run record): the same query functions, run on the PostgreSQL engine, whose cursor
 turns their SQL into PostgreSQL's (dialect.py). So each rule is written once.
 """
 
@@ -18,6 +18,7 @@ from architect.storage.interface import StorageError
 from architect.storage.postgresql.engine import PostgreSQLEngine, open_engine
 from architect.storage.schema_versions import SCHEMA_DIR, SCHEMA_VERSION
 from architect.storage.sqlite.agents import SQLiteAgentRecords
+from architect.storage.sqlite.run_record import SQLiteRunRecord
 from architect.storage.sqlite.runs import SQLiteRunsAndUnits
 from architect.storage.sqlite.submissions import SQLiteSubmissionsAndLiveUpdates
 from architect.storage.sqlite.workers import SQLiteWorkersAndQualifications
@@ -28,6 +29,7 @@ class PostgreSQLDatabase(
     SQLiteWorkersAndQualifications,
     SQLiteAgentRecords,
     SQLiteSubmissionsAndLiveUpdates,
+    SQLiteRunRecord,
 ):
     """Database on PostgreSQL. Build it with open_postgresql_database or open_database."""
 
