@@ -53,6 +53,9 @@ async def test_another_browser_with_the_same_url_is_refused_on_mephisto_task(
     alice = await pages.open("mephisto_live.html", "alice")
     await wait_for_text(pages, alice, "#connection", "connected")
     agent_id = await agent_id_of(pages, alice)
+    # The task greets once it runs, which may come after the socket connected: wait for it,
+    # or "hello" is shown first (the order of the conversation is what is checked below).
+    await wait_for_messages(pages, alice, ["Say something."])
     await send(pages, alice, "hello")
     await wait_for_messages(pages, alice, ["Say something.", "hello", "echo: hello"])
 
