@@ -229,6 +229,7 @@ def build_service(
 
     async def start_backend() -> ClientIOHandler:
         database = await database_service.when_open()
+        database.watch_commits(metrics.database_committed)
         units = config.task.units if config.task.units is not None else builtin_units()
         run = await prepare_task_run(database, config.task, units)
         settings = await restored(database, run.id, config.task)  # run-time changes kept

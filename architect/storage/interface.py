@@ -13,7 +13,7 @@ survives a crash.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -464,4 +464,10 @@ class Database(
 
     def close(self) -> Deferred[None]:
         """Finish pending work and release the database."""
+        ...
+
+    def watch_commits(self, observer: Callable[[float, int], None]) -> None:
+        """Call observer(seconds, interactions) after each committed transaction, on the
+        reactor thread: how long it took from its start to its commit, and how many
+        interactions it held (for the database commit metric)."""
         ...
