@@ -2,11 +2,13 @@
 
 from architect.lifecycle import AgentKind, UnitStatus
 from architect.storage.interface import (
+    EVENTS_KEPT_PER_KIND,
     AgentRecords,
     ConnectionEvent,
     ConnectionEventKind,
     Database,
     Direction,
+    EventRepeats,
     GrantedQualification,
     LiveUpdate,
     NoSuchAgent,
@@ -30,6 +32,7 @@ from architect.storage.schema_versions import SCHEMA_DIR, SCHEMA_VERSION
 from architect.storage.sqlite import SQLiteDatabase, open_database, open_sqlite_database
 
 __all__ = [
+    "EVENTS_KEPT_PER_KIND",
     "SCHEMA_DIR",
     "SCHEMA_VERSION",
     "AgentKind",
@@ -38,6 +41,7 @@ __all__ = [
     "ConnectionEventKind",
     "Database",
     "Direction",
+    "EventRepeats",
     "GrantedQualification",
     "LiveUpdate",
     "NoSuchAgent",

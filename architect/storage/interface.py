@@ -424,9 +424,12 @@ class RunRecord(Protocol):
 
     def setting_changes(self, task_run_id: int) -> Deferred[list[SettingChange]]: ...
 
-    def store_connection_events(self, events: Sequence[ConnectionEvent]) -> Deferred[int]:
+    def store_connection_events(
+        self, events: Sequence[ConnectionEvent], repeats: Sequence[EventRepeats] = ()
+    ) -> Deferred[int]:
         """Keep events of agents that exist, up to EVENTS_KEPT_PER_KIND per agent and kind,
-        counting the rest; the number kept."""
+        counting the rest, and add `repeats` (events their sender counted and did not
+        send) to the counts; the number kept."""
         ...
 
     def connection_events(
