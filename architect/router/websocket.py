@@ -103,7 +103,8 @@ class RouterSocket(WebSocketServerProtocol):
         )
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.factory.hub.link_lost(self)
+        # A close without a close frame has Autobahn's 1006; None: no code at all.
+        self.factory.hub.link_lost(self, code)
 
     # --- Link ---
 

@@ -1,14 +1,16 @@
 """Storage: the Database interface, its records, and the embedded SQLite implementation."""
 
-from architect.lifecycle import AgentKind, UnitStatus
-from architect.storage.interface import (
+from architect.connection_events import (
     EVENTS_KEPT_PER_KIND,
-    AgentRecords,
     ConnectionEvent,
     ConnectionEventKind,
+    EventRepeats,
+)
+from architect.lifecycle import AgentKind, UnitStatus
+from architect.storage.interface import (
+    AgentRecords,
     Database,
     Direction,
-    EventRepeats,
     GrantedQualification,
     LiveUpdate,
     NoSuchAgent,

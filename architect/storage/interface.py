@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import attrs
 from twisted.internet.defer import Deferred
 
+from architect.connection_events import ConnectionEvent, EventRepeats
 from architect.protocol import Status
 
 
@@ -352,44 +353,6 @@ class SubmissionsAndLiveUpdates(Protocol):
     ) -> Deferred[list[LiveUpdate]]:
         """The agent's live updates in arrival order."""
         ...
-
-
-class ConnectionEventKind:
-    """An agent's connection events (the router's view, and in remote mode the backend's)."""
-
-    SOCKET_OPEN = "socket_open"
-    SOCKET_CLOSE = "socket_close"  # with the WebSocket close code
-    RELOAD = "reload"  # a socket opened again for an agent that had one
-    HEARTBEAT_GAP = "heartbeat_gap"  # with its length in seconds
-    ROUTER_LOST = "router_lost"  # the backend lost its link to the router
-    REGISTERED_AGAIN = "registered_again"  # the worker's page registered again
-
-    ALL = frozenset(
-        {SOCKET_OPEN, SOCKET_CLOSE, RELOAD, HEARTBEAT_GAP, ROUTER_LOST, REGISTERED_AGAIN}
-    )
-
-
-# Events of one kind kept per agent; the rest are counted (a flapping page fills no disk).
-EVENTS_KEPT_PER_KIND = 50
-
-
-@attrs.frozen
-class ConnectionEvent:
-    agent_id: str
-    event: str
-    happened_at: float
-    code: int | None = None
-    seconds: float | None = None
-
-
-@attrs.frozen
-class EventRepeats:
-    """Events of a kind past the bound for one agent: how many, and the last one's time."""
-
-    agent_id: str
-    event: str
-    repeats: int
-    last_at: float
 
 
 @attrs.frozen

@@ -9,14 +9,13 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from architect.storage.interface import (
+from architect.connection_events import (
     EVENTS_KEPT_PER_KIND,
     ConnectionEvent,
     ConnectionEventKind,
     EventRepeats,
-    KeptSetting,
-    SettingChange,
 )
+from architect.storage.interface import KeptSetting, SettingChange
 from architect.storage.sqlite.engine import EnginePart
 from architect.storage.sqlite.sql import Cursor, check_known, json_text
 
