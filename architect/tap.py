@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 from architect.admin.service import AdminService
 from architect.backend.channel import Channel
 from architect.backend.client_io import ClientIOHandler
+from architect.backend.connection_events import StoredConnectionEvents
 from architect.backend.downloads import RouterDownloads
 from architect.backend.files import UploadedFiles
 from architect.backend.resume import Resumption
@@ -254,6 +255,7 @@ def build_service(
             on_unit_submitted=runner.unit_submitted,
             resumption=resumption,
             barrier=pool.recorder.barrier,
+            events=StoredConnectionEvents(database, reactor),
         )
         handler.metrics = metrics
         top.parts = BackendParts(pool, store, handler, runner)
