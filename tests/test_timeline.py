@@ -24,7 +24,7 @@ from architect.storage import ConnectionEvent, EventRepeats
 from architect.timeline import agent_events, connection_lines, silences, timeline
 from tests.admin_support import register, submit
 from tests.clients import Browser, wait_for
-from tests.daemon import Daemon, Daemons, reactor
+from tests.daemon import Daemons, reactor
 
 
 @pytest_twisted.ensureDeferred
@@ -102,12 +102,6 @@ def connection_story(events: list[dict[str, Any]], agent_id: str) -> list[dict[s
     ]
 
 
-async def stored(daemon: Daemon, kind: str) -> bool:
-    """Whether an event of `kind` is kept in the daemon's database (they come in batches)."""
-    events, _ = await daemon.database.connection_events(daemon.task_run_id)
-    return any(e.event == kind for e in events)
-
-
 @pytest_twisted.ensureDeferred
 async def test_a_pages_connection_events_reach_its_timeline_in_order(daemons: Daemons) -> None:
     daemon = await daemons.embedded(
@@ -132,7 +126,7 @@ async def test_a_pages_connection_events_reach_its_timeline_in_order(daemons: Da
     code, _ = await submit(alice, daemon.url, a, {"label": "positive"})
     assert code == 200
 
-    await wait_for(lambda: stored(daemon, "heartbeat_gap"), "the gap to be stored")
+    await wait_for(lambda: daemon.has_event(a, "heartbeat_gap"), "the gap to be stored")
     story = connection_story(await agent_events(daemon.database, daemon.pool.task_run), a)
     assert [e["event"] for e in story] == [
         "socket_open",
