@@ -10,7 +10,7 @@ nothing else: a worker never waits for, nor fails by, its timeline.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -51,7 +51,7 @@ class StoredConnectionEvents:
         self.repeats: list[EventRepeats] = []
         self.dropped = 0
         self._timer: IDelayedCall | None = None
-        self._writing: Deferred[None] | None = None
+        self._writing: Deferred[Any] | None = None
 
     def add(self, events: Sequence[ConnectionEvent], repeats: Sequence[EventRepeats] = ()) -> None:
         room = max(0, self.max_waiting - len(self.events) - len(self.repeats))
@@ -84,8 +84,9 @@ class StoredConnectionEvents:
         def done(_: object) -> None:
             self._writing = None
 
-        writing = maybeDeferred(self.database.store_connection_events, events, repeats)
-        self._writing = writing.addCallbacks(lambda _: None, failed).addBoth(done)
+        # Set first: a write that fails at once has run `done` when addBoth returns.
+        self._writing = maybeDeferred(self.database.store_connection_events, events, repeats)
+        self._writing.addCallbacks(lambda _: None, failed).addBoth(done)
 
     def settled(self) -> Deferred[None]:
         """Write what waits now (the daemon stops, or a test reads the timeline); fires once
