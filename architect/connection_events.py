@@ -9,8 +9,8 @@ from the router to a backend that took the `events` extension (protocol.EVENTS) 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, TypeGuard
+from collections.abc import Callable, Sequence
+from typing import Any, TypeGuard, TypeVar
 
 import attrs
 
@@ -92,6 +92,8 @@ def _event_to_wire(event: ConnectionEvent) -> dict[str, Any]:
     return entry
 
 
+T = TypeVar("T")
+
 # Most entries read from one packet (a router sends at most a few hundred).
 MAX_ENTRIES = 2000
 
@@ -99,26 +101,27 @@ MAX_ENTRIES = 2000
 def from_wire(data: dict[str, Any]) -> EventBatch:
     """The events of a router's `connection_events` packet; whatever is not a router's
     event (a kind it does not make, an odd id, time, code or count) is left out, counted."""
-    events: list[ConnectionEvent] = []
-    repeats: list[EventRepeats] = []
-    odd = 0
-    raw_events, raw_repeats = data.get("events"), data.get("repeats", [])
-    for entry in (raw_events if isinstance(raw_events, list) else [])[:MAX_ENTRIES]:
-        event = _event_from_wire(entry)
-        if event is None:
-            odd += 1
-        else:
-            events.append(event)
-    for entry in (raw_repeats if isinstance(raw_repeats, list) else [])[:MAX_ENTRIES]:
-        counted = _repeats_from_wire(entry)
-        if counted is None:
-            odd += 1
-        else:
-            repeats.append(counted)
+    events, odd_events = _read(data.get("events"), _event_from_wire)
+    repeats, odd_repeats = _read(data.get("repeats", []), _repeats_from_wire)
+    odd = odd_events + odd_repeats
     dropped = data.get("dropped", 0)
     if not _is_count(dropped):
         odd, dropped = odd + 1, 0
     return EventBatch(events, repeats, dropped, odd)
+
+
+def _read(raw: object, parse: Callable[[object], T | None]) -> tuple[list[T], int]:
+    """What `parse` makes of each entry of a list (at most MAX_ENTRIES), and how many
+    entries it could not read."""
+    read: list[T] = []
+    odd = 0
+    for entry in (raw if isinstance(raw, list) else [])[:MAX_ENTRIES]:
+        value = parse(entry)
+        if value is None:
+            odd += 1
+        else:
+            read.append(value)
+    return read, odd
 
 
 def _event_from_wire(entry: object) -> ConnectionEvent | None:
