@@ -26,6 +26,9 @@ from tests.admin_support import register, submit
 from tests.clients import Browser, wait_for
 from tests.daemon import Daemons, reactor
 
+# Each embedded daemon here runs once on SQLite, once on PostgreSQL (conftest).
+DAEMONS_ON_EVERY_ENGINE = True
+
 
 @pytest_twisted.ensureDeferred
 async def test_each_agents_story(daemons: Daemons) -> None:
