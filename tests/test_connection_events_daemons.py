@@ -79,3 +79,24 @@ async def test_a_backend_that_takes_no_extension_gets_no_event_packet(
     await deferLater(reactor, 3 * SEND_EVERY, lambda: None)  # the batches would be out by now
     assert mephisto.of_type(CONNECTION_EVENTS) == []
     assert not router.hub.events
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stopping_router_sends_its_last_events_with_its_sockets_closes(
+    tmp_path: Path, daemons: Daemons
+) -> None:
+    router = await daemons.start(router_config(tmp_path / "router"))
+    backend = await daemons.start(backend_config(tmp_path / "backend", router))
+    await wait_for(lambda: router.hub.backend is not None, "the backend to connect")
+    workers = browsers()
+    agent_id = await register(workers, router, "w1")
+    page = await workers.of_agent(agent_id).open_socket(router.port)
+    page.send(ALIVE, agent_id)
+    await wait_for(lambda: agent_id in router.hub.link_agents.values(), "the page's socket")
+    await daemons.stop(router)  # drains: closes the page with 1012, sends what waits
+    await wait_for(lambda: backend.has_event(agent_id, Kind.SOCKET_CLOSE), "the close, stored")
+    events, _ = await backend.database.connection_events(backend.task_run_id)
+    assert [(e.event, e.code) for e in events if e.event != Kind.ROUTER_LOST] == [
+        (Kind.SOCKET_OPEN, None),
+        (Kind.SOCKET_CLOSE, 1012),
+    ]

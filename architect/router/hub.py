@@ -410,6 +410,12 @@ class RouterHub:
         if self._events_timer is None or not self._events_timer.active():
             self._events_timer = self.clock.callLater(SEND_EVERY, self._send_events)
 
+    def send_events_now(self) -> None:
+        """What waits for the backend, sent at once (a stopping router)."""
+        if self._events_timer is not None and self._events_timer.active():
+            self._events_timer.cancel()
+        self._send_events()
+
     def _send_events(self) -> None:
         self._events_timer = None
         backend = self.backend
