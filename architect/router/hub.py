@@ -23,6 +23,7 @@ from architect.config import RouterConfig
 from architect.log_rate import RateLimitedLog
 from architect.log_text import capped
 from architect.metrics import Metrics
+from architect.nul import holds_nul
 from architect.protocol import (
     AGENT_DETAILS,
     ALIVE,
@@ -385,7 +386,14 @@ class RouterHub:
             )
             link.send_packet(self._stamp_out(reply))
         elif kind == MEPHISTO_BOUND_LIVE_UPDATE:
-            if self.agents.take_update(agent_id):  # else over its rate: dropped, logged once
+            if holds_nul(packet.data.get("update_id")):  # a column of its own: architect/nul.py
+                self.floods.warn(
+                    "nul update id",
+                    "dropped a live update of agent {agent_id}: a NUL in its update_id",
+                    agent_id=agent_id,
+                )
+                self.metrics.live_update("dropped")
+            elif self.agents.take_update(agent_id):  # else over its rate: dropped, logged once
                 self.metrics.live_update("in")
                 self.to_backend(packet, droppable=True)
             else:

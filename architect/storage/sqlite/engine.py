@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from architect.private import private_file, private_folder
 from architect.storage.interface import SchemaError, StorageError
 from architect.storage.schema_versions import full_schema, upgrade_steps
+from architect.storage.sqlite.sql import NulRefusingCursor
 
 DEFAULT_DATABASE = "architect.sqlite3"
 FILES_DIR = "files"
@@ -300,11 +301,12 @@ def _run_group(connection: Any, group: list[_Work]) -> list[Any]:
     or a Failure per interaction. A failed commit fails them all (adbapi rolls back)."""
     cursor = connection.cursor()
     cursor.execute("BEGIN IMMEDIATE" if any(work.write for work in group) else "BEGIN")
+    checked = NulRefusingCursor(cursor)  # as on PostgreSQL, which cannot store a NUL
     outcomes: list[Any] = []
     for work in group:
         cursor.execute("SAVEPOINT work")
         try:
-            outcomes.append(work.interaction(cursor, *work.args))
+            outcomes.append(work.interaction(checked, *work.args))
         except Exception:
             outcomes.append(Failure())
             cursor.execute("ROLLBACK TO work")
