@@ -293,7 +293,7 @@ def run_s4_rounds(
     postgres = None
     try:
         print("S4: starting a temporary PostgreSQL server (tests/postgres.py)...", flush=True)
-        postgres = start_server()
+        postgres = start_server(durable=True)  # its commits wait for the disk, as SQLite's
     except PostgresUnavailable as e:
         print(f"  FAILED: {e}", file=sys.stderr, flush=True)
         failures.append(f"S4 ours-embedded-pg: {e}")
