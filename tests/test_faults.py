@@ -157,33 +157,21 @@ def test_live_updates_delivered_are_stored(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name",
+    ("runner", "name"),
     [
-        pytest.param("embedded", id="embedded-daemon-killed"),
-        pytest.param("backend", id="separate-backend-killed"),
-        pytest.param("backend-router", id="separate-backend-then-router-killed"),
+        pytest.param(run_submissions, "embedded", id="submissions-embedded-daemon-killed"),
+        pytest.param(run_submissions, "backend", id="submissions-separate-backend-killed"),
+        pytest.param(
+            run_submissions, "backend-router", id="submissions-separate-backend-then-router-killed"
+        ),
+        pytest.param(run_live, "embedded", id="live-embedded-daemon-killed"),
+        pytest.param(run_live, "backend", id="live-separate-backend-killed"),
     ],
 )
-def test_no_acknowledged_submission_is_lost_on_postgresql(
-    name: str, tmp_path: Path, processes: Processes, postgres_url: DatabaseUrl
+def test_nothing_acknowledged_is_lost_on_postgresql(
+    runner: Runner, name: str, tmp_path: Path, processes: Processes, postgres_url: DatabaseUrl
 ) -> None:
-    outcome = run(run_submissions, BY_NAME[name], 1, tmp_path, processes, str(postgres_url))
-    assert outcome.engine == "postgresql" and outcome.stored > 0
-    judge(outcome, processes)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param("embedded", id="embedded-daemon-killed"),
-        pytest.param("backend", id="separate-backend-killed"),
-    ],
-)
-def test_live_updates_delivered_are_stored_on_postgresql(
-    name: str, tmp_path: Path, processes: Processes, postgres_url: DatabaseUrl
-) -> None:
-    outcome = run(run_live, BY_NAME[name], 1, tmp_path, processes, str(postgres_url))
+    outcome = run(runner, BY_NAME[name], 1, tmp_path, processes, str(postgres_url))
     assert outcome.engine == "postgresql" and outcome.stored > 0
     judge(outcome, processes)
 

@@ -32,7 +32,6 @@ from architect.storage.interface import SchemaError, StorageError
 from architect.storage.postgresql.dialect import TranslatingCursor, schema_script
 from architect.storage.schema_versions import schema_plan, version_statements
 from architect.storage.sqlite.engine import FILES_DIR, SQLiteEngine, _Work
-from architect.storage.sqlite.sql import NulRefusingCursor
 
 # Any fixed 64-bit key: the one advisory lock all of Architect's writers take, per database.
 WRITE_LOCK = 0x417263686974  # "Archit"
@@ -128,7 +127,7 @@ class PostgreSQLEngine(SQLiteEngine):
             raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
         else:
             raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        cursor = NulRefusingCursor(TranslatingCursor(raw))  # one StorageError on both engines
+        cursor = TranslatingCursor(raw)
         outcomes: list[Any] = []
         for work in group:
             raw.execute("SAVEPOINT work")
