@@ -109,8 +109,10 @@ class RouterSocket(WebSocketServerProtocol):
         # ...), whatever the page answered. Else Autobahn's code is the page's (1006
         # without a close frame); None: a close frame without a code, which RFC 6455
         # calls 1005.
-        if self.closedByMe and self.localCloseCode is not None:
-            code = self.localCloseCode
+        # (Autobahn sets both once the socket is open: a socket lost earlier has neither.)
+        mine = getattr(self, "localCloseCode", None)
+        if getattr(self, "closedByMe", False) and mine is not None:
+            code = mine
         elif code is None and wasClean:
             code = NO_STATUS_CODE
         self.factory.hub.link_lost(self, code)
