@@ -23,6 +23,8 @@ from tests.clients import Browser, wait_for
 from tests.daemon import Daemon, Daemons, daemon_config, relocated
 from tests.test_admin_controls import architect_admin, ini_for
 
+DAEMONS_ON_EVERY_ENGINE = True
+
 
 async def use_up(daemon: Daemon, count: int, prefix: str = "w") -> None:
     for n in range(count):

@@ -19,6 +19,7 @@ from architect.router.event_buffer import SEND_EVERY
 from architect.router.websocket import RouterSocket
 from tests.clients import open_socket, wait_for
 from tests.daemon import Daemons, reactor
+from tests.engines import on_every_engine
 from tests.test_journal_integration import (
     TOKEN,
     backend_config,
@@ -28,6 +29,7 @@ from tests.test_journal_integration import (
 )
 
 
+@on_every_engine
 @pytest_twisted.ensureDeferred
 async def test_the_routers_events_reach_the_backend_and_it_notes_losing_the_router(
     tmp_path: Path, daemons: Daemons
@@ -81,6 +83,7 @@ async def test_a_backend_that_takes_no_extension_gets_no_event_packet(
     assert not router.hub.events
 
 
+@on_every_engine
 @pytest_twisted.ensureDeferred
 async def test_a_stopping_router_sends_its_last_events_with_its_sockets_closes(
     tmp_path: Path, daemons: Daemons
