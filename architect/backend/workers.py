@@ -34,7 +34,7 @@ that raises is logged with the worker and unit; the worker gets a refusal.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -57,7 +57,15 @@ from architect.config import TaskConfig
 from architect.lifecycle import FINAL, AgentKind, unit_status_if_lost
 from architect.protocol import FailureReason, Status
 from architect.qualifications import BLOCKED, meets_all
-from architect.storage import Database, StoredAgent, TaskRun, Unit, Worker
+from architect.storage import (
+    Database,
+    StoredAgent,
+    TaskRun,
+    Unit,
+    WorkAnswer,
+    Worker,
+    WorkRequest,
+)
 from architect.tasks.agent import Agent
 from architect.tasks.definition import TaskDefinition, UnitInfo, WorkerInfo
 from architect.tasks.history import LiveLimits
@@ -170,6 +178,8 @@ class StoredWorkerPool:
         registration_id = provider_data.get("agent_registration_id")
         if not isinstance(registration_id, str) or not registration_id:
             registration_id = None
+        if self._database_decides():
+            return await self._register_in_one(provider_type, worker_name, registration_id)
         # Stage 0: the worker (one transaction: simultaneous first visits find one row).
         worker = await self.database.find_or_create_worker(provider_type, worker_name)
         async with self.locks.of(worker.id):
@@ -178,6 +188,65 @@ class StoredWorkerPool:
                 if again is not None:
                     return again
             return await self._find_work(worker, registration_id)
+
+    def _database_decides(self) -> bool:
+        """Whether stages 1 to 5 need only the database (no worker_can_do_unit, no
+        onboarding): then they run in it, as one transaction (register_for_work)."""
+        return self.task.worker_can_do_unit is None and not self.settings.onboarding
+
+    async def _register_in_one(
+        self, provider_type: str, worker_name: str, registration_id: str | None
+    ) -> Registration:
+        """Stages 0 to 5 in one transaction; a registration id the run knows goes through
+        stage 6 as before (under the worker's lock), then back to the one transaction."""
+        answer = await self.database.register_for_work(
+            self._work_request(provider_type, worker_name, registration_id)
+        )
+        if not answer.known_registration:
+            return await self._answered(answer, registration_id)
+        worker = answer.worker
+        async with self.locks.of(worker.id):
+            assert registration_id is not None  # known: it was looked up
+            again = await self._reconnect(worker, registration_id)
+            if again is not None:
+                return again
+            return await self._find_work(worker, registration_id)
+
+    def _work_request(
+        self,
+        provider_type: str,
+        worker_name: str,
+        registration_id: str | None,
+        look_up_registration: bool = True,
+    ) -> WorkRequest:
+        settings = self.settings
+        requirements = settings.qualifications
+
+        def qualified(held: Mapping[str, Any]) -> bool:  # stage 1, in the database thread
+            return BLOCKED not in held and meets_all(requirements, held)
+
+        return WorkRequest(
+            task_run_id=self.task_run.id,
+            provider_type=provider_type,
+            worker_name=worker_name,
+            agent_id=new_agent_id(),
+            agent_registration_id=registration_id,
+            look_up_registration=look_up_registration,
+            qualified=qualified,
+            allowed_concurrent=settings.allowed_concurrent,
+            maximum_units_per_worker=settings.maximum_units_per_worker,
+            status=Status.IN_TASK,
+            init_from_assignment=self.task.init_data is None,
+        )
+
+    async def _answered(self, answer: WorkAnswer, registration_id: str | None) -> Registration:
+        worker = answer.worker
+        if answer.unit is None:
+            return Registration.refused(str(worker.id), answer.failure_reason or "")
+        agent_id = answer.unit.agent_id
+        assert agent_id is not None  # reserved for it
+        agent = await self._put_to_work(worker, agent_id, answer.unit, registration_id)
+        return Registration(str(worker.id), agent, copy.deepcopy(agent.init_task_data))
 
     async def _reconnect(self, worker: Worker, registration_id: str) -> Registration | None:
         """Stage 6: the agent this registration id had, or None to go through the stages."""
@@ -223,6 +292,12 @@ class StoredWorkerPool:
 
     async def _find_work(self, worker: Worker, registration_id: str | None) -> Registration:
         """Stages 1 to 5."""
+        if self._database_decides():
+            request = self._work_request(
+                worker.provider_type, worker.worker_name, registration_id, False
+            )
+            answer = await self.database.register_for_work(request)
+            return await self._answered(answer, registration_id)
         worker_id = str(worker.id)
         settings = self.settings
         info = await self._worker_info(worker)
@@ -343,6 +418,16 @@ class StoredWorkerPool:
         )
         if unit is None:
             return None  # all taken meanwhile: the next batch
+        return await self._put_to_work(worker, agent_id, unit, registration_id)
+
+    async def _put_to_work(
+        self,
+        worker: Worker,
+        agent_id: str,
+        unit: Unit,
+        registration_id: str | None,
+    ) -> Agent:
+        """The agent of a unit just reserved for it, with its task data, at work."""
         try:
             data = await self._init_data(unit)
         except Exception:

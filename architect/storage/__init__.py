@@ -22,9 +22,11 @@ from architect.storage.interface import (
     SubmissionsAndLiveUpdates,
     TaskRun,
     Unit,
+    WorkAnswer,
     WorkedOn,
     Worker,
     WorkersAndQualifications,
+    WorkRequest,
 )
 from architect.storage.schema_versions import SCHEMA_DIR, SCHEMA_VERSION
 from architect.storage.sqlite import SQLiteDatabase, open_database, open_sqlite_database
@@ -55,6 +57,8 @@ __all__ = [
     "TaskRun",
     "Unit",
     "UnitStatus",
+    "WorkAnswer",
+    "WorkRequest",
     "WorkedOn",
     "Worker",
     "WorkersAndQualifications",

@@ -13,7 +13,7 @@ survives a crash.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -157,6 +157,40 @@ class WorkedOn:
     unit_ids: frozenset[int]
 
 
+@attrs.frozen
+class WorkRequest:
+    """A registration's whole common path, for one transaction (AgentRecords.register_for_work).
+
+    In the pipeline's order: the worker found or made; an agent of the run already under
+    this registration id stops there (known_registration: the caller decides); then
+    `qualified(held)` over the worker's qualification values; then the limits (0: none);
+    then the first available unit, in order, of an assignment the worker has had no unit
+    of, reserved for a new agent as reserve_unit does.
+    """
+
+    task_run_id: int
+    provider_type: str
+    worker_name: str
+    agent_id: str
+    agent_registration_id: str | None
+    look_up_registration: bool  # False: the caller has been through the known agent
+    qualified: Callable[[Mapping[str, Any]], bool]  # runs in the database thread: pure
+    allowed_concurrent: int
+    maximum_units_per_worker: int
+    status: str = Status.NONE
+    init_from_assignment: bool = False
+
+
+@attrs.frozen
+class WorkAnswer:
+    """What register_for_work found: a unit, or why not (a protocol FailureReason)."""
+
+    worker: Worker
+    unit: Unit | None = None
+    failure_reason: str | None = None
+    known_registration: bool = False
+
+
 class RunsAndUnits(Protocol):
     """Task runs, their assignments, and the units agents work on."""
 
@@ -234,6 +268,14 @@ class AgentRecords(Protocol):
         None (and no agent created) if every candidate is taken. With
         init_from_assignment, the agent's task data is recorded as its unit's
         assignment data in the same transaction (no set_agent_init_data needed).
+        """
+        ...
+
+    def register_for_work(self, request: WorkRequest) -> Deferred[WorkAnswer]:
+        """The checks and the reservation of a registration without hooks, in one transaction.
+
+        Only the reserved unit's data is decoded. A refusal (not qualified, too many
+        concurrent, max units, no work) still keeps the worker it found or made.
         """
         ...
 
