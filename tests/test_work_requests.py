@@ -1,5 +1,6 @@
 """register_for_work: a registration's checks and reservation in one transaction, on every
-engine, and the pool's use of it (one trip to the database per registration without hooks)."""
+engine, and the pool's use of it (one trip to the database per registration without hooks);
+and the candidate pages of registrations with a hook, decoded only as they are used."""
 
 from __future__ import annotations
 
@@ -217,6 +218,30 @@ async def test_the_first_new_unit_is_read_in_index_order_not_sorted(
         connection.close()
     assert any("units_available_in_order" in step for step in steps), steps
     assert not any("TEMP B-TREE" in step for step in steps), steps
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_candidate_page_is_the_available_page_left_undecoded(db: Database) -> None:
+    run = await new_run(db, assignments=5, per_assignment=2)
+    await db.register_for_work(request(run, "w1", "a1"))  # takes assignment 0's first unit
+    units = await db.available_units(run, (), (1, 0), 4)
+    candidates = await db.available_candidates(run, (), (1, 0), 4)
+    assert [(c.id, c.assignment_id, c.assignment_index, c.unit_index) for c in candidates] == [
+        (u.id, u.assignment_id, u.assignment_index, u.unit_index) for u in units
+    ]
+    assert [(c.assignment_index, c.unit_index) for c in candidates] == [
+        (1, 1),
+        (2, 0),
+        (2, 1),
+        (3, 0),
+    ]
+    assert all(isinstance(c.data_json, str) for c in candidates)
+    first = candidates[0].assignment_data()
+    assert first == units[0].assignment_data == {"n": 1}
+    first["n"] = 99  # each call decodes afresh: a hook's changes stay its own
+    assert candidates[0].assignment_data() == {"n": 1}
+    excluded = await db.available_candidates(run, (units[0].assignment_id,), None, 2)
+    assert [(c.assignment_index, c.unit_index) for c in excluded] == [(0, 1), (2, 0)]
 
 
 # --- the pool ---

@@ -58,6 +58,7 @@ from architect.lifecycle import FINAL, AgentKind, unit_status_if_lost
 from architect.protocol import FailureReason, Status
 from architect.qualifications import BLOCKED, meets_all
 from architect.storage import (
+    CandidateUnit,
     Database,
     StoredAgent,
     TaskRun,
@@ -97,12 +98,17 @@ async def prepare_task_run(
     return run
 
 
-def _unit_info(unit: Unit) -> UnitInfo:
+def _unit_info(unit: Unit | CandidateUnit) -> UnitInfo:
+    """The unit as a hook sees it, with a copy of its data of the hook's own."""
+    if isinstance(unit, CandidateUnit):
+        data = unit.assignment_data()  # decoded now: only for the units a hook is asked about
+    else:
+        data = copy.deepcopy(unit.assignment_data)
     return UnitInfo(
         unit_id=str(unit.id),
         assignment_index=unit.assignment_index,
         unit_index=unit.unit_index,
-        assignment_data=copy.deepcopy(unit.assignment_data),
+        assignment_data=data,
     )
 
 
@@ -329,7 +335,7 @@ class StoredWorkerPool:
             return await self.onboarding.start(self.task_run.id, worker, info, registration_id)
 
         # 5. reservation of the first doable unit still available
-        async def reserve(batch: list[Unit]) -> Agent | None:
+        async def reserve(batch: list[CandidateUnit]) -> Agent | None:
             return await self._reserve(worker, batch, registration_id)
 
         agent = await self._first_doable(info, candidates, reserve)
@@ -343,13 +349,13 @@ class StoredWorkerPool:
         held = {name: q.value for name, q in granted.items()}
         return WorkerInfo(str(worker.id), worker.worker_name, worker.provider_type, held)
 
-    async def _candidates(self, worker: Worker) -> AsyncIterator[list[Unit]]:
+    async def _candidates(self, worker: Worker) -> AsyncIterator[list[CandidateUnit]]:
         """Available units of assignments the worker has had no unit of, in order, a page at
         a time: a registration reads only as far as it needs, however large the run."""
         worked_on = await self.database.worked_on(self.task_run.id, worker.id)
         after: tuple[int, int] | None = None
         while True:
-            page = await self.database.available_units(
+            page = await self.database.available_candidates(
                 self.task_run.id, worked_on.assignment_ids, after, CANDIDATE_PAGE
             )
             if not page:
@@ -360,8 +366,8 @@ class StoredWorkerPool:
     async def _first_doable(
         self,
         info: WorkerInfo,
-        candidates: AsyncIterator[list[Unit]],
-        take: Callable[[list[Unit]], Awaitable[T | None]],
+        candidates: AsyncIterator[list[CandidateUnit]],
+        take: Callable[[list[CandidateUnit]], Awaitable[T | None]],
     ) -> T | None:
         """Offer `take` the candidates worker_can_do_unit accepts, batch by batch, in order,
         until it takes one (returns non-None)."""
@@ -383,10 +389,10 @@ class StoredWorkerPool:
         return None
 
     @staticmethod
-    async def _any_unit(batch: list[Unit]) -> Unit:
+    async def _any_unit(batch: list[CandidateUnit]) -> CandidateUnit:
         return batch[0]
 
-    def _can_do(self, hook: Any, info: WorkerInfo, unit: Unit) -> Deferred[bool]:
+    def _can_do(self, hook: Any, info: WorkerInfo, unit: CandidateUnit) -> Deferred[bool]:
         d = call_hook(self.run_blocking, hook, info, _unit_info(unit))
 
         def failed(failure: Any) -> bool:
@@ -404,7 +410,7 @@ class StoredWorkerPool:
         return d.addCallbacks(bool, failed)
 
     async def _reserve(
-        self, worker: Worker, batch: list[Unit], registration_id: str | None
+        self, worker: Worker, batch: list[CandidateUnit], registration_id: str | None
     ) -> Agent | None:
         agent_id = new_agent_id()
         unit = await self.database.reserve_unit(

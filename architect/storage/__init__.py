@@ -3,6 +3,7 @@
 from architect.lifecycle import AgentKind, UnitStatus
 from architect.storage.interface import (
     AgentRecords,
+    CandidateUnit,
     ConnectionEvent,
     ConnectionEventKind,
     Database,
@@ -36,6 +37,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AgentKind",
     "AgentRecords",
+    "CandidateUnit",
     "ConnectionEvent",
     "ConnectionEventKind",
     "Database",

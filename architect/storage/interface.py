@@ -13,6 +13,7 @@ survives a crash.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -70,6 +71,22 @@ class Unit:
     assignment_data: Any
     status: str
     agent_id: str | None
+
+
+@attrs.frozen
+class CandidateUnit:
+    """An available unit as a registration's page holds it: its data still JSON text, so
+    that only the units a task hook is asked about are decoded."""
+
+    id: int
+    assignment_id: int
+    assignment_index: int
+    unit_index: int
+    data_json: str
+
+    def assignment_data(self) -> Any:
+        """The unit's assignment data, decoded afresh at each call (a copy of its own)."""
+        return json.loads(self.data_json)
 
 
 @attrs.frozen
@@ -225,6 +242,16 @@ class RunsAndUnits(Protocol):
     ) -> Deferred[list[Unit]]:
         """Up to `limit` available units, in order, past (assignment_index, unit_index) `after`,
         leaving out the given assignments: one page of candidates for a registration."""
+        ...
+
+    def available_candidates(
+        self,
+        task_run_id: int,
+        excluded_assignment_ids: Collection[int] = (),
+        after: tuple[int, int] | None = None,
+        limit: int = 100,
+    ) -> Deferred[list[CandidateUnit]]:
+        """available_units' page, its data left undecoded."""
         ...
 
     def count_units_by_status(self, task_run_id: int) -> Deferred[dict[str, int]]: ...
