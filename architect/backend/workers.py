@@ -23,7 +23,10 @@ registration through staged checks, in this order:
    qualification as passed (1) or failed (0);
 5. the atomic reservation of the first still-available unit.
 
-The stages of one worker run one registration at a time (a lock per worker),
+Without `worker_can_do_unit` and onboarding, stages 0 to 5 need nothing but the
+database, and run there as one transaction (`Database.register_for_work`): one
+trip to the database thread, only the reserved unit's data decoded. Otherwise
+the stages of one worker run one registration at a time (a lock per worker),
 so simultaneous requests of one worker cannot pass a limit together; the
 reservation itself is atomic in the database, so no two workers share a unit.
 
