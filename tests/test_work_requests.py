@@ -278,3 +278,23 @@ async def test_with_a_hook_the_stages_take_several_trips(db: Database) -> None:
     before = trips(db)
     assert (await pool.register({"worker_name": "w1"})).agent is not None
     assert trips(db) - before > 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_known_registration_id_goes_through_reconnection_then_back(db: Database) -> None:
+    """An onboarding agent left from a life of the daemon with onboarding on: its page
+    registering again gets a unit agent (stage 6 finds nothing to resume), under the
+    same registration id, with the limits still counted in the one transaction."""
+    pool = await make_pool(db, TaskDefinition(), allowed_concurrent=1)
+    worker = await db.find_or_create_worker("mock", "w1")
+    await db.create_onboarding_agent(pool.task_run.id, worker.id, "old", "r1", Status.WAITING)
+    await db.set_agent_status("old", Status.APPROVED)
+    registration = await pool.register({"worker_name": "w1", "agent_registration_id": "r1"})
+    assert registration.agent is not None and not registration.reconnected
+    stored = await db.find_agent_by_registration_id("r1")
+    assert stored is not None and stored.agent_id == registration.agent.agent_id
+    assert stored.kind == "unit"
+    again = await pool.register({"worker_name": "w1", "agent_registration_id": "r1"})
+    assert again.agent is registration.agent and again.reconnected
+    other = await pool.register({"worker_name": "w1", "agent_registration_id": "r2"})
+    assert other.failure_reason == FailureReason.TOO_MANY_CONCURRENT
