@@ -348,7 +348,7 @@ def _task_module(value: str, base: Path) -> str | None:
     return value
 
 
-def _units_file(value: str, base: Path) -> tuple[dict[str, Any], ...] | None:
+def read_units_file(value: str, base: Path) -> tuple[dict[str, Any], ...] | None:
     """A JSON list of assignment data objects, or JSONL with one object per line."""
     if not value:
         return None
@@ -497,7 +497,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
         {
             "name": _nonempty,
             "module": _task_module,
-            "units": _units_file,
+            "units": read_units_file,
             "units_per_assignment": _positive_int,
             "maximum_units_per_worker": _non_negative_int,
             "allowed_concurrent": _non_negative_int,

@@ -409,6 +409,24 @@ async def test_assignments_and_units_are_stored_once_per_index(db: Database) -> 
     assert await db.count_units_by_status(run.id) == {UnitStatus.AVAILABLE: 6}
 
 
+@pytest_twisted.ensureDeferred
+async def test_appended_assignments_come_after_the_last_stored_one(db: Database) -> None:
+    run = await db.find_or_create_task_run("run-1", {})
+    other = await db.find_or_create_task_run("run-2", {})
+    assert await db.append_assignments(run.id, [{"text": "a"}], 2) == 0  # an empty run
+    await db.add_assignments(run.id, [{"text": "a"}, {"text": "b"}], 2)  # a restart: b
+    await db.add_assignments(other.id, [{"n": n} for n in range(5)])
+    assert await db.append_assignments(run.id, [{"text": "c"}, {"text": "d"}], 2) == 2
+    assert await db.append_assignments(run.id, [], 2) == 4  # nothing: where it would go
+    units = await db.list_units(run.id)
+    assert [(u.assignment_index, u.unit_index, u.assignment_data["text"]) for u in units] == [
+        (index, unit, text) for index, text in enumerate("abcd") for unit in (0, 1)
+    ]
+    # The ini file's units, read again (a restart or SIGHUP), add nothing over them.
+    assert await db.add_assignments(run.id, [{"text": "a"}, {"text": "b"}], 2) == 0
+    assert len(await db.list_units(other.id)) == 5
+
+
 # --- workers and qualifications ---
 
 

@@ -227,6 +227,13 @@ class RunsAndUnits(Protocol):
         """Store assignment i with its units unless index i exists; the number added."""
         ...
 
+    def append_assignments(
+        self, task_run_id: int, assignments: Sequence[Any], units_per_assignment: int = 1
+    ) -> Deferred[int]:
+        """Store the assignments with their units after the run's last one (indices from
+        one past the highest stored); the index of the first one added."""
+        ...
+
     def get_unit(self, unit_id: int) -> Deferred[Unit | None]: ...
 
     def list_units(self, task_run_id: int, status: str | None = None) -> Deferred[list[Unit]]:
@@ -526,4 +533,10 @@ class Database(
 
     def close(self) -> Deferred[None]:
         """Finish pending work and release the database."""
+        ...
+
+    def watch_commits(self, observer: Callable[[float, int], None]) -> None:
+        """Call observer(seconds, interactions) after each committed transaction, on the
+        reactor thread: how long it took from its start to its commit, and how many
+        interactions it held (for the database commit metric)."""
         ...

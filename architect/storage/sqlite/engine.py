@@ -211,6 +211,8 @@ class SQLiteEngine:
         self._queued: list[_Work] = []  # for the next group
         self._group_running = False
         self.groups = 0  # transactions run (for tests and benchmarks)
+        # Told (seconds, interactions) of each committed transaction, on the reactor thread.
+        self.commit_observers: list[Callable[[float, int], None]] = []
 
     def now(self) -> float:
         return self._clock.seconds()
@@ -249,10 +251,16 @@ class SQLiteEngine:
         self._group_running = True
         self.groups += 1
         done = self._pool.runWithConnection(self.run_group, group)
-        done.addBoth(self._group_done, group)
+        done.addBoth(self._group_done, group, self._clock.seconds())
 
-    def _group_done(self, outcomes: list[Any] | Failure, group: list[_Work]) -> None:
+    def _group_done(
+        self, outcomes: list[Any] | Failure, group: list[_Work], started: float
+    ) -> None:
         self._group_running = False
+        if not isinstance(outcomes, Failure):
+            took = self._clock.seconds() - started
+            for observer in self.commit_observers:
+                observer(took, len(group))
         for work, outcome in zip(group, _per_work(outcomes, len(group)), strict=True):
             if isinstance(outcome, Failure):
                 work.deferred.errback(outcome)
@@ -318,3 +326,6 @@ class EnginePart:
 
     def __init__(self, engine: SQLiteEngine) -> None:
         self._engine = engine
+
+    def watch_commits(self, observer: Callable[[float, int], None]) -> None:
+        self._engine.commit_observers.append(observer)
