@@ -35,6 +35,7 @@ from twisted.python.failure import Failure
 from architect.admin.service import AdminService
 from architect.backend.channel import Channel
 from architect.backend.client_io import ClientIOHandler
+from architect.backend.connection_events import StoredConnectionEvents
 from architect.backend.downloads import RouterDownloads
 from architect.backend.files import UploadedFiles
 from architect.backend.more_units import UnitsOnHangup
@@ -258,6 +259,7 @@ def build_service(
             on_unit_submitted=runner.unit_submitted,
             resumption=resumption,
             barrier=pool.recorder.barrier,
+            events=StoredConnectionEvents(database, reactor),
         )
         handler.metrics = metrics
         top.parts = BackendParts(pool, store, handler, runner)

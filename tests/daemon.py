@@ -195,6 +195,12 @@ class Daemon:
         """Whether the agent has `status` now (for wait_for)."""
         return await self.status(agent_id) == status
 
+    async def has_event(self, agent_id: str, kind: str) -> bool:
+        """Whether a connection event of `kind` is kept for the agent (for wait_for: the
+        router sends them in batches, the backend writes them in batches)."""
+        events, _ = await self.database.connection_events(self.task_run_id)
+        return any(e.agent_id == agent_id and e.event == kind for e in events)
+
     def unclaimed(self) -> dict[str, Agent]:
         """The agents taken back at the start that no router has shown yet, by id."""
         return self.handler.resumption.unclaimed

@@ -20,6 +20,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from architect.config import RouterConfig
+from architect.connection_events import ConnectionEvent
+from architect.connection_events import ConnectionEventKind as Kind
 from architect.log_rate import RateLimitedLog
 from architect.log_text import capped
 from architect.metrics import Metrics
@@ -29,6 +31,7 @@ from architect.protocol import (
     CLIENT_BOUND_LIVE_UPDATE,
     COMPATIBLE_TASK_VERSIONS,
     CONFIRM,
+    EVENTS,
     EXPECT_SOCKET_WITHIN,
     HEARTBEAT,
     LOG_ERROR,
@@ -60,12 +63,16 @@ from architect.router.errors import (
     Refused,
     UnknownAgent,
 )
+from architect.router.event_buffer import SEND_EVERY, EventBuffer
 from architect.router.journal import Journal, JournalError, JournalFull
 from architect.router.queues import SizedQueue
 from architect.router.requests import PendingRequests
 from architect.router.state import AgentRecord, AgentTable
 
 log = Logger()
+
+# The close code of a socket that closed without one (RFC 6455: closed abnormally).
+ABNORMAL_CLOSE = 1006
 
 # A page's packets kept, per socket, while a restarted router waits for its backend to
 # name the agents (the socket's first_packet_timeout still bounds how long).
@@ -131,6 +138,8 @@ class RouterHub:
             max_outbox_bytes=config.max_outbox_bytes,
             max_updates_per_second=config.max_updates_per_second,
             max_update_burst=config.max_update_burst,
+            heartbeat_gap=config.heartbeat_gap,
+            on_heartbeat_gap=self._heartbeat_gap,
         )
         self.floods = RateLimitedLog(log, clock)
         self.metrics = Metrics(clock)  # the daemon's own, given by tap.py
@@ -156,6 +165,10 @@ class RouterHub:
         self.journal = journal
         self.backend_confirms = False
         self._confirmations: dict[str, Deferred[Handled | None]] = {}
+        # The agents' connection events, for a backend that took the events extension.
+        self.events = EventBuffer()
+        self.backend_takes_events = False
+        self._events_timer: IDelayedCall | None = None
         if journal is not None:
             for entry in journal.pending.values():  # from the router's last life: first out
                 self.backend_queue.append(entry.packet, 0)
@@ -163,6 +176,8 @@ class RouterHub:
     def stop(self) -> None:
         """The router is stopping: cancel timers, answer pending requests."""
         self.agents.stop()
+        if self._events_timer is not None and self._events_timer.active():
+            self._events_timer.cancel()
         for timer in self.unnamed_links.values():
             timer.cancel()
         self.unnamed_links.clear()
@@ -239,9 +254,9 @@ class RouterHub:
         if packet.packet_type == ALIVE and subject == MEPHISTO:
             self._stop_waiting(link)
             if self.backend_may_connect(token, from_loopback, origin):
-                extensions = packet.data.get("extensions")
-                takes = isinstance(extensions, list) and CONFIRM in extensions
-                self.backend_connected(link, confirms=takes)
+                taken = packet.data.get("extensions")
+                taken = taken if isinstance(taken, list) else []
+                self.backend_connected(link, confirms=CONFIRM in taken, events=EVENTS in taken)
             else:
                 log.warn("refused a backend connection ({why})", why=self._refusal(origin))
                 link.close(CloseCode.REFUSED)
@@ -274,6 +289,8 @@ class RouterHub:
             link.close(CloseCode.NOT_YOURS)
             return False
         self.link_agents[link] = subject
+        self.note(subject, Kind.RELOAD if record.had_socket else Kind.SOCKET_OPEN)
+        record.had_socket = True
         self.agents.attach(subject, link)
         self._send_status(subject)
         return True
@@ -328,7 +345,8 @@ class RouterHub:
         if self.unnamed_links.pop(link, None) is not None:
             link.close(CloseCode.SILENT)
 
-    def link_lost(self, link: Link) -> None:
+    def link_lost(self, link: Link, code: int | None = None) -> None:
+        """A link closed; `code`: a socket's close code (None: it closed without one)."""
         for packet, _ in self._held_packets.pop(link, []):
             self._held_bytes -= data_size(packet.data)
         unnamed = self.unnamed_links.pop(link, None)
@@ -342,16 +360,22 @@ class RouterHub:
         self.retired_backends.discard(link)
         agent_id = self.link_agents.pop(link, None)
         if agent_id is not None:
+            self.note(agent_id, Kind.SOCKET_CLOSE, code=code or ABNORMAL_CLOSE)
             self.agents.detach(agent_id, link)
 
-    def backend_connected(self, link: Link, confirms: bool = False) -> None:
-        """A backend's link; `confirms`: it took up the confirmation extension."""
+    def backend_connected(self, link: Link, confirms: bool = False, events: bool = False) -> None:
+        """A backend's link; `confirms`, `events`: it took up that extension."""
         old = self.backend
         if old is not None and old is not link:
             self.backend = None
             self._take_back_unconfirmed()  # the new link gets them again
         self.backend = link
         self.backend_confirms = confirms and self.journal is not None
+        self.backend_takes_events = events
+        if not events:
+            self.events.clear()  # it would not know them (Mephisto's backend)
+        elif self.events:
+            self._send_events_soon()
         self._statuses_answered = False
         self.last_mephisto_ping = self.clock.seconds()
         if old is not None and old is not link:
@@ -364,6 +388,41 @@ class RouterHub:
             link.send_packet(self._stamp_out(packet))
         while self.backend_queue and self.backend is link:
             self._send_to_backend(link, self.backend_queue.popleft())
+
+    # --- connection events (connection_events.py) ---
+
+    def note(
+        self, agent_id: str, kind: str, code: int | None = None, seconds: float | None = None
+    ) -> None:
+        """A connection event of an agent, for a backend that takes them: kept (bounded)
+        while no backend is connected, dropped while one that does not take them is."""
+        if self.backend is not None and not self.backend_takes_events:
+            return
+        self.events.add(ConnectionEvent(agent_id, kind, self.clock.seconds(), code, seconds))
+        if self.backend is not None:
+            self._send_events_soon()
+
+    def _heartbeat_gap(self, record: AgentRecord, seconds: float) -> None:
+        self.note(record.agent_id, Kind.HEARTBEAT_GAP, seconds=seconds)
+
+    def _send_events_soon(self) -> None:
+        """In batches, every SEND_EVERY seconds at most: not a packet per event."""
+        if self._events_timer is None or not self._events_timer.active():
+            self._events_timer = self.clock.callLater(SEND_EVERY, self._send_events)
+
+    def send_events_now(self) -> None:
+        """What waits for the backend, sent at once (a stopping router)."""
+        if self._events_timer is not None and self._events_timer.active():
+            self._events_timer.cancel()
+        self._send_events()
+
+    def _send_events(self) -> None:
+        self._events_timer = None
+        backend = self.backend
+        if backend is None or not self.backend_takes_events:
+            return
+        for packet in self.events.packets():
+            backend.send_packet(self._stamp_out(packet))
 
     # --- packets from agents ---
 
