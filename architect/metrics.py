@@ -88,7 +88,7 @@ class Metrics:
         self.live_updates = Counter(
             "architect_live_updates",
             "Live updates through the router: in (from browsers, taken), out (to browsers),"
-            " dropped (a browser over max_updates_per_second)",
+            " dropped (a browser over max_updates_per_second, or a NUL in its update_id)",
             ["direction"],
             registry=r,
         )

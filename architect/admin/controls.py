@@ -21,6 +21,7 @@ import attrs
 from architect.admin.parts import DaemonParts
 from architect.backend.more_units import UnitsRefused, append_units, checked_units
 from architect.backend.workers import DEFAULT_PROVIDER, StoredWorkerPool
+from architect.nul import NUL
 from architect.protocol import Status
 from architect.qualifications import BLOCKED
 from architect.run_settings import SETTINGS
@@ -39,6 +40,8 @@ def _text(body: dict[str, Any], key: str, default: str | None = None) -> str:
     value = body.get(key, default)
     if not isinstance(value, str) or not value:
         raise ControlError(400, f"{key!r} must be a non-empty string")
+    if NUL in value:  # architect/nul.py
+        raise ControlError(400, f"{key!r} must not hold NUL characters")
     return value
 
 

@@ -40,6 +40,7 @@ from architect.connection_events import ConnectionEventKind as Kind
 from architect.lifecycle import PUSHED_ACTIVE, is_active
 from architect.log_text import UNPRINTABLE, capped, printable
 from architect.metrics import Metrics
+from architect.nul import holds_nul
 from architect.protocol import (
     AGENT_DETAILS,
     CONNECTION_EVENTS,
@@ -441,6 +442,12 @@ class ClientIOHandler:
     # --- live updates ---
 
     def handle_live_update(self, channel: Channel, packet: Packet) -> Deferred[None] | None:
+        if holds_nul(packet.data.get("update_id")):  # from any router: architect/nul.py
+            log.warn(
+                "dropped a live update of agent {agent_id}: a NUL in its update_id",
+                agent_id=packet.subject_id,
+            )
+            return None
         agent = self.pool.get_agent(packet.subject_id)
         if agent is None:
             return self.finished.live_update(packet.subject_id)

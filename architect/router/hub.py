@@ -25,6 +25,7 @@ from architect.connection_events import ConnectionEventKind as Kind
 from architect.log_rate import RateLimitedLog
 from architect.log_text import capped
 from architect.metrics import Metrics
+from architect.nul import holds_nul
 from architect.protocol import (
     AGENT_DETAILS,
     ALIVE,
@@ -145,6 +146,7 @@ class RouterHub:
         self.metrics = Metrics(clock)  # the daemon's own, given by tap.py
         self.draining = False  # stopping: no new registrations (architect/drain.py)
         self.backend: Link | None = None
+        self.backend_came = False  # a backend link was taken at least once in this life
         self.backend_queue: SizedQueue[Packet] = SizedQueue()
         self.backend_queue_full = False  # logged, for this absence of the backend
         self.requests = PendingRequests(clock, config.request_timeout)
@@ -370,6 +372,7 @@ class RouterHub:
             self.backend = None
             self._take_back_unconfirmed()  # the new link gets them again
         self.backend = link
+        self.backend_came = True
         self.backend_confirms = confirms and self.journal is not None
         self.backend_takes_events = events
         if not events:
@@ -444,7 +447,14 @@ class RouterHub:
             )
             link.send_packet(self._stamp_out(reply))
         elif kind == MEPHISTO_BOUND_LIVE_UPDATE:
-            if self.agents.take_update(agent_id):  # else over its rate: dropped, logged once
+            if holds_nul(packet.data.get("update_id")):  # a column of its own: architect/nul.py
+                self.floods.warn(
+                    "nul update id",
+                    "dropped a live update of agent {agent_id}: a NUL in its update_id",
+                    agent_id=agent_id,
+                )
+                self.metrics.live_update("dropped")
+            elif self.agents.take_update(agent_id):  # else over its rate: dropped, logged once
                 self.metrics.live_update("in")
                 self.to_backend(packet, droppable=True)
             else:
@@ -732,10 +742,13 @@ class RouterHub:
         """Send a request the backend answers with `agent_details`, for this session."""
         if self.draining:
             raise Draining("this router is restarting; try again shortly")
-        if self.backend is None:
+        if self.backend is None and (self.socket_backends or self.backend_came):
             raise NoBackend("no backend is connected to this router; try again shortly")
+        # (An embedded backend still opening its database, longer on PostgreSQL, is sure to
+        # come: the request waits for it, within request_timeout, and is sent when it does.)
         answered = self.requests.add(request_id, packet)
-        self.backend.send_packet(self._stamp_out(packet))
+        if self.backend is not None:
+            self.backend.send_packet(self._stamp_out(packet))
         return answered.addCallback(self._claimed, session)
 
     def request_agent(
