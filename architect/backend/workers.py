@@ -23,7 +23,10 @@ registration through staged checks, in this order:
    qualification as passed (1) or failed (0);
 5. the atomic reservation of the first still-available unit.
 
-The stages of one worker run one registration at a time (a lock per worker),
+Without `worker_can_do_unit` and onboarding, stages 0 to 5 need nothing but the
+database, and run there as one transaction (`Database.register_for_work`): one
+trip to the database thread, only the reserved unit's data decoded. Otherwise
+the stages of one worker run one registration at a time (a lock per worker),
 so simultaneous requests of one worker cannot pass a limit together; the
 reservation itself is atomic in the database, so no two workers share a unit.
 
@@ -34,7 +37,7 @@ that raises is logged with the worker and unit; the worker gets a refusal.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, gatherResults
@@ -58,7 +61,16 @@ from architect.lifecycle import FINAL, AgentKind, unit_status_if_lost
 from architect.nul import NUL
 from architect.protocol import FailureReason, Status
 from architect.qualifications import BLOCKED, meets_all
-from architect.storage import Database, StoredAgent, TaskRun, Unit, Worker
+from architect.storage import (
+    CandidateUnit,
+    Database,
+    StoredAgent,
+    TaskRun,
+    Unit,
+    WorkAnswer,
+    Worker,
+    WorkRequest,
+)
 from architect.tasks.agent import Agent
 from architect.tasks.definition import TaskDefinition, UnitInfo, WorkerInfo
 from architect.tasks.history import LiveLimits
@@ -90,12 +102,17 @@ async def prepare_task_run(
     return run
 
 
-def _unit_info(unit: Unit) -> UnitInfo:
+def _unit_info(unit: Unit | CandidateUnit) -> UnitInfo:
+    """The unit as a hook sees it, with a copy of its data of the hook's own."""
+    if isinstance(unit, CandidateUnit):
+        data = unit.assignment_data()  # decoded now: only for the units a hook is asked about
+    else:
+        data = copy.deepcopy(unit.assignment_data)
     return UnitInfo(
         unit_id=str(unit.id),
         assignment_index=unit.assignment_index,
         unit_index=unit.unit_index,
-        assignment_data=copy.deepcopy(unit.assignment_data),
+        assignment_data=data,
     )
 
 
@@ -173,6 +190,8 @@ class StoredWorkerPool:
             registration_id = None
         elif NUL in registration_id:  # from any router: architect/nul.py
             raise BadRegistration("provider_data's agent_registration_id holds a NUL")
+        if self._database_decides():
+            return await self._register_in_one(provider_type, worker_name, registration_id)
         # Stage 0: the worker (one transaction: simultaneous first visits find one row).
         worker = await self.database.find_or_create_worker(provider_type, worker_name)
         async with self.locks.of(worker.id):
@@ -181,6 +200,65 @@ class StoredWorkerPool:
                 if again is not None:
                     return again
             return await self._find_work(worker, registration_id)
+
+    def _database_decides(self) -> bool:
+        """Whether stages 1 to 5 need only the database (no worker_can_do_unit, no
+        onboarding): then they run in it, as one transaction (register_for_work)."""
+        return self.task.worker_can_do_unit is None and not self.settings.onboarding
+
+    async def _register_in_one(
+        self, provider_type: str, worker_name: str, registration_id: str | None
+    ) -> Registration:
+        """Stages 0 to 5 in one transaction; a registration id the run knows goes through
+        stage 6 as before (under the worker's lock), then back to the one transaction."""
+        answer = await self.database.register_for_work(
+            self._work_request(provider_type, worker_name, registration_id)
+        )
+        if not answer.known_registration:
+            return await self._answered(answer, registration_id)
+        worker = answer.worker
+        async with self.locks.of(worker.id):
+            assert registration_id is not None  # known: it was looked up
+            again = await self._reconnect(worker, registration_id)
+            if again is not None:
+                return again
+            return await self._find_work(worker, registration_id)
+
+    def _work_request(
+        self,
+        provider_type: str,
+        worker_name: str,
+        registration_id: str | None,
+        look_up_registration: bool = True,
+    ) -> WorkRequest:
+        settings = self.settings
+        requirements = settings.qualifications
+
+        def qualified(held: Mapping[str, Any]) -> bool:  # stage 1, in the database thread
+            return BLOCKED not in held and meets_all(requirements, held)
+
+        return WorkRequest(
+            task_run_id=self.task_run.id,
+            provider_type=provider_type,
+            worker_name=worker_name,
+            agent_id=new_agent_id(),
+            agent_registration_id=registration_id,
+            look_up_registration=look_up_registration,
+            qualified=qualified,
+            allowed_concurrent=settings.allowed_concurrent,
+            maximum_units_per_worker=settings.maximum_units_per_worker,
+            status=Status.IN_TASK,
+            init_from_assignment=self.task.init_data is None,
+        )
+
+    async def _answered(self, answer: WorkAnswer, registration_id: str | None) -> Registration:
+        worker = answer.worker
+        if answer.unit is None:
+            return Registration.refused(str(worker.id), answer.failure_reason or "")
+        agent_id = answer.unit.agent_id
+        assert agent_id is not None  # reserved for it
+        agent = await self._put_to_work(worker, agent_id, answer.unit, registration_id)
+        return Registration(str(worker.id), agent, copy.deepcopy(agent.init_task_data))
 
     async def _reconnect(self, worker: Worker, registration_id: str) -> Registration | None:
         """Stage 6: the agent this registration id had, or None to go through the stages."""
@@ -226,6 +304,12 @@ class StoredWorkerPool:
 
     async def _find_work(self, worker: Worker, registration_id: str | None) -> Registration:
         """Stages 1 to 5."""
+        if self._database_decides():
+            request = self._work_request(
+                worker.provider_type, worker.worker_name, registration_id, False
+            )
+            answer = await self.database.register_for_work(request)
+            return await self._answered(answer, registration_id)
         worker_id = str(worker.id)
         settings = self.settings
         info = await self._worker_info(worker)
@@ -257,7 +341,7 @@ class StoredWorkerPool:
             return await self.onboarding.start(self.task_run.id, worker, info, registration_id)
 
         # 5. reservation of the first doable unit still available
-        async def reserve(batch: list[Unit]) -> Agent | None:
+        async def reserve(batch: list[CandidateUnit]) -> Agent | None:
             return await self._reserve(worker, batch, registration_id)
 
         agent = await self._first_doable(info, candidates, reserve)
@@ -271,13 +355,13 @@ class StoredWorkerPool:
         held = {name: q.value for name, q in granted.items()}
         return WorkerInfo(str(worker.id), worker.worker_name, worker.provider_type, held)
 
-    async def _candidates(self, worker: Worker) -> AsyncIterator[list[Unit]]:
+    async def _candidates(self, worker: Worker) -> AsyncIterator[list[CandidateUnit]]:
         """Available units of assignments the worker has had no unit of, in order, a page at
         a time: a registration reads only as far as it needs, however large the run."""
         worked_on = await self.database.worked_on(self.task_run.id, worker.id)
         after: tuple[int, int] | None = None
         while True:
-            page = await self.database.available_units(
+            page = await self.database.available_candidates(
                 self.task_run.id, worked_on.assignment_ids, after, CANDIDATE_PAGE
             )
             if not page:
@@ -288,8 +372,8 @@ class StoredWorkerPool:
     async def _first_doable(
         self,
         info: WorkerInfo,
-        candidates: AsyncIterator[list[Unit]],
-        take: Callable[[list[Unit]], Awaitable[T | None]],
+        candidates: AsyncIterator[list[CandidateUnit]],
+        take: Callable[[list[CandidateUnit]], Awaitable[T | None]],
     ) -> T | None:
         """Offer `take` the candidates worker_can_do_unit accepts, batch by batch, in order,
         until it takes one (returns non-None)."""
@@ -311,10 +395,10 @@ class StoredWorkerPool:
         return None
 
     @staticmethod
-    async def _any_unit(batch: list[Unit]) -> Unit:
+    async def _any_unit(batch: list[CandidateUnit]) -> CandidateUnit:
         return batch[0]
 
-    def _can_do(self, hook: Any, info: WorkerInfo, unit: Unit) -> Deferred[bool]:
+    def _can_do(self, hook: Any, info: WorkerInfo, unit: CandidateUnit) -> Deferred[bool]:
         d = call_hook(self.run_blocking, hook, info, _unit_info(unit))
 
         def failed(failure: Any) -> bool:
@@ -332,7 +416,7 @@ class StoredWorkerPool:
         return d.addCallbacks(bool, failed)
 
     async def _reserve(
-        self, worker: Worker, batch: list[Unit], registration_id: str | None
+        self, worker: Worker, batch: list[CandidateUnit], registration_id: str | None
     ) -> Agent | None:
         agent_id = new_agent_id()
         unit = await self.database.reserve_unit(
@@ -346,6 +430,16 @@ class StoredWorkerPool:
         )
         if unit is None:
             return None  # all taken meanwhile: the next batch
+        return await self._put_to_work(worker, agent_id, unit, registration_id)
+
+    async def _put_to_work(
+        self,
+        worker: Worker,
+        agent_id: str,
+        unit: Unit,
+        registration_id: str | None,
+    ) -> Agent:
+        """The agent of a unit just reserved for it, with its task data, at work."""
         try:
             data = await self._init_data(unit)
         except Exception:

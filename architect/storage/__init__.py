@@ -9,6 +9,7 @@ from architect.connection_events import (
 from architect.lifecycle import AgentKind, UnitStatus
 from architect.storage.interface import (
     AgentRecords,
+    CandidateUnit,
     Database,
     Direction,
     GrantedQualification,
@@ -26,9 +27,11 @@ from architect.storage.interface import (
     SubmissionsAndLiveUpdates,
     TaskRun,
     Unit,
+    WorkAnswer,
     WorkedOn,
     Worker,
     WorkersAndQualifications,
+    WorkRequest,
 )
 from architect.storage.schema_versions import SCHEMA_DIR, SCHEMA_VERSION
 from architect.storage.sqlite import SQLiteDatabase, open_database, open_sqlite_database
@@ -39,6 +42,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AgentKind",
     "AgentRecords",
+    "CandidateUnit",
     "ConnectionEvent",
     "ConnectionEventKind",
     "Database",
@@ -61,6 +65,8 @@ __all__ = [
     "TaskRun",
     "Unit",
     "UnitStatus",
+    "WorkAnswer",
+    "WorkRequest",
     "WorkedOn",
     "Worker",
     "WorkersAndQualifications",

@@ -13,6 +13,7 @@ survives a crash.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -71,6 +72,22 @@ class Unit:
     assignment_data: Any
     status: str
     agent_id: str | None
+
+
+@attrs.frozen
+class CandidateUnit:
+    """An available unit as a registration's page holds it: its data still JSON text, so
+    that only the units a task hook is asked about are decoded."""
+
+    id: int
+    assignment_id: int
+    assignment_index: int
+    unit_index: int
+    data_json: str
+
+    def assignment_data(self) -> Any:
+        """The unit's assignment data, decoded afresh at each call (a copy of its own)."""
+        return json.loads(self.data_json)
 
 
 @attrs.frozen
@@ -158,6 +175,40 @@ class WorkedOn:
     unit_ids: frozenset[int]
 
 
+@attrs.frozen
+class WorkRequest:
+    """A registration's whole common path, for one transaction (AgentRecords.register_for_work).
+
+    In the pipeline's order: the worker found or made; an agent of the run already under
+    this registration id stops there (known_registration: the caller decides); then
+    `qualified(held)` over the worker's qualification values; then the limits (0: none);
+    then the first available unit, in order, of an assignment the worker has had no unit
+    of, reserved for a new agent as reserve_unit does.
+    """
+
+    task_run_id: int
+    provider_type: str
+    worker_name: str
+    agent_id: str
+    agent_registration_id: str | None
+    look_up_registration: bool  # False: the caller has been through the known agent
+    qualified: Callable[[Mapping[str, Any]], bool]  # runs in the database thread: pure
+    allowed_concurrent: int
+    maximum_units_per_worker: int
+    status: str = Status.NONE
+    init_from_assignment: bool = False
+
+
+@attrs.frozen
+class WorkAnswer:
+    """What register_for_work found: a unit, or why not (a protocol FailureReason)."""
+
+    worker: Worker
+    unit: Unit | None = None
+    failure_reason: str | None = None
+    known_registration: bool = False
+
+
 class RunsAndUnits(Protocol):
     """Task runs, their assignments, and the units agents work on."""
 
@@ -201,6 +252,16 @@ class RunsAndUnits(Protocol):
         leaving out the given assignments: one page of candidates for a registration."""
         ...
 
+    def available_candidates(
+        self,
+        task_run_id: int,
+        excluded_assignment_ids: Collection[int] = (),
+        after: tuple[int, int] | None = None,
+        limit: int = 100,
+    ) -> Deferred[list[CandidateUnit]]:
+        """available_units' page, its data left undecoded."""
+        ...
+
     def count_units_by_status(self, task_run_id: int) -> Deferred[dict[str, int]]: ...
 
 
@@ -242,6 +303,14 @@ class AgentRecords(Protocol):
         None (and no agent created) if every candidate is taken. With
         init_from_assignment, the agent's task data is recorded as its unit's
         assignment data in the same transaction (no set_agent_init_data needed).
+        """
+        ...
+
+    def register_for_work(self, request: WorkRequest) -> Deferred[WorkAnswer]:
+        """The checks and the reservation of a registration without hooks, in one transaction.
+
+        Only the reserved unit's data is decoded. A refusal (not qualified, too many
+        concurrent, max units, no work) still keeps the worker it found or made.
         """
         ...
 

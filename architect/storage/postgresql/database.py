@@ -21,6 +21,7 @@ from architect.storage.sqlite.agents import SQLiteAgentRecords
 from architect.storage.sqlite.run_record import SQLiteRunRecord
 from architect.storage.sqlite.runs import SQLiteRunsAndUnits
 from architect.storage.sqlite.submissions import SQLiteSubmissionsAndLiveUpdates
+from architect.storage.sqlite.work import SQLiteWorkRequests
 from architect.storage.sqlite.workers import SQLiteWorkersAndQualifications
 
 
@@ -28,6 +29,7 @@ class PostgreSQLDatabase(
     SQLiteRunsAndUnits,
     SQLiteWorkersAndQualifications,
     SQLiteAgentRecords,
+    SQLiteWorkRequests,
     SQLiteSubmissionsAndLiveUpdates,
     SQLiteRunRecord,
 ):

@@ -4,9 +4,10 @@ engine.py opens the file, keeps its schema current and runs each query function
 as one transaction in the database thread. The query functions live with their
 part of the Database interface: runs.py (task runs, assignments, units),
 workers.py (workers, qualifications), agents.py (agents, statuses, resume and
-recovery), submissions.py (submissions, files, live updates), run_record.py (settings
-changed at run time, connection events). database.py puts
-the five parts together as SQLiteDatabase.
+recovery) with work.py (a registration's checks and reservation in one
+transaction), submissions.py (submissions, files, live updates), run_record.py
+(settings changed at run time, connection events). database.py puts the five
+parts together as SQLiteDatabase.
 
 The SQL is plain and portable. Placeholders are "?" (sqlite3's qmark
 paramstyle); a PostgreSQL backend through psycopg would use "%s" (format

@@ -208,19 +208,44 @@ def reserve_unit(
             break
     if chosen is None:
         return None
+    return take_unit(
+        cursor,
+        chosen,
+        task_run_id,
+        worker_id,
+        agent_id,
+        agent_registration_id,
+        status,
+        init_from_assignment,
+        now,
+    )
+
+
+def take_unit(
+    cursor: Cursor,
+    unit_id: int,
+    task_run_id: int,
+    worker_id: int,
+    agent_id: str,
+    agent_registration_id: str | None,
+    status: str,
+    init_from_assignment: bool,
+    now: float,
+) -> Unit:
+    """Reserve an available unit for a new unit agent: the unit, its data decoded."""
     cursor.execute(
         "UPDATE units SET status = ?, agent_id = ? WHERE id = ? AND status = ?",
-        (UnitStatus.RESERVED, agent_id, chosen, UnitStatus.AVAILABLE),
+        (UnitStatus.RESERVED, agent_id, unit_id, UnitStatus.AVAILABLE),
     )
     if cursor.rowcount != 1:
-        raise StorageError(f"unit {chosen} changed while being reserved")
+        raise StorageError(f"unit {unit_id} changed while being reserved")
     insert_agent(
         cursor,
         agent_id,
         AgentKind.UNIT,
         task_run_id,
         worker_id,
-        chosen,
+        unit_id,
         agent_registration_id,
         status,
         now,
@@ -229,9 +254,12 @@ def reserve_unit(
         cursor.execute(
             "UPDATE agents SET init_task_data = (SELECT a.data FROM units u"
             " JOIN assignments a ON a.id = u.assignment_id WHERE u.id = ?) WHERE agent_id = ?",
-            (chosen, agent_id),
+            (unit_id, agent_id),
         )
-    return get_unit(cursor, chosen)
+    unit = get_unit(cursor, unit_id)
+    if unit is None:
+        raise StorageError(f"unit {unit_id} vanished while being reserved")
+    return unit
 
 
 # --- reading agents ---

@@ -1,4 +1,5 @@
-"""SQLiteDatabase: the Database interface on one SQLite file, made of the five parts."""
+"""SQLiteDatabase: the Database interface on one SQLite file, made of the five parts
+(AgentRecords in two classes: its one-transaction registration is work.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from architect.storage.sqlite.engine import DEFAULT_DATABASE, open_engine
 from architect.storage.sqlite.run_record import SQLiteRunRecord
 from architect.storage.sqlite.runs import SQLiteRunsAndUnits
 from architect.storage.sqlite.submissions import SQLiteSubmissionsAndLiveUpdates
+from architect.storage.sqlite.work import SQLiteWorkRequests
 from architect.storage.sqlite.workers import SQLiteWorkersAndQualifications
 
 
@@ -26,6 +28,7 @@ class SQLiteDatabase(
     SQLiteRunsAndUnits,
     SQLiteWorkersAndQualifications,
     SQLiteAgentRecords,
+    SQLiteWorkRequests,
     SQLiteSubmissionsAndLiveUpdates,
     SQLiteRunRecord,
 ):

@@ -9,7 +9,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from architect.lifecycle import UnitStatus
-from architect.storage.interface import TaskRun, Unit
+from architect.storage.interface import CandidateUnit, TaskRun, Unit
 from architect.storage.sqlite.engine import EnginePart
 from architect.storage.sqlite.sql import (
     Cursor,
@@ -72,6 +72,16 @@ class SQLiteRunsAndUnits(EnginePart):
     ) -> Deferred[list[Unit]]:
         excluded = tuple(excluded_assignment_ids)
         return self._engine.run(False, available_units, task_run_id, excluded, after, limit)
+
+    def available_candidates(
+        self,
+        task_run_id: int,
+        excluded_assignment_ids: Collection[int] = (),
+        after: tuple[int, int] | None = None,
+        limit: int = 100,
+    ) -> Deferred[list[CandidateUnit]]:
+        excluded = tuple(excluded_assignment_ids)
+        return self._engine.run(False, available_candidates, task_run_id, excluded, after, limit)
 
     def count_units_by_status(self, task_run_id: int) -> Deferred[dict[str, int]]:
         return self._engine.run(
@@ -191,6 +201,18 @@ def available_units(
 ) -> list[Unit]:
     cursor.execute(*_available_units_query(task_run_id, excluded, after, limit))
     return [unit_from_row(row) for row in cursor.fetchall()]
+
+
+def available_candidates(
+    cursor: Cursor,
+    task_run_id: int,
+    excluded: tuple[int, ...],
+    after: tuple[int, int] | None,
+    limit: int,
+) -> list[CandidateUnit]:
+    """The page available_units reads (the same query), nothing decoded."""
+    cursor.execute(*_available_units_query(task_run_id, excluded, after, limit))
+    return [CandidateUnit(row[0], row[2], row[3], row[4], row[5]) for row in cursor.fetchall()]
 
 
 def _available_units_query(
