@@ -197,6 +197,12 @@ def build_service(
         router.setServiceParent(top)
         if flusher is not None:
             flusher.setServiceParent(router)
+        if config.cluster.redis:
+            from architect.cluster.service import ClusterService  # needs the [cluster] extra
+
+            cluster = ClusterService(config.cluster, reactor, hub)
+            cluster.setName("cluster")
+            cluster.setServiceParent(router)
     channel: Channel
     files: UploadedFiles
     if config.backend.mode == "embedded":

@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -64,6 +64,9 @@ from architect.router.journal import Journal, JournalError, JournalFull
 from architect.router.queues import SizedQueue
 from architect.router.requests import PendingRequests
 from architect.router.state import AgentRecord, AgentTable
+
+if TYPE_CHECKING:
+    from architect.cluster.port import ClusterPort
 
 log = Logger()
 
@@ -135,6 +138,7 @@ class RouterHub:
         self.floods = RateLimitedLog(log, clock)
         self.metrics = Metrics(clock)  # the daemon's own, given by tap.py
         self.draining = False  # stopping: no new registrations (architect/drain.py)
+        self.cluster: ClusterPort | None = None  # several routers over Redis (architect/cluster/)
         self.backend: Link | None = None
         self.backend_queue: SizedQueue[Packet] = SizedQueue()
         self.backend_queue_full = False  # logged, for this absence of the backend
@@ -256,6 +260,9 @@ class RouterHub:
         record = self.agents.get(subject) if len(subject) <= MAX_ID_LENGTH else None
         if record is None and not self.agents_told and self._hold(link, packet, session):
             return False  # this router restarted: its backend has yet to name its agents
+        if record is None and self.cluster is not None:
+            if self.cluster.look_up(link, packet, session):
+                return False  # another router may know it: asked, the packet is taken again
         if record is None:
             self.floods.warn(
                 "unknown agent",
@@ -275,6 +282,8 @@ class RouterHub:
             return False
         self.link_agents[link] = subject
         self.agents.attach(subject, link)
+        if self.cluster is not None:
+            self.cluster.socket_attached(subject, link)
         self._send_status(subject)
         return True
 
@@ -343,6 +352,8 @@ class RouterHub:
         agent_id = self.link_agents.pop(link, None)
         if agent_id is not None:
             self.agents.detach(agent_id, link)
+            if self.cluster is not None:
+                self.cluster.socket_detached(agent_id)
 
     def backend_connected(self, link: Link, confirms: bool = False) -> None:
         """A backend's link; `confirms`: it took up the confirmation extension."""
@@ -411,7 +422,10 @@ class RouterHub:
             self._answer_pending(packet)
         elif kind == CLIENT_BOUND_LIVE_UPDATE:
             self.metrics.live_update("out")
-            self.agents.deliver(packet.subject_id, self._stamp_out(packet))
+            record = self.agents.get(packet.subject_id)
+            here = record is not None and record.link is not None
+            if self.cluster is None or self.cluster.live_update(self._stamp_out(packet), here):
+                self.agents.deliver(packet.subject_id, self._stamp_out(packet))
         elif kind == UPDATE_STATUS:
             status = packet.data.get("status")
             if not isinstance(status, str):
@@ -424,7 +438,8 @@ class RouterHub:
             grace = _seconds(seat)
             if grace is not None and record.link is None:
                 self.agents.expect(packet.subject_id, status, grace)
-            self.agents.deliver(packet.subject_id, self._stamp_out(packet))
+            if self.cluster is None or record.link is not None:  # else told by the cluster
+                self.agents.deliver(packet.subject_id, self._stamp_out(packet))
         elif kind == REQUEST_STATUSES:
             self._send_again_unconfirmed()
             if self._statuses_answered:
@@ -677,7 +692,10 @@ class RouterHub:
             raise NoBackend("no backend is connected to this router; try again shortly")
         answered = self.requests.add(request_id, packet)
         self.backend.send_packet(self._stamp_out(packet))
-        return answered.addCallback(self._claimed, session)
+        claimed = answered.addCallback(self._claimed, session)
+        if self.cluster is not None:  # the page's socket may land on another router
+            claimed.addCallback(self.cluster.registered)
+        return claimed
 
     def request_agent(
         self, provider_data: dict[str, Any], client_timestamp: float | None, session: str | None

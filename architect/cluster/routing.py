@@ -1,0 +1,246 @@
+"""ClusterRouting: one router's part in a set of routers sharing a run through Redis.
+
+The hub tells it (architect/cluster/port.py) when a socket of this router starts or stops
+speaking for an agent, hands it the backend's live updates for agents whose socket is not
+here, and its registration answers. It tells the others each status this router learns,
+so that every router knows every agent (its status, its browser session) and any of them
+can take its page's socket, its requests and its heartbeats; and it delivers here what the
+others send for the sockets this router holds.
+
+Redis going away must not stop the router: what it holds locally it keeps serving; each
+failed Redis command is logged (rate-limited) and counted (architect_redis_errors).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from prometheus_client import Counter
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from architect.cluster.shared_state import SharedState
+from architect.log_rate import RateLimitedLog
+from architect.protocol import (
+    CLIENT_BOUND_LIVE_UPDATE,
+    MAX_ID_LENGTH,
+    UPDATE_STATUS,
+    CloseCode,
+    Packet,
+    ProtocolError,
+)
+from architect.router.hub import Link, RouterHub
+from architect.router.sessions import is_session
+from architect.router.state import AgentRecord
+
+log = Logger()
+
+# Seconds an agent Redis did not know is not asked for again (a page retrying, or a
+# stranger trying ids, costs one Redis read per id this often).
+MISSING_FOR = 2.0
+# Seconds a registration answer waits for Redis before it goes to the worker anyway.
+ANNOUNCE_TIMEOUT = 2.0
+
+
+class RecentMisses:
+    """Ids looked up in vain lately, each forgotten `seconds` after (at most `limit`)."""
+
+    def __init__(self, clock: IReactorTime, seconds: float, limit: int = 10_000) -> None:
+        self.clock = clock
+        self.seconds = seconds
+        self.limit = limit
+        self._until: dict[str, float] = {}
+
+    def add(self, key: str) -> None:
+        if len(self._until) >= self.limit:
+            self._until.pop(next(iter(self._until)))
+        self._until[key] = self.clock.seconds() + self.seconds
+
+    def seen(self, key: str) -> bool:
+        until = self._until.get(key)
+        if until is not None and until <= self.clock.seconds():
+            del self._until[key]
+            return False
+        return until is not None
+
+
+class ClusterRouting:
+    def __init__(self, shared: SharedState, hub: RouterHub, clock: IReactorTime) -> None:
+        self.shared = shared
+        self.hub = hub
+        self.clock = clock
+        self.connected = False
+        self.floods = RateLimitedLog(log, clock)
+        self.errors = Counter(
+            "architect_redis_errors",
+            "Redis commands of this router that failed (several routers: [cluster] redis)",
+            registry=hub.metrics.registry,
+        )
+        self._applying = False  # a status from another router: not told back to them
+        self._looking: set[Any] = set()  # sockets whose agent is being looked up
+        self._missing = RecentMisses(clock, MISSING_FOR)  # agents Redis did not know
+        self._chained = hub.agents.on_status_change
+        hub.agents.on_status_change = self._status_changed
+
+    # --- life ---
+
+    def start(self) -> Deferred[None]:
+        """Connect (retrying while Redis is away); the router serves meanwhile."""
+        self.hub.cluster = self
+
+        def up(_: object) -> None:
+            self.connected = True
+            log.info("router {id} shares its agents through Redis", id=self.shared.router_id)
+
+        started = maybeDeferred(self.shared.start, self._from_router, self._news, self._taken)
+        return started.addCallbacks(up, self._failed)
+
+    def stop(self) -> Deferred[None]:
+        self.connected = False
+        if self.hub.cluster is self:
+            self.hub.cluster = None
+        return maybeDeferred(self.shared.stop).addErrback(lambda _: None)
+
+    def _failed(self, failure: Failure) -> None:
+        self.errors.inc()
+        self.floods.warn(
+            "redis",
+            "Redis ([cluster] redis) failed: {why}; this router serves its own agents only",
+            why=failure.getErrorMessage(),
+        )
+
+    def _do(self, command: Any, *args: Any) -> Deferred[Any]:
+        """A Redis command whose failure is logged and counted, never raised."""
+        if not self.connected or not self.shared.is_up:
+            self._failed(Failure(ConnectionError("not connected")))
+            return succeed(None)
+        return maybeDeferred(command, *args).addErrback(self._failed)
+
+    # --- from the hub (ClusterPort) ---
+
+    def socket_attached(self, agent_id: str, link: Any) -> None:
+        def replay(previous: str | None) -> Deferred[None] | None:
+            # From another router (or none): the live updates its page may have missed.
+            if previous == self.shared.router_id:
+                return None
+            return self._do(self.shared.replay, agent_id).addCallback(deliver)
+
+        def deliver(packets: list[dict[str, Any]] | None) -> None:
+            record = self.hub.agents.get(agent_id)
+            if record is None or record.link is None or record.link is not link:
+                return
+            for raw in packets or ():
+                packet = self._packet(agent_id, raw)
+                if packet is not None:
+                    record.link.send_packet(packet)
+
+        self._do(self.shared.claim_socket, agent_id).addCallback(replay)
+
+    def socket_detached(self, agent_id: str) -> None:
+        record = self.hub.agents.get(agent_id)
+        if record is None or record.link is None:
+            self._do(self.shared.release_socket, agent_id)
+
+    def live_update(self, packet: Packet, here: bool) -> bool:
+        self._do(self.shared.send_to_agent, packet.subject_id, packet.to_dict())
+        return here
+
+    def look_up(self, link: Any, packet: Packet, session: str | None) -> bool:
+        agent_id = packet.subject_id
+        if not self.shared.is_up or self._missing.seen(agent_id) or link in self._looking:
+            return False
+        self._looking.add(link)
+
+        def found(record: dict[str, Any] | None) -> None:
+            self._looking.discard(link)
+            if isinstance(record, dict) and self.hub.agents.get(agent_id) is None:
+                self._news(agent_id, record)
+            if self.hub.agents.get(agent_id) is None:
+                self._missing.add(agent_id)
+            if link in self.hub.unnamed_links:  # still open, still waiting to be named
+                self.hub.link_packet(link, packet, session=session)
+
+        self._do(self.shared.record, agent_id).addCallback(found)
+        return True
+
+    def registered(self, answer: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        data = answer.get("data")
+        agent_id = data.get("agent_id") if isinstance(data, dict) else None
+        record = self.hub.agents.get(agent_id) if isinstance(agent_id, str) else None
+        if record is None:
+            return succeed(answer)
+        told = self._tell(record)
+        told.addTimeout(ANNOUNCE_TIMEOUT, self.clock, onTimeoutCancel=lambda *_: None)
+        return told.addBoth(lambda _: answer)
+
+    # --- to the other routers ---
+
+    def _status_changed(self, record: AgentRecord) -> None:
+        if self._chained is not None:
+            self._chained(record)
+        if not self._applying:
+            self._tell(record)
+
+    def _tell(self, record: AgentRecord) -> Deferred[Any]:
+        news: dict[str, Any] = {"status": record.status}
+        if record.session is not None:
+            news["session"] = record.session
+        return self._do(self.shared.tell, record.agent_id, news)
+
+    # --- from the other routers ---
+
+    def _news(self, agent_id: str, news: dict[str, Any]) -> None:
+        """Another router learned the agent's status (or registered it)."""
+        status, session = news.get("status"), news.get("session")
+        if not isinstance(status, str) or len(agent_id) > MAX_ID_LENGTH:
+            return
+        agents = self.hub.agents
+        record = agents.ensure(agent_id)
+        if record.session is None and isinstance(session, str) and is_session(session):
+            record.session = session
+        if record.status == status:
+            return
+        self._applying = True
+        try:
+            agents.set_status(agent_id, status)
+        finally:
+            self._applying = False
+        if record.link is not None:
+            packet = Packet(UPDATE_STATUS, agent_id, {"status": status})
+            packet.router_outgoing_timestamp = self.clock.seconds()
+            agents.deliver(agent_id, packet)
+
+    def _from_router(self, agent_id: str, raw: dict[str, Any]) -> None:
+        """A client-bound packet for an agent whose socket this router holds."""
+        packet = self._packet(agent_id, raw)
+        if packet is not None and self.hub.agents.get(agent_id) is not None:
+            self.hub.agents.deliver(agent_id, packet)
+
+    def _taken(self, agent_id: str) -> None:
+        """The agent's page is on another router's socket now: this router lets go of it
+        (its old socket, its grace and heartbeat timers: it would call the agent gone)."""
+        record = self.hub.agents.get(agent_id)
+        if record is None:
+            return
+        for timer in (record.grace_timer, record.heartbeat_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        record.grace_timer = record.heartbeat_timer = None
+        record.last_heartbeat = None
+        link = cast("Link | None", record.link)  # the table holds the links the hub gave it
+        record.link = None
+        if link is not None:
+            self.hub.link_agents.pop(link, None)
+            link.close(CloseCode.REPLACED)
+
+    @staticmethod
+    def _packet(agent_id: str, raw: dict[str, Any]) -> Packet | None:
+        try:
+            packet = Packet.from_dict(raw)
+        except ProtocolError:
+            return None
+        if packet.subject_id != agent_id or packet.packet_type != CLIENT_BOUND_LIVE_UPDATE:
+            return None
+        return packet

@@ -1,0 +1,170 @@
+"""Two router hubs sharing one run through a real redis-server (architect/cluster/routing.py):
+a page registered on one router and connected to the other gets its statuses and live
+updates; a page that moves takes its replay along and the old router lets go of it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from twisted.internet.task import Clock
+
+from architect.cluster.redis_url import RedisAddress
+from architect.cluster.routing import ClusterRouting
+from architect.cluster.shared_state import SharedState
+from architect.config import RouterConfig
+from architect.protocol import (
+    AGENT_DETAILS,
+    ALIVE,
+    CLIENT_BOUND_LIVE_UPDATE,
+    HEARTBEAT,
+    MEPHISTO,
+    REGISTER_AGENT,
+    UPDATE_STATUS,
+    CloseCode,
+    Packet,
+    Status,
+)
+from architect.router.hub import RouterHub
+from tests.clients import wait_for
+from tests.fakes import FakeLink
+from tests.redis_server import RedisServer, redis_server
+
+__all__ = ["redis_server"]
+
+SESSION = "s" * 32  # one browser's session cookie (router/sessions.py)
+
+
+class Router:
+    """A hub on a fake clock, its backend a FakeLink, in the cluster."""
+
+    def __init__(self, tmp_path: Path, name: str, port: int) -> None:
+        self.clock = Clock()
+        config = RouterConfig(upload_dir=tmp_path / name, trust_loopback=True)
+        self.hub = RouterHub(self.clock, config)
+        self.backend = FakeLink(f"backend-{name}")
+        self.hub.link_packet(self.backend, Packet(ALIVE, MEPHISTO), from_loopback=True)
+        self.hub.agents_known()  # as once its backend answered a request_statuses twice
+        shared = SharedState(RedisAddress("127.0.0.1", port, 0, None), name, 5)
+        self.cluster = ClusterRouting(shared, self.hub, self.clock)
+
+    async def register(self, agent_id: str) -> dict[str, Any]:
+        asked = self.hub.request_agent({"worker_name": "w"}, 1.0, SESSION)
+        request = self.backend.of_type(REGISTER_AGENT)[-1]
+        answer = {"request_id": request.data["request_id"], "agent_id": agent_id}
+        self.hub.link_packet(self.backend, Packet(AGENT_DETAILS, request.subject_id, answer))
+        result: dict[str, Any] = await asked
+        return result
+
+    def from_backend(self, packet_type: str, agent_id: str, data: dict[str, Any]) -> None:
+        self.hub.link_packet(self.backend, Packet(packet_type, agent_id, data))
+
+    def page(self, agent_id: str, session: str = SESSION) -> FakeLink:
+        link = FakeLink(f"page-{agent_id}")
+        self.hub.link_opened(link)
+        self.hub.link_packet(link, Packet(ALIVE, agent_id), session=session)
+        return link
+
+
+@pytest_twisted.async_yield_fixture
+async def routers(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[list[Router]]:
+    made = [Router(tmp_path, name, redis_server.port) for name in ("a", "b")]
+    for router in made:
+        await router.cluster.start()
+    yield made
+    for router in made:
+        await router.cluster.stop()
+        router.hub.stop()
+
+
+def live(link: FakeLink) -> list[Any]:
+    return [p.data for p in link.of_type(CLIENT_BOUND_LIVE_UPDATE)]
+
+
+def statuses(link: FakeLink) -> list[str]:
+    return [p.data["status"] for p in link.of_type(UPDATE_STATUS)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_page_on_the_other_router_gets_its_statuses_and_live_updates(
+    routers: list[Router],
+) -> None:
+    a, b = routers
+    answer = await a.register("agent-1")
+    assert answer["data"]["agent_id"] == "agent-1"
+    # The other router knows the agent and its browser (told, or asking Redis).
+    stranger = b.page("agent-1", session="t" * 32)
+    await wait_for(lambda: stranger.closed, "b to refuse another browser's socket")
+    assert stranger.close_code == CloseCode.NOT_YOURS
+    page = b.page("agent-1")
+    await wait_for(lambda: b.hub.link_agents.get(page) == "agent-1", "b to take the socket")
+    await wait_for(lambda: a.cluster.shared.socket_holder("agent-1"), "b to hold the socket")
+    assert await a.cluster.shared.socket_holder("agent-1") == "b"
+
+    a.from_backend(UPDATE_STATUS, "agent-1", {"status": Status.IN_TASK})
+    a.from_backend(CLIENT_BOUND_LIVE_UPDATE, "agent-1", {"update_id": "u1", "text": "hi"})
+    await wait_for(lambda: live(page), "the live update to cross routers")
+    assert live(page) == [{"update_id": "u1", "text": "hi"}]
+    assert statuses(page) == [Status.IN_TASK]
+    assert b.hub.agents.get("agent-1").status == Status.IN_TASK  # type: ignore[union-attr]
+    # Router a never had the page: nothing waits there for a socket that will not come.
+    assert a.hub.agents.get("agent-1").outbox is None  # type: ignore[union-attr]
+
+    # Heartbeats on b are answered with the status a was told.
+    b.hub.link_packet(page, Packet(HEARTBEAT, "agent-1"))
+    assert page.of_type(HEARTBEAT)[-1].data["status"] == Status.IN_TASK
+    # A status b finds itself (its page gone past the grace) reaches a, which answers
+    # its backend's request_statuses with it.
+    b.hub.link_lost(page)
+    b.clock.advance(b.hub.config.disconnect_grace + 1)
+    await wait_for(
+        lambda: a.hub.agents.get("agent-1").status == Status.DISCONNECT,  # type: ignore[union-attr]
+        "a to learn the disconnect",
+    )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_page_that_moves_gets_the_replay_and_the_old_router_lets_go(
+    routers: list[Router],
+) -> None:
+    a, b = routers
+    await a.register("agent-1")
+    a.from_backend(UPDATE_STATUS, "agent-1", {"status": Status.IN_TASK})
+    old = b.page("agent-1")
+    await wait_for(lambda: b.hub.link_agents.get(old) == "agent-1", "b to take the socket")
+    await wait_for(lambda: a.cluster.shared.socket_holder("agent-1"), "b to hold the socket")
+    b.hub.link_packet(old, Packet(HEARTBEAT, "agent-1"))
+    a.from_backend(CLIENT_BOUND_LIVE_UPDATE, "agent-1", {"update_id": "u1"})
+    await wait_for(lambda: live(old), "the live update on b")
+
+    new = a.page("agent-1")  # its page reconnected, and the load balancer chose a
+    await wait_for(lambda: old.closed, "b to let go of the old socket")
+    assert old.close_code == CloseCode.REPLACED
+    await wait_for(lambda: live(new), "the replay on a")
+    assert live(new) == [{"update_id": "u1"}]
+    assert statuses(new) == [Status.IN_TASK]
+    # b's timers for the page are gone: it does not call the agent disconnected.
+    b.hub.link_lost(old)
+    b.clock.advance(b.hub.config.heartbeat_timeout + b.hub.config.disconnect_grace + 1)
+    assert b.hub.agents.get("agent-1").status == Status.IN_TASK  # type: ignore[union-attr]
+    # From now on what the backend sends through b reaches the page on a.
+    b.from_backend(CLIENT_BOUND_LIVE_UPDATE, "agent-1", {"update_id": "u2"})
+    await wait_for(lambda: len(live(new)) == 2, "u2 through b to a")
+    assert live(new)[-1] == {"update_id": "u2"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_without_redis_a_router_serves_its_own_agents(
+    routers: list[Router], redis_server: RedisServer
+) -> None:
+    a, _ = routers
+    redis_server.stop()
+    await wait_for(lambda: not a.cluster.shared.is_up, "the router to notice Redis has gone")
+    answer = await a.register("agent-1")  # answered, though the others cannot be told
+    assert answer["data"]["agent_id"] == "agent-1"
+    page = a.page("agent-1")
+    a.from_backend(CLIENT_BOUND_LIVE_UPDATE, "agent-1", {"update_id": "u1"})
+    assert live(page) == [{"update_id": "u1"}]
+    assert a.hub.metrics.value("architect_redis_errors_total") > 0
