@@ -1,0 +1,157 @@
+"""Real parts: redis-server, two routers (mode off, [cluster] redis), our backend linked to
+both ([backend] router_urls), and haproxy round-robin in front (conf/haproxy.cfg). Workers
+register, connect and submit through haproxy, each request on whichever router it reaches."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.web.client import HTTPConnectionPool
+
+from architect.config import (
+    BackendConfig,
+    ClusterConfig,
+    Config,
+    RouterConfig,
+    StorageConfig,
+    TaskConfig,
+)
+from architect.protocol import (
+    ALIVE,
+    CLIENT_BOUND_LIVE_UPDATE,
+    MEPHISTO_BOUND_LIVE_UPDATE,
+    Status,
+)
+from tests.clients import Browsers, PacketClient, wait_for
+from tests.daemon import ANY_LOOPBACK_PORT, Daemon, Daemons, reactor
+from tests.haproxy import HAProxy
+from tests.redis_server import RedisServer, redis_server
+from tests.test_backend_integration import LIVE_ECHO_TASK
+
+__all__ = ["redis_server"]
+
+TOKEN = "cluster-test-token"
+
+
+def router_config(folder: Path, redis: RedisServer, name: str) -> Config:
+    return Config(
+        path=folder / "router.ini",
+        router=RouterConfig(
+            listen=ANY_LOOPBACK_PORT,
+            backend_token=TOKEN,
+            request_timeout=5.0,
+            upload_dir=folder / "uploads",
+            journal_dir=folder / "journal",
+            max_connections_per_address=0,  # every worker comes from haproxy's address
+        ),
+        backend=BackendConfig(mode="off"),
+        cluster=ClusterConfig(redis=f"redis://127.0.0.1:{redis.port}/0", router_id=name),
+    )
+
+
+def backend_config(folder: Path, routers: list[str], module: Path) -> Config:
+    return Config(
+        path=folder / "backend.ini",
+        router=RouterConfig(upload_dir=folder / "unused"),
+        backend=BackendConfig(
+            mode="remote", router_urls=tuple(routers), backend_token=TOKEN, status_interval=0.2
+        ),
+        storage=StorageConfig(data_dir=folder / "data"),
+        task=TaskConfig(name="cluster-test", module=str(module)),
+    )
+
+
+@pytest.fixture
+def haproxy_in(tmp_path: Path) -> Iterator[list[HAProxy]]:
+    """Started by the test (once its routers listen), stopped after it."""
+    started: list[HAProxy] = []
+    yield started
+    for proxy in started:
+        proxy.stop()
+
+
+def browsers() -> Browsers:
+    return Browsers(HTTPConnectionPool(reactor, persistent=False))
+
+
+async def register(workers: Browsers, base: str, worker: str) -> str:
+    browser = workers.of_worker(worker)
+    provider_data = {"worker_name": worker, "assignment_id": f"a-{worker}", "provider_type": "mock"}
+    code, answer = await browser.post_json(
+        f"{base}/request_agent", {"provider_data": provider_data, "client_timestamp": time.time()}
+    )
+    assert code == 200, answer
+    workers.registered(answer["data"], browser)
+    agent_id: str = answer["data"]["agent_id"]
+    assert isinstance(agent_id, str), answer
+    return agent_id
+
+
+def holder(routers: list[Daemon], agent_id: str) -> Daemon | None:
+    for router in routers:
+        if agent_id in router.hub.link_agents.values():
+            return router
+    return None
+
+
+def echoes(page: PacketClient) -> list[Any]:
+    return [p.data["echo"] for p in page.of_type(CLIENT_BOUND_LIVE_UPDATE) if "echo" in p.data]
+
+
+@pytest_twisted.ensureDeferred
+async def test_workers_through_haproxy_on_two_routers(
+    tmp_path: Path, daemons: Daemons, redis_server: RedisServer, haproxy_in: list[HAProxy]
+) -> None:
+    routers = [
+        await daemons.start(router_config(tmp_path / name, redis_server, name))
+        for name in ("r1", "r2")
+    ]
+    (tmp_path / "echo_task.py").write_text(LIVE_ECHO_TASK)
+    backend_settings = backend_config(
+        tmp_path / "backend", [r.ws_url for r in routers], tmp_path / "echo_task.py"
+    )
+    backend = await daemons.start(backend_settings)
+    for router in routers:
+        await wait_for(lambda r=router: r.hub.backend is not None, "the backend on each router")
+    proxy = HAProxy(tmp_path / "haproxy", [r.port for r in routers])
+    haproxy_in.append(proxy)
+    proxy.start()
+
+    workers = browsers()
+    pages: dict[str, PacketClient] = {}
+    for worker in ("w1", "w2"):
+        if pages:  # one request more: this worker's socket goes where its registration did not
+            assert (await workers.of_worker(worker).http.get(f"{proxy.url}/is_alive")).code == 200
+        agent_id = await register(workers, proxy.url, worker)
+        page = await workers.of_agent(agent_id).open_socket(proxy.port)
+        pages[agent_id] = page
+        page.send(ALIVE, agent_id)
+        await wait_for(lambda p=page: Status.IN_TASK in p.statuses(), f"{worker} in task")
+    holders = {agent_id: holder(routers, agent_id) for agent_id in pages}
+    assert None not in holders.values()
+    # Round-robin, request by request: w1 registered on one router, its socket on the other;
+    # w2 registered on the second, its socket on the first.
+    assert len(set(holders.values())) == 2, "the two sockets are on different routers"
+    for agent_id, router in holders.items():
+        registered_on = backend.handler.routes.channels[agent_id].channel_id
+        assert router is not None and registered_on != router.ws_url  # so the echo crosses
+
+    for n, (agent_id, page) in enumerate(pages.items()):
+        page.send(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": f"u{n}", "text": n})
+        await wait_for(lambda p=page: echoes(p), "the task's echo through the other router")
+        assert echoes(page) == [{"update_id": f"u{n}", "text": n}]
+
+    for agent_id in pages:
+        code, answer = await workers.of_agent(agent_id).post_json(
+            f"{proxy.url}/submit_task", {"USED_AGENT_ID": agent_id, "final_data": {"a": 1}}
+        )
+        assert (code, answer) == (200, {"status": "Submitted!"})
+        [stored] = await backend.database.list_submissions(agent_id=agent_id)
+        assert stored.data == {"a": 1}
+    for page in pages.values():
+        await page.close()
