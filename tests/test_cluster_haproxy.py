@@ -116,8 +116,7 @@ async def test_workers_through_haproxy_on_two_routers(
         tmp_path / "backend", [r.ws_url for r in routers], tmp_path / "echo_task.py"
     )
     backend = await daemons.start(backend_settings)
-    for router in routers:
-        await wait_for(lambda r=router: r.hub.backend is not None, "the backend on each router")
+    await wait_for(lambda: all(r.hub.backend is not None for r in routers), "the backend on both")
     proxy = HAProxy(tmp_path / "haproxy", [r.port for r in routers])
     haproxy_in.append(proxy)
     proxy.start()
@@ -131,19 +130,19 @@ async def test_workers_through_haproxy_on_two_routers(
         page = await workers.of_agent(agent_id).open_socket(proxy.port)
         pages[agent_id] = page
         page.send(ALIVE, agent_id)
-        await wait_for(lambda p=page: Status.IN_TASK in p.statuses(), f"{worker} in task")
+        await wait_for(lambda: Status.IN_TASK in page.statuses(), f"{worker} in task")  # noqa: B023
     holders = {agent_id: holder(routers, agent_id) for agent_id in pages}
     assert None not in holders.values()
     # Round-robin, request by request: w1 registered on one router, its socket on the other;
     # w2 registered on the second, its socket on the first.
     assert len(set(holders.values())) == 2, "the two sockets are on different routers"
-    for agent_id, router in holders.items():
+    for agent_id, socket_router in holders.items():
         registered_on = backend.handler.routes.channels[agent_id].channel_id
-        assert router is not None and registered_on != router.ws_url  # so the echo crosses
+        assert socket_router is not None and registered_on != socket_router.ws_url  # it crosses
 
     for n, (agent_id, page) in enumerate(pages.items()):
         page.send(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": f"u{n}", "text": n})
-        await wait_for(lambda p=page: echoes(p), "the task's echo through the other router")
+        await wait_for(lambda: echoes(page), "the task's echo through the other router")  # noqa: B023
         assert echoes(page) == [{"update_id": f"u{n}", "text": n}]
 
     for agent_id in pages:
