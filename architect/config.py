@@ -434,7 +434,7 @@ def _password_file(value: str, base: Path) -> Path | None:
 
 def _redis_url(value: str, base: Path) -> str:
     if value:
-        from architect.cluster.redis_url import parse_redis_url
+        from architect.redis_url import parse_redis_url
 
         parse_redis_url(value)  # raises ValueError with the reason
     return value
@@ -629,7 +629,7 @@ def _check_together(config: Config) -> None:
         if backend.mode != "off":
             problem = "several routers share Redis only with [backend] mode = off"
             raise ConfigError(config.path, "cluster", "redis", problem)
-        from architect.cluster.redis_url import redis_client_missing
+        from architect.redis_url import redis_client_missing
 
         missing = redis_client_missing()
         if missing:

@@ -200,7 +200,10 @@ def build_service(
         if config.cluster.redis:
             from architect.cluster.service import ClusterService  # needs the [cluster] extra
 
-            cluster = ClusterService(config.cluster, reactor, hub)
+            shared = config.cluster
+            cluster = ClusterService(
+                reactor, hub, shared.redis, shared.router_id, shared.replay_length
+            )
             cluster.setName("cluster")
             cluster.setServiceParent(router)
     channels: list[Channel]

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from architect.cluster.redis_url import RedisAddress
 from architect.cluster.shared_state import SharedState
 from architect.protocol import ALIVE, MEPHISTO_BOUND_LIVE_UPDATE, Status
+from architect.redis_url import RedisAddress
 from tests.clients import wait_for
 from tests.daemon import Daemons
 from tests.haproxy import HAProxy

@@ -11,7 +11,6 @@ from typing import Any
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from architect.cluster.redis_url import RedisAddress
 from architect.cluster.routing import ClusterRouting
 from architect.cluster.shared_state import SharedState
 from architect.config import RouterConfig
@@ -27,6 +26,7 @@ from architect.protocol import (
     Packet,
     Status,
 )
+from architect.redis_url import RedisAddress
 from architect.router.hub import RouterHub
 from tests.clients import wait_for
 from tests.fakes import FakeLink

@@ -8,8 +8,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
-from architect.cluster.redis_url import RedisAddress, parse_redis_url
 from architect.cluster.shared_state import SharedState
+from architect.redis_url import RedisAddress, parse_redis_url
 from tests.redis_server import RedisServer, redis_server
 
 __all__ = ["redis_server"]

@@ -1,6 +1,6 @@
 """ClusterRouting: one router's part in a set of routers sharing a run through Redis.
 
-The hub tells it (architect/cluster/port.py) when a socket of this router starts or stops
+The hub tells it (architect/router/cluster_port.py) when a socket of this router starts or stops
 speaking for an agent, hands it the backend's live updates for agents whose socket is not
 here, and its registration answers. It tells the others each status this router learns,
 so that every router knows every agent (its status, its browser session) and any of them

@@ -10,21 +10,24 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
-from architect.cluster.redis_url import parse_redis_url
 from architect.cluster.routing import ClusterRouting
 from architect.cluster.shared_state import SharedState
-from architect.config import ClusterConfig
+from architect.redis_url import parse_redis_url
 from architect.router.hub import RouterHub
 
 
-def router_id(config: ClusterConfig) -> str:
+def router_id(configured: str) -> str:
     """This router's name among the others: the configured one, else host:pid."""
-    return config.router_id or f"{socket.gethostname()}:{os.getpid()}"
+    return configured or f"{socket.gethostname()}:{os.getpid()}"
 
 
 class ClusterService(Service):
-    def __init__(self, config: ClusterConfig, reactor: Any, hub: RouterHub) -> None:
-        shared = SharedState(parse_redis_url(config.redis), router_id(config), config.replay_length)
+    """`[cluster]`'s redis, router_id and replay_length (checked by architect/config.py)."""
+
+    def __init__(
+        self, reactor: Any, hub: RouterHub, redis: str, configured_id: str, replay_length: int
+    ) -> None:
+        shared = SharedState(parse_redis_url(redis), router_id(configured_id), replay_length)
         self.routing = ClusterRouting(shared, hub, reactor)
 
     def startService(self) -> None:

@@ -18,7 +18,7 @@ import txredisapi
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 
-from architect.cluster.redis_url import RedisAddress
+from architect.redis_url import RedisAddress
 
 SOCKETS = "architect:sockets"
 AGENTS = "architect:agents"

@@ -66,7 +66,7 @@ from architect.router.requests import PendingRequests
 from architect.router.state import AgentRecord, AgentTable
 
 if TYPE_CHECKING:
-    from architect.cluster.port import ClusterPort
+    from architect.router.cluster_port import ClusterPort
 
 log = Logger()
 

@@ -1,5 +1,6 @@
-"""What the router hub asks of the cluster (architect/cluster/routing.py): a narrow
-interface, importable without the Redis client (a router alone never loads it)."""
+"""What the router hub asks of the cluster (architect/cluster/routing.py implements it): a
+narrow interface, defined on the router's side so that the router never imports the
+cluster package or the Redis client (a router alone never loads them)."""
 
 from __future__ import annotations
 
