@@ -20,7 +20,7 @@ from tests.haproxy import HAProxy
 from tests.redis_server import RedisServer, free_port, redis_server
 from tests.router_process import RouterProcess
 from tests.test_backend_integration import LIVE_ECHO_TASK
-from tests.test_cluster_haproxy import TOKEN, backend_config, browsers, echoes, register
+from tests.test_cluster_balanced import TOKEN, backend_config, browsers, echoes, register
 
 __all__ = ["redis_server"]
 

@@ -1,6 +1,7 @@
 """Real parts: redis-server, two routers (mode off, [cluster] redis), our backend linked to
-both ([backend] router_urls), and haproxy round-robin in front (conf/haproxy.cfg). Workers
-register, connect and submit through haproxy, each request on whichever router it reaches."""
+both ([backend] router_urls), and a load balancer round-robin in front: haproxy
+(conf/haproxy.cfg) or nginx (conf/nginx.conf). Workers register, connect and submit
+through it, each request on whichever router it reaches."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from architect.protocol import (
 from tests.clients import Browsers, PacketClient, wait_for
 from tests.daemon import ANY_LOOPBACK_PORT, Daemon, Daemons, reactor
 from tests.haproxy import HAProxy
+from tests.nginx import Nginx
 from tests.redis_server import RedisServer, redis_server
 from tests.test_backend_integration import LIVE_ECHO_TASK
 
@@ -66,10 +68,13 @@ def backend_config(folder: Path, routers: list[str], module: Path) -> Config:
     )
 
 
+BALANCERS: dict[str, type[HAProxy] | type[Nginx]] = {"haproxy": HAProxy, "nginx": Nginx}
+
+
 @pytest.fixture
-def haproxy_in(tmp_path: Path) -> Iterator[list[HAProxy]]:
+def balancers() -> Iterator[list[HAProxy | Nginx]]:
     """Started by the test (once its routers listen), stopped after it."""
-    started: list[HAProxy] = []
+    started: list[HAProxy | Nginx] = []
     yield started
     for proxy in started:
         proxy.stop()
@@ -104,8 +109,13 @@ def echoes(page: PacketClient) -> list[Any]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_workers_through_haproxy_on_two_routers(
-    tmp_path: Path, daemons: Daemons, redis_server: RedisServer, haproxy_in: list[HAProxy]
+@pytest.mark.parametrize("balancer", list(BALANCERS))
+async def test_workers_through_a_load_balancer_on_two_routers(
+    tmp_path: Path,
+    daemons: Daemons,
+    redis_server: RedisServer,
+    balancers: list[HAProxy | Nginx],
+    balancer: str,
 ) -> None:
     routers = [
         await daemons.start(router_config(tmp_path / name, redis_server, name))
@@ -117,8 +127,8 @@ async def test_workers_through_haproxy_on_two_routers(
     )
     backend = await daemons.start(backend_settings)
     await wait_for(lambda: all(r.hub.backend is not None for r in routers), "the backend on both")
-    proxy = HAProxy(tmp_path / "haproxy", [r.port for r in routers])
-    haproxy_in.append(proxy)
+    proxy = BALANCERS[balancer](tmp_path / balancer, [r.port for r in routers])
+    balancers.append(proxy)
     proxy.start()
 
     workers = browsers()
