@@ -4,12 +4,12 @@ Installed with apt-get when missing (CI is a fresh machine)."""
 
 from __future__ import annotations
 
-import re
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from bench.cluster import haproxy_config
 from tests.redis_server import apt_install, free_port
 
 HAPROXY = "/usr/sbin/haproxy"
@@ -26,14 +26,7 @@ def _listening(port: int) -> bool:
 
 def config_for(port: int, routers: list[int]) -> str:
     """The example config, listening on `port`, balancing over the routers' ports."""
-    text = EXAMPLE.read_text()
-    text = re.sub(r"(?m)^(\s*bind )\S+", lambda m: f"{m.group(1)}127.0.0.1:{port}", text)
-    servers = "".join(
-        f"    server router{i} 127.0.0.1:{router}\n" for i, router in enumerate(routers, 1)
-    )
-    text, n = re.subn(r"(?m)^\s*server .*\n(\s*server .*\n)*", servers, text)
-    assert n == 1, "conf/haproxy.cfg: expected one block of server lines"
-    return text
+    return haproxy_config(EXAMPLE.read_text(), port, routers)
 
 
 class HAProxy:
