@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import pytest_twisted
 from twisted.web.client import HTTPConnectionPool
@@ -29,10 +30,10 @@ from architect.protocol import (
     Status,
 )
 from tests.clients import Browsers, PacketClient, wait_for
-from tests.daemon import ANY_LOOPBACK_PORT, Daemon, Daemons, reactor
+from tests.daemon import ANY_LOOPBACK_PORT, Daemon, Daemons, on_port, reactor
 from tests.haproxy import HAProxy
 from tests.nginx import Nginx
-from tests.redis_server import RedisServer, redis_server
+from tests.redis_server import RedisServer, free_port, redis_server
 from tests.test_backend_integration import LIVE_ECHO_TASK
 
 __all__ = ["redis_server"]
@@ -164,3 +165,31 @@ async def test_workers_through_a_load_balancer_on_two_routers(
         assert stored.data == {"a": 1}
     for page in pages.values():
         await page.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_router_started_after_the_registration_takes_the_submission(
+    tmp_path: Path, daemons: Daemons, redis_server: RedisServer
+) -> None:
+    """It heard none of the agent's news: it asks Redis, not its backend, and the worker's
+    submission is taken (not 404)."""
+    first = await daemons.start(router_config(tmp_path / "r1", redis_server, "r1"))
+    late_port = free_port()
+    late = router_config(tmp_path / "r3", redis_server, "r3")
+    late = attrs.evolve(late, router=attrs.evolve(late.router, listen=on_port(late_port)))
+    (tmp_path / "echo_task.py").write_text(LIVE_ECHO_TASK)
+    urls = [first.ws_url, f"ws://127.0.0.1:{late_port}/"]
+    backend = await daemons.start(
+        backend_config(tmp_path / "backend", urls, tmp_path / "echo_task.py")
+    )
+    await wait_for(lambda: first.hub.backend is not None, "the backend on the first router")
+    workers = browsers()
+    agent_id = await register(workers, first.url, "w1")
+    third = await daemons.start(late)
+    await wait_for(lambda: third.hub.backend is not None, "the backend on the late router", 15)
+    code, answer = await workers.of_agent(agent_id).post_json(
+        f"{third.url}/submit_task", {"USED_AGENT_ID": agent_id, "final_data": {"late": 1}}
+    )
+    assert (code, answer) == (200, {"status": "Submitted!"})
+    [stored] = await backend.database.list_submissions(agent_id=agent_id)
+    assert stored.data == {"late": 1}

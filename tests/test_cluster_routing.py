@@ -168,3 +168,24 @@ async def test_without_redis_a_router_serves_its_own_agents(
     a.from_backend(CLIENT_BOUND_LIVE_UPDATE, "agent-1", {"update_id": "u1"})
     assert live(page) == [{"update_id": "u1"}]
     assert a.hub.metrics.value("architect_redis_errors_total") > 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_router_started_later_learns_an_agent_from_redis(
+    routers: list[Router], tmp_path: Path, redis_server: RedisServer
+) -> None:
+    a, _ = routers
+    await a.register("agent-1")
+    c = Router(tmp_path, "c", redis_server.port)
+    await c.cluster.start()
+    try:
+        assert c.hub.agents.get("agent-1") is None  # it heard none of the news
+        assert await c.cluster.learn("agent-1") is True
+        record = c.hub.agents.get("agent-1")
+        assert record is not None and record.session == SESSION
+        assert await c.cluster.learn("agent-2") is False
+        assert await c.cluster.learn("x" * 1000) is False
+        assert await c.cluster.learn(None) is False
+    finally:
+        await c.cluster.stop()
+        c.hub.stop()

@@ -153,17 +153,32 @@ class ClusterRouting:
             return False
         self._looking.add(link)
 
-        def found(record: dict[str, Any] | None) -> None:
+        def again(_: bool) -> None:
             self._looking.discard(link)
-            if isinstance(record, dict) and self.hub.agents.get(agent_id) is None:
-                self._news(agent_id, record)
-            if self.hub.agents.get(agent_id) is None:
-                self._missing.add(agent_id)
             if link in self.hub.unnamed_links:  # still open, still waiting to be named
                 self.hub.link_packet(link, packet, session=session)
 
-        self._do(self.shared.record, agent_id).addCallback(found)
+        self.learn(agent_id).addCallback(again)
         return True
+
+    def learn(self, agent_id: str | None) -> Deferred[bool]:
+        agents = self.hub.agents
+        if not isinstance(agent_id, str) or len(agent_id) > MAX_ID_LENGTH:
+            return succeed(False)
+        if agents.get(agent_id) is not None:
+            return succeed(True)
+        if not self.shared.is_up or self._missing.seen(agent_id):
+            return succeed(False)
+
+        def found(record: dict[str, Any] | None) -> bool:
+            if isinstance(record, dict) and agents.get(agent_id) is None:
+                self._news(agent_id, record)
+            if agents.get(agent_id) is None:
+                self._missing.add(agent_id)
+                return False
+            return True
+
+        return self._do(self.shared.record, agent_id).addCallback(found)
 
     def registered(self, answer: dict[str, Any]) -> Deferred[dict[str, Any]]:
         data = answer.get("data")

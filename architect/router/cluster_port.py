@@ -26,5 +26,8 @@ class ClusterPort(Protocol):
         """A socket's first packet names an agent this router does not know: True if the
         others are asked (the packet is taken again once they answered)."""
 
+    def learn(self, agent_id: str | None) -> Deferred[bool]:
+        """Ask the others for an agent this router does not know: True once it knows it."""
+
     def registered(self, answer: dict[str, Any]) -> Deferred[dict[str, Any]]:
         """A registration answer, given back once the other routers know its agent."""

@@ -424,8 +424,9 @@ class RouterHub:
             self.metrics.live_update("out")
             record = self.agents.get(packet.subject_id)
             here = record is not None and record.link is not None
-            if self.cluster is None or self.cluster.live_update(self._stamp_out(packet), here):
-                self.agents.deliver(packet.subject_id, self._stamp_out(packet))
+            packet = self._stamp_out(packet)
+            if self.cluster is None or self.cluster.live_update(packet, here):
+                self.agents.deliver(packet.subject_id, packet)
         elif kind == UPDATE_STATUS:
             status = packet.data.get("status")
             if not isinstance(status, str):
@@ -780,7 +781,7 @@ class RouterHub:
         """Raise unless the agent is known and this browser session's to act for."""
         record = self.agents.get(agent_id)
         if record is None:
-            raise UnknownAgent(f"unknown agent {agent_id!r}")
+            raise UnknownAgent(f"unknown agent {agent_id!r}", agent_id)
         if not self.agents.claim(record, session):
             self.floods.warn(
                 "other browser", "another browser acted for agent {a}: refused", a=agent_id
