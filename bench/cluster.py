@@ -12,10 +12,17 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
-from bench.servers import BENCH_DIR, OurRouter, Server, SetupError, free_port
+from bench.servers import (
+    BENCH_DIR,
+    OurRouter,
+    Server,
+    SetupError,
+    free_port,
+    is_alive,
+    stop_process,
+)
 
 HAPROXY = "/usr/sbin/haproxy"
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -42,12 +49,7 @@ class _Process:
             self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 class ClusterRouter(OurRouter):
@@ -114,12 +116,9 @@ class OurCluster(Server):
         self.helpers.append(_Process(haproxy, self.workdir / "haproxy.log"))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(self.http_url + "/is_alive", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
+            if is_alive(self.http_url):
+                return
+            time.sleep(0.1)
         raise SetupError("haproxy in front of the cluster did not answer /is_alive in 30 s")
 
     def stop(self) -> None:

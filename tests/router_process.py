@@ -6,18 +6,11 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
+from bench.servers import is_alive, stop_process
+
 TWISTD = str(Path(sys.executable).parent / "twistd")
-
-
-def _alive(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/is_alive", timeout=0.5) as answer:
-            return bool(answer.status == 200)
-    except OSError:
-        return False
 
 
 class RouterProcess:
@@ -48,7 +41,7 @@ class RouterProcess:
                 stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 30
-        while not _alive(self.port):
+        while not is_alive(f"http://127.0.0.1:{self.port}"):
             if self._process.poll() is not None or time.monotonic() > deadline:
                 self.kill()
                 log_text = (self.folder / "router.log").read_text()
@@ -64,10 +57,5 @@ class RouterProcess:
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop_process(self._process)
             self._process = None

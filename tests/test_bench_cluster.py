@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.haproxy import HAPROXY
+from tests.load_balancers import HAPROXY
 from tests.redis_server import apt_install, ensure_redis_server
 
 pytestmark = pytest.mark.slow

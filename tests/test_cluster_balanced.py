@@ -30,31 +30,23 @@ from architect.protocol import (
     Status,
 )
 from tests.clients import Browsers, PacketClient, wait_for
-from tests.daemon import ANY_LOOPBACK_PORT, Daemon, Daemons, on_port, reactor
-from tests.haproxy import HAProxy
-from tests.nginx import Nginx
+from tests.daemon import Daemon, Daemons, on_port, reactor
+from tests.load_balancers import HAProxy, Nginx
 from tests.redis_server import RedisServer, free_port, redis_server
 from tests.test_backend_integration import LIVE_ECHO_TASK
+from tests.test_journal_integration import TOKEN
+from tests.test_journal_integration import router_config as journal_router_config
 
 __all__ = ["redis_server"]
 
-TOKEN = "cluster-test-token"
-
 
 def router_config(folder: Path, redis: RedisServer, name: str) -> Config:
-    return Config(
-        path=folder / "router.ini",
-        router=RouterConfig(
-            listen=ANY_LOOPBACK_PORT,
-            backend_token=TOKEN,
-            request_timeout=5.0,
-            upload_dir=folder / "uploads",
-            journal_dir=folder / "journal",
-            max_connections_per_address=0,  # every worker comes from haproxy's address
-        ),
-        backend=BackendConfig(mode="off"),
-        cluster=ClusterConfig(redis=f"redis://127.0.0.1:{redis.port}/0", router_id=name),
-    )
+    """A separate router with its journal (as test_journal_integration's), in the cluster."""
+    config = journal_router_config(folder)
+    # Every worker comes from the load balancer's address.
+    router = attrs.evolve(config.router, max_connections_per_address=0)
+    cluster = ClusterConfig(redis=f"redis://127.0.0.1:{redis.port}/0", router_id=name)
+    return attrs.evolve(config, router=router, cluster=cluster)
 
 
 def backend_config(folder: Path, routers: list[str], module: Path) -> Config:

@@ -16,7 +16,7 @@ from architect.protocol import ALIVE, MEPHISTO_BOUND_LIVE_UPDATE, Status
 from architect.redis_url import RedisAddress
 from tests.clients import wait_for
 from tests.daemon import Daemons
-from tests.haproxy import HAProxy
+from tests.load_balancers import HAProxy
 from tests.redis_server import RedisServer, free_port, redis_server
 from tests.router_process import RouterProcess
 from tests.test_backend_integration import LIVE_ECHO_TASK

@@ -12,13 +12,12 @@ import pytest
 import pytest_twisted
 
 from architect.config import BackendConfig, Config, RouterConfig, StorageConfig, TaskConfig
-from architect.protocol import Status
-from tests.browser.support import HERE, Launcher, wait_for_text, write_task_module
+from tests.browser.support import HERE, Launcher, write_task_module
 from tests.browser.tasks import CHAT_TASK
-from tests.browser.test_live_chat import agent_id_of, send, wait_for_messages
+from tests.browser.test_live_chat import agent_id_of, chat
 from tests.clients import wait_for
 from tests.daemon import Daemon
-from tests.haproxy import HAProxy
+from tests.load_balancers import HAProxy
 from tests.redis_server import RedisServer, redis_server
 from tests.test_cluster_balanced import TOKEN, holder, router_config
 
@@ -70,19 +69,7 @@ async def test_a_live_chat_across_routers(
     proxy.start()
     pages = launcher.pages_for(proxy.port)
 
-    alice = await pages.open("mephisto_live.html", "alice")
-    await wait_for_text(pages, alice, "#status", Status.WAITING)
-    bob = await pages.open("mephisto_live.html", "bob")
-    for handle in (alice, bob):
-        await wait_for_text(pages, handle, "#status", Status.IN_TASK)
-        await wait_for_text(pages, handle, "#connection", "connected")
-        await wait_for_messages(pages, handle, ["Welcome to the blue room"])
-    await send(pages, alice, "hello bob")
-    await wait_for_messages(pages, bob, ["Welcome to the blue room", "hello bob"])
-    await send(pages, bob, "hi alice")
-    chat = ["Welcome to the blue room", "hello bob", "hi alice"]
-    await wait_for_messages(pages, alice, chat)
-    await wait_for_messages(pages, bob, chat)
+    alice, bob = await chat(pages, "mephisto_live.html")  # every request balanced
 
     crossings = []
     for handle in (alice, bob):
