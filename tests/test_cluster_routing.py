@@ -11,7 +11,7 @@ from typing import Any
 import pytest_twisted
 from twisted.internet.task import Clock
 
-from architect.cluster.routing import ClusterRouting
+from architect.cluster.routing import BEAT_EVERY, ClusterRouting
 from architect.cluster.shared_state import SharedState
 from architect.config import RouterConfig
 from architect.protocol import (
@@ -189,3 +189,74 @@ async def test_a_router_started_later_learns_an_agent_from_redis(
     finally:
         await c.cluster.stop()
         c.hub.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_pages_of_a_router_that_stopped_beating_have_the_grace_to_come_back(
+    routers: list[Router], tmp_path: Path, redis_server: RedisServer
+) -> None:
+    a, b = routers
+    for agent_id in ("back", "gone"):
+        await a.register(agent_id)
+        a.from_backend(UPDATE_STATUS, agent_id, {"status": Status.IN_TASK})
+        page = b.page(agent_id)
+        await wait_for(lambda: page in b.hub.link_agents, "b to take the socket")  # noqa: B023
+
+    async def holders() -> list[str | None]:
+        return [await a.cluster.shared.socket_holder(x) for x in ("back", "gone")]
+
+    await wait_for(lambda: holders(), "b to hold both sockets")
+    assert await holders() == ["b", "b"]
+    await b.cluster.stop()  # killed: it says goodbye to no one, its sockets stay its own
+    await a.cluster.shared._commands.delete("architect:alive:b")  # its last beat ran out
+    a.clock.advance(BEAT_EVERY)
+
+    async def taken_over() -> bool:
+        return await holders() == ["a", "a"]
+
+    await wait_for(taken_over, "a to take b's sockets over")
+    gone = a.hub.agents.get("gone")
+    await wait_for(lambda: gone is not None and gone.grace_timer, "a to wait for the pages")
+    c = Router(tmp_path, "c", redis_server.port)  # one page comes back through c
+    await c.cluster.start()
+    try:
+        page = c.page("back")
+        await wait_for(lambda: page in c.hub.link_agents, "c to take the page back")
+        await wait_for(lambda: a.hub.agents.get("back").grace_timer is None, "a told")  # type: ignore[union-attr]
+        a.clock.advance(a.hub.config.disconnect_grace + 1)
+        assert a.hub.agents.get("back").status == Status.IN_TASK  # type: ignore[union-attr]
+        assert a.hub.agents.get("gone").status == Status.DISCONNECT  # type: ignore[union-attr]
+
+        def told_to_c() -> bool:
+            record = c.hub.agents.get("gone")
+            return record is not None and record.status == Status.DISCONNECT
+
+        await wait_for(told_to_c, "the other routers to learn it")
+    finally:
+        await c.cluster.stop()
+        c.hub.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_router_taken_for_gone_holds_its_sockets_again(routers: list[Router]) -> None:
+    a, b = routers
+    await a.register("agent-1")
+    a.from_backend(UPDATE_STATUS, "agent-1", {"status": Status.IN_TASK})
+    page = a.page("agent-1")
+    await wait_for(lambda: page in a.hub.link_agents, "a to take the socket")
+
+    async def held_by(router: str) -> bool:
+        return bool(await a.cluster.shared.socket_holder("agent-1") == router)
+
+    await wait_for(lambda: held_by("a"), "a to hold it")
+    await a.cluster.shared._commands.delete("architect:alive:a")  # a stalled past its beat
+    b.clock.advance(BEAT_EVERY)
+    await wait_for(lambda: held_by("b"), "b to take a's sockets over")
+    record = b.hub.agents.get("agent-1")
+    await wait_for(lambda: record is not None and record.grace_timer, "b to wait for the page")
+    a.clock.advance(BEAT_EVERY)  # a beats again and finds it was taken for gone
+    await wait_for(lambda: held_by("a"), "a to hold its socket again")
+    await wait_for(lambda: b.hub.agents.get("agent-1").grace_timer is None, "b told")  # type: ignore[union-attr]
+    b.clock.advance(b.hub.config.disconnect_grace + 1)
+    assert b.hub.agents.get("agent-1").status == Status.IN_TASK  # type: ignore[union-attr]
+    assert not page.closed

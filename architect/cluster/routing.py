@@ -18,6 +18,7 @@ from typing import Any, cast
 from prometheus_client import Counter
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -40,6 +41,12 @@ log = Logger()
 # Seconds an agent Redis did not know is not asked for again (a page retrying, or a
 # stranger trying ids, costs one Redis read per id this often).
 MISSING_FOR = 2.0
+# Each router says it is alive every BEAT_EVERY seconds, for ALIVE_FOR seconds: one that
+# stopped (killed, its machine gone) is found by the others within ALIVE_FOR + BEAT_EVERY,
+# and one of them takes its sockets over, so that its pages that never come back are
+# called disconnected after [router] disconnect_grace, as with one router.
+BEAT_EVERY = 2.0
+ALIVE_FOR = 10.0
 # Seconds a registration answer waits for Redis before it goes to the worker anyway.
 ANNOUNCE_TIMEOUT = 2.0
 
@@ -67,8 +74,18 @@ class RecentMisses:
 
 
 class ClusterRouting:
-    def __init__(self, shared: SharedState, hub: RouterHub, clock: IReactorTime) -> None:
+    def __init__(
+        self,
+        shared: SharedState,
+        hub: RouterHub,
+        clock: IReactorTime,
+        alive_for: float = ALIVE_FOR,
+    ) -> None:
         self.shared = shared
+        self.alive_for = alive_for
+        self._beats = LoopingCall(self._beat)
+        self._beats.clock = clock
+        self._beaten = False  # said alive once at least
         self.hub = hub
         self.clock = clock
         self.connected = False
@@ -93,11 +110,15 @@ class ClusterRouting:
         def up(_: object) -> None:
             self.connected = True
             log.info("router {id} shares its agents through Redis", id=self.shared.router_id)
+            if not self._beats.running:
+                self._beats.start(BEAT_EVERY, now=True)
 
         started = maybeDeferred(self.shared.start, self._from_router, self._news, self._taken)
         return started.addCallbacks(up, self._failed)
 
     def stop(self) -> Deferred[None]:
+        if self._beats.running:
+            self._beats.stop()
         self.connected = False
         if self.hub.cluster is self:
             self.hub.cluster = None
@@ -117,6 +138,47 @@ class ClusterRouting:
             self._failed(Failure(ConnectionError("not connected")))
             return succeed(None)
         return maybeDeferred(command, *args).addErrback(self._failed)
+
+    # --- the routers' beats ---
+
+    def _beat(self) -> None:
+        self._do(self.shared.beat, self.alive_for).addCallback(self._beaten_now)
+
+    def _beaten_now(self, still: bool | None) -> Deferred[None] | None:
+        if still is None:
+            return None  # Redis failed (counted)
+        if not still and self._beaten:
+            # Taken for gone (Redis or this router stalled): its pages are held here again.
+            log.warn(
+                "router {id} was taken for gone: it holds its sockets again",
+                id=self.shared.router_id,
+            )
+            for agent_id in set(self.hub.link_agents.values()):
+                self._do(self.shared.claim_socket, agent_id)
+        self._beaten = True
+        return self._do(self.shared.gone_routers).addCallback(self._take_over)
+
+    def _take_over(self, gone: list[str] | None) -> None:
+        for router in gone or ():
+            self._do(self.shared.take_over_from, router).addCallback(self._expect_back, router)
+
+    def _expect_back(self, agents: list[str] | None, router: str) -> None:
+        """The sockets of a router that stopped beating are this router's now: each of its
+        pages has disconnect_grace seconds to come back (to any router), as if its socket
+        had just closed here."""
+        if not agents:
+            return
+        grace = self.hub.config.disconnect_grace
+        log.warn(
+            "router {gone} stopped beating: its {n} pages have {grace} s to come back",
+            gone=router,
+            n=len(agents),
+            grace=grace,
+        )
+        for agent_id in agents:
+            record = self.hub.agents.get(agent_id)
+            if record is not None and record.link is None:
+                self.hub.agents.expect(agent_id, record.status, grace)
 
     # --- from the hub (ClusterPort) ---
 

@@ -6,6 +6,8 @@
 - channel `architect:router:<router_id>`: client-bound packets for agents on that router, and
   word that another router took over an agent's socket
 - channel `architect:agents`: each agent's status (and browser session) as any router learns it
+- `architect:routers` set and `architect:alive:<router_id>` strings (expiring): which routers
+  there are, and which of them still beat
 """
 
 from __future__ import annotations
@@ -38,6 +40,20 @@ _CLAIM = (
 _RELEASE_IF_MINE = (
     "if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then "
     "return redis.call('hdel', KEYS[1], ARGV[1]) end return 0"
+)
+
+ROUTERS = "architect:routers"
+
+# The sockets a router that stopped beating held become this router's, once (one router
+# takes them: the first to set the reaping mark); returns those agents' ids. One pass over
+# the whole hash, done only when a router is found gone.
+_TAKE_OVER_FROM = (
+    "if not redis.call('set', KEYS[2], ARGV[2], 'NX', 'EX', 60) then return {} end "
+    "local all = redis.call('hgetall', KEYS[1]) local taken = {} "
+    "for i = 1, #all, 2 do if all[i + 1] == ARGV[1] then "
+    "redis.call('hset', KEYS[1], all[i], ARGV[2]) taken[#taken + 1] = all[i] end end "
+    "redis.call('srem', KEYS[3], ARGV[1]) "
+    "return taken"
 )
 
 # One round trip per client-bound packet: keep it for a replay, then publish it to its holder.
@@ -137,6 +153,33 @@ class SharedState:
 
     def release_socket(self, agent_id: str) -> defer.Deferred[Any]:
         return self._commands.eval(_RELEASE_IF_MINE, [SOCKETS], [agent_id, self.router_id])
+
+    @defer.inlineCallbacks
+    def beat(self, alive_for: float) -> Any:
+        """Say this router is alive for `alive_for` seconds more. Returns whether it still
+        was (False: the others may have taken its sockets over meanwhile)."""
+        yield self._commands.sadd(ROUTERS, self.router_id)
+        key = f"architect:alive:{self.router_id}"
+        was = yield self._commands.execute_command(
+            "SET", key, "1", "PX", int(alive_for * 1000), "GET"
+        )
+        return was is not None
+
+    @defer.inlineCallbacks
+    def gone_routers(self) -> Any:
+        """The other routers that stopped beating."""
+        routers = yield self._commands.smembers(ROUTERS)
+        others = sorted(r for r in routers if r != self.router_id)
+        if not others:
+            return []
+        alive = yield self._commands.mget([f"architect:alive:{r}" for r in others])
+        return [r for r, beat in zip(others, alive, strict=True) if beat is None]
+
+    def take_over_from(self, gone: str) -> defer.Deferred[Any]:
+        """Hold the sockets the gone router held (if no other router took them first):
+        a page that comes back through another router is then told to this one."""
+        keys = [SOCKETS, f"architect:reaping:{gone}", ROUTERS]
+        return self._commands.eval(_TAKE_OVER_FROM, keys, [gone, self.router_id])
 
     def socket_holder(self, agent_id: str) -> defer.Deferred[Any]:
         """The id of the router holding the agent's socket, or None."""
