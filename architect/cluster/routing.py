@@ -1,11 +1,12 @@
 """ClusterRouting: one router's part in a set of routers sharing a run through Redis.
 
-The hub tells it (architect/router/cluster_port.py) when a socket of this router starts or stops
-speaking for an agent, hands it the backend's live updates for agents whose socket is not
-here, and its registration answers. It tells the others each status this router learns,
-so that every router knows every agent (its status, its browser session) and any of them
-can take its page's socket, its requests and its heartbeats; and it delivers here what the
-others send for the sockets this router holds.
+The hub tells it (through architect/router/cluster_port.py) when a socket of this router
+starts or stops speaking for an agent, hands it the backend's live updates for agents
+whose socket is not here, its registration answers, and the agents it does not know. It
+tells the others each status this router learns, so that every router knows every agent
+(its status, its browser session) and any of them can take its page's socket, its
+requests and its heartbeats; it delivers here what the others send for the sockets this
+router holds; and it beats, so that the sockets of a router that died are taken over.
 
 Redis going away must not stop the router: what it holds locally it keeps serving; each
 failed Redis command is logged (rate-limited) and counted (architect_redis_errors).
