@@ -260,3 +260,22 @@ async def test_a_router_taken_for_gone_holds_its_sockets_again(routers: list[Rou
     b.clock.advance(b.hub.config.disconnect_grace + 1)
     assert b.hub.agents.get("agent-1").status == Status.IN_TASK  # type: ignore[union-attr]
     assert not page.closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_page_that_lost_its_socket_and_came_back_through_another_router_carries_on(
+    routers: list[Router],
+) -> None:
+    a, b = routers
+    await a.register("agent-1")
+    a.from_backend(UPDATE_STATUS, "agent-1", {"status": Status.IN_TASK})
+    old = b.page("agent-1")
+    await wait_for(lambda: old in b.hub.link_agents, "b to take the socket")
+    b.hub.link_packet(old, Packet(HEARTBEAT, "agent-1"))
+    b.hub.link_lost(old)  # a network blip: the socket closed, b's grace runs
+    new = a.page("agent-1")  # the page reconnects; the load balancer chose a
+    await wait_for(lambda: new in a.hub.link_agents, "a to take the socket")
+    await wait_for(lambda: b.hub.agents.get("agent-1").grace_timer is None, "b told")  # type: ignore[union-attr]
+    b.clock.advance(b.hub.config.disconnect_grace + b.hub.config.heartbeat_timeout + 1)
+    assert b.hub.agents.get("agent-1").status == Status.IN_TASK  # type: ignore[union-attr]
+    assert a.hub.agents.get("agent-1").status == Status.IN_TASK  # type: ignore[union-attr]

@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from architect.cluster.shared_state import SharedState
+from architect.lifecycle import FINAL
 from architect.log_rate import RateLimitedLog
 from architect.protocol import (
     CLIENT_BOUND_LIVE_UPDATE,
@@ -202,9 +203,9 @@ class ClusterRouting:
         self._do(self.shared.claim_socket, agent_id).addCallback(replay)
 
     def socket_detached(self, agent_id: str) -> None:
-        record = self.hub.agents.get(agent_id)
-        if record is None or record.link is None:
-            self._do(self.shared.release_socket, agent_id)
+        """Still held in Redis while the grace runs: a page that comes back through another
+        router then tells this one (`_taken`), which would else call the agent gone. Let
+        go of once the agent's status is final (`_status_changed`)."""
 
     def live_update(self, packet: Packet, here: bool) -> bool:
         self._do(self.shared.send_to_agent, packet.subject_id, packet.to_dict())
@@ -260,6 +261,8 @@ class ClusterRouting:
             self._chained(record)
         if not self._applying:
             self._tell(record)
+        if record.status in FINAL and record.link is None:
+            self._do(self.shared.release_socket, record.agent_id)
 
     def _tell(self, record: AgentRecord) -> Deferred[Any]:
         news: dict[str, Any] = {"status": record.status}
@@ -307,6 +310,7 @@ class ClusterRouting:
                 timer.cancel()
         record.grace_timer = record.heartbeat_timer = None
         record.last_heartbeat = None
+        record.outbox = record.unconfirmed = None  # the new router replays them from Redis
         link = cast("Link | None", record.link)  # the table holds the links the hub gave it
         record.link = None
         if link is not None:
