@@ -22,7 +22,7 @@ class RouterProcess:
         folder.mkdir(parents=True, exist_ok=True)
         self.config.write_text(
             f"[router]\nlisten = tcp:{port}:interface=127.0.0.1\nbackend_token = {token}\n"
-            "max_connections_per_address = 0\nrequest_timeout = 5\n"
+            "max_connections_per_address = 0\nrequest_timeout = 5\ndisconnect_grace = 1\n"
             "[backend]\nmode = off\n"
             f"[cluster]\nredis = redis://127.0.0.1:{redis_port}/0\nrouter_id = {name}\n"
         )

@@ -1,7 +1,7 @@
 """Failover: one of two router processes behind haproxy is killed with SIGKILL under work.
 Its page reconnects through haproxy to the other router and carries on (its status, the
 live updates replayed from Redis, new ones); what was acknowledged before is stored;
-registrations go on."""
+registrations go on; its page that never comes back is called disconnect."""
 
 from __future__ import annotations
 
@@ -84,6 +84,11 @@ async def test_a_router_killed_under_work(
         assert code == 200
 
         holder = await redis.socket_holder(agent_id)
+        # A page on the same router that will not come back (its worker left meanwhile).
+        leaver = await register(workers, proxy.url, "w4")
+        leaving = await workers.of_agent(leaver).open_socket(routers[holder].port)
+        leaving.send(ALIVE, leaver)
+        await wait_for(lambda: Status.IN_TASK in leaving.statuses(), "the leaver in task")
         routers[holder].kill()
         await wait_for(lambda: page.has_closed, "the page to lose its socket")
         survivor = next(name for name in routers if name != holder)
@@ -103,6 +108,12 @@ async def test_a_router_killed_under_work(
         assert stored.data == {"kept": True}
         newcomer = await register(workers, proxy.url, "w3")  # registrations go on
         assert newcomer
+        # The survivor finds the killed router stopped beating (10 s), takes its sockets
+        # over and waits disconnect_grace (1 s) for the leaver's page: it never comes.
+        await wait_for(
+            lambda: backend.has_status(leaver, Status.DISCONNECT), "the leaver's end", 30
+        )
+        assert backend.agent(agent_id).status == Status.IN_TASK
         await page.close()
     finally:
         await redis.stop()
