@@ -207,7 +207,7 @@ async def test_the_pages_of_a_router_that_stopped_beating_have_the_grace_to_come
 
     await wait_for(lambda: holders(), "b to hold both sockets")
     assert await holders() == ["b", "b"]
-    await b.cluster.stop()  # killed: it says goodbye to no one, its sockets stay its own
+    await b.cluster.stop(say_gone=False)  # killed: it tells no one, its sockets stay its own
     await a.cluster.shared._commands.delete("architect:alive:b")  # its last beat ran out
     a.clock.advance(BEAT_EVERY)
 
@@ -279,3 +279,20 @@ async def test_a_page_that_lost_its_socket_and_came_back_through_another_router_
     b.clock.advance(b.hub.config.disconnect_grace + b.hub.config.heartbeat_timeout + 1)
     assert b.hub.agents.get("agent-1").status == Status.IN_TASK  # type: ignore[union-attr]
     assert a.hub.agents.get("agent-1").status == Status.IN_TASK  # type: ignore[union-attr]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_router_that_stops_says_so(routers: list[Router]) -> None:
+    a, b = routers
+    await a.register("agent-1")
+    a.from_backend(UPDATE_STATUS, "agent-1", {"status": Status.IN_TASK})
+    page = b.page("agent-1")
+    await wait_for(lambda: page in b.hub.link_agents, "b to take the socket")
+
+    async def held_by(router: str) -> bool:
+        return bool(await a.cluster.shared.socket_holder("agent-1") == router)
+
+    await wait_for(lambda: held_by("b"), "b to hold it")
+    await b.cluster.stop()  # its drain sent the page away first; it did not come back yet
+    a.clock.advance(BEAT_EVERY)  # no waiting for b's beat to run out
+    await wait_for(lambda: held_by("a"), "a to take b's sockets over")

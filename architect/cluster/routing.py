@@ -118,13 +118,19 @@ class ClusterRouting:
         started = maybeDeferred(self.shared.start, self._from_router, self._news, self._taken)
         return started.addCallbacks(up, self._failed)
 
-    def stop(self) -> Deferred[None]:
+    def stop(self, say_gone: bool = True) -> Deferred[None]:
+        """Stop beating, say so (`say_gone`: the pages its drain sent away, and that did not
+        come back through another router, are then waited for by another at its next beat),
+        and disconnect."""
         if self._beats.running:
             self._beats.stop()
+        gone = self._do(self.shared.say_gone) if say_gone and self.connected else succeed(None)
         self.connected = False
         if self.hub.cluster is self:
             self.hub.cluster = None
-        return maybeDeferred(self.shared.stop).addErrback(lambda _: None)
+        return gone.addCallback(lambda _: maybeDeferred(self.shared.stop)).addErrback(
+            lambda _: None
+        )
 
     def _failed(self, failure: Failure) -> None:
         self.errors.inc()

@@ -165,6 +165,10 @@ class SharedState:
         )
         return was is not None
 
+    def say_gone(self) -> defer.Deferred[Any]:
+        """This router stops: the others need not wait for its beat to run out."""
+        return self._commands.delete(f"architect:alive:{self.router_id}")
+
     @defer.inlineCallbacks
     def gone_routers(self) -> Any:
         """The other routers that stopped beating."""
