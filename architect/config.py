@@ -47,6 +47,7 @@ class RouterConfig:
     max_connections_per_address: int = 256  # 0: no cap (behind a reverse proxy)
     disconnect_grace: float = 10.0
     heartbeat_timeout: float = 15.0
+    heartbeat_gap: float = 12.0  # longer between two heartbeats: noted in the agent's timeline
     max_body_bytes: int = 64 * 1024 * 1024  # a multipart upload
     max_json_bytes: int = 1024 * 1024  # any other body (JSON)
     max_message_bytes: int = 1024 * 1024
@@ -357,7 +358,7 @@ def _task_module(value: str, base: Path) -> str | None:
     return value
 
 
-def _units_file(value: str, base: Path) -> tuple[dict[str, Any], ...] | None:
+def read_units_file(value: str, base: Path) -> tuple[dict[str, Any], ...] | None:
     """A JSON list of assignment data objects, or JSONL with one object per line."""
     if not value:
         return None
@@ -463,6 +464,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
             "max_connections_per_address": _non_negative_int,
             "disconnect_grace": _positive_float,
             "heartbeat_timeout": _positive_float,
+            "heartbeat_gap": _positive_float,
             "max_body_bytes": _positive_int,
             "max_json_bytes": _positive_int,
             "max_message_bytes": _positive_int,
@@ -516,7 +518,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
         {
             "name": _nonempty,
             "module": _task_module,
-            "units": _units_file,
+            "units": read_units_file,
             "units_per_assignment": _positive_int,
             "maximum_units_per_worker": _non_negative_int,
             "allowed_concurrent": _non_negative_int,

@@ -8,7 +8,8 @@
 3. What is held for the backend is written: the backend's status and live-update writes
    are committed (a separate router's submissions are on disk in its journal already).
 4. The agents' sockets are closed with 1012 (service restart): their pages connect again,
-   to the next process.
+   to the next process; the connection events waiting for the backend (these closes too)
+   are sent to it.
 
 All of it within `[router] drain_timeout` seconds (keep systemd's `TimeoutStopSec` above
 it); then the services stop as before, the backend first, the router last.
@@ -30,6 +31,7 @@ from architect.protocol import CloseCode
 log = Logger()
 
 STEP = 0.05  # seconds between looks at what is still under way
+CLOSES_WAIT = 1.0  # seconds the closing handshakes of agents' sockets may take
 
 
 async def _until(clock: IReactorTime, done: Callable[[], bool], deadline: float) -> bool:
@@ -76,3 +78,8 @@ async def drain(parts: DaemonParts, clock: IReactorTime, timeout: float) -> None
             link.close(CloseCode.SERVICE_RESTART)
         if links:
             log.info("stopping: closed {n} agent sockets (1012: connect again)", n=len(links))
+        # Their closes are connection events: wait (briefly) for them, then send what
+        # waits for the backend now, not at the next batch the stopping router won't send.
+        soon = min(deadline, clock.seconds() + CLOSES_WAIT)
+        await _until(clock, lambda: not hub.link_agents, soon)
+        hub.send_events_now()

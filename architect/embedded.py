@@ -45,7 +45,9 @@ def copy_packet(packet: Packet) -> Packet:
 class RouterSide(Protocol):
     """What the in-process channel needs of the router (a `RouterHub` is one)."""
 
-    def backend_connected(self, link: _HubSideLink) -> None: ...
+    def backend_connected(
+        self, link: _HubSideLink, confirms: bool = ..., events: bool = ...
+    ) -> None: ...
 
     def link_packet(self, link: _HubSideLink, packet: Packet) -> None: ...
 
@@ -94,7 +96,8 @@ class InProcessChannel(Channel):
         if self.link is not None:
             return
         link = self.link = _HubSideLink(self)
-        self.hub.backend_connected(link)  # trusted: the hub is in our own process
+        # Trusted, the hub being in our own process; it takes the events extension.
+        self.hub.backend_connected(link, events=True)
         while self._unsent and self.link is link:
             self._later(partial(self._deliver_to_router, link, self._unsent.popleft()))
         self.on_open(self)

@@ -36,6 +36,8 @@ REASON_NAMES = {
 RECENT_EVENTS = 200  # kept for the monitor page
 THROUGHPUT_SECONDS = 600  # per-second counts kept, for the plot of the last ten minutes
 # Seconds: from a worker's click to the backend's word, fast on loopback, slow past a WAN.
+# A commit is often under a millisecond (fsync on a fast disk): finer at the low end.
+COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -70,6 +72,13 @@ class Metrics:
             registry=r,
             buckets=LATENCY_BUCKETS,
         )
+        self.commit_seconds = Histogram(
+            "architect_database_commit_seconds",
+            "Seconds a database transaction (a group of the backend's reads and writes) took"
+            " from its start to its commit",
+            registry=r,
+            buckets=COMMIT_BUCKETS,
+        )
         self.in_flight = 0  # workers' submissions not answered yet (a drain waits for them)
         Gauge(
             "architect_submissions_in_flight",
@@ -79,7 +88,7 @@ class Metrics:
         self.live_updates = Counter(
             "architect_live_updates",
             "Live updates through the router: in (from browsers, taken), out (to browsers),"
-            " dropped (a browser over max_updates_per_second)",
+            " dropped (a browser over max_updates_per_second, or a NUL in its update_id)",
             ["direction"],
             registry=r,
         )
@@ -151,6 +160,9 @@ class Metrics:
             return result
 
         return waiting.addBoth(ended)
+
+    def database_committed(self, seconds: float, interactions: int) -> None:
+        self.commit_seconds.observe(seconds)
 
     def live_update(self, direction: str) -> None:
         self.live_updates.labels(direction).inc()

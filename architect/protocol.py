@@ -33,6 +33,8 @@ LOG_ERROR = "log_error"
 # Architect's own, only between an Architect router and an Architect backend that agreed to
 # it (see CONFIRM below): how the backend handled a submission the router journaled.
 SUBMISSION_HANDLED = "submission_handled"
+# Architect's own too, router -> backend, only with the events extension (EVENTS below).
+CONNECTION_EVENTS = "connection_events"
 
 PACKET_TYPES = frozenset(
     {
@@ -50,6 +52,7 @@ PACKET_TYPES = frozenset(
         RETURN_STATUSES,
         LOG_ERROR,
         SUBMISSION_HANDLED,
+        CONNECTION_EVENTS,
     }
 )
 
@@ -68,7 +71,11 @@ CONFIRM = "confirm"
 # long for its page, as for a page that lost its socket, and tells the page only the status.
 RESUME = "resume"
 EXPECT_SOCKET_WITHIN = "expect_socket_within"
-EXTENSIONS = (CONFIRM, RESUME)  # what an Architect router offers
+# The events extension, agreed the same way: the router sends the agents' connection
+# events (architect/connection_events.py) in `connection_events` packets, in bounded
+# batches, to be kept with the run.
+EVENTS = "events"
+EXTENSIONS = (CONFIRM, RESUME, EVENTS)  # what an Architect router offers
 
 
 class Outcome:

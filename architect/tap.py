@@ -8,6 +8,8 @@ config's `[backend] mode`:
 - "database" (`DatabaseService`), in `embedded` and `remote` modes;
 - "backend" (`BackendService`: the ClientIOHandler and its channels), which
   builds the backend's parts once the database is open, then opens its channels;
+- "units" (`UnitsOnHangup`), in `embedded` and `remote` modes: SIGHUP reads the ini
+  file's `[task] units` again (architect/backend/more_units.py);
 - "admin" (`AdminService`), with `[admin] listen`: metrics, monitor and controls.
 
 They start in that order and stop in the reverse one, each after the last, once the
@@ -33,8 +35,10 @@ from twisted.python.failure import Failure
 from architect.admin.service import AdminService
 from architect.backend.channel import Channel
 from architect.backend.client_io import ClientIOHandler
+from architect.backend.connection_events import StoredConnectionEvents
 from architect.backend.downloads import downloads_from
 from architect.backend.files import UploadedFiles
+from architect.backend.more_units import UnitsOnHangup
 from architect.backend.resume import Resumption
 from architect.backend.service import BackendService
 from architect.backend.store import StoredSubmissions
@@ -239,6 +243,7 @@ def build_service(
 
     async def start_backend() -> ClientIOHandler:
         database = await database_service.when_open()
+        database.watch_commits(metrics.database_committed)
         units = config.task.units if config.task.units is not None else builtin_units()
         run = await prepare_task_run(database, config.task, units)
         settings = await restored(database, run.id, config.task)  # run-time changes kept
@@ -267,6 +272,7 @@ def build_service(
             on_unit_submitted=runner.unit_submitted,
             resumption=resumption,
             barrier=pool.recorder.barrier,
+            events=StoredConnectionEvents(database, reactor),
         )
         handler.metrics = metrics
         # Several routers share the run: any of them reaches any page (architect/cluster/).
@@ -285,6 +291,9 @@ def build_service(
     )
     backend.setName("backend")
     backend.setServiceParent(top)
+    hangup = UnitsOnHangup(reactor, config.path, lambda: top.pool)
+    hangup.setName("units")
+    hangup.setServiceParent(top)
     add_admin(top, config, reactor, metrics)
     return top
 

@@ -4,7 +4,11 @@ worker, unit and registration id), every `status` change with its time (`disconn
 `expired`, `completed`, ...: the router's word that a page went away arrives as
 `disconnect`), each `submission` (its kind), and the agent's live traffic in both
 directions as `live` spans, with a `silence` wherever its browser sent nothing for
-`SILENCE` seconds or more while the agent was at work.
+`SILENCE` seconds or more while the agent was at work; and its connection events as the
+router and the backend saw them (architect/connection_events.py): `socket_open`,
+`socket_close` (with its `code`), `reload`, `heartbeat_gap` (with its `seconds`),
+`router_lost`, `registered_again`. Past the bound kept per agent and kind, a `more` line
+says how many more of a `kind` there were (`count`), the last at its `time`.
 
 Enough to settle "I was disconnected, pay me": when the agent was made, when its page was
 last heard of, when and why it stopped, and whether anything was submitted.
@@ -16,7 +20,7 @@ import itertools
 import json
 from typing import Any, TextIO
 
-from architect.storage import Database, TaskRun
+from architect.storage import ConnectionEvent, Database, EventRepeats, TaskRun
 from architect.storage.interface import Direction
 
 SILENCE = 60.0  # seconds without a live update from the browser worth a line
@@ -31,8 +35,27 @@ def silences(times: list[float], at_least: float = SILENCE) -> list[tuple[float,
     ]
 
 
+def connection_lines(
+    events: list[ConnectionEvent], repeats: list[EventRepeats]
+) -> dict[str, list[dict[str, Any]]]:
+    """Each agent's connection events as timeline lines (without who), in time order."""
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for event in events:
+        line: dict[str, Any] = {"time": event.happened_at, "event": event.event}
+        if event.code is not None:
+            line["code"] = event.code
+        if event.seconds is not None:
+            line["seconds"] = event.seconds
+        lines.setdefault(event.agent_id, []).append(line)
+    for counted in repeats:
+        more = {"time": counted.last_at, "event": "more", "kind": counted.event}
+        lines.setdefault(counted.agent_id, []).append({**more, "count": counted.repeats})
+    return lines
+
+
 async def agent_events(database: Database, run: TaskRun) -> list[dict[str, Any]]:
     workers = {w.id: w for w in await database.list_workers()}
+    connections = connection_lines(*await database.connection_events(run.id))
     submissions: dict[str, list[Any]] = {}
     for submission in await database.list_submissions(task_run_id=run.id):
         submissions.setdefault(submission.agent_id, []).append(submission)
@@ -81,6 +104,7 @@ async def agent_events(database: Database, run: TaskRun) -> list[dict[str, Any]]
             )
         for start, seconds in silences(from_browser):
             own.append({**who, "time": start, "event": "silence", "seconds": seconds})
+        own.extend({**who, **line} for line in connections.get(agent.agent_id, []))
         own.sort(key=lambda event: (event["time"], event["event"] != "registered"))
         events.extend(own)
     return events

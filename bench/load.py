@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import aiohttp
+import psycopg
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONNECT_CONCURRENCY = 100  # sockets opened at once while building up N agents
@@ -528,11 +529,33 @@ async def s3_capacity(
 REGISTER_CONCURRENCY = 16
 
 
-def count_stored(database: str) -> int:
-    """Unit submissions committed to the daemon's SQLite file (read-only; WAL lets us read)."""
-    with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)) as db:
-        (count,) = db.execute("SELECT count(*) FROM submissions WHERE kind = 'unit'").fetchone()
-    return int(count)
+STORED_UNITS = "SELECT count(*) FROM submissions WHERE kind = 'unit'"
+
+
+class StoredCount:
+    """Counts the unit submissions committed to the daemon's database: its SQLite file
+    (read-only, opened for each count; WAL lets us read), or a postgresql:// url (one
+    connection for all counts: a new one costs the server a process)."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.pg: psycopg.Connection[Any] | None = None
+        if database.startswith("postgresql://"):
+            self.pg = psycopg.connect(database, autocommit=True, connect_timeout=10)
+
+    def __call__(self) -> int:
+        if self.pg is not None:
+            row = self.pg.execute(STORED_UNITS).fetchone()
+        else:
+            uri = f"file:{self.database}?mode=ro"
+            with closing(sqlite3.connect(uri, uri=True, timeout=10)) as db:
+                row = db.execute(STORED_UNITS).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def close(self) -> None:
+        if self.pg is not None:
+            self.pg.close()
 
 
 async def _register_agents(
@@ -612,11 +635,13 @@ async def _submit_all(
     return latencies, acknowledged, errors, time.perf_counter() - started
 
 
-async def _all_stored(database: str, expected: int, timeout: float) -> tuple[int, float]:
+async def _all_stored(
+    count_stored: StoredCount, expected: int, timeout: float
+) -> tuple[int, float]:
     """Poll the database until ``expected`` unit submissions are in; (count, when: perf_counter)."""
     deadline = time.perf_counter() + timeout
     while True:
-        stored = count_stored(database)
+        stored = count_stored()
         now = time.perf_counter()
         if stored >= expected or now > deadline:
             return stored, now
@@ -634,9 +659,26 @@ async def s4_submissions(
     """/submit_task as fast as it goes at each concurrency, each agent submitting once.
 
     Agents are registered first (not timed with the submissions). With ``database`` (our
-    embedded daemon's SQLite file) the generator then waits until every acknowledged
-    submission is committed there, so the table can show when the last one was durable.
+    embedded daemon's SQLite file or PostgreSQL url) the generator then waits until every
+    acknowledged submission is committed there, so the table can show when the last one
+    was durable.
     """
+    count_stored = StoredCount(database) if database is not None else None
+    try:
+        return await _s4_levels(base, concurrencies, per_level, warmup_count, pids, count_stored)
+    finally:
+        if count_stored is not None:
+            count_stored.close()
+
+
+async def _s4_levels(
+    base: str,
+    concurrencies: list[int],
+    per_level: int,
+    warmup_count: int,
+    pids: dict[str, int],
+    count_stored: StoredCount | None,
+) -> list[dict[str, Any]]:
     results = []
     acknowledged_so_far = 0
     for level, concurrency in enumerate(concurrencies):
@@ -648,8 +690,8 @@ async def s4_submissions(
             warm, measured = agent_ids[:warmup_count], agent_ids[warmup_count:]
             _, warm_acked, _, _ = await _submit_all(session, base, warm, concurrency)
             acknowledged_so_far += len(warm_acked)
-            if database is not None:  # start from a quiet daemon
-                await _all_stored(database, acknowledged_so_far, 30)
+            if count_stored is not None:  # start from a quiet daemon
+                await _all_stored(count_stored, acknowledged_so_far, 30)
             window = CpuWindow(pids)
             started = time.perf_counter()
             latencies, acked, errors, elapsed = await _submit_all(
@@ -666,8 +708,8 @@ async def s4_submissions(
             "cpu": cpu,
             "registration_per_s": round(registration_rate, 1),
         }
-        if database is not None:
-            stored, done_at = await _all_stored(database, acknowledged_so_far, 60)
+        if count_stored is not None:
+            stored, done_at = await _all_stored(count_stored, acknowledged_so_far, 60)
             all_stored_s = max(elapsed, done_at - started)
             entry["stored_total"] = stored
             entry["all_stored_s"] = round(all_stored_s, 3)

@@ -7,9 +7,14 @@ from pathlib import Path
 from typing import Any
 
 COLUMNS = ["floor", "ours", "mephisto", "ours-lb1", "ours-lb2"]  # lb: bench/cluster.py
-# S4 is ours only: the embedded daemon storing to SQLite beside the router alone (mode = off)
-# whose backend (the generator's) takes each submission without storing it.
-S4_COLUMNS = {"ours-embedded": "embedded (SQLite)", "ours": "off (no storage)"}
+# S4 is ours only: the embedded daemon storing to SQLite, then to PostgreSQL, beside the
+# router alone (mode = off) whose backend (the generator's) takes each submission without
+# storing it.
+S4_COLUMNS = {
+    "ours-embedded": "embedded (SQLite)",
+    "ours-embedded-pg": "embedded (PostgreSQL)",
+    "ours": "off (no storage)",
+}
 BUSY = 0.9  # a process using this much of a core is probably the bottleneck
 
 Row = tuple[str, str, dict[str, float | None]]  # label, better ("higher"/"lower"), values
@@ -195,23 +200,33 @@ def s4_table(document: dict[str, Any]) -> list[str]:
     """S4's own table: our daemon storing submissions beside it not storing them."""
     s4 = document["summary"]["S4"]
     columns = [c for c in S4_COLUMNS if c in s4]
-    head = ["measure", "better", *(S4_COLUMNS[c] for c in columns), "stored/not stored"]
+    head = [
+        "measure",
+        "better",
+        *(S4_COLUMNS[c] for c in columns),
+        "stored/not stored",
+        "PostgreSQL/SQLite",
+    ]
     lines = [
         "S4 `/submit_task`, ours only. *embedded (SQLite)*: `[backend] mode = embedded`, the"
         " daemon's backend committing each submission to SQLite (WAL, synchronous = FULL)."
-        " *off (no storage)*: the router alone, the generator's backend taking each"
-        " submission without storing it. Both routers acknowledge a submission once they hold"
-        " it; *until all stored* counts from the first measured submission until the last one"
-        " is committed (polled from the database file). Each concurrency level starts a fresh"
-        " daemon (and database).",
+        " *embedded (PostgreSQL)*: the same daemon with `[storage] url`, committing to a"
+        " local PostgreSQL server (a temporary cluster, its commits flushed to disk as"
+        " SQLite's are). *off (no storage)*: the router alone, the generator's backend taking"
+        " each submission without storing it. Every router acknowledges a submission once it"
+        " holds it; *until all stored* counts from the first measured submission until the"
+        " last one is committed (polled from the database). Each concurrency level starts a"
+        " fresh daemon (and database).",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "|".join("---" for _ in head) + "|",
     ]
     for label, better, values in _s4_rows(s4):
         stored, plain = values.get("ours-embedded"), values.get("ours")
+        on_pg = values.get("ours-embedded-pg")
         ratio = f"{stored / plain:.2f}" if stored is not None and plain else "n/a"
-        cells = [label, better, *(_fmt(values.get(c)) for c in columns), ratio]
+        engines = f"{on_pg / stored:.2f}" if on_pg is not None and stored else "n/a"
+        cells = [label, better, *(_fmt(values.get(c)) for c in columns), ratio, engines]
         lines.append("| " + " | ".join(cells) + " |")
     checks = document.get("s4_checks") or []
     if checks:
@@ -334,18 +349,26 @@ def plots(document: dict[str, Any], output: Path) -> list[Path]:
                     out[label] = [float(get(by_c[k]) or 0.0) if k in by_c else 0.0 for k in keys]
             return out
 
-        colors.update({"embedded (SQLite)": "#1f77b4", "off (no storage)": "#aec7e8"})
+        colors.update(
+            {
+                "embedded (SQLite)": "#1f77b4",
+                "embedded (PostgreSQL)": "#9467bd",
+                "off (no storage)": "#aec7e8",
+            }
+        )
         fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
         rates = s4_series(lambda e: e["throughput_per_s"])
-        durable = s4_series(lambda e: e.get("durable_per_s")).get("embedded (SQLite)")
-        if durable:
-            rates["embedded, until all stored"] = durable
-            colors["embedded, until all stored"] = "#2ca02c"
+        durable = s4_series(lambda e: e.get("durable_per_s"))
+        for engine, color in (("SQLite", "#2ca02c"), ("PostgreSQL", "#98df8a")):
+            until = durable.get(f"embedded ({engine})")
+            if until:
+                rates[f"{engine}, until all stored"] = until
+                colors[f"{engine}, until all stored"] = color
         bars(a, keys, rates, "submissions/s")
         a.set_xlabel("concurrent /submit_task clients")
         bars(b, keys, s4_series(lambda e: e["p99_ms"]), "p99 latency (ms)")
         b.set_xlabel("concurrent /submit_task clients")
-        fig.suptitle(f"S4 /submit_task, stored to SQLite or not (ours only) {title}")
+        fig.suptitle(f"S4 /submit_task, stored (SQLite, PostgreSQL) or not (ours) {title}")
         written.append(_save(fig, output / "s4_submissions.png"))
     return written
 

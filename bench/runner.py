@@ -25,6 +25,7 @@ from bench.servers import (
     SetupError,
     mephisto_router_dir,
 )
+from tests.postgres import PostgresServer, PostgresUnavailable, start_server
 
 ALL_SERVERS = ["ours", "mephisto", "floor"]
 # Asked for by name (--servers ours,ours-lb1,ours-lb2): redis-server and haproxy installed.
@@ -33,10 +34,11 @@ CLUSTERS: dict[str, type[OurCluster]] = {
     "ours-lb2": TwoRoutersBehindHAProxy,
 }
 ALL_SCENARIOS = ["S1", "S2", "S3", "S4"]
-# S4 is ours only: the embedded daemon storing to SQLite, and beside it, for the cost of
-# durability, the router alone (mode = off) with the generator's backend taking each
-# submission without storing it.
-S4_VARIANTS = ["ours-embedded", "ours"]
+# S4 is ours only: the embedded daemon storing to SQLite, the same storing to PostgreSQL,
+# and beside them, for the cost of durability, the router alone (mode = off) with the
+# generator's backend taking each submission without storing it.
+S4_VARIANTS = ["ours-embedded", "ours-embedded-pg", "ours"]
+EMBEDDED_VARIANTS = ("ours-embedded", "ours-embedded-pg")
 
 
 @dataclass
@@ -170,18 +172,23 @@ def _summed(stats: list[dict[str, int]]) -> dict[str, int]:
     return total
 
 
-def run_s4(name: str, plan: Plan, workdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_s4(
+    name: str, plan: Plan, workdir: Path, postgres: PostgresServer | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """One S4 run against ``name`` (see S4_VARIANTS): its results, and its durability check.
 
     Each concurrency level gets a freshly started daemon (and, embedded, a new database with
-    just enough units), so levels do not see each other's data.
+    just enough units: on PostgreSQL, a new database of the `postgres` server), so levels
+    do not see each other's data.
     """
     results: list[dict[str, Any]] = []
     backends: list[dict[str, Any]] = []
     check: dict[str, Any] = {"server": name, "acknowledged": 0}
     seconds = 0.0
     for concurrency in plan.s4_concurrencies:
-        level, backend_stats, level_check, elapsed = _run_s4_level(name, plan, concurrency, workdir)
+        level, backend_stats, level_check, elapsed = _run_s4_level(
+            name, plan, concurrency, workdir, postgres
+        )
         results += level
         backends.append(backend_stats)
         seconds += elapsed
@@ -192,11 +199,35 @@ def run_s4(name: str, plan: Plan, workdir: Path) -> tuple[dict[str, Any], dict[s
 
 
 def _run_s4_level(
-    name: str, plan: Plan, concurrency: int, workdir: Path
+    name: str, plan: Plan, concurrency: int, workdir: Path, postgres: PostgresServer | None
+) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], float]:
+    database = None
+    if name == "ours-embedded-pg":
+        if postgres is None:
+            raise SetupError("no PostgreSQL server for the ours-embedded-pg variant")
+        database = postgres.fresh_database()
+    try:
+        return _run_s4_on(name, plan, concurrency, workdir, postgres, database)
+    finally:
+        if postgres is not None and database is not None:
+            postgres.drop_database(database)
+
+
+def _run_s4_on(
+    name: str,
+    plan: Plan,
+    concurrency: int,
+    workdir: Path,
+    postgres: PostgresServer | None,
+    database: str | None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], float]:
     server: Server
+    units = plan.s4_submissions + plan.s4_warmup
     if name == "ours-embedded":
-        server = OurEmbedded(workdir / name, units=plan.s4_submissions + plan.s4_warmup)
+        server = OurEmbedded(workdir / name, units=units)
+    elif name == "ours-embedded-pg":
+        assert postgres is not None and database is not None
+        server = OurEmbedded(workdir / name, units=units, database_url=postgres.url(database))
     else:
         server = OurRouter(workdir / name)
     server.start()
@@ -204,7 +235,7 @@ def _run_s4_level(
     kwargs = scenario_kwargs("S4", plan, server.http_url, server.ws_url)
     kwargs["concurrencies"] = [concurrency]
     if isinstance(server, OurEmbedded):
-        kwargs["database"] = str(server.database_path)
+        kwargs["database"] = server.database
     try:
         if server.needs_backend:
             backend = load.BackendProcess(server.ws_url)
@@ -277,15 +308,35 @@ def run_s4_rounds(
     if "ours" not in servers:
         print("S4: skipped (it measures our daemon only; `ours` is not in --servers)")
         return []
+    failures: list[str] = []
+    postgres = None
+    try:
+        print("S4: starting a temporary PostgreSQL server (tests/postgres.py)...", flush=True)
+        postgres = start_server(durable=True)  # its commits wait for the disk, as SQLite's
+    except PostgresUnavailable as e:
+        print(f"  FAILED: {e}", file=sys.stderr, flush=True)
+        failures.append(f"S4 ours-embedded-pg: {e}")
+    try:
+        failures += _s4_rounds(document, plan, workdir, postgres)
+    finally:
+        if postgres is not None:
+            postgres.stop()
+    return failures
+
+
+def _s4_rounds(
+    document: dict[str, Any], plan: Plan, workdir: Path, postgres: PostgresServer | None
+) -> list[str]:
     failures = []
-    per_variant: dict[str, list[Any]] = {name: [] for name in S4_VARIANTS}
+    variants = [v for v in S4_VARIANTS if postgres is not None or v != "ours-embedded-pg"]
+    per_variant: dict[str, list[Any]] = {name: [] for name in variants}
     checks = document.setdefault("s4_checks", [])
     for round_number in range(plan.rounds):
-        order = S4_VARIANTS if round_number % 2 == 0 else S4_VARIANTS[::-1]
+        order = variants if round_number % 2 == 0 else variants[::-1]
         for name in order:
             print(f"S4 round {round_number + 1}/{plan.rounds}: {name}...", flush=True)
             try:
-                run, check = run_s4(name, plan, workdir)
+                run, check = run_s4(name, plan, workdir, postgres)
             except (SetupError, RuntimeError, subprocess.SubprocessError) as e:
                 print(f"  FAILED: {e}", file=sys.stderr, flush=True)
                 failures.append(f"S4 {name}: {e}")

@@ -3,6 +3,8 @@
 - ``ours``: ``twistd -n --pidfile= architect --config <tmp ini>`` with ``[backend] mode = off``;
 - ``ours-embedded`` (S4 only): the same daemon with ``[backend] mode = embedded``, its backend
   storing to SQLite, and a ``[task]`` with enough units;
+- ``ours-embedded-pg`` (S4 only): the same, storing to a PostgreSQL database (``[storage]
+  url``) of a temporary server the runner starts (tests/postgres.py);
 - ``mephisto``: Mephisto's Node router, taken from the PyPI wheel ``mephisto==1.1.1`` and set up
   on first use in ``bench/.cache/`` (nothing of it is committed);
 - ``floor``: ``python -m bench.floor``, a bare one-hop echo (see floor.py).
@@ -194,8 +196,13 @@ class OurRouter(Server):
         return argv, self.workdir, None
 
 
+# What the embedded daemon logs once its backend serves (architect/router/hub.py).
+READY_LINE = "[architect.router.hub#info] backend connected"
+
+
 class OurEmbedded(OurRouter):
-    """Our daemon with its backend in the same process, storing to SQLite (fresh at each start).
+    """Our daemon with its backend in the same process, storing to SQLite (fresh at each start),
+    or with ``database_url`` to that (empty) PostgreSQL database.
 
     ``units`` must be at least the number of agents the scenario registers.
     """
@@ -204,13 +211,32 @@ class OurEmbedded(OurRouter):
     needs_backend = False
     task_name = "bench"
 
-    def __init__(self, workdir: Path, units: int = 1000) -> None:
+    def __init__(self, workdir: Path, units: int = 1000, database_url: str | None = None) -> None:
         super().__init__(workdir)
         self.units = units
+        self.database_url = database_url
+
+    def start(self) -> None:
+        """Once its backend serves too: the router answers /is_alive while the database is
+        still being opened (longer on PostgreSQL), and registrations get 503 meanwhile."""
+        log = self.workdir / f"{self.name}.log"
+        earlier = log.stat().st_size if log.exists() else 0  # the log of earlier starts
+        super().start()
+        deadline = time.monotonic() + 30
+        while READY_LINE not in log.read_bytes()[earlier:].decode(errors="replace"):
+            if self.process is None or self.process.poll() is not None:
+                raise SetupError(f"{self.name} exited at start; see {log}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise SetupError(f"{self.name}'s backend was not ready within 30 s; see {log}")
+            time.sleep(0.05)
 
     @property
-    def database_path(self) -> Path:
-        return self.workdir / "data" / "architect.sqlite3"
+    def database(self) -> str:
+        """Where the generator reads what is stored: the SQLite file, or the url."""
+        if self.database_url is not None:
+            return self.database_url
+        return str(self.workdir / "data" / "architect.sqlite3")
 
     def config_text(self) -> str:
         shutil.rmtree(self.workdir / "data", ignore_errors=True)
@@ -226,7 +252,8 @@ class OurEmbedded(OurRouter):
             "mode = embedded\n"
             "[storage]\n"
             "data_dir = data\n"
-            "[task]\n"
+            + (f"url = {self.database_url}\n" if self.database_url is not None else "")
+            + "[task]\n"
             f"name = {self.task_name}\n"
             f"units = {units.name}\n"
         )

@@ -13,11 +13,9 @@ from hypothesis import HealthCheck, settings
 from architect.config import StorageConfig
 from architect.database_url import DatabaseUrl, parse_database_url
 from tests.daemon import Daemons
+from tests.engines import ENGINES
 from tests.fuzz_inputs import long_run
 from tests.postgres import PostgresServer, start_server
-
-# The storage engines every storage-dependent test runs on (the `engine` fixture).
-ENGINES = ["sqlite", "postgresql"]
 
 # The default run is short and the same each time (CI); ARCHITECT_FUZZ_EXAMPLES=N runs N
 # examples per property, with new random inputs each run. No example database is kept
@@ -34,7 +32,8 @@ settings.load_profile("architect")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A module with DAEMONS_ON_EVERY_ENGINE = True runs its daemon tests once per engine."""
+    """A module with DAEMONS_ON_EVERY_ENGINE = True runs its daemon tests once per engine
+    (tests/engines.py: on_every_engine does it for one test)."""
     if getattr(metafunc.module, "DAEMONS_ON_EVERY_ENGINE", False):
         if "daemon_engine" in metafunc.fixturenames:
             metafunc.parametrize("daemon_engine", ENGINES)
@@ -71,6 +70,8 @@ async def daemons(
         for name in made:
             assert server is not None
             server.drop_database(name)
+    # A test run "on PostgreSQL" whose daemons kept nothing there is mislabelled.
+    assert daemon_engine != "postgresql" or made, "no daemon of this test used PostgreSQL"
 
 
 @pytest.fixture(scope="session")

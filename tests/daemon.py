@@ -195,6 +195,12 @@ class Daemon:
         """Whether the agent has `status` now (for wait_for)."""
         return await self.status(agent_id) == status
 
+    async def has_event(self, agent_id: str, kind: str) -> bool:
+        """Whether a connection event of `kind` is kept for the agent (for wait_for: the
+        router sends them in batches, the backend writes them in batches)."""
+        events, _ = await self.database.connection_events(self.task_run_id)
+        return any(e.agent_id == agent_id and e.event == kind for e in events)
+
     def unclaimed(self) -> dict[str, Agent]:
         """The agents taken back at the start that no router has shown yet, by id."""
         return self.handler.resumption.unclaimed
@@ -211,8 +217,10 @@ class Daemons:
         self.folder = folder
         self.running: list[Daemon] = []
         self.made = 0
-        # With databases, each embedded daemon gets a new PostgreSQL database of it.
+        # With databases, each data folder a backend keeps gets a new PostgreSQL database
+        # of its own, the same one each time a config with that folder starts (a restart).
         self.databases = databases
+        self.database_of_folder: dict[Path, DatabaseUrl] = {}
 
     def next_folder(self) -> Path:
         """A fresh folder in the test's, for one more daemon's files."""
@@ -225,8 +233,9 @@ class Daemons:
         ready: bool = True,
         on_start_failure: Callable[[Failure], None] | None = None,
     ) -> Daemon:
-        """The daemon of `config`, started; with `ready`, once its backend serves."""
-        daemon = Daemon(config, on_start_failure)
+        """The daemon of `config`, started; with `ready`, once its backend serves. With
+        `databases`, a backend whose config names no database url gets its folder's."""
+        daemon = Daemon(self.on_engine(config), on_start_failure)
         self.running.append(daemon)
         daemon.start()
         if ready and daemon.runs_backend:
@@ -242,11 +251,18 @@ class Daemons:
     ) -> Daemon:
         """An embedded daemon (see `daemon_config`) in a fresh folder, ready."""
         config = daemon_config(self.next_folder(), router=router, backend=backend, task=task)
-        if self.databases is not None:
-            config = attrs.evolve(
-                config, storage=attrs.evolve(config.storage, url=self.databases())
-            )
         return await self.start(config)
+
+    def on_engine(self, config: Config) -> Config:
+        """`config` on the test's engine: as it is on SQLite (or when it names a url, or
+        runs no backend); else on its data folder's PostgreSQL database."""
+        if self.databases is None or config.backend.mode == "off" or config.storage.url:
+            return config
+        folder = config.storage.data_dir
+        if folder not in self.database_of_folder:
+            self.database_of_folder[folder] = self.databases()
+        url = self.database_of_folder[folder]
+        return attrs.evolve(config, storage=attrs.evolve(config.storage, url=url))
 
     async def stop(self, daemon: Daemon) -> None:
         self.running.remove(daemon)

@@ -6,7 +6,8 @@ aiohttp, each its own cookie jar, as a browser) register and submit in waves, ki
 process (or two, one after the other) with SIGKILL at a moment drawn from
 `random.Random(seed)`, starts it again on the same config, port and data, lets the
 workers finish (they retry through the outage as a page would), waits for the backend
-to settle, then reads the SQLite file read-only and counts:
+to settle, then reads the database (the SQLite file, or the PostgreSQL database a run
+is given) read-only and counts:
 
 - acknowledged: submissions answered 200 `{"status": "Submitted!"}`;
 - stored: unit submissions in the database;
@@ -21,7 +22,8 @@ counts those whose delivery the partner saw that are not in `live_updates` after
 restart.
 
 tests/test_faults.py runs these as slow tests; `python -m tests.faults --runs N` runs N
-seeds of every scenario and prints a markdown table (docs/reliability.md has one).
+seeds of every scenario and prints a markdown table (docs/reliability.md has one);
+with --postgresql, on a temporary PostgreSQL server (tests/postgres.py).
 """
 
 from __future__ import annotations
@@ -44,9 +46,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import aiohttp
+import psycopg
+
+from tests.postgres import PostgresServer, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 LIVE_CHAT = ROOT / "examples" / "live_chat"
@@ -282,6 +287,7 @@ class Cluster:
         task: Task,
         processes: Processes,
         router_keys: dict[str, str] | None = None,
+        database_url: str | None = None,
     ) -> None:
         self.topology = topology
         self.folder = folder
@@ -290,16 +296,19 @@ class Cluster:
         router = {**ROUTER_KEYS, **(router_keys or {})}
         listen = f"tcp:{self.port}:interface=127.0.0.1"
         router_lines = "".join(f"{k} = {v}\n" for k, v in router.items())
+        storage = "[storage]\ndata_dir = data\n"
+        if database_url is not None:
+            storage += f"url = {database_url}\n"
         self.processes: dict[str, Process] = {}
         if topology == EMBEDDED:
             ini = self._write(
                 "daemon",
                 f"[router]\nlisten = {listen}\nupload_dir = uploads\n{router_lines}"
                 f"[backend]\nmode = embedded\nstatus_interval = {STATUS_INTERVAL}\n"
-                f"[storage]\ndata_dir = data\n{task.section()}",
+                f"{storage}{task.section()}",
             )
             self.processes["daemon"] = processes.add(Process("daemon", ini))
-            self.database = ini.parent / "data" / "architect.sqlite3"
+            self.database = StoredRows(ini.parent / "data" / "architect.sqlite3", database_url)
         elif topology == SEPARATE:
             ini = self._write(
                 "router",
@@ -311,10 +320,10 @@ class Cluster:
                 "backend",
                 f"[backend]\nmode = remote\nrouter_url = ws://127.0.0.1:{self.port}/\n"
                 f"backend_token = {self.token}\nstatus_interval = {STATUS_INTERVAL}\n"
-                f"[storage]\ndata_dir = data\n{task.section()}",
+                f"{storage}{task.section()}",
             )
             self.processes["backend"] = processes.add(Process("backend", ini))
-            self.database = ini.parent / "data" / "architect.sqlite3"
+            self.database = StoredRows(ini.parent / "data" / "architect.sqlite3", database_url)
         else:
             raise ValueError(f"no topology {topology!r}")
 
@@ -591,18 +600,29 @@ def wave_delay(n: int, count: int) -> float:
 # --- the database ---
 
 
-def read_only(database: Path) -> sqlite3.Connection:
-    return sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)
+@dataclass(frozen=True)
+class StoredRows:
+    """Read-only queries on a cluster's database: its SQLite file, or the url's."""
+
+    sqlite_file: Path
+    url: str | None = None
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        """The rows of `sql` (no rows while the database is not made yet)."""
+        if self.url is not None:
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as db:
+                db.read_only = True
+                return db.execute(sql).fetchall()
+        if not self.sqlite_file.exists():
+            return []
+        uri = f"file:{self.sqlite_file}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
+            return db.execute(sql).fetchall()
 
 
-def stored_submissions(database: Path) -> list[tuple[str, str | None]]:
+def stored_submissions(database: StoredRows) -> list[tuple[str, str | None]]:
     """(agent id, token) of every unit submission stored."""
-    if not database.exists():
-        return []
-    with contextlib.closing(read_only(database)) as db:
-        rows = db.execute(
-            "SELECT agent_id, data FROM submissions WHERE kind = 'unit' ORDER BY id"
-        ).fetchall()
+    rows = database.query("SELECT agent_id, data FROM submissions WHERE kind = 'unit' ORDER BY id")
     out = []
     for agent_id, data in rows:
         try:
@@ -628,27 +648,20 @@ def duplicates(rows: list[tuple[str, str | None]]) -> int:
     return repeated
 
 
-def extra_agents(database: Path) -> int:
+def extra_agents(database: StoredRows) -> int:
     """Agents beyond the first of each registration id: a retried registration that got a
     fresh agent rather than the one it had been given."""
-    if not database.exists():
-        return 0
-    with contextlib.closing(read_only(database)) as db:
-        rows = db.execute(
-            "SELECT COUNT(*) - COUNT(DISTINCT agent_registration_id) FROM agents"
-            " WHERE kind = 'unit'"
-        ).fetchone()
-    return int(rows[0] or 0)
+    rows = database.query(
+        "SELECT COUNT(*) - COUNT(DISTINCT agent_registration_id) FROM agents WHERE kind = 'unit'"
+    )
+    return int(rows[0][0] or 0) if rows else 0
 
 
-def stored_live_updates(database: Path) -> list[tuple[str, str | None, str]]:
+def stored_live_updates(database: StoredRows) -> list[tuple[str, str | None, str]]:
     """(agent id, update_id, data) of every browser-sent live update stored."""
-    if not database.exists():
-        return []
-    with contextlib.closing(read_only(database)) as db:
-        rows = db.execute(
-            "SELECT agent_id, update_id, data FROM live_updates WHERE direction = 'mephisto_bound'"
-        ).fetchall()
+    rows = database.query(
+        "SELECT agent_id, update_id, data FROM live_updates WHERE direction = 'mephisto_bound'"
+    )
     return [(str(a), u, str(d)) for a, u, d in rows]
 
 
@@ -660,8 +673,8 @@ async def settle(count: Callable[[], int], complete: Callable[[], bool]) -> floa
     while time.monotonic() - started < SETTLE_FOR:
         try:
             now = count()
-        except sqlite3.Error:
-            now = -1  # the file is being created or locked: ask again
+        except (sqlite3.Error, psycopg.Error):
+            now = -1  # the database is being created or locked: ask again
         if now >= 0 and complete():
             break
         if now != last:
@@ -700,6 +713,7 @@ class Outcome:
     seconds: float = 0.0
     notable: list[str] = field(default_factory=list)
     what: str = "submissions"
+    engine: str = "sqlite"
 
     def problems(self) -> dict[str, int]:
         """What went wrong, by kind, with its count (only the kinds that happened).
@@ -725,7 +739,8 @@ class Outcome:
         s = self.scenario
         refusals = dict(sorted(self.refusals.items())) or "none"
         text = (
-            f"[{self.what}] topology={s.topology} kill={s.target} seed={self.seed}:"
+            f"[{self.what}] engine={self.engine} topology={s.topology} kill={s.target}"
+            f" seed={self.seed}:"
             f" acknowledged={self.acknowledged} stored={self.stored} lost={len(self.lost)}"
             f" duplicated={self.duplicated} wrong_agent={self.wrong_agent}"
             f" refusals={refusals} 404s={self.not_found}"
@@ -757,8 +772,23 @@ class Outcome:
         return text
 
 
-Runner = Callable[[Scenario, int, Path, Processes], Coroutine[Any, Any, Outcome]]
-"""run_submissions or run_live."""
+def engine_of(database_url: str | None) -> str:
+    return "sqlite" if database_url is None else "postgresql"
+
+
+class Runner(Protocol):
+    """run_submissions or run_live: on the cluster's SQLite file, or at database_url."""
+
+    __name__: str
+
+    def __call__(
+        self,
+        scenario: Scenario,
+        seed: int,
+        folder: Path,
+        processes: Processes,
+        database_url: str | None = None,
+    ) -> Coroutine[Any, Any, Outcome]: ...
 
 
 def count_workers(outcome: Outcome, workers: Iterable[Worker]) -> None:
@@ -794,13 +824,19 @@ def count_moments(outcome: Outcome, moments: Iterable[float]) -> None:
 
 
 async def run_submissions(
-    scenario: Scenario, seed: int, folder: Path, processes: Processes
+    scenario: Scenario,
+    seed: int,
+    folder: Path,
+    processes: Processes,
+    database_url: str | None = None,
 ) -> Outcome:
     """One run of `scenario` with `seed`: returns the counts; the processes are left for
     the caller to end (`processes.kill_all()`)."""
     started = time.monotonic()
     rng = random.Random(seed)
-    cluster = Cluster(scenario.topology, folder, static_task(folder), processes)
+    cluster = Cluster(
+        scenario.topology, folder, static_task(folder), processes, database_url=database_url
+    )
     await cluster.start_all()
     workers = make_workers(seed)
     at = Timeline()
@@ -822,7 +858,7 @@ async def run_submissions(
         tokens = {t for _, t in stored_submissions(cluster.database)}
         return all(t in tokens for t in acknowledged)
 
-    outcome = Outcome(scenario, seed, at)
+    outcome = Outcome(scenario, seed, at, engine=engine_of(database_url))
     outcome.settle_seconds = await settle(
         lambda: len(stored_submissions(cluster.database)), complete
     )
@@ -984,13 +1020,24 @@ async def live_worker(
                 await sock
 
 
-async def run_live(scenario: Scenario, seed: int, folder: Path, processes: Processes) -> Outcome:
+async def run_live(
+    scenario: Scenario,
+    seed: int,
+    folder: Path,
+    processes: Processes,
+    database_url: str | None = None,
+) -> Outcome:
     """Pairs of workers chat (examples/live_chat) while the scenario's processes are killed
     and started again; every message the partner received must be in `live_updates`."""
     started = time.monotonic()
     rng = random.Random(seed)
     cluster = Cluster(
-        scenario.topology, folder, live_task(folder), processes, router_keys=LIVE_ROUTER_KEYS
+        scenario.topology,
+        folder,
+        live_task(folder),
+        processes,
+        router_keys=LIVE_ROUTER_KEYS,
+        database_url=database_url,
     )
     await cluster.start_all()
     lives = [LiveWorker(w) for w in make_workers(seed, LIVE_PAIRS * 2)]
@@ -1026,7 +1073,7 @@ async def run_live(scenario: Scenario, seed: int, folder: Path, processes: Proce
         stored = delivered_stored()
         return all(uid in stored for _, uid, _ in delivered)
 
-    outcome = Outcome(scenario, seed, at, what="live updates")
+    outcome = Outcome(scenario, seed, at, what="live updates", engine=engine_of(database_url))
     outcome.settle_seconds = await settle(
         lambda: len(stored_live_updates(cluster.database)), complete
     )
@@ -1056,18 +1103,19 @@ def table(outcomes: list[Outcome]) -> str:
     """One row per scenario (and kind of run): its runs added up; "(k runs)" counts the
     runs that had any."""
     rows = [
-        "| topology | kill target | runs | acknowledged | lost | duplicated | 404s | not resumed |",
-        "|---|---|---|---|---|---|---|---|",
+        "| topology | kill target | engine | runs | acknowledged | lost | duplicated | 404s"
+        " | not resumed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    by: dict[tuple[str, str], list[Outcome]] = {}
+    by: dict[tuple[str, str, str], list[Outcome]] = {}
     for o in outcomes:
-        by.setdefault((o.what, o.scenario.name), []).append(o)
+        by.setdefault((o.what, o.scenario.name, o.engine), []).append(o)
 
     def total(group: list[Outcome], count: Callable[[Outcome], int]) -> str:
         n, runs = sum(count(o) for o in group), sum(1 for o in group if count(o))
         return f"{n} ({runs} runs)" if n else "0"
 
-    for (what, _), group in by.items():
+    for (what, _, engine), group in by.items():
         s = group[0].scenario
         topology = "embedded" if s.topology == EMBEDDED else "router (`off`) + remote backend"
         if what != "submissions":
@@ -1076,7 +1124,7 @@ def table(outcomes: list[Outcome]) -> str:
             total(group, lambda o: int(o.acknowledged_after == 0)) if what != "submissions" else "-"
         )
         rows.append(
-            f"| {topology} | {s.target} | {len(group)}"
+            f"| {topology} | {s.target} | {engine} | {len(group)}"
             f" | {sum(o.acknowledged for o in group)}"
             f" | {total(group, lambda o: len(o.lost))}"
             f" | {total(group, lambda o: o.duplicated)}"
@@ -1091,17 +1139,16 @@ async def run_one(
     scenario: Scenario,
     seed: int,
     folder: Path,
+    database_url: str | None = None,
 ) -> Outcome:
     processes = Processes()
     try:
-        return await runner(scenario, seed, folder, processes)
+        return await runner(scenario, seed, folder, processes, database_url)
     finally:
         processes.kill_all()
 
 
 def main(argv: list[str] | None = None) -> None:
-    import tempfile
-
     parser = argparse.ArgumentParser(prog="python -m tests.faults", description=__doc__)
     parser.add_argument("--runs", type=int, default=3, help="seeds per scenario (1..N)")
     parser.add_argument("--first-seed", type=int, default=1)
@@ -1111,7 +1158,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--live", action="store_true", help="also the live update runs")
     parser.add_argument("--only-live", action="store_true", help="only the live update runs")
     parser.add_argument("--keep", type=Path, help="keep each run's folder under this one")
+    parser.add_argument(
+        "--postgresql", action="store_true", help="on a temporary PostgreSQL server, not SQLite"
+    )
     args = parser.parse_args(argv)
+    server = start_server() if args.postgresql else None
+    try:
+        print(table(_runs(args, server)))
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _runs(args: argparse.Namespace, server: PostgresServer | None) -> list[Outcome]:
+    """Every run the arguments ask for, each on a database of its own."""
+    import tempfile
+
     scenarios = [BY_NAME[n] for n in args.scenario] if args.scenario else SCENARIOS
     runners: list[Runner] = []
     if not args.only_live:
@@ -1127,11 +1189,17 @@ def main(argv: list[str] | None = None) -> None:
                     if args.keep is not None:
                         folder = args.keep / f"{runner.__name__}-{scenario.name}-{seed}"
                         folder.mkdir(parents=True, exist_ok=True)
-                    outcome = asyncio.run(run_one(runner, scenario, seed, folder))
+                    name = server.fresh_database() if server is not None else None
+                    url = server.url(name) if server is not None and name else None
+                    try:
+                        outcome = asyncio.run(run_one(runner, scenario, seed, folder, url))
+                    finally:
+                        if server is not None and name:
+                            server.drop_database(name)
                 print(outcome.report(), flush=True)
                 outcomes.append(outcome)
     print()
-    print(table(outcomes))
+    return outcomes
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 The server refuses to run as root, so when the tests run as root it runs as its own
 system user (SERVER_USER, created if missing). The cluster lives in a temporary folder,
 listens on 127.0.0.1 at a free port (and a unix socket in that folder), trusts local
-connections and skips fsync: it holds only test data and dies with the session. Each test
-gets a database of its own (fresh_database). Anything that goes wrong raises: the tests
-that need PostgreSQL fail loudly, never skip.
+connections and skips fsync: it holds only test data and dies with the session (the
+benchmark, bench/, starts one that keeps fsync). Each test gets a database of its own
+(fresh_database). Anything that goes wrong raises: the tests that need PostgreSQL fail
+loudly, never skip.
 """
 
 from __future__ import annotations
@@ -136,7 +137,9 @@ def _free_port() -> int:
         return port
 
 
-def start_server() -> PostgresServer:
+def start_server(durable: bool = False) -> PostgresServer:
+    """A temporary server; with `durable`, its commits wait for the disk as a real one's do
+    (the benchmark's), else fsync is off (test data only: speed over a power cut)."""
     bin_dir = find_bin_dir()
     user = _server_user()
     root = Path(tempfile.mkdtemp(prefix="architect-pg-"))
@@ -156,6 +159,7 @@ def start_server() -> PostgresServer:
     hba = data / "pg_hba.conf"
     hba.write_text(f"host all {PASSWORD_USER} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
     port = _free_port()
+    settings = ["-c", "max_connections=200"] + ([] if durable else ["-c", "fsync=off"])
     log = (root / "server.log").open("wb")
     process = subprocess.Popen(
         _as_user(
@@ -170,10 +174,7 @@ def start_server() -> PostgresServer:
                 str(root),
                 "-c",
                 "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",  # test data only: speed over surviving a power cut
-                "-c",
-                "max_connections=200",
+                *settings,
             ],
         ),
         stdout=log,

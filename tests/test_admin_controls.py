@@ -22,6 +22,7 @@ from architect.qualifications import BLOCKED, parse_requirements
 from tests.admin_support import ADMIN_TOKEN, control, register, sample, scrape, state, with_admin
 from tests.clients import Browser, wait_for
 from tests.daemon import Daemon, Daemons, daemon_config
+from tests.engines import on_every_engine
 
 LIVE = {"name": "ops", "module": "architect.demo.task"}
 
@@ -30,6 +31,7 @@ async def start(daemons: Daemons, **task: Any) -> Daemon:
     return await daemons.start(with_admin(daemon_config(daemons.next_folder(), task=task)))
 
 
+@on_every_engine
 @pytest_twisted.ensureDeferred
 async def test_expiring_an_agent_tells_its_page_and_returns_its_unit(daemons: Daemons) -> None:
     daemon = await start(daemons)
@@ -48,6 +50,7 @@ async def test_expiring_an_agent_tells_its_page_and_returns_its_unit(daemons: Da
     assert code == 404 and "no agent" in answer["error"]
 
 
+@on_every_engine
 @pytest_twisted.ensureDeferred
 async def test_a_blocked_worker_is_refused_until_unblocked(daemons: Daemons) -> None:
     daemon = await start(daemons)
@@ -66,6 +69,7 @@ async def test_a_blocked_worker_is_refused_until_unblocked(daemons: Daemons) -> 
     assert code == 404
 
 
+@on_every_engine
 @pytest_twisted.ensureDeferred
 async def test_grant_and_revoke_decide_registrations(daemons: Daemons) -> None:
     daemon = await start(daemons, qualifications=parse_requirements('[["english", ">=", 2]]'))
@@ -84,6 +88,7 @@ async def test_grant_and_revoke_decide_registrations(daemons: Daemons) -> None:
     assert code == 400 and "qualification" in answer["error"]
 
 
+@on_every_engine
 @pytest_twisted.ensureDeferred
 async def test_limits_change_at_run_time(daemons: Daemons) -> None:
     daemon = await start(daemons)
@@ -107,6 +112,7 @@ async def test_limits_change_at_run_time(daemons: Daemons) -> None:
     assert (await state(daemon))["settings"]["maximum_units_per_worker"] == 0
 
 
+@on_every_engine
 @pytest_twisted.ensureDeferred
 async def test_the_live_timeout_changes_for_assignments_starting_afterwards(
     daemons: Daemons,
@@ -147,6 +153,7 @@ async def architect_admin(ini: Path, *argv: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
+@on_every_engine
 @pytest_twisted.ensureDeferred
 async def test_the_architect_admin_command(
     daemons: Daemons, tmp_path: Path, capsys: pytest.CaptureFixture[str]

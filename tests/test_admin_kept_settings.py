@@ -9,13 +9,16 @@ from pathlib import Path
 import attrs
 import pytest_twisted
 
-from architect.config import TaskConfig
+from architect.config import StorageConfig, TaskConfig
 from architect.run_settings import restored
-from architect.storage import open_sqlite_database
+from architect.storage import open_database
 from tests.admin_support import control, register, with_admin
 from tests.clients import Browser
 from tests.daemon import Daemons, daemon_config
 from tests.test_admin_controls import architect_admin, ini_for
+
+# Their daemons keep the run in a database: each test runs on every engine (conftest).
+DAEMONS_ON_EVERY_ENGINE = True
 
 
 @pytest_twisted.ensureDeferred
@@ -74,8 +77,8 @@ async def test_a_newer_edit_of_the_ini_file_wins_at_a_restart(daemons: Daemons) 
 
 
 @pytest_twisted.ensureDeferred
-async def test_kept_settings_of_unknown_names_are_left_alone(tmp_path: Path) -> None:
-    database = await open_sqlite_database(tmp_path)
+async def test_kept_settings_of_unknown_names_are_left_alone(storage_config: StorageConfig) -> None:
+    database = await open_database(storage_config)
     try:
         run = await database.find_or_create_task_run("r", {})
         await database.keep_setting(run.id, "units", 9, 1, "admin")

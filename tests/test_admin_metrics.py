@@ -95,6 +95,9 @@ async def test_an_embedded_daemons_metrics(daemons: Daemons) -> None:
     assert sample(after, "architect_backend_connected") == 1
     assert sample(after, "architect_backend_queue_packets") == 0
     assert sample(after, "architect_agents_at_work") == 0
+    commits = sample(after, "architect_database_commit_seconds_count")
+    assert commits > sample(before, "architect_database_commit_seconds_count") >= 1
+    assert sample(after, "architect_database_commit_seconds_sum") > 0
 
 
 @pytest_twisted.ensureDeferred

@@ -43,7 +43,7 @@ from architect.router.web import RouterWeb
 from architect.storage import StorageError
 from architect.upload_names import new_upload_name
 from tests.clients import Browsers, PacketClient, open_socket, wait_for
-from tests.daemon import Daemon, Daemons
+from tests.daemon import Daemon, Daemons, daemon_config
 
 # Each embedded daemon here runs once on SQLite, once on PostgreSQL (conftest).
 DAEMONS_ON_EVERY_ENGINE = True
@@ -702,3 +702,17 @@ async def test_a_database_that_cannot_open_stops_the_start(
     assert [f.check(StorageError) for f in failures] == [StorageError]
     assert any(e["log_level"] == LogLevel.critical for e in events)
     assert daemon.hub.backend is None  # never announced
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_registration_while_the_embedded_backend_starts_waits_for_it(
+    daemons: Daemons, workers: Browsers
+) -> None:
+    """The router listens before its backend has opened the database (on PostgreSQL a
+    connection and the schema away): a page registering then is answered, not refused."""
+    daemon = await daemons.start(daemon_config(daemons.next_folder()), ready=False)
+    router = daemon.service.getServiceNamed("router")
+    await wait_for(lambda: router.port_number is not None, "the router to listen")
+    details = await request_agent(workers, daemon.port, "w1")
+    assert details["agent_id"], details
+    await daemon.when_ready()

@@ -1,6 +1,7 @@
 """`python -m bench --quick` runs end to end against every server and gives sane numbers.
 
-S4 (ours only) must also show that every acknowledged submission reached SQLite once.
+S4 (ours only) must also show that every acknowledged submission reached the database once,
+on SQLite and on PostgreSQL (a temporary server, tests/postgres.py).
 
 This is a smoke test of the harness, never a speed threshold. It sets up Mephisto's Node
 router itself on first use (PyPI wheel + npm); if that fails, the test fails.
@@ -63,13 +64,16 @@ def test_quick_bench(tmp_path: Path) -> None:
     table = (tmp_path / "table.md").read_text()
     assert "ours/mephisto" in table
     assert "stored/not stored" in table
+    assert "PostgreSQL/SQLite" in table
 
 
 def check_s4(document: dict) -> None:
-    """S4 (ours only): the embedded daemon storing to SQLite, and the router alone beside it."""
+    """S4 (ours only): the embedded daemon storing to SQLite, to PostgreSQL, and the router
+    alone beside them."""
     plan = document["plan"]
     s4 = document["summary"]["S4"]
-    assert sorted(s4) == ["ours", "ours-embedded"], s4
+    embedded = ["ours-embedded", "ours-embedded-pg"]
+    assert sorted(s4) == ["ours", *embedded], s4
     for variant, entries in s4.items():
         assert [e["concurrency"] for e in entries] == plan["s4_concurrencies"]
         for e in entries:
@@ -80,7 +84,7 @@ def check_s4(document: dict) -> None:
             assert e["registration_per_s"] > 0, (where, e)
             check_latency(e, where)
             assert "acknowledged_agents" not in e  # the long list is not kept in the summary
-            if variant == "ours-embedded":
+            if variant in embedded:
                 # counted until the last acknowledged submission was in the database
                 assert e["durable_per_s"] > 0, (where, e)
                 assert e["all_stored_s"] > 0, (where, e)
@@ -89,8 +93,9 @@ def check_s4(document: dict) -> None:
     # Every acknowledged submission was stored exactly once (read back by `architect results`).
     per_run = len(plan["s4_concurrencies"]) * (plan["s4_submissions"] + plan["s4_warmup"])
     checks = {c["server"]: c for c in document["s4_checks"]}
-    stored = checks["ours-embedded"]
-    assert stored["acknowledged"] == stored["stored"] == per_run, stored
-    assert stored["missing"] == stored["duplicates"] == stored["unexpected"] == 0, stored
+    for variant in embedded:
+        stored = checks[variant]
+        assert stored["acknowledged"] == stored["stored"] == per_run, stored
+        assert stored["missing"] == stored["duplicates"] == stored["unexpected"] == 0, stored
     plain = checks["ours"]
     assert plain["acknowledged"] == plain["delivered_to_backend"] == per_run, plain

@@ -255,3 +255,44 @@ def test_embedded_submission_that_cannot_be_stored_is_refused() -> None:
     e.flush()
     assert acks[1] is None
     assert [s.data for s in store.of_agent(agent_id)] == [{"answer": 1}]
+
+
+class OpenedSocket:
+    """What WebsocketChannel uses of its BackendSocket once it is open."""
+
+    extensions: frozenset[str] = frozenset()
+    confirms = False
+
+    def __init__(self) -> None:
+        self.sent: list[Packet] = []
+
+    def send_packet(self, packet: Packet) -> None:
+        self.sent.append(packet)
+
+    def sendClose(self, code: int, reason: str) -> None:
+        pass
+
+
+def test_websocket_channel_says_when_an_open_link_broke_but_not_when_it_closes() -> None:
+    channel = WebsocketChannel(Clock(), "ws://127.0.0.1:9/", endpoint=RefusingEndpoint())
+    lost: list[Channel] = []
+    channel.on_lost = lost.append
+    never_opened = OpenedSocket()
+    channel._socket_closed(never_opened, 1006, "refused")  # type: ignore[arg-type]
+    assert lost == []  # a try that failed: nothing was lost
+    socket = OpenedSocket()
+    channel._socket_opened(socket)  # type: ignore[arg-type]
+    channel._socket_closed(socket, 1006, "gone")  # type: ignore[arg-type]
+    assert lost == [channel]
+    again = OpenedSocket()
+    channel._socket_opened(again)  # type: ignore[arg-type]
+    channel.close()
+    channel._socket_closed(again, 1000, "backend stopping")  # type: ignore[arg-type]
+    assert lost == [channel]
+
+
+def test_the_in_process_link_takes_the_events_extension() -> None:
+    e = Embedded()
+    e.channel.open()
+    assert e.hub.backend_takes_events
+    assert not e.hub.backend_confirms  # it confirms by being a ConfirmingLink instead

@@ -7,15 +7,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from architect.backend.client_io import ClientIOHandler
 from architect.backend.registration import Registration
+from architect.connection_events import ConnectionEvent, EventRepeats, to_wire
+from architect.connection_events import ConnectionEventKind as Kind
 from architect.protocol import (
     AGENT_DETAILS,
     CLIENT_BOUND_LIVE_UPDATE,
+    CONNECTION_EVENTS,
     HEARTBEAT,
     LOG_ERROR,
     MEPHISTO,
@@ -921,3 +924,66 @@ def test_a_version_mismatch_with_control_characters_is_logged_on_one_line() -> N
     [line] = lines_of(events)
     assert "a\\nb\\ud800" in line
     line.encode("utf-8")  # a log file takes it
+
+
+# --- connection events ---
+
+
+class EventList:
+    """A ConnectionEventLog that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.events: list[ConnectionEvent] = []
+        self.repeats: list[EventRepeats] = []
+
+    def add(self, events: Sequence[ConnectionEvent], repeats: Sequence[EventRepeats] = ()) -> None:
+        self.events.extend(events)
+        self.repeats.extend(repeats)
+
+    def settled(self) -> Deferred[None]:
+        return succeed(None)
+
+
+def with_event_list(b: Backend) -> EventList:
+    b.handler.events = kept = EventList()
+    return kept
+
+
+def test_losing_the_router_is_noted_for_the_agents_at_work_on_its_channel() -> None:
+    b = Backend()
+    kept = with_event_list(b)
+    working = b.register("r1", "w1")["agent_id"]
+    done = b.register("r2", "w2")["agent_id"]
+    b.channel.receive(SUBMIT_UNIT, done, {"answer": 1})
+    other = b.add_channel("two")
+    elsewhere = b.register("r3", "w3", channel=other)["agent_id"]
+    b.clock.advance(5)
+    b.channel.on_lost(b.channel)
+    assert kept.events == [ConnectionEvent(working, Kind.ROUTER_LOST, 5.0)]
+    other.on_lost(other)
+    assert kept.events[-1] == ConnectionEvent(elsewhere, Kind.ROUTER_LOST, 5.0)
+
+
+def test_registering_again_for_the_same_agent_is_noted() -> None:
+    b = Backend()
+    kept = with_event_list(b)
+    agent_id = b.register("r1", "w1", registration_id="reg-1")["agent_id"]
+    assert kept.events == []
+    b.clock.advance(3)
+    assert b.register("r2", "w1", registration_id="reg-1")["agent_id"] == agent_id
+    assert kept.events == [ConnectionEvent(agent_id, Kind.REGISTERED_AGAIN, 3.0)]
+
+
+def test_a_routers_events_are_kept_and_odd_entries_left_out_and_logged() -> None:
+    b = Backend()
+    kept = with_event_list(b)
+    events = [ConnectionEvent("a1", Kind.SOCKET_CLOSE, 2.0, code=1006)]
+    data = to_wire(events, [EventRepeats("a1", Kind.RELOAD, 9, 3.0)], dropped=4)
+    data["events"].append({"agent_id": "a1", "event": "router_lost", "at": 1.0})
+    with capturedLogs() as logged:
+        b.channel.receive(CONNECTION_EVENTS, MEPHISTO, data)
+    assert kept.events == events
+    assert kept.repeats == [EventRepeats("a1", Kind.RELOAD, 9, 3.0)]
+    told = [formatEvent(e) for e in logged]
+    assert any("left out 1 odd entries" in line for line in told)
+    assert any("dropped 4 connection events" in line for line in told)

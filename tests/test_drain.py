@@ -18,6 +18,7 @@ from architect.protocol import AGENT_DETAILS, ALIVE, MEPHISTO, REGISTER_AGENT, C
 from tests.admin_support import register, submit
 from tests.clients import Browser, PacketClient, open_socket, wait_for
 from tests.daemon import ANY_LOOPBACK_PORT, Daemon, Daemons
+from tests.engines import on_every_engine
 
 TOKEN = "drain-test-token"
 
@@ -112,6 +113,7 @@ async def test_without_a_backend_nothing_is_waited_for(daemons: Daemons) -> None
     assert time.monotonic() - started < 2
 
 
+@on_every_engine
 @pytest_twisted.ensureDeferred
 async def test_an_embedded_daemon_closes_its_agents_sockets_with_1012(daemons: Daemons) -> None:
     daemon = await daemons.embedded(router={"drain_timeout": 5.0})

@@ -26,7 +26,6 @@ from architect.storage import (
     SubmissionKind,
     UnitStatus,
     open_database,
-    open_sqlite_database,
 )
 from architect.tap import build_service
 from architect.tasks.agent import Agent
@@ -35,6 +34,7 @@ from architect.tasks.live import Assignment
 from tests.backend_stack import BackendStack
 from tests.clients import Browsers, reactor, wait_for
 from tests.daemon import Daemons, daemon_config, relocated
+from tests.engines import on_every_engine
 
 WINDOW = 1800.0  # the default assignment_duration
 ROOT = Path(__file__).resolve().parent.parent
@@ -344,10 +344,11 @@ def test_stop_cancels_every_timer() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_restart_continues_the_window_from_the_agents_creation(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+async def test_a_restart_continues_the_window_from_the_agents_creation(
+    storage_config: StorageConfig,
+) -> None:
     first_life = Clock()
-    db = await open_sqlite_database(data_dir, clock=first_life)
+    db = await open_database(storage_config, clock=first_life)
     stack = await BackendStack.make(db, units(3), clock=first_life, assignment_duration=100)
     early = (await stack.register("w1", "reg-1"))["agent_id"]
     first_life.advance(50)
@@ -356,7 +357,7 @@ async def test_a_restart_continues_the_window_from_the_agents_creation(tmp_path:
 
     second_life = Clock()
     second_life.advance(120)  # down for 70 s: `early`'s window ended meanwhile
-    db = await open_sqlite_database(data_dir, clock=second_life)
+    db = await open_database(storage_config, clock=second_life)
     try:
         stack = await BackendStack.make(db, units(3), clock=second_life, assignment_duration=100)
         resumption = Resumption(second_life, window=60.0, static_task=True)
@@ -413,6 +414,7 @@ def test_a_live_timeout_the_window_would_cut_short_is_warned_about(tmp_path: Pat
 # --- black box: a real embedded daemon ---
 
 
+@on_every_engine
 @pytest_twisted.ensureDeferred
 async def test_a_daemon_gives_squatted_units_back_after_the_window(daemons: Daemons) -> None:
     duration = 1.5  # seconds: room for eleven registrations on a slow machine

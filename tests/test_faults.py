@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from architect.database_url import DatabaseUrl
 from tests.faults import (
     BY_NAME,
     Outcome,
@@ -80,9 +81,10 @@ def run(
     seed: int,
     folder: Path,
     processes: Processes,
+    database_url: str | None = None,
 ) -> Outcome:
     try:
-        outcome = asyncio.run(runner(scenario, seed, folder, processes))
+        outcome = asyncio.run(runner(scenario, seed, folder, processes, database_url))
     except BaseException:
         print(processes.tails())
         raise
@@ -147,6 +149,31 @@ def test_live_updates_delivered_are_stored(
     name: str, seed: int, tmp_path: Path, processes: Processes
 ) -> None:
     judge(run(run_live, BY_NAME[name], seed, tmp_path, processes), processes)
+
+
+# --- the same promises on PostgreSQL: the killed backend restarts on the same database.
+# One seed each (the SQLite runs above draw the kill at more moments).
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("runner", "name"),
+    [
+        pytest.param(run_submissions, "embedded", id="submissions-embedded-daemon-killed"),
+        pytest.param(run_submissions, "backend", id="submissions-separate-backend-killed"),
+        pytest.param(
+            run_submissions, "backend-router", id="submissions-separate-backend-then-router-killed"
+        ),
+        pytest.param(run_live, "embedded", id="live-embedded-daemon-killed"),
+        pytest.param(run_live, "backend", id="live-separate-backend-killed"),
+    ],
+)
+def test_nothing_acknowledged_is_lost_on_postgresql(
+    runner: Runner, name: str, tmp_path: Path, processes: Processes, postgres_url: DatabaseUrl
+) -> None:
+    outcome = run(runner, BY_NAME[name], 1, tmp_path, processes, str(postgres_url))
+    assert outcome.engine == "postgresql" and outcome.stored > 0
+    judge(outcome, processes)
 
 
 # --- the checks can fail (fast: no daemon) ---

@@ -1,14 +1,14 @@
 """Finished agents are forgotten: the backend's memory holds the agents at work, and the
 database answers for the others (a reload, a late packet, a router that is behind).
 
-Through the real backend (tests/backend_stack.py): a SQLite file, the stored pool, the task
-runner and the ClientIOHandler, with a fake router channel and a task.Clock.
+Through the real backend (tests/backend_stack.py): a real database (each engine), the
+stored pool, the task runner and the ClientIOHandler, with a fake router channel and a
+task.Clock.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +19,7 @@ from twisted.logger import LogLevel, capturedLogs
 from architect.backend.resume import Resumption
 from architect.config import StorageConfig
 from architect.protocol import CLIENT_BOUND_LIVE_UPDATE, FailureReason, Status
-from architect.storage import Database, SubmissionKind, open_database, open_sqlite_database
+from architect.storage import Database, SubmissionKind, open_database
 from architect.tasks.agent import Agent, AgentGone
 from architect.tasks.definition import LIVE, TaskDefinition, WorkerInfo
 from architect.tasks.live import Assignment
@@ -185,17 +185,16 @@ async def test_a_partner_disconnect_ends_the_room_and_frees_both_agents(
 
 @pytest_twisted.ensureDeferred
 async def test_a_restarted_backend_holds_only_the_agents_it_takes_back(
-    tmp_path: Path,
+    storage_config: StorageConfig,
 ) -> None:
-    data_dir = tmp_path / "data"
-    db = await open_sqlite_database(data_dir, clock=Clock())
+    db = await open_database(storage_config, clock=Clock())
     stack = await BackendStack.make(db, units(10))
     agents = [(await stack.register(f"w{n}", f"reg-{n}"))["agent_id"] for n in range(10)]
     for agent_id in agents[:7]:
         await stack.submit(agent_id, {"done": True})
     await db.close()
 
-    db = await open_sqlite_database(data_dir, clock=Clock())
+    db = await open_database(storage_config, clock=Clock())
     try:
         stack = await BackendStack.make(db, units(10))
         resumption = Resumption(stack.clock, window=60.0, static_task=True)

@@ -239,6 +239,34 @@ def test_request_agent_without_backend_is_refused_at_once(tmp_path: Path) -> Non
         hub.request_agent({}, None, None)
 
 
+def test_an_embedded_router_holds_registrations_until_its_backend_is_up(tmp_path: Path) -> None:
+    """Its backend is in the same process, opening its database (longer on PostgreSQL):
+    a page that registers meanwhile waits for it rather than getting a 503."""
+    clock = Clock()
+    hub = RouterHub(clock, RouterConfig(upload_dir=tmp_path, request_timeout=5.0), False)
+    early = results(hub.request_agent({"worker_name": "w"}, None, None))
+    clock.advance(2)
+    assert early == []
+    backend = FakeLink("embedded backend")
+    hub.backend_connected(backend)
+    [request] = backend.of_type(REGISTER_AGENT)
+    answer = {"request_id": request.data["request_id"], "agent_id": "a-1", "worker_id": "w1"}
+    hub.link_packet(backend, Packet(AGENT_DETAILS, request.subject_id, answer))
+    assert early and early[0]["data"]["agent_id"] == "a-1"
+    # Once it came, its absence is a 503 again (the daemon is stopping).
+    hub.link_lost(backend)
+    with pytest.raises(NoBackend):
+        hub.request_agent({"worker_name": "w"}, None, None)
+
+
+def test_a_backend_that_never_comes_times_the_held_registration_out(tmp_path: Path) -> None:
+    clock = Clock()
+    hub = RouterHub(clock, RouterConfig(upload_dir=tmp_path, request_timeout=5.0), False)
+    held = results(hub.request_agent({"worker_name": "w"}, None, None))
+    clock.advance(5)
+    assert held and held[0].check(BackendTimeout)
+
+
 def test_request_agent_is_answered_with_the_whole_packet(tmp_path: Path) -> None:
     _, hub = make_hub(tmp_path)
     backend = connect_backend(hub)

@@ -1,5 +1,5 @@
 """A separate router (mode off, with its journal) and our remote backend, as build_service
-wires them, over real loopback sockets and a real SQLite file: the confirmation
+wires them, over real loopback sockets and a real database (each engine): the confirmation
 extension is agreed in the handshake, a worker's "Submitted!" means stored, and what the
 router acknowledged while its backend was away reaches the database after a restart."""
 
@@ -30,6 +30,8 @@ from tests.clients import Browsers, wait_for
 from tests.daemon import ANY_LOOPBACK_PORT, Daemon, Daemons, reactor
 from tests.test_backend_integration import LIVE_ECHO_TASK
 
+# Their daemons keep the run in a database: each test runs on every engine (conftest).
+DAEMONS_ON_EVERY_ENGINE = True
 TOKEN = "journal-test-token"
 
 

@@ -32,6 +32,7 @@ from architect.router.uploads import UploadBounds, UploadFolder
 from architect.storage import open_sqlite_database
 from tests.clients import TIMEOUT, Browser, PacketClient, open_socket, reactor, wait_for
 from tests.daemon import Daemon, Daemons, daemon_config
+from tests.engines import on_every_engine
 
 TOKEN = "edge-test-token"
 
@@ -276,6 +277,7 @@ def uploads_of(tmp_path: Path) -> list[str]:
     return sorted(path.name for path in (tmp_path / "uploads").iterdir())
 
 
+@on_every_engine
 @pytest_twisted.ensureDeferred
 async def test_an_upload_for_no_agent_is_refused_before_anything_is_stored(
     tmp_path: Path, daemons: Daemons
@@ -294,6 +296,7 @@ async def test_an_upload_for_no_agent_is_refused_before_anything_is_stored(
         ({"min_free_disk_bytes": 10**18}, 507),  # more than any disk has free
     ],
 )
+@on_every_engine
 @pytest_twisted.ensureDeferred
 async def test_uploads_past_a_bound_are_refused_and_leave_nothing(
     tmp_path: Path, daemons: Daemons, router: dict[str, int], code: int
@@ -307,6 +310,7 @@ async def test_uploads_past_a_bound_are_refused_and_leave_nothing(
     assert uploads_of(tmp_path) == []
 
 
+@on_every_engine
 @pytest_twisted.ensureDeferred
 async def test_a_kept_upload_leaves_the_upload_folder_and_stays_its_agents(
     tmp_path: Path, daemons: Daemons

@@ -131,6 +131,12 @@ async def test_fifty_workers_two_hundred_units(tmp_path: Path, daemons: Daemons)
     assert refusals[FailureReason.TOO_MANY_CONCURRENT] > 0
     # Every acknowledged submission is stored, once, and `architect results` shows it.
     assert len(submitted) == UNITS
+    if daemon.config.storage.url is not None:  # the command reads the daemon's database
+        config_path.write_text(
+            config_path.read_text().replace(
+                "[storage]\n", f"[storage]\nurl = {daemon.config.storage.url}\n"
+            )
+        )
     out = subprocess.run(
         [str(Path(sys.executable).parent / "architect"), "results", "--config", str(config_path)],
         capture_output=True,

@@ -75,8 +75,8 @@ def test_the_daemon_has_named_children_by_mode(tmp_path: Path) -> None:
         return [child.name for child in build_service(config, reactor)]
 
     assert children("off") == ["router"]
-    assert children("embedded") == ["router", "database", "backend"]
-    assert children("remote") == ["database", "backend"]
+    assert children("embedded") == ["router", "database", "backend", "units"]
+    assert children("remote") == ["database", "backend", "units"]
 
 
 def test_children_stop_one_after_the_other_the_last_started_first() -> None:

@@ -17,10 +17,13 @@ from twisted.logger import capturedLogs, formatEvent
 from architect.config import ConfigError, StorageConfig, load_config
 from architect.protocol import Status
 from architect.storage import (
+    EVENTS_KEPT_PER_KIND,
     SCHEMA_DIR,
     SCHEMA_VERSION,
+    ConnectionEvent,
     Database,
     Direction,
+    EventRepeats,
     NoSuchAgent,
     SchemaError,
     StorageError,
@@ -29,6 +32,7 @@ from architect.storage import (
     open_database,
     open_sqlite_database,
 )
+from architect.storage import ConnectionEventKind as Kind
 from architect.storage.sqlite import available_units_sql
 from architect.storage.sqlite.sql import where
 
@@ -407,6 +411,24 @@ async def test_assignments_and_units_are_stored_once_per_index(db: Database) -> 
     assert await db.get_unit(units[3].id) == units[3]
     assert await db.get_unit(123456) is None
     assert await db.count_units_by_status(run.id) == {UnitStatus.AVAILABLE: 6}
+
+
+@pytest_twisted.ensureDeferred
+async def test_appended_assignments_come_after_the_last_stored_one(db: Database) -> None:
+    run = await db.find_or_create_task_run("run-1", {})
+    other = await db.find_or_create_task_run("run-2", {})
+    assert await db.append_assignments(run.id, [{"text": "a"}], 2) == 0  # an empty run
+    await db.add_assignments(run.id, [{"text": "a"}, {"text": "b"}], 2)  # a restart: b
+    await db.add_assignments(other.id, [{"n": n} for n in range(5)])
+    assert await db.append_assignments(run.id, [{"text": "c"}, {"text": "d"}], 2) == 2
+    assert await db.append_assignments(run.id, [], 2) == 4  # nothing: where it would go
+    units = await db.list_units(run.id)
+    assert [(u.assignment_index, u.unit_index, u.assignment_data["text"]) for u in units] == [
+        (index, unit, text) for index, text in enumerate("abcd") for unit in (0, 1)
+    ]
+    # The ini file's units, read again (a restart or SIGHUP), add nothing over them.
+    assert await db.add_assignments(run.id, [{"text": "a"}, {"text": "b"}], 2) == 0
+    assert len(await db.list_units(other.id)) == 5
 
 
 # --- workers and qualifications ---
@@ -1083,3 +1105,72 @@ async def test_settings_changed_at_run_time_are_kept_with_their_history(db: Data
         ("timeout", 60.5, "admin"),
         ("timeout", None, "reset"),
     ]
+
+
+# --- connection events ---
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_events_are_kept_per_agent_in_time_order(db: Database) -> None:
+    run_id, unit_ids = await run_with_units(db, assignments=2)
+    other_run, other_units = await run_with_units(db, name="run-2")
+    alice = await db.find_or_create_worker("mock", "alice")
+    await db.reserve_unit(run_id, alice.id, "a1", unit_ids)
+    await db.reserve_unit(run_id, alice.id, "a2", unit_ids)
+    await db.reserve_unit(other_run, alice.id, "b1", other_units)
+    kept = await db.store_connection_events(
+        [
+            ConnectionEvent("a1", Kind.SOCKET_CLOSE, START + 5, code=1006),
+            ConnectionEvent("a1", Kind.SOCKET_OPEN, START + 1),
+            ConnectionEvent("nobody", Kind.SOCKET_OPEN, START + 2),  # no such agent: ignored
+            ConnectionEvent("a2", Kind.HEARTBEAT_GAP, START + 3, seconds=14.5),
+            ConnectionEvent("b1", Kind.RELOAD, START + 4),
+        ]
+    )
+    assert kept == 4
+    events, repeats = await db.connection_events(run_id)
+    assert events == [
+        ConnectionEvent("a1", Kind.SOCKET_OPEN, START + 1),
+        ConnectionEvent("a2", Kind.HEARTBEAT_GAP, START + 3, seconds=14.5),
+        ConnectionEvent("a1", Kind.SOCKET_CLOSE, START + 5, code=1006),
+    ]
+    assert repeats == []
+    assert (await db.connection_events(other_run))[0] == [
+        ConnectionEvent("b1", Kind.RELOAD, START + 4)
+    ]
+    with pytest.raises(ValueError, match="connection event"):
+        await db.store_connection_events([ConnectionEvent("a1", "made_up", START)])
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_events_past_the_bound_are_counted_not_kept(db: Database) -> None:
+    run_id, unit_ids = await run_with_units(db)
+    alice = await db.find_or_create_worker("mock", "alice")
+    await db.reserve_unit(run_id, alice.id, "a1", unit_ids)
+    flapping = [
+        ConnectionEvent("a1", Kind.RELOAD, START + i) for i in range(EVENTS_KEPT_PER_KIND + 30)
+    ]
+    # In two writes: the bound holds across them.
+    assert await db.store_connection_events(flapping[:40]) == 40
+    assert await db.store_connection_events(flapping[40:]) == EVENTS_KEPT_PER_KIND - 40
+    # Of another kind, kept (the bound is per kind); counted by a sender: added to the count.
+    await db.store_connection_events(
+        [ConnectionEvent("a1", Kind.SOCKET_OPEN, START)],
+        [
+            EventRepeats("a1", Kind.RELOAD, 100, START + 500),
+            EventRepeats("a1", Kind.SOCKET_CLOSE, 7, START + 20),
+            EventRepeats("nobody", Kind.RELOAD, 5, START + 9),
+        ],
+    )
+    events, repeats = await db.connection_events(run_id)
+    reloads = [e for e in events if e.event == Kind.RELOAD]
+    assert [e.happened_at for e in reloads] == [START + i for i in range(EVENTS_KEPT_PER_KIND)]
+    assert [e.event for e in events].count(Kind.SOCKET_OPEN) == 1
+    assert repeats == [
+        EventRepeats("a1", Kind.SOCKET_CLOSE, 7, START + 20),
+        EventRepeats("a1", Kind.RELOAD, 30 + 100, START + 500),
+    ]
+    # An older count does not move the last time back.
+    await db.store_connection_events([], [EventRepeats("a1", Kind.RELOAD, 1, START + 1)])
+    _, repeats = await db.connection_events(run_id)
+    assert (repeats[-1].repeats, repeats[-1].last_at) == (131, START + 500)

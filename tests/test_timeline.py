@@ -1,19 +1,33 @@
 """`architect results --timeline` from a real daemon's database: each agent's registration,
-status changes, submissions, live traffic and its browser's silences, in time order."""
+status changes, submissions, live traffic, its browser's silences and its connection
+events (sockets, reloads, heartbeat gaps, registering again), in time order."""
 
 from __future__ import annotations
 
 import io
 import json
+from typing import Any, cast
 
 import pytest_twisted
+from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.task import deferLater
 
 from architect.cli import parser
-from architect.protocol import ALIVE, CLIENT_BOUND_LIVE_UPDATE, MEPHISTO_BOUND_LIVE_UPDATE, Status
-from architect.timeline import agent_events, silences, timeline
+from architect.protocol import (
+    ALIVE,
+    CLIENT_BOUND_LIVE_UPDATE,
+    HEARTBEAT,
+    MEPHISTO_BOUND_LIVE_UPDATE,
+    Status,
+)
+from architect.storage import ConnectionEvent, EventRepeats
+from architect.timeline import agent_events, connection_lines, silences, timeline
 from tests.admin_support import register, submit
 from tests.clients import Browser, wait_for
-from tests.daemon import Daemons
+from tests.daemon import Daemons, reactor
+
+# Each embedded daemon here runs once on SQLite, once on PostgreSQL (conftest).
+DAEMONS_ON_EVERY_ENGINE = True
 
 
 @pytest_twisted.ensureDeferred
@@ -68,3 +82,75 @@ def test_silences_are_the_gaps_of_at_least_the_threshold() -> None:
 def test_the_option() -> None:
     assert parser().parse_args(["results", "--timeline"]).timeline
     assert not parser().parse_args(["results"]).timeline
+
+
+CONNECTION_KINDS = {
+    "socket_open",
+    "socket_close",
+    "reload",
+    "heartbeat_gap",
+    "registered_again",
+    "router_lost",
+    "submission",
+    "more",
+}
+
+
+def connection_story(events: list[dict[str, Any]], agent_id: str) -> list[dict[str, Any]]:
+    """The agent's connection events and submissions, without who, in their order."""
+    return [
+        {k: v for k, v in e.items() if k not in ("agent_id", "worker_name")}
+        for e in events
+        if e["agent_id"] == agent_id and e["event"] in CONNECTION_KINDS
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_pages_connection_events_reach_its_timeline_in_order(daemons: Daemons) -> None:
+    daemon = await daemons.embedded(
+        router={"heartbeat_gap": 0.3, "heartbeat_timeout": 30.0},
+        task={"name": "ops", "module": "architect.demo.task"},
+    )
+    alice = Browser()
+    a = (await register(alice, daemon.url, "alice"))["agent_id"]
+    first = await alice.open_socket(daemon.port)
+    first.send(ALIVE, a)
+    await wait_for(lambda: a in daemon.hub.link_agents.values(), "alice's socket")
+    cast(ITCPTransport, first.transport).abortConnection()  # no close frame: 1006
+    await wait_for(lambda: a not in daemon.hub.link_agents.values(), "the socket's loss")
+    assert (await register(alice, daemon.url, "alice"))["agent_id"] == a  # the page reloads
+    second = await alice.open_socket(daemon.port)
+    second.send(ALIVE, a)
+    second.send(HEARTBEAT, a)
+    await second.next(HEARTBEAT)
+    await deferLater(reactor, 0.5, lambda: None)  # silent past [router] heartbeat_gap
+    second.send(HEARTBEAT, a)
+    await second.next(HEARTBEAT)
+    code, _ = await submit(alice, daemon.url, a, {"label": "positive"})
+    assert code == 200
+
+    await wait_for(lambda: daemon.has_event(a, "heartbeat_gap"), "the gap to be stored")
+    story = connection_story(await agent_events(daemon.database, daemon.pool.task_run), a)
+    assert [e["event"] for e in story] == [
+        "socket_open",
+        "socket_close",
+        "registered_again",
+        "reload",
+        "heartbeat_gap",
+        "submission",
+    ]
+    assert story[1]["code"] == 1006
+    assert 0.5 <= story[4]["seconds"] < 5
+    times = [e["time"] for e in story]
+    assert times == sorted(times)
+
+
+def test_repeats_past_the_bound_are_told_as_one_line() -> None:
+    events = [ConnectionEvent("a1", "reload", 5.0)]
+    repeats = [EventRepeats("a1", "reload", 9950, 99.5)]
+    assert connection_lines(events, repeats) == {
+        "a1": [
+            {"time": 5.0, "event": "reload"},
+            {"time": 99.5, "event": "more", "kind": "reload", "count": 9950},
+        ]
+    }

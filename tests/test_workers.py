@@ -1,4 +1,4 @@
-"""The registration pipeline (StoredWorkerPool) against a real SQLite file.
+"""The registration pipeline (StoredWorkerPool) against a real database, on each engine.
 
 Task hooks run inline (inline_runner) except where a blocking hook is the
 point; agents' timers run on a task.Clock. Database calls are real, in the
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +29,6 @@ from architect.storage import (
     Unit,
     UnitStatus,
     open_database,
-    open_sqlite_database,
 )
 from architect.tasks.agent import Agent
 from architect.tasks.definition import TaskDefinition, UnitInfo, WorkerInfo
@@ -554,9 +552,10 @@ async def take_back(db: Database, pool: StoredWorkerPool) -> Resumed:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_restarted_pool_resumes_the_agents_left_working(tmp_path: Path) -> None:
-    data_dir = tmp_path / "resume"
-    db = await open_sqlite_database(data_dir, clock=Clock())
+async def test_a_restarted_pool_resumes_the_agents_left_working(
+    storage_config: StorageConfig,
+) -> None:
+    db = await open_database(storage_config, clock=Clock())
     task = TaskDefinition(init_data=lambda unit: {"n": unit.assignment_data["n"], "extra": 1})
     pool = await make_pool(db, task=task)
     done = agent_of(await register(pool, "w1", "a1-w1"))
@@ -567,7 +566,7 @@ async def test_a_restarted_pool_resumes_the_agents_left_working(tmp_path: Path) 
     await pool.settled()
     await db.close()
 
-    db = await open_sqlite_database(data_dir, clock=Clock())
+    db = await open_database(storage_config, clock=Clock())
     try:
         pool = await make_pool(db, task=TaskDefinition())
         assert await db.recover_after_restart(keep_task_run_id=pool.task_run.id) == []
@@ -608,9 +607,10 @@ async def test_an_agent_without_recorded_task_data_is_not_resumed(db: Database) 
 
 
 @pytest_twisted.ensureDeferred
-async def test_restart_keeps_done_units_and_frees_those_in_progress(tmp_path: Path) -> None:
-    data_dir = tmp_path / "restart"
-    db = await open_sqlite_database(data_dir, clock=Clock())
+async def test_restart_keeps_done_units_and_frees_those_in_progress(
+    storage_config: StorageConfig,
+) -> None:
+    db = await open_database(storage_config, clock=Clock())
     pool = await make_pool(db)
     done = agent_of(await register(pool, "w1", "a1-w1"))
     working = agent_of(await register(pool, "w2", "a1-w2"))
@@ -618,7 +618,7 @@ async def test_restart_keeps_done_units_and_frees_those_in_progress(tmp_path: Pa
     await pool.settled()
     await db.close()
 
-    db = await open_sqlite_database(data_dir, clock=Clock())
+    db = await open_database(storage_config, clock=Clock())
     try:
         assert await db.recover_after_restart() == [working.agent_id]
         pool = await make_pool(db)  # the same run name: continued, no units added

@@ -13,6 +13,8 @@ listener (found from the same ini file's `[admin] listen`, with its `admin_token
     architect admin unblock WORKER
     architect admin grant WORKER QUALIFICATION [VALUE]
     architect admin revoke WORKER QUALIFICATION
+    architect admin add-units FILE             add assignments (a JSON list of objects, or
+                                               JSONL) after the run's last one
 
 Plain HTTP from the standard library (admin/transport.py): a command is one request, and
 needs no reactor. The listener may be `tcp:`, `unix:` (the socket file) or `ssl:` (its own
@@ -24,10 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 from architect.admin.transport import AdminUnreachable, request
-from architect.config import Config
+from architect.config import Config, read_units_file
 from architect.endpoints import admin_target
 
 TIMEOUT = 30.0  # seconds a command waits for the daemon
@@ -51,6 +54,8 @@ def add_commands(sub: argparse.ArgumentParser) -> None:
     reset.add_argument("keys", nargs="+", metavar="KEY", help="maximum_units_per_worker, ...")
     expire = actions.add_parser("expire", help="end an agent; its unit goes back to the pool")
     expire.add_argument("agent_id")
+    more = actions.add_parser("add-units", help="add assignments to the running run")
+    more.add_argument("file", help="a JSON list of assignment data objects, or JSONL")
     for name, summary in (
         ("block", "refuse every registration of a worker"),
         ("unblock", "take a worker's block away"),
@@ -64,6 +69,10 @@ def add_commands(sub: argparse.ArgumentParser) -> None:
             action.add_argument("qualification")
         if name == "grant":
             action.add_argument("value", nargs="?", default="1", help="default: 1")
+    for action in actions.choices.values():  # `admin ACTION --config F` as `admin --config F`
+        action.add_argument(
+            "--config", "-c", default=argparse.SUPPRESS, help="the daemon's ini file"
+        )
 
 
 def _json_or_text(value: str) -> Any:
@@ -116,6 +125,12 @@ def _body(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         return "settings", changes
     if args.action == "reset":
         return "settings", dict.fromkeys(args.keys)
+    if args.action == "add-units":
+        try:
+            units = read_units_file(args.file, Path.cwd())
+        except ValueError as e:
+            raise AdminError(str(e)) from None
+        return "add_units", {"units": list(units or ())}
     worker = {"worker": args.worker, "provider": args.provider}
     if args.action in ("block", "unblock"):
         return f"{args.action}_worker", worker

@@ -5,7 +5,8 @@ change (pushed to its page, recorded, its unit back to the pool as `[task] retur
 says); a worker is blocked by the `architect_blocked` qualification, which registration
 refuses (backend/workers.py); qualifications are written to the database the daemon
 serves from; the limits and the live timeout replace the pool's and the runner's
-settings, for registrations (and live assignments) from now on. Changed settings are kept
+settings, for registrations (and live assignments) from now on; added units are stored
+after the run's last assignment (backend/more_units.py). Changed settings are kept
 with the run and applied again at a restart (architect/run_settings.py); a value of null
 returns a setting to the ini file's.
 """
@@ -18,7 +19,9 @@ from typing import Any
 import attrs
 
 from architect.admin.parts import DaemonParts
+from architect.backend.more_units import UnitsRefused, append_units, checked_units
 from architect.backend.workers import DEFAULT_PROVIDER, StoredWorkerPool
+from architect.nul import NUL
 from architect.protocol import Status
 from architect.qualifications import BLOCKED
 from architect.run_settings import SETTINGS
@@ -37,6 +40,8 @@ def _text(body: dict[str, Any], key: str, default: str | None = None) -> str:
     value = body.get(key, default)
     if not isinstance(value, str) or not value:
         raise ControlError(400, f"{key!r} must be a non-empty string")
+    if NUL in value:  # architect/nul.py
+        raise ControlError(400, f"{key!r} must not hold NUL characters")
     return value
 
 
@@ -104,6 +109,14 @@ class Controls:
                 404, f"worker {worker.worker_name!r} has no qualification {qualification!r}"
             )
         return {"worker": worker.worker_name, "qualification": qualification, "revoked": True}
+
+    async def add_units(self, body: dict[str, Any]) -> dict[str, Any]:
+        pool, _ = self._backend()
+        try:
+            units = checked_units(body.get("units"))
+        except UnitsRefused as e:
+            raise ControlError(400, str(e)) from None
+        return await append_units(pool, units)
 
     def settings(self) -> dict[str, Any]:
         pool, _ = self._backend()

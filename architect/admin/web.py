@@ -38,6 +38,7 @@ PAGE_FILES = {
     "monitor.css": "text/css; charset=utf-8",
 }
 MAX_BODY = 64 * 1024  # a control's JSON body
+MAX_UNITS_BODY = 16 * 1024 * 1024  # add_units' body: up to MAX_UNITS_ADDED units' data
 
 
 class Unauthorized(Exception):
@@ -66,6 +67,7 @@ class AdminWeb:
             "unblock_worker": self.controls.unblock_worker,
             "grant": self.controls.grant,
             "revoke": self.controls.revoke,
+            "add_units": self.controls.add_units,
             "settings": self._change_settings,
         }
 
@@ -153,8 +155,9 @@ class AdminWeb:
         action = self.actions.get(name)
         if action is None:
             raise ControlError(404, f"no control {name!r} (controls: {', '.join(self.actions)})")
-        raw = request.content.read(MAX_BODY + 1) if request.content is not None else b""
-        if len(raw) > MAX_BODY:
+        limit = MAX_UNITS_BODY if name == "add_units" else MAX_BODY
+        raw = request.content.read(limit + 1) if request.content is not None else b""
+        if len(raw) > limit:
             raise ControlError(413, "the body is too large")
         try:
             body = decode_json(raw or b"{}")

@@ -1,7 +1,7 @@
 """Channels: how the backend reaches a router.
 
 A `Channel` carries packets between the backend and one router. The backend
-sets three callbacks on it (`on_open`, `on_message`, `on_catastrophic_loss`)
+sets four callbacks on it (`on_open`, `on_message`, `on_lost`, `on_catastrophic_loss`)
 and calls `open`, `send` and `close`. Packets sent while the channel is not
 open are kept and sent, in order, when it opens.
 
@@ -30,6 +30,7 @@ class Channel(abc.ABC):
         self.channel_id = channel_id
         self.on_open: Callable[[Channel], None] = _ignore
         self.on_message: Callable[[Channel, Packet], object] = _ignore
+        self.on_lost: Callable[[Channel], None] = _ignore  # an open link broke: reconnecting
         self.on_catastrophic_loss: Callable[[Channel], None] = _ignore
 
     def __repr__(self) -> str:

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from architect.backend.channel import Channel
+from architect.backend.connection_events import ConnectionEventLog
 from architect.backend.finished import FinishedAgents
 from architect.backend.registration import BadRegistration, Registration, WorkerPool
 from architect.backend.resume import Resumption
@@ -34,11 +35,15 @@ from architect.backend.routes import AgentRoutes
 from architect.backend.store import SubmissionStore
 from architect.backend.write_barrier import WriteBarrier
 from architect.config import BackendConfig
+from architect.connection_events import ConnectionEvent, from_wire
+from architect.connection_events import ConnectionEventKind as Kind
 from architect.lifecycle import PUSHED_ACTIVE, is_active
 from architect.log_text import UNPRINTABLE, capped, printable
 from architect.metrics import Metrics
+from architect.nul import holds_nul
 from architect.protocol import (
     AGENT_DETAILS,
+    CONNECTION_EVENTS,
     EXPECT_SOCKET_WITHIN,
     LOG_ERROR,
     MEPHISTO,
@@ -95,8 +100,10 @@ class ClientIOHandler:
         on_unit_submitted: Callable[[Agent, dict[str, Any]], object] | None = None,
         resumption: Resumption | None = None,
         barrier: WriteBarrier | None = None,
+        events: ConnectionEventLog | None = None,
     ) -> None:
         self.clock = clock
+        self.events = events  # the agents' connection events, kept with the run
         self.on_unit_submitted = on_unit_submitted  # e.g. the task's validate_submission
         self.pool = pool
         self.store = store
@@ -124,6 +131,7 @@ class ClientIOHandler:
             MEPHISTO_BOUND_LIVE_UPDATE: self.handle_live_update,
             RETURN_STATUSES: self.handle_return_statuses,
             LOG_ERROR: self.handle_log_error,
+            CONNECTION_EVENTS: self.handle_connection_events,
         }
 
     # --- life cycle ---
@@ -132,6 +140,7 @@ class ClientIOHandler:
         channel.on_open = self.channel_opened
         channel.on_message = self.handle_packet
         channel.on_catastrophic_loss = self.channel_lost
+        channel.on_lost = self.router_lost
         self.channels.append(channel)
 
     def start(self) -> None:
@@ -210,6 +219,18 @@ class ClientIOHandler:
                 agent.set_status(Status.DISCONNECT, push=False)
         if self.on_catastrophic_loss is not None:
             self.on_catastrophic_loss(channel)
+
+    def router_lost(self, channel: Channel) -> None:
+        """The channel's link to its router broke (it reconnects): noted for its agents at
+        work, whose pages could reach no one meanwhile."""
+        now = self.clock.seconds()
+        lost = [
+            ConnectionEvent(agent_id, Kind.ROUTER_LOST, now)
+            for agent_id in self.routes.agents_on(channel)
+            if (agent := self.pool.get_agent(agent_id)) is not None and agent.is_active
+        ]
+        if lost and self.events is not None:
+            self.events.add(lost)
 
     def request_statuses(self) -> None:
         for channel in self.channels:
@@ -351,6 +372,11 @@ class ClientIOHandler:
                 self.bind_agent(agent, channel)  # its first packets follow the answer
             if agent is not None and registration.reconnected:
                 agent.push_status()  # the router may be new, or another one
+                if self.events is not None:
+                    again = ConnectionEvent(
+                        agent.agent_id, Kind.REGISTERED_AGAIN, self.clock.seconds()
+                    )
+                    self.events.add([again])
 
         return d.addErrback(failed).addCallback(answer)
 
@@ -419,6 +445,12 @@ class ClientIOHandler:
     # --- live updates ---
 
     def handle_live_update(self, channel: Channel, packet: Packet) -> Deferred[None] | None:
+        if holds_nul(packet.data.get("update_id")):  # from any router: architect/nul.py
+            log.warn(
+                "dropped a live update of agent {agent_id}: a NUL in its update_id",
+                agent_id=packet.subject_id,
+            )
+            return None
         agent = self.pool.get_agent(packet.subject_id)
         if agent is None:
             return self.finished.live_update(packet.subject_id)
@@ -493,6 +525,27 @@ class ClientIOHandler:
         if not told:
             return None
         return gatherResults(told, consumeErrors=True).addCallback(lambda _: None)
+
+    # --- connection events ---
+
+    def handle_connection_events(self, channel: Channel, packet: Packet) -> None:
+        """A router's batch of its agents' connection events (protocol.EVENTS): kept, not
+        waited for."""
+        batch = from_wire(packet.data)
+        if batch.odd:
+            log.warn(
+                "connection_events from {channel}: left out {n} odd entries",
+                channel=channel.channel_id,
+                n=batch.odd,
+            )
+        if batch.dropped:
+            log.warn(
+                "the router of {channel} dropped {n} connection events (its buffer was full)",
+                channel=channel.channel_id,
+                n=batch.dropped,
+            )
+        if self.events is not None and (batch.events or batch.repeats):
+            self.events.add(batch.events, batch.repeats)
 
     # --- errors ---
 

@@ -78,6 +78,9 @@ class BackendService(Service):
             self._serving = False
             self._ready.reset()
             self.handler.stop()
-            channels = gatherResults([channel.close() for channel in self.channels])
+            closing_all = [channel.close() for channel in self.channels]
+            if self.handler.events is not None:  # what waits is written before the end
+                closing_all.append(self.handler.events.settled())
+            channels = gatherResults(closing_all)
             closing = channels.addCallback(lambda _: None)
         return closing

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from architect.backend.files import FileFetchError, UploadedFiles
 from architect.log_text import capped, cut, printable
+from architect.nul import holds_nul
 from architect.storage import Database, SubmissionFile, SubmissionKind
 
 log = Logger()
@@ -122,6 +123,8 @@ class StoredSubmissions:
             try:
                 if not isinstance(filename, str):
                     raise FileFetchError(f"a file entry without a filename: {capped(entry)}")
+                if holds_nul([original, mimetype]):  # from any router: architect/nul.py
+                    raise FileFetchError("a NUL in the file's original name or type")
                 if self.files is None:
                     raise FileFetchError("this backend has no way to fetch uploaded files")
                 content = await self.files.fetch(filename, agent_id)

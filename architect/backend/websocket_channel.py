@@ -262,6 +262,8 @@ class WebsocketChannel(Channel):
             )
         elif was_open:
             log.warn("lost the router at {url} ({code}): reconnecting", url=self.url, code=code)
+        if was_open:
+            self.on_lost(self)
         else:
             log.info(
                 "could not connect to the router at {url}: {reason}", url=self.url, reason=reason

@@ -55,6 +55,7 @@ from architect.backend.resume import finished_lately
 from architect.backend.worker_locks import WorkerLocks
 from architect.config import TaskConfig
 from architect.lifecycle import FINAL, AgentKind, unit_status_if_lost
+from architect.nul import NUL
 from architect.protocol import FailureReason, Status
 from architect.qualifications import BLOCKED, meets_all
 from architect.storage import Database, StoredAgent, TaskRun, Unit, Worker
@@ -170,6 +171,8 @@ class StoredWorkerPool:
         registration_id = provider_data.get("agent_registration_id")
         if not isinstance(registration_id, str) or not registration_id:
             registration_id = None
+        elif NUL in registration_id:  # from any router: architect/nul.py
+            raise BadRegistration("provider_data's agent_registration_id holds a NUL")
         # Stage 0: the worker (one transaction: simultaneous first visits find one row).
         worker = await self.database.find_or_create_worker(provider_type, worker_name)
         async with self.locks.of(worker.id):

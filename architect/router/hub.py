@@ -20,15 +20,19 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from architect.config import RouterConfig
+from architect.connection_events import ConnectionEvent
+from architect.connection_events import ConnectionEventKind as Kind
 from architect.log_rate import RateLimitedLog
 from architect.log_text import capped
 from architect.metrics import Metrics
+from architect.nul import holds_nul
 from architect.protocol import (
     AGENT_DETAILS,
     ALIVE,
     CLIENT_BOUND_LIVE_UPDATE,
     COMPATIBLE_TASK_VERSIONS,
     CONFIRM,
+    EVENTS,
     EXPECT_SOCKET_WITHIN,
     HEARTBEAT,
     LOG_ERROR,
@@ -60,6 +64,7 @@ from architect.router.errors import (
     Refused,
     UnknownAgent,
 )
+from architect.router.event_buffer import SEND_EVERY, EventBuffer
 from architect.router.journal import Journal, JournalError, JournalFull
 from architect.router.queues import SizedQueue
 from architect.router.requests import PendingRequests
@@ -69,6 +74,9 @@ if TYPE_CHECKING:
     from architect.router.cluster_port import ClusterPort
 
 log = Logger()
+
+# The close code of a socket that closed without one (RFC 6455: closed abnormally).
+ABNORMAL_CLOSE = 1006
 
 # A page's packets kept, per socket, while a restarted router waits for its backend to
 # name the agents (the socket's first_packet_timeout still bounds how long).
@@ -134,12 +142,15 @@ class RouterHub:
             max_outbox_bytes=config.max_outbox_bytes,
             max_updates_per_second=config.max_updates_per_second,
             max_update_burst=config.max_update_burst,
+            heartbeat_gap=config.heartbeat_gap,
+            on_heartbeat_gap=self._heartbeat_gap,
         )
         self.floods = RateLimitedLog(log, clock)
         self.metrics = Metrics(clock)  # the daemon's own, given by tap.py
         self.draining = False  # stopping: no new registrations (architect/drain.py)
         self.cluster: ClusterPort | None = None  # several routers over Redis (architect/cluster/)
         self.backend: Link | None = None
+        self.backend_came = False  # a backend link was taken at least once in this life
         self.backend_queue: SizedQueue[Packet] = SizedQueue()
         self.backend_queue_full = False  # logged, for this absence of the backend
         self.requests = PendingRequests(clock, config.request_timeout)
@@ -160,6 +171,10 @@ class RouterHub:
         self.journal = journal
         self.backend_confirms = False
         self._confirmations: dict[str, Deferred[Handled | None]] = {}
+        # The agents' connection events, for a backend that took the events extension.
+        self.events = EventBuffer()
+        self.backend_takes_events = False
+        self._events_timer: IDelayedCall | None = None
         if journal is not None:
             for entry in journal.pending.values():  # from the router's last life: first out
                 self.backend_queue.append(entry.packet, 0)
@@ -167,6 +182,8 @@ class RouterHub:
     def stop(self) -> None:
         """The router is stopping: cancel timers, answer pending requests."""
         self.agents.stop()
+        if self._events_timer is not None and self._events_timer.active():
+            self._events_timer.cancel()
         for timer in self.unnamed_links.values():
             timer.cancel()
         self.unnamed_links.clear()
@@ -243,9 +260,9 @@ class RouterHub:
         if packet.packet_type == ALIVE and subject == MEPHISTO:
             self._stop_waiting(link)
             if self.backend_may_connect(token, from_loopback, origin):
-                extensions = packet.data.get("extensions")
-                takes = isinstance(extensions, list) and CONFIRM in extensions
-                self.backend_connected(link, confirms=takes)
+                taken = packet.data.get("extensions")
+                taken = taken if isinstance(taken, list) else []
+                self.backend_connected(link, confirms=CONFIRM in taken, events=EVENTS in taken)
             else:
                 log.warn("refused a backend connection ({why})", why=self._refusal(origin))
                 link.close(CloseCode.REFUSED)
@@ -281,6 +298,8 @@ class RouterHub:
             link.close(CloseCode.NOT_YOURS)
             return False
         self.link_agents[link] = subject
+        self.note(subject, Kind.RELOAD if record.had_socket else Kind.SOCKET_OPEN)
+        record.had_socket = True
         self.agents.attach(subject, link)
         if self.cluster is not None:
             self.cluster.socket_attached(subject, link)
@@ -337,7 +356,8 @@ class RouterHub:
         if self.unnamed_links.pop(link, None) is not None:
             link.close(CloseCode.SILENT)
 
-    def link_lost(self, link: Link) -> None:
+    def link_lost(self, link: Link, code: int | None = None) -> None:
+        """A link closed; `code`: a socket's close code (None: it closed without one)."""
         for packet, _ in self._held_packets.pop(link, []):
             self._held_bytes -= data_size(packet.data)
         unnamed = self.unnamed_links.pop(link, None)
@@ -351,18 +371,25 @@ class RouterHub:
         self.retired_backends.discard(link)
         agent_id = self.link_agents.pop(link, None)
         if agent_id is not None:
+            self.note(agent_id, Kind.SOCKET_CLOSE, code=code or ABNORMAL_CLOSE)
             self.agents.detach(agent_id, link)
             if self.cluster is not None:
                 self.cluster.socket_detached(agent_id)
 
-    def backend_connected(self, link: Link, confirms: bool = False) -> None:
-        """A backend's link; `confirms`: it took up the confirmation extension."""
+    def backend_connected(self, link: Link, confirms: bool = False, events: bool = False) -> None:
+        """A backend's link; `confirms`, `events`: it took up that extension."""
         old = self.backend
         if old is not None and old is not link:
             self.backend = None
             self._take_back_unconfirmed()  # the new link gets them again
         self.backend = link
+        self.backend_came = True
         self.backend_confirms = confirms and self.journal is not None
+        self.backend_takes_events = events
+        if not events:
+            self.events.clear()  # it would not know them (Mephisto's backend)
+        elif self.events:
+            self._send_events_soon()
         self._statuses_answered = False
         self.last_mephisto_ping = self.clock.seconds()
         if old is not None and old is not link:
@@ -375,6 +402,41 @@ class RouterHub:
             link.send_packet(self._stamp_out(packet))
         while self.backend_queue and self.backend is link:
             self._send_to_backend(link, self.backend_queue.popleft())
+
+    # --- connection events (connection_events.py) ---
+
+    def note(
+        self, agent_id: str, kind: str, code: int | None = None, seconds: float | None = None
+    ) -> None:
+        """A connection event of an agent, for a backend that takes them: kept (bounded)
+        while no backend is connected, dropped while one that does not take them is."""
+        if self.backend is not None and not self.backend_takes_events:
+            return
+        self.events.add(ConnectionEvent(agent_id, kind, self.clock.seconds(), code, seconds))
+        if self.backend is not None:
+            self._send_events_soon()
+
+    def _heartbeat_gap(self, record: AgentRecord, seconds: float) -> None:
+        self.note(record.agent_id, Kind.HEARTBEAT_GAP, seconds=seconds)
+
+    def _send_events_soon(self) -> None:
+        """In batches, every SEND_EVERY seconds at most: not a packet per event."""
+        if self._events_timer is None or not self._events_timer.active():
+            self._events_timer = self.clock.callLater(SEND_EVERY, self._send_events)
+
+    def send_events_now(self) -> None:
+        """What waits for the backend, sent at once (a stopping router)."""
+        if self._events_timer is not None and self._events_timer.active():
+            self._events_timer.cancel()
+        self._send_events()
+
+    def _send_events(self) -> None:
+        self._events_timer = None
+        backend = self.backend
+        if backend is None or not self.backend_takes_events:
+            return
+        for packet in self.events.packets():
+            backend.send_packet(self._stamp_out(packet))
 
     # --- packets from agents ---
 
@@ -396,7 +458,14 @@ class RouterHub:
             )
             link.send_packet(self._stamp_out(reply))
         elif kind == MEPHISTO_BOUND_LIVE_UPDATE:
-            if self.agents.take_update(agent_id):  # else over its rate: dropped, logged once
+            if holds_nul(packet.data.get("update_id")):  # a column of its own: architect/nul.py
+                self.floods.warn(
+                    "nul update id",
+                    "dropped a live update of agent {agent_id}: a NUL in its update_id",
+                    agent_id=agent_id,
+                )
+                self.metrics.live_update("dropped")
+            elif self.agents.take_update(agent_id):  # else over its rate: dropped, logged once
                 self.metrics.live_update("in")
                 self.to_backend(packet, droppable=True)
             else:
@@ -689,10 +758,13 @@ class RouterHub:
         """Send a request the backend answers with `agent_details`, for this session."""
         if self.draining:
             raise Draining("this router is restarting; try again shortly")
-        if self.backend is None:
+        if self.backend is None and (self.socket_backends or self.backend_came):
             raise NoBackend("no backend is connected to this router; try again shortly")
+        # (An embedded backend still opening its database, longer on PostgreSQL, is sure to
+        # come: the request waits for it, within request_timeout, and is sent when it does.)
         answered = self.requests.add(request_id, packet)
-        self.backend.send_packet(self._stamp_out(packet))
+        if self.backend is not None:
+            self.backend.send_packet(self._stamp_out(packet))
         claimed = answered.addCallback(self._claimed, session)
         if self.cluster is not None:  # the page's socket may land on another router
             claimed.addCallback(self.cluster.registered)

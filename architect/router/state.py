@@ -8,7 +8,9 @@ Liveness rules (docs/protocol.md):
   within `disconnect_grace` seconds makes an active agent `disconnect`;
 - an agent that has heartbeated before, whose status is watched (onboarding,
   waiting, in task) and that has not heartbeated for `heartbeat_timeout`
-  seconds is `disconnect`.
+  seconds is `disconnect`;
+- a heartbeat more than `heartbeat_gap` seconds after the agent's last one is a gap,
+  told to `on_heartbeat_gap` with its length (for the agent's timeline).
 
 Memory: a record exists only for an agent the backend vouched for (the hub calls
 `ensure` for those alone), and one in a final status is forgotten
@@ -70,6 +72,7 @@ class AgentRecord:
     # The browser session that registered it (router/sessions.py); None: not bound yet.
     session: str | None = None
     update_rate: TokenBucket | None = None  # its browser's live updates, from the first
+    had_socket: bool = False  # a socket spoke for it before (another one is a reload)
     logged: set[str] | None = None  # the bounds it hit, each logged once
 
 
@@ -95,7 +98,11 @@ class AgentTable:
         max_outbox_bytes: int = RouterConfig().max_outbox_bytes,
         max_updates_per_second: float = RouterConfig().max_updates_per_second,
         max_update_burst: int = RouterConfig().max_update_burst,
+        heartbeat_gap: float = RouterConfig().heartbeat_gap,
+        on_heartbeat_gap: Callable[[AgentRecord, float], None] | None = None,
     ) -> None:
+        self.heartbeat_gap = heartbeat_gap
+        self.on_heartbeat_gap = on_heartbeat_gap
         self.max_outbox_bytes = max_outbox_bytes  # and as many for the replay buffer
         self.max_updates_per_second = max_updates_per_second
         self.max_update_burst = max_update_burst
@@ -224,7 +231,10 @@ class AgentTable:
         record = self.records.get(agent_id)
         if record is None:
             return None  # forgotten while its socket spoke
-        record.last_heartbeat = self.clock.seconds()
+        now, last = self.clock.seconds(), record.last_heartbeat
+        if last is not None and now - last > self.heartbeat_gap and self.on_heartbeat_gap:
+            self.on_heartbeat_gap(record, round(now - last, 3))
+        record.last_heartbeat = now
         self._watch_heartbeat(record)
         return record
 

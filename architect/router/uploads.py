@@ -19,6 +19,7 @@ import attrs
 import multipart
 from twisted.logger import Logger
 
+from architect.nul import holds_nul
 from architect.private import private_file, private_folder
 from architect.router.errors import BadRequest, InsufficientStorage, TooLarge
 from architect.upload_names import (
@@ -72,11 +73,15 @@ class UploadFolder:
         fields: dict[str, str] = {}
         sizes: list[int] = []
         for part in _parts(body, content_type):
-            if part.filename is None:
-                fields[part.name] = _text_of(part)
-            else:
-                sizes.append(part.size)
-            part.close()
+            try:
+                if holds_nul([part.name, part.filename, part.content_type]):  # architect/nul.py
+                    raise BadRequest("a part's name, file name and type must not hold NUL")
+                if part.filename is None:
+                    fields[part.name] = _text_of(part)
+                else:
+                    sizes.append(part.size)
+            finally:
+                part.close()
         return fields, sizes
 
     def check_room(self, agent_id: str, sizes: list[int]) -> None:

@@ -22,6 +22,7 @@ from twisted.web.server import Request
 from zope.interface import provider
 
 from architect.config import RouterConfig
+from architect.nul import NUL, holds_nul
 from architect.protocol import (
     MAX_ID_LENGTH,
     SUBMIT_METADATA,
@@ -189,6 +190,8 @@ def _agent_id(body: dict[str, Any]) -> str:
     agent_id = body.get("USED_AGENT_ID")
     if not isinstance(agent_id, str) or not agent_id:
         raise BadRequest("USED_AGENT_ID must be a non-empty string")
+    if NUL in agent_id:
+        raise BadRequest("USED_AGENT_ID must not hold NUL characters")
     if len(agent_id) > MAX_ID_LENGTH:
         raise BadRequest(f"USED_AGENT_ID is longer than {MAX_ID_LENGTH} characters")
     return agent_id
@@ -337,6 +340,8 @@ class RouterWeb:
         provider_data = body.get("provider_data")
         if not isinstance(provider_data, dict):
             raise BadRequest("provider_data must be a JSON object")
+        if holds_nul(provider_data):  # the worker's names and ids: see architect/nul.py
+            raise BadRequest("provider_data must not hold NUL characters")
         d = self.hub.request_agent(
             provider_data, as_timestamp(body.get("client_timestamp")), self._give_session(request)
         )

@@ -25,6 +25,8 @@ from architect.router.sessions import session_in
 
 log = Logger()
 
+NO_STATUS_CODE = 1005
+
 
 def bearer_token(authorization: str | None) -> str | None:
     if authorization and authorization.lower().startswith("bearer "):
@@ -103,7 +105,17 @@ class RouterSocket(WebSocketServerProtocol):
         )
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
-        self.factory.hub.link_lost(self)
+        # A close the router began is told by the code it sent (1012 at a restart, 4003,
+        # ...), whatever the page answered. Else Autobahn's code is the page's (1006
+        # without a close frame); None: a close frame without a code, which RFC 6455
+        # calls 1005.
+        # (Autobahn sets both once the socket is open: a socket lost earlier has neither.)
+        mine = getattr(self, "localCloseCode", None)
+        if getattr(self, "closedByMe", False) and mine is not None:
+            code = mine
+        elif code is None and wasClean:
+            code = NO_STATUS_CODE
+        self.factory.hub.link_lost(self, code)
 
     # --- Link ---
 

@@ -1,10 +1,14 @@
 """Storage: the Database interface, its records, and the embedded SQLite implementation."""
 
+from architect.connection_events import (
+    EVENTS_KEPT_PER_KIND,
+    ConnectionEvent,
+    ConnectionEventKind,
+    EventRepeats,
+)
 from architect.lifecycle import AgentKind, UnitStatus
 from architect.storage.interface import (
     AgentRecords,
-    ConnectionEvent,
-    ConnectionEventKind,
     Database,
     Direction,
     GrantedQualification,
@@ -30,6 +34,7 @@ from architect.storage.schema_versions import SCHEMA_DIR, SCHEMA_VERSION
 from architect.storage.sqlite import SQLiteDatabase, open_database, open_sqlite_database
 
 __all__ = [
+    "EVENTS_KEPT_PER_KIND",
     "SCHEMA_DIR",
     "SCHEMA_VERSION",
     "AgentKind",
@@ -38,6 +43,7 @@ __all__ = [
     "ConnectionEventKind",
     "Database",
     "Direction",
+    "EventRepeats",
     "GrantedQualification",
     "LiveUpdate",
     "NoSuchAgent",

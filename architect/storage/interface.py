@@ -13,13 +13,14 @@ survives a crash.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
 
+from architect.connection_events import ConnectionEvent, EventRepeats
 from architect.protocol import Status
 
 
@@ -174,6 +175,13 @@ class RunsAndUnits(Protocol):
         self, task_run_id: int, assignments: Sequence[Any], units_per_assignment: int = 1
     ) -> Deferred[int]:
         """Store assignment i with its units unless index i exists; the number added."""
+        ...
+
+    def append_assignments(
+        self, task_run_id: int, assignments: Sequence[Any], units_per_assignment: int = 1
+    ) -> Deferred[int]:
+        """Store the assignments with their units after the run's last one (indices from
+        one past the highest stored); the index of the first one added."""
         ...
 
     def get_unit(self, unit_id: int) -> Deferred[Unit | None]: ...
@@ -354,44 +362,6 @@ class SubmissionsAndLiveUpdates(Protocol):
         ...
 
 
-class ConnectionEventKind:
-    """An agent's connection events (the router's view, and in remote mode the backend's)."""
-
-    SOCKET_OPEN = "socket_open"
-    SOCKET_CLOSE = "socket_close"  # with the WebSocket close code
-    RELOAD = "reload"  # a socket opened again for an agent that had one
-    HEARTBEAT_GAP = "heartbeat_gap"  # with its length in seconds
-    ROUTER_LOST = "router_lost"  # the backend lost its link to the router
-    REGISTERED_AGAIN = "registered_again"  # the worker's page registered again
-
-    ALL = frozenset(
-        {SOCKET_OPEN, SOCKET_CLOSE, RELOAD, HEARTBEAT_GAP, ROUTER_LOST, REGISTERED_AGAIN}
-    )
-
-
-# Events of one kind kept per agent; the rest are counted (a flapping page fills no disk).
-EVENTS_KEPT_PER_KIND = 50
-
-
-@attrs.frozen
-class ConnectionEvent:
-    agent_id: str
-    event: str
-    happened_at: float
-    code: int | None = None
-    seconds: float | None = None
-
-
-@attrs.frozen
-class EventRepeats:
-    """Events of a kind past the bound for one agent: how many, and the last one's time."""
-
-    agent_id: str
-    event: str
-    repeats: int
-    last_at: float
-
-
 @attrs.frozen
 class KeptSetting:
     """A run setting changed at run time, with the ini file's value when it was changed."""
@@ -424,9 +394,12 @@ class RunRecord(Protocol):
 
     def setting_changes(self, task_run_id: int) -> Deferred[list[SettingChange]]: ...
 
-    def store_connection_events(self, events: Sequence[ConnectionEvent]) -> Deferred[int]:
+    def store_connection_events(
+        self, events: Sequence[ConnectionEvent], repeats: Sequence[EventRepeats] = ()
+    ) -> Deferred[int]:
         """Keep events of agents that exist, up to EVENTS_KEPT_PER_KIND per agent and kind,
-        counting the rest; the number kept."""
+        counting the rest, and add `repeats` (events their sender counted and did not
+        send) to the counts; the number kept."""
         ...
 
     def connection_events(
@@ -457,4 +430,10 @@ class Database(
 
     def close(self) -> Deferred[None]:
         """Finish pending work and release the database."""
+        ...
+
+    def watch_commits(self, observer: Callable[[float, int], None]) -> None:
+        """Call observer(seconds, interactions) after each committed transaction, on the
+        reactor thread: how long it took from its start to its commit, and how many
+        interactions it held (for the database commit metric)."""
         ...

@@ -4,10 +4,12 @@ a reload; its Expire and Block buttons act on the daemon."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_twisted
+from playwright.async_api import FilePayload
 
 from architect.protocol import ALIVE, HEARTBEAT, Status
 from architect.qualifications import BLOCKED
@@ -133,3 +135,18 @@ async def test_the_monitors_buttons_act_on_the_daemon(
     await thread.run(handle.page.fill("#allowed_concurrent", "2"))
     await thread.run(handle.page.click("#settings-form button"))
     await wait_for(lambda: daemon.pool.settings.allowed_concurrent == 2, "the new limit")
+
+    more = [{"text": "added 1"}, {"text": "added 2"}, {"text": "added 3"}]
+    lines = "".join(json.dumps(unit) + "\n" for unit in more).encode()
+    file = FilePayload(name="more.jsonl", mimeType="application/json", buffer=lines)
+    await thread.run(handle.page.set_input_files("#units-file", file))
+    await thread.run(handle.page.click("#units-form button"))
+
+    async def added() -> bool:
+        units = await daemon.database.list_units(daemon.pool.task_run.id)
+        return [u.assignment_data for u in units[-3:]] == more
+
+    await wait_for(added, "the added units")
+    available = (await daemon.database.count_units_by_status(daemon.pool.task_run.id))["available"]
+    cell = '#units tr[data-status="available"] .count'
+    await shows(thread, handle, cell, str(available), "the units added")

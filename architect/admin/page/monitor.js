@@ -158,7 +158,7 @@
     drawPlot(state.throughput);
     fillSettings(state.settings, !settingsShown);
     settingsShown = settingsShown || !!state.settings;
-    $("block-form").hidden = $("settings-form").hidden = !state.runs.backend;
+    $("block-form").hidden = $("settings-form").hidden = $("units-form").hidden = !state.runs.backend;
   }
 
   async function poll() {
@@ -217,6 +217,29 @@
       if (value !== "") body[key] = Number(value);
     }
     act("settings", body);
+  });
+
+  // A JSON list of assignment data objects, or JSONL (one object per line), as [task] units.
+  function unitsIn(text) {
+    try {
+      const whole = JSON.parse(text);
+      if (Array.isArray(whole)) return whole;
+    } catch (error) { /* not one JSON document: JSONL */ }
+    return text.split("\n").filter((line) => line.trim()).map((line) => JSON.parse(line));
+  }
+
+  $("units-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const file = $("units-file").files[0];
+    if (!file) return;
+    let units;
+    try {
+      units = unitsIn(await file.text());
+    } catch (error) {
+      $("control-result").textContent = "not JSON or JSONL: " + error.message;
+      return;
+    }
+    act("add_units", { units: units });
   });
 
   poll();

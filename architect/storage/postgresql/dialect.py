@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from architect.storage.interface import StorageError
+from architect.storage.sqlite.sql import NulRefusingCursor
 
 _COMMENT = re.compile(r"--[^\n]*")
 _ROW_ID = re.compile(r"\bINTEGER\s+PRIMARY\s+KEY(\s+AUTOINCREMENT)?\b", re.IGNORECASE)
@@ -64,17 +65,13 @@ def inserted_table(sql: str) -> str | None:
     return None if match is None else match.group(1)
 
 
-class TranslatingCursor:
-    """A psycopg cursor that takes the query modules' SQLite SQL (the sql.Cursor protocol)."""
+class TranslatingCursor(NulRefusingCursor):
+    """A psycopg cursor that takes the query modules' SQLite SQL (the sql.Cursor protocol),
+    refusing text that holds a NUL as the SQLite engine's cursor does."""
 
     def __init__(self, cursor: Any) -> None:
-        self._cursor = cursor
+        super().__init__(cursor)
         self._last_insert: str | None = None
-
-    @property
-    def rowcount(self) -> int:
-        count: int = self._cursor.rowcount
-        return count
 
     @property
     def lastrowid(self) -> int | None:
@@ -93,11 +90,4 @@ class TranslatingCursor:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         self._last_insert = inserted_table(sql)
         # Always with parameters, even none: psycopg then reads "%%" as "%" everywhere.
-        return self._cursor.execute(query(sql), tuple(params))
-
-    def fetchone(self) -> Any:
-        return self._cursor.fetchone()
-
-    def fetchall(self) -> list[Any]:
-        rows: list[Any] = self._cursor.fetchall()
-        return rows
+        return super().execute(query(sql), tuple(params))

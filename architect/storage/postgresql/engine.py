@@ -30,7 +30,7 @@ from architect.database_url import DatabaseUrl
 from architect.private import private_folder
 from architect.storage.interface import SchemaError, StorageError
 from architect.storage.postgresql.dialect import TranslatingCursor, schema_script
-from architect.storage.schema_versions import full_schema, upgrade_steps
+from architect.storage.schema_versions import schema_plan, version_statements
 from architect.storage.sqlite.engine import FILES_DIR, SQLiteEngine, _Work
 
 # Any fixed 64-bit key: the one advisory lock all of Architect's writers take, per database.
@@ -100,35 +100,19 @@ def _bring_schema_to(connection: Any, schema_dir: Path, target: int) -> int | No
             " WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
         )
         tables = {name for (name,) in cursor.fetchall()}
-        upgraded_from = None
-        if "schema_version" not in tables:
-            if tables:
-                raise SchemaError("the database holds tables but no schema_version: not ours")
-            steps = [(target, full_schema(target, schema_dir))]
-            fresh = True
-        else:
-            fresh = False
-            cursor.execute("SELECT version FROM schema_version")
-            rows = cursor.fetchall()
-            if len(rows) != 1:
-                raise SchemaError(f"schema_version holds {len(rows)} rows instead of one")
-            current = rows[0][0]
-            steps = upgrade_steps(current, target, schema_dir)
-            if steps:
-                upgraded_from = current
-        for version, sql in steps:
-            name = f"v{version}.sql" if fresh else f"upgrade_v{version - 1}_to_v{version}.sql"
+        plan = schema_plan(tables, cursor, target, schema_dir)
+        for step in plan.steps:
             try:
-                cursor.execute(schema_script(sql))
+                cursor.execute(schema_script(step.sql))
             except psycopg.Error as e:
-                raise SchemaError(f"{schema_dir / name} failed on PostgreSQL: {e}") from e
-            cursor.execute("DELETE FROM schema_version")
-            cursor.execute("INSERT INTO schema_version (version) VALUES (%s)", (version,))
+                raise SchemaError(f"{step.path} failed on PostgreSQL: {e}") from e
+            for statement in version_statements(step.version):
+                cursor.execute(statement)
         connection.commit()
     except BaseException:
         connection.rollback()
         raise
-    return upgraded_from
+    return plan.current if plan.steps else None
 
 
 class PostgreSQLEngine(SQLiteEngine):

@@ -34,7 +34,8 @@ from twisted.python.failure import Failure
 
 from architect.private import private_file, private_folder
 from architect.storage.interface import SchemaError, StorageError
-from architect.storage.schema_versions import full_schema, upgrade_steps
+from architect.storage.schema_versions import schema_plan, version_statements
+from architect.storage.sqlite.sql import NulRefusingCursor
 
 DEFAULT_DATABASE = "architect.sqlite3"
 FILES_DIR = "files"
@@ -114,30 +115,17 @@ def _bring_schema_to(connection: Any, path: Path, schema_dir: Path, target: int)
     try:
         cursor.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         tables = {name for (name,) in cursor.fetchall()}
-        if "schema_version" not in tables:
-            if tables:
-                raise SchemaError("the file holds tables but no schema_version: not ours")
-            steps = [(target, full_schema(target, schema_dir))]
-            fresh = True
-        else:
-            fresh = False
-            cursor.execute("SELECT version FROM schema_version")
-            rows = cursor.fetchall()
-            if len(rows) != 1:
-                raise SchemaError(f"schema_version holds {len(rows)} rows instead of one")
-            current = rows[0][0]
-            steps = upgrade_steps(current, target, schema_dir)
-            if steps:
-                backup = _back_up(path, current)
-        for version, sql in steps:
-            name = f"v{version}.sql" if fresh else f"upgrade_v{version - 1}_to_v{version}.sql"
-            for statement in _statements(sql):
+        plan = schema_plan(tables, cursor, target, schema_dir)
+        if plan.current is not None and plan.steps:
+            backup = _back_up(path, plan.current)
+        for step in plan.steps:
+            for statement in _statements(step.sql):
                 try:
                     cursor.execute(statement)
                 except sqlite3.Error as e:
-                    raise SchemaError(f"{schema_dir / name} failed: {e}") from e
-            cursor.execute("DELETE FROM schema_version")
-            cursor.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                    raise SchemaError(f"{step.path} failed: {e}") from e
+            for statement in version_statements(step.version):
+                cursor.execute(statement)
         connection.commit()
     except BaseException:
         connection.rollback()
@@ -211,6 +199,8 @@ class SQLiteEngine:
         self._queued: list[_Work] = []  # for the next group
         self._group_running = False
         self.groups = 0  # transactions run (for tests and benchmarks)
+        # Told (seconds, interactions) of each committed transaction, on the reactor thread.
+        self.commit_observers: list[Callable[[float, int], None]] = []
 
     def now(self) -> float:
         return self._clock.seconds()
@@ -249,10 +239,16 @@ class SQLiteEngine:
         self._group_running = True
         self.groups += 1
         done = self._pool.runWithConnection(self.run_group, group)
-        done.addBoth(self._group_done, group)
+        done.addBoth(self._group_done, group, self._clock.seconds())
 
-    def _group_done(self, outcomes: list[Any] | Failure, group: list[_Work]) -> None:
+    def _group_done(
+        self, outcomes: list[Any] | Failure, group: list[_Work], started: float
+    ) -> None:
         self._group_running = False
+        if not isinstance(outcomes, Failure):
+            took = self._clock.seconds() - started
+            for observer in self.commit_observers:
+                observer(took, len(group))
         for work, outcome in zip(group, _per_work(outcomes, len(group)), strict=True):
             if isinstance(outcome, Failure):
                 work.deferred.errback(outcome)
@@ -300,11 +296,12 @@ def _run_group(connection: Any, group: list[_Work]) -> list[Any]:
     or a Failure per interaction. A failed commit fails them all (adbapi rolls back)."""
     cursor = connection.cursor()
     cursor.execute("BEGIN IMMEDIATE" if any(work.write for work in group) else "BEGIN")
+    checked = NulRefusingCursor(cursor)  # as on PostgreSQL, which cannot store a NUL
     outcomes: list[Any] = []
     for work in group:
         cursor.execute("SAVEPOINT work")
         try:
-            outcomes.append(work.interaction(cursor, *work.args))
+            outcomes.append(work.interaction(checked, *work.args))
         except Exception:
             outcomes.append(Failure())
             cursor.execute("ROLLBACK TO work")
@@ -318,3 +315,6 @@ class EnginePart:
 
     def __init__(self, engine: SQLiteEngine) -> None:
         self._engine = engine
+
+    def watch_commits(self, observer: Callable[[float, int], None]) -> None:
+        self._engine.commit_observers.append(observer)

@@ -9,14 +9,13 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from architect.storage.interface import (
+from architect.connection_events import (
     EVENTS_KEPT_PER_KIND,
     ConnectionEvent,
     ConnectionEventKind,
     EventRepeats,
-    KeptSetting,
-    SettingChange,
 )
+from architect.storage.interface import KeptSetting, SettingChange
 from architect.storage.sqlite.engine import EnginePart
 from architect.storage.sqlite.sql import Cursor, check_known, json_text
 
@@ -45,10 +44,12 @@ class SQLiteRunRecord(EnginePart):
     def setting_changes(self, task_run_id: int) -> Deferred[list[SettingChange]]:
         return self._engine.run(False, setting_changes, task_run_id)
 
-    def store_connection_events(self, events: Sequence[ConnectionEvent]) -> Deferred[int]:
-        for event in events:
-            check_known(event.event, ConnectionEventKind.ALL, "connection event")
-        return self._engine.run(True, store_connection_events, list(events))
+    def store_connection_events(
+        self, events: Sequence[ConnectionEvent], repeats: Sequence[EventRepeats] = ()
+    ) -> Deferred[int]:
+        for kind in {e.event for e in events} | {r.event for r in repeats}:
+            check_known(kind, ConnectionEventKind.ALL, "connection event")
+        return self._engine.run(True, store_connection_events, list(events), list(repeats))
 
     def connection_events(
         self, task_run_id: int
@@ -110,15 +111,13 @@ def setting_changes(cursor: Cursor, task_run_id: int) -> list[SettingChange]:
 # --- connection events ---
 
 
-def store_connection_events(cursor: Cursor, events: list[ConnectionEvent]) -> int:
+def store_connection_events(
+    cursor: Cursor, events: list[ConnectionEvent], repeats: list[EventRepeats]
+) -> int:
     kept = 0
     known: dict[str, bool] = {}
     for event in events:
-        exists = known.get(event.agent_id)
-        if exists is None:
-            cursor.execute("SELECT 1 FROM agents WHERE agent_id = ?", (event.agent_id,))
-            exists = known[event.agent_id] = cursor.fetchone() is not None
-        if not exists:
+        if not _agent_exists(cursor, known, event.agent_id):
             continue  # an agent of no run here (another backend's, or made up)
         cursor.execute(
             "SELECT kept FROM connection_event_repeats WHERE agent_id = ? AND event = ?",
@@ -132,11 +131,7 @@ def store_connection_events(cursor: Cursor, events: list[ConnectionEvent]) -> in
                 (event.agent_id, event.event, event.happened_at),
             )
         if row is not None and row[0] >= EVENTS_KEPT_PER_KIND:
-            cursor.execute(
-                "UPDATE connection_event_repeats SET repeats = repeats + 1, last_at = ?"
-                " WHERE agent_id = ? AND event = ?",
-                (event.happened_at, event.agent_id, event.event),
-            )
+            _count(cursor, event.agent_id, event.event, 1, event.happened_at)
             continue
         cursor.execute(
             "INSERT INTO connection_events (agent_id, event, happened_at, code, seconds)"
@@ -149,7 +144,39 @@ def store_connection_events(cursor: Cursor, events: list[ConnectionEvent]) -> in
             (event.happened_at, event.agent_id, event.event),
         )
         kept += 1
+    for counted in repeats:  # events its sender counted past its own bound, not sent
+        if counted.repeats <= 0 or not _agent_exists(cursor, known, counted.agent_id):
+            continue
+        cursor.execute(
+            "SELECT 1 FROM connection_event_repeats WHERE agent_id = ? AND event = ?",
+            (counted.agent_id, counted.event),
+        )
+        if cursor.fetchone() is None:
+            cursor.execute(
+                "INSERT INTO connection_event_repeats (agent_id, event, kept, repeats, last_at)"
+                " VALUES (?, ?, 0, 0, ?)",
+                (counted.agent_id, counted.event, counted.last_at),
+            )
+        _count(cursor, counted.agent_id, counted.event, counted.repeats, counted.last_at)
     return kept
+
+
+def _agent_exists(cursor: Cursor, known: dict[str, bool], agent_id: str) -> bool:
+    exists = known.get(agent_id)
+    if exists is None:
+        cursor.execute("SELECT 1 FROM agents WHERE agent_id = ?", (agent_id,))
+        exists = known[agent_id] = cursor.fetchone() is not None
+    return exists
+
+
+def _count(cursor: Cursor, agent_id: str, event: str, more: int, at: float) -> None:
+    """`more` events of the kind past the bound, the last of them at `at`."""
+    cursor.execute(
+        "UPDATE connection_event_repeats SET repeats = repeats + ?,"
+        " last_at = CASE WHEN last_at > ? THEN last_at ELSE ? END"
+        " WHERE agent_id = ? AND event = ?",
+        (more, at, at, agent_id, event),
+    )
 
 
 def connection_events(

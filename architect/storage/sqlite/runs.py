@@ -45,6 +45,16 @@ class SQLiteRunsAndUnits(EnginePart):
             True, add_assignments, task_run_id, encoded, units_per_assignment, self._engine.now()
         )
 
+    def append_assignments(
+        self, task_run_id: int, assignments: Sequence[Any], units_per_assignment: int = 1
+    ) -> Deferred[int]:
+        if units_per_assignment < 1:
+            raise ValueError(f"units_per_assignment must be at least 1, not {units_per_assignment}")
+        encoded = [json_text(data) for data in assignments]
+        return self._engine.run(
+            True, append_assignments, task_run_id, encoded, units_per_assignment, self._engine.now()
+        )
+
     def get_unit(self, unit_id: int) -> Deferred[Unit | None]:
         return self._engine.run(False, get_unit, unit_id)
 
@@ -114,20 +124,39 @@ def add_assignments(
     for index, data in enumerate(encoded):
         if index in existing:
             continue
-        cursor.execute(
-            "INSERT INTO assignments (task_run_id, assignment_index, data, created_at)"
-            " VALUES (?, ?, ?, ?)",
-            (task_run_id, index, data, now),
-        )
-        assignment_id = inserted_id(cursor)
-        for unit_index in range(units_per_assignment):
-            cursor.execute(
-                "INSERT INTO units (task_run_id, assignment_id, assignment_index, unit_index,"
-                " status, agent_id, created_at) VALUES (?, ?, ?, ?, ?, NULL, ?)",
-                (task_run_id, assignment_id, index, unit_index, UnitStatus.AVAILABLE, now),
-            )
+        _insert_assignment(cursor, task_run_id, index, data, units_per_assignment, now)
         added += 1
     return added
+
+
+def append_assignments(
+    cursor: Cursor, task_run_id: int, encoded: list[str], units_per_assignment: int, now: float
+) -> int:
+    cursor.execute(
+        "SELECT MAX(assignment_index) FROM assignments WHERE task_run_id = ?", (task_run_id,)
+    )
+    (last,) = cursor.fetchone()
+    first = 0 if last is None else last + 1
+    for offset, data in enumerate(encoded):
+        _insert_assignment(cursor, task_run_id, first + offset, data, units_per_assignment, now)
+    return first
+
+
+def _insert_assignment(
+    cursor: Cursor, task_run_id: int, index: int, data: str, units_per_assignment: int, now: float
+) -> None:
+    cursor.execute(
+        "INSERT INTO assignments (task_run_id, assignment_index, data, created_at)"
+        " VALUES (?, ?, ?, ?)",
+        (task_run_id, index, data, now),
+    )
+    assignment_id = inserted_id(cursor)
+    for unit_index in range(units_per_assignment):
+        cursor.execute(
+            "INSERT INTO units (task_run_id, assignment_id, assignment_index, unit_index,"
+            " status, agent_id, created_at) VALUES (?, ?, ?, ?, ?, NULL, ?)",
+            (task_run_id, assignment_id, index, unit_index, UnitStatus.AVAILABLE, now),
+        )
 
 
 UNIT_COLUMNS = (

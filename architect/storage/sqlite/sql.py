@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from architect.nul import NUL
 from architect.storage.interface import StorageError
 
 # Most "?" in one IN (...) list; SQLite's own limit is far higher.
@@ -54,6 +55,41 @@ def where(conditions: Mapping[str, Any]) -> tuple[str, list[Any]]:
             raise ValueError(f"{condition!r} takes {wanted} values, not {len(values)}")
         params += values
     return (f" WHERE {' AND '.join(chosen)}" if chosen else ""), params
+
+
+class NulRefusingCursor:
+    """A cursor that refuses text parameters holding a NUL, on every engine alike
+    (PostgreSQL's text cannot hold one: architect/nul.py); the rest is the cursor's."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        count: int = self._cursor.rowcount
+        return count
+
+    @property
+    def lastrowid(self) -> int | None:
+        row_id: int | None = self._cursor.lastrowid
+        return row_id
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        refuse_nul(params)
+        return self._cursor.execute(sql, params)
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        rows: list[Any] = self._cursor.fetchall()
+        return rows
+
+
+def refuse_nul(params: Sequence[Any]) -> None:
+    for value in params:
+        if isinstance(value, str) and NUL in value:
+            raise StorageError("text holding a NUL character cannot be stored")
 
 
 def inserted_id(cursor: Cursor) -> int:
