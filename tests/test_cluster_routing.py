@@ -87,6 +87,21 @@ def statuses(link: FakeLink) -> list[str]:
     return [p.data["status"] for p in link.of_type(UPDATE_STATUS)]
 
 
+async def in_task(registering: Router, connected: Router, agent_id: str) -> FakeLink:
+    """An agent registered on one router, in task, its page's socket taken by another (or
+    the same); that page."""
+    await registering.register(agent_id)
+    registering.from_backend(UPDATE_STATUS, agent_id, {"status": Status.IN_TASK})
+    page = connected.page(agent_id)
+    await wait_for(lambda: page in connected.hub.link_agents, "the router to take the socket")
+    return page
+
+
+async def held_by(router: Router, agent_id: str, holder: str) -> bool:
+    """Whether Redis says `holder` holds the agent's socket (asked through `router`)."""
+    return bool(await router.cluster.shared.socket_holder(agent_id) == holder)
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_page_on_the_other_router_gets_its_statuses_and_live_updates(
     routers: list[Router],
@@ -197,10 +212,7 @@ async def test_the_pages_of_a_router_that_stopped_beating_have_the_grace_to_come
 ) -> None:
     a, b = routers
     for agent_id in ("back", "gone"):
-        await a.register(agent_id)
-        a.from_backend(UPDATE_STATUS, agent_id, {"status": Status.IN_TASK})
-        page = b.page(agent_id)
-        await wait_for(lambda: page in b.hub.link_agents, "b to take the socket")  # noqa: B023
+        await in_task(a, b, agent_id)
 
     async def holders() -> list[str | None]:
         return [await a.cluster.shared.socket_holder(x) for x in ("back", "gone")]
@@ -240,22 +252,15 @@ async def test_the_pages_of_a_router_that_stopped_beating_have_the_grace_to_come
 @pytest_twisted.ensureDeferred
 async def test_a_router_taken_for_gone_holds_its_sockets_again(routers: list[Router]) -> None:
     a, b = routers
-    await a.register("agent-1")
-    a.from_backend(UPDATE_STATUS, "agent-1", {"status": Status.IN_TASK})
-    page = a.page("agent-1")
-    await wait_for(lambda: page in a.hub.link_agents, "a to take the socket")
-
-    async def held_by(router: str) -> bool:
-        return bool(await a.cluster.shared.socket_holder("agent-1") == router)
-
-    await wait_for(lambda: held_by("a"), "a to hold it")
+    page = await in_task(a, a, "agent-1")
+    await wait_for(lambda: held_by(a, "agent-1", "a"), "a to hold it")
     await a.cluster.shared._commands.delete("architect:alive:a")  # a stalled past its beat
     b.clock.advance(BEAT_EVERY)
-    await wait_for(lambda: held_by("b"), "b to take a's sockets over")
+    await wait_for(lambda: held_by(a, "agent-1", "b"), "b to take a's sockets over")
     record = b.hub.agents.get("agent-1")
     await wait_for(lambda: record is not None and record.grace_timer, "b to wait for the page")
     a.clock.advance(BEAT_EVERY)  # a beats again and finds it was taken for gone
-    await wait_for(lambda: held_by("a"), "a to hold its socket again")
+    await wait_for(lambda: held_by(a, "agent-1", "a"), "a to hold its socket again")
     await wait_for(lambda: b.hub.agents.get("agent-1").grace_timer is None, "b told")  # type: ignore[union-attr]
     b.clock.advance(b.hub.config.disconnect_grace + 1)
     assert b.hub.agents.get("agent-1").status == Status.IN_TASK  # type: ignore[union-attr]
@@ -267,10 +272,7 @@ async def test_a_page_that_lost_its_socket_and_came_back_through_another_router_
     routers: list[Router],
 ) -> None:
     a, b = routers
-    await a.register("agent-1")
-    a.from_backend(UPDATE_STATUS, "agent-1", {"status": Status.IN_TASK})
-    old = b.page("agent-1")
-    await wait_for(lambda: old in b.hub.link_agents, "b to take the socket")
+    old = await in_task(a, b, "agent-1")
     b.hub.link_packet(old, Packet(HEARTBEAT, "agent-1"))
     b.hub.link_lost(old)  # a network blip: the socket closed, b's grace runs
     new = a.page("agent-1")  # the page reconnects; the load balancer chose a
@@ -284,15 +286,8 @@ async def test_a_page_that_lost_its_socket_and_came_back_through_another_router_
 @pytest_twisted.ensureDeferred
 async def test_a_router_that_stops_says_so(routers: list[Router]) -> None:
     a, b = routers
-    await a.register("agent-1")
-    a.from_backend(UPDATE_STATUS, "agent-1", {"status": Status.IN_TASK})
-    page = b.page("agent-1")
-    await wait_for(lambda: page in b.hub.link_agents, "b to take the socket")
-
-    async def held_by(router: str) -> bool:
-        return bool(await a.cluster.shared.socket_holder("agent-1") == router)
-
-    await wait_for(lambda: held_by("b"), "b to hold it")
+    await in_task(a, b, "agent-1")
+    await wait_for(lambda: held_by(a, "agent-1", "b"), "b to hold it")
     await b.cluster.stop()  # its drain sent the page away first; it did not come back yet
     a.clock.advance(BEAT_EVERY)  # no waiting for b's beat to run out
-    await wait_for(lambda: held_by("a"), "a to take b's sockets over")
+    await wait_for(lambda: held_by(a, "agent-1", "a"), "a to take b's sockets over")
