@@ -78,6 +78,8 @@ class RouterConfig:
 class BackendConfig:
     mode: str = "off"
     router_url: str = ""
+    # Several routers sharing one run through Redis ([cluster] of theirs): one link to each.
+    router_urls: tuple[str, ...] = ()
     backend_token: str = ""
     status_interval: float = 4.0
     reconnect_giveup: float = 300.0
@@ -89,6 +91,13 @@ class BackendConfig:
     # the router's max_message_bytes, which a remote backend's answer must fit in.
     max_past_live_updates: int = 500
     max_past_live_update_bytes: int = 512 * 1024
+
+    @property
+    def routers(self) -> tuple[str, ...]:
+        """The routers a remote backend connects to: router_urls, else router_url alone."""
+        if self.router_urls:
+            return self.router_urls
+        return (self.router_url,) if self.router_url else ()
 
 
 @attrs.frozen
@@ -402,6 +411,15 @@ def _websocket_url(value: str, base: Path) -> str:
     return value
 
 
+def _websocket_urls(value: str, base: Path) -> tuple[str, ...]:
+    urls = tuple(value.replace(",", " ").split())
+    for url in urls:
+        _websocket_url(url, base)
+    if len(set(urls)) < len(urls):
+        raise ValueError("names a router twice")
+    return urls
+
+
 def _database_url(value: str, base: Path) -> DatabaseUrl | None:
     return parse_database_url(value) if value else None
 
@@ -417,7 +435,7 @@ def _password_file(value: str, base: Path) -> Path | None:
 
 def _redis_url(value: str, base: Path) -> str:
     if value:
-        from architect.cluster.redis_url import parse_redis_url
+        from architect.redis_url import parse_redis_url
 
         parse_redis_url(value)  # raises ValueError with the reason
     return value
@@ -475,6 +493,7 @@ SCHEMA: dict[str, tuple[type, dict[str, _Parser]]] = {
         {
             "mode": _choice(*BACKEND_MODES),
             "router_url": _websocket_url,
+            "router_urls": _websocket_urls,
             "backend_token": _text,
             "status_interval": _positive_float,
             "reconnect_giveup": _positive_float,
@@ -612,12 +631,15 @@ def _check_together(config: Config) -> None:
         if backend.mode != "off":
             problem = "several routers share Redis only with [backend] mode = off"
             raise ConfigError(config.path, "cluster", "redis", problem)
-        from architect.cluster.redis_url import redis_client_missing
+        from architect.redis_url import redis_client_missing
 
         missing = redis_client_missing()
         if missing:
             raise ConfigError(config.path, "cluster", "redis", missing)
-    if backend.mode == "remote" and not backend.router_url:
+    if backend.router_url and backend.router_urls:
+        problem = "set router_url or router_urls, not both"
+        raise ConfigError(config.path, "backend", "router_urls", problem)
+    if backend.mode == "remote" and not backend.routers:
         raise ConfigError(config.path, "backend", "router_url", "is required when mode = remote")
     storage = config.storage
     if storage.password_file is not None and storage.url is None:

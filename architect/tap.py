@@ -36,7 +36,7 @@ from architect.admin.service import AdminService
 from architect.backend.channel import Channel
 from architect.backend.client_io import ClientIOHandler
 from architect.backend.connection_events import StoredConnectionEvents
-from architect.backend.downloads import RouterDownloads
+from architect.backend.downloads import downloads_from
 from architect.backend.files import UploadedFiles
 from architect.backend.more_units import UnitsOnHangup
 from architect.backend.resume import Resumption
@@ -201,21 +201,34 @@ def build_service(
         router.setServiceParent(top)
         if flusher is not None:
             flusher.setServiceParent(router)
-    channel: Channel
+        if config.cluster.redis:
+            from architect.cluster.service import ClusterService  # needs the [cluster] extra
+
+            shared = config.cluster
+            cluster = ClusterService(
+                reactor, hub, shared.redis, shared.router_id, shared.replay_length
+            )
+            cluster.setName("cluster")
+            cluster.setServiceParent(router)
+    channels: list[Channel]
     files: UploadedFiles
     if config.backend.mode == "embedded":
         assert hub is not None and web is not None
         hub.agents_to_come()  # the router listens before the backend has taken its agents back
-        channel = InProcessChannel(hub, reactor)
+        channels = [InProcessChannel(hub, reactor)]
         files = SharedUploads(reactor, web.uploads)
     elif config.backend.mode == "remote":
-        channel = WebsocketChannel(
-            reactor,
-            config.backend.router_url,
-            token=config.backend.backend_token,
-            reconnect_giveup=config.backend.reconnect_giveup,
-        )
-        files = RouterDownloads(reactor, config.backend.router_url, config.backend.backend_token)
+        backend_config = config.backend
+        channels = [
+            WebsocketChannel(
+                reactor,
+                url,
+                token=backend_config.backend_token,
+                reconnect_giveup=backend_config.reconnect_giveup,
+            )
+            for url in backend_config.routers
+        ]
+        files = downloads_from(reactor, backend_config.routers, backend_config.backend_token)
     else:
         add_admin(top, config, reactor, metrics)
         return top
@@ -262,6 +275,8 @@ def build_service(
             events=StoredConnectionEvents(database, reactor),
         )
         handler.metrics = metrics
+        # Several routers share the run: any of them reaches any page (architect/cluster/).
+        handler.routes.any_open_channel = len(channels) > 1
         top.parts = BackendParts(pool, store, handler, runner)
         # Before anyone is served: agents left working by the last life of the daemon are
         # taken back (this run's, within resume_window) or marked gone (all others).
@@ -272,7 +287,7 @@ def build_service(
         return handler
 
     backend = BackendService(
-        lambda: Deferred.fromCoroutine(start_backend()), [channel], on_start_failure
+        lambda: Deferred.fromCoroutine(start_backend()), channels, on_start_failure
     )
     backend.setName("backend")
     backend.setServiceParent(top)

@@ -95,11 +95,11 @@ def packet(packet_type: str, subject_id: str, data: dict[str, Any] | None = None
 # --- the backend (its own process) ---
 
 
-async def _backend(url: str, ready: Any, stop: Any, conn: Connection) -> None:
+async def _backend(url: str, ready: Any, stop: Any, conn: Connection, name: str = "") -> None:
     """Answer register_agent once per request id; echo each live update once per update_id.
 
     Mephisto's Node router sends every packet twice, so duplicates are dropped here, as a
-    real backend must.
+    real backend must. `name` tells apart the agents of several (one per router of a cluster).
     """
     stats = {"registered": 0, "echoed": 0, "submitted": 0, "duplicates": 0, "other": 0}
     seen: set[str | None] = set()  # request and update ids (None: a packet without one)
@@ -137,8 +137,8 @@ async def _backend(url: str, ready: Any, stop: Any, conn: Connection) -> None:
                         request_id,
                         {
                             "request_id": request_id,
-                            "agent_id": f"bench-agent-{number}",
-                            "worker_id": f"bench-worker-{number}",
+                            "agent_id": f"bench-agent-{name}{number}",
+                            "worker_id": f"bench-worker-{name}{number}",
                             "init_task_data": {},
                             "failure_reason": None,
                         },
@@ -165,20 +165,22 @@ async def _backend(url: str, ready: Any, stop: Any, conn: Connection) -> None:
     conn.send(stats)
 
 
-def _backend_main(url: str, ready: Any, stop: Any, conn: Connection) -> None:
-    asyncio.run(_backend(url, ready, stop, conn))
+def _backend_main(url: str, ready: Any, stop: Any, conn: Connection, name: str) -> None:
+    asyncio.run(_backend(url, ready, stop, conn, name))
 
 
 class BackendProcess:
     """The generator's backend, connected to a router as "mephisto", in its own process."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, name: str = "") -> None:
         ctx = multiprocessing.get_context("spawn")
         self.ready = ctx.Event()
         self.stop_event = ctx.Event()
         self.receive, send = ctx.Pipe(duplex=False)
         self.process = ctx.Process(
-            target=_backend_main, args=(url, self.ready, self.stop_event, send), daemon=True
+            target=_backend_main,
+            args=(url, self.ready, self.stop_event, send, name),
+            daemon=True,
         )
         self.process.start()
         if not self.ready.wait(30):

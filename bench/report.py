@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ["floor", "ours", "mephisto"]
+COLUMNS = ["floor", "ours", "mephisto", "ours-lb1", "ours-lb2"]  # lb: bench/cluster.py
 # S4 is ours only: the embedded daemon storing to SQLite, then to PostgreSQL, beside the
 # router alone (mode = off) whose backend (the generator's) takes each submission without
 # storing it.
@@ -255,7 +255,13 @@ def plots(document: dict[str, Any], output: Path) -> list[Path]:
 
     summary = document.get("summary", {})
     servers = [c for c in COLUMNS if c in document.get("servers", COLUMNS)]
-    colors = {"floor": "#999999", "ours": "#1f77b4", "mephisto": "#d62728"}
+    colors = {
+        "floor": "#999999",
+        "ours": "#1f77b4",
+        "mephisto": "#d62728",
+        "ours-lb1": "#2ca02c",
+        "ours-lb2": "#98df8a",
+    }
     written = []
     title = f"({document.get('mode')} run)"
 

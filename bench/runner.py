@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import load, report
+from bench.cluster import OneRouterBehindHAProxy, OurCluster, TwoRoutersBehindHAProxy
 from bench.servers import (
     BENCH_DIR,
     SERVERS,
@@ -27,6 +28,11 @@ from bench.servers import (
 from tests.postgres import PostgresServer, PostgresUnavailable, start_server
 
 ALL_SERVERS = ["ours", "mephisto", "floor"]
+# Asked for by name (--servers ours,ours-lb1,ours-lb2): redis-server and haproxy installed.
+CLUSTERS: dict[str, type[OurCluster]] = {
+    "ours-lb1": OneRouterBehindHAProxy,
+    "ours-lb2": TwoRoutersBehindHAProxy,
+}
 ALL_SCENARIOS = ["S1", "S2", "S3", "S4"]
 # S4 is ours only: the embedded daemon storing to SQLite, the same storing to PostgreSQL,
 # and beside them, for the cost of durability, the router alone (mode = off) with the
@@ -128,13 +134,17 @@ def scenario_timeout(scenario: str, plan: Plan) -> float:
 
 
 def run_one(scenario: str, name: str, plan: Plan, workdir: Path) -> dict[str, Any]:
-    server = SERVERS[name](workdir / name)
+    server = {**SERVERS, **CLUSTERS}[name](workdir / name)
     server.start()
-    backend = None
+    backends: list[load.BackendProcess] = []
     try:
         if server.needs_backend:
-            backend = load.BackendProcess(server.ws_url)
-        pids = {"router": server.pid, "backend": backend.pid if backend else 0}
+            # A cluster's backend keeps a link to each of its routers (bench/cluster.py).
+            urls = server.backend_urls if isinstance(server, OurCluster) else [server.ws_url]
+            backends = [load.BackendProcess(url, f"{i}-") for i, url in enumerate(urls)]
+        pids = server.pids if isinstance(server, OurCluster) else {"router": server.pid}
+        for i, backend in enumerate(backends, 1):
+            pids["backend" + (str(i) if i > 1 else "")] = backend.pid
         started = time.monotonic()
         results = load.run_in_child(
             scenario,
@@ -144,13 +154,22 @@ def run_one(scenario: str, name: str, plan: Plan, workdir: Path) -> dict[str, An
         )
         elapsed = time.monotonic() - started
     finally:
-        backend_stats = backend.stop() if backend else {}
+        backend_stats = _summed([backend.stop() for backend in backends])
         server.stop()
     return {
         "results": results,
         "backend": backend_stats,
         "seconds": round(elapsed, 1),
     }
+
+
+def _summed(stats: list[dict[str, int]]) -> dict[str, int]:
+    """The backends' counts together (a cluster has one per router)."""
+    total: dict[str, int] = {}
+    for one in stats:
+        for key, value in one.items():
+            total[key] = total.get(key, 0) + value
+    return total
 
 
 def run_s4(
@@ -404,8 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     servers = [s for s in args.servers.split(",") if s]
     scenarios = [s for s in args.scenarios.split(",") if s]
     for s in servers:
-        if s not in SERVERS:
-            parser.error(f"unknown server {s!r}; choose from {ALL_SERVERS}")
+        if s not in SERVERS and s not in CLUSTERS:
+            parser.error(f"unknown server {s!r}; choose from {[*ALL_SERVERS, *CLUSTERS]}")
     for s in scenarios:
         if s not in ALL_SCENARIOS:
             parser.error(f"unknown scenario {s!r}; choose from {ALL_SCENARIOS}")

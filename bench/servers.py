@@ -41,6 +41,25 @@ def free_port() -> int:
         return port
 
 
+def is_alive(http_url: str) -> bool:
+    """Whether `/is_alive` answers 200 there now."""
+    try:
+        with urllib.request.urlopen(http_url + "/is_alive", timeout=1) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, and SIGKILL if it has not ended within `timeout` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def _run(command: list[str], cwd: Path | None = None) -> None:
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -130,23 +149,15 @@ class Server:
                 raise SetupError(
                     f"{self.name} exited at start; {self.log.name} ends:\n" + "\n".join(tail)
                 )
-            try:
-                with urllib.request.urlopen(self.http_url + "/is_alive", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
+            if is_alive(self.http_url):
+                return
+            time.sleep(0.1)
         self.stop()
         raise SetupError(f"{self.name} did not answer /is_alive within 30 s")
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+            stop_process(self.process)
             self.process = None
         if self.log is not None:
             self.log.close()

@@ -18,26 +18,31 @@ REDIS_SERVER = "/usr/bin/redis-server"
 
 
 def _fail_setup(what: str) -> NoReturn:
-    pytest.fail(f"redis test set-up: {what}", pytrace=False)
+    pytest.fail(f"cluster test set-up: {what}", pytrace=False)
 
 
-def ensure_redis_server() -> str:
-    if Path(REDIS_SERVER).exists():
-        return REDIS_SERVER
+def apt_install(package: str, binary: str) -> str:
+    """`binary`, installed from Debian's `package` with apt-get when missing."""
+    if Path(binary).exists():
+        return binary
     apt = shutil.which("apt-get")
     if apt is None:
-        _fail_setup(f"{REDIS_SERVER} is missing and there is no apt-get to install it")
+        _fail_setup(f"{binary} is missing and there is no apt-get to install it")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for command in ([apt, "update"], [apt, "install", "-y", "redis-server"]):
+    for command in ([apt, "update"], [apt, "install", "-y", package]):
         result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         if result.returncode != 0:
             _fail_setup(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    if not Path(REDIS_SERVER).exists():
-        _fail_setup(f"apt-get installed redis-server but {REDIS_SERVER} is still missing")
-    return REDIS_SERVER
+    if not Path(binary).exists():
+        _fail_setup(f"apt-get installed {package} but {binary} is still missing")
+    return binary
 
 
-def _free_port() -> int:
+def ensure_redis_server() -> str:
+    return apt_install("redis-server", REDIS_SERVER)
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
@@ -58,7 +63,7 @@ class RedisServer:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.port = _free_port()
+        self.port = free_port()
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -8,8 +8,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 
-from architect.cluster.redis_url import RedisAddress, parse_redis_url
 from architect.cluster.shared_state import SharedState
+from architect.redis_url import RedisAddress, parse_redis_url
 from tests.redis_server import RedisServer, redis_server
 
 __all__ = ["redis_server"]
@@ -62,8 +62,8 @@ async def test_release_only_by_the_holder_and_replay_is_bounded(redis_server: Re
     a = await _router(redis_server.port, "a", Inbox())
     b = await _router(redis_server.port, "b", Inbox())
     try:
-        await a.claim_socket("agent-1")
-        await b.claim_socket("agent-1")  # the page reconnected through b
+        assert await a.claim_socket("agent-1") is None
+        assert await b.claim_socket("agent-1") == "a"  # the page reconnected through b
         await a.release_socket("agent-1")  # a's late close must not undo b's claim
         assert await b.socket_holder("agent-1") == "b"
         await b.release_socket("agent-1")
@@ -115,9 +115,13 @@ async def test_the_subscription_is_renewed_after_redis_restarts(redis_server: Re
             except Exception:
                 pass
             await task.deferLater(reactor, 0.1, lambda: None)  # type: ignore[arg-type]
-        arrived = inbox.next()
-        assert await a.send_to_agent("agent-1", {"n": 1}) == "a"
-        await arrived
+        b = await _router(redis_server.port, "b", Inbox())  # a router does not publish to itself
+        try:
+            arrived = inbox.next()
+            assert await b.send_to_agent("agent-1", {"n": 1}) == "a"
+            await arrived
+        finally:
+            await b.stop()
         assert inbox.packets == [("agent-1", {"n": 1})]
     finally:
         await a.stop()

@@ -110,6 +110,7 @@ class ClientIOHandler:
         self.status_interval = status_interval
         self.channels: list[Channel] = []
         self.routes = AgentRoutes(clock, barrier)  # barrier: the recorder's (routes.py)
+        self.routes.all_channels = self.channels
         self.finished = FinishedAgents(pool, store, self.routes)  # agents no longer held
         self.answered_requests = RecentKeys(remembered_ids)
         self.stored_submissions = RecentKeys(remembered_ids)
@@ -205,6 +206,8 @@ class ClientIOHandler:
     def channel_lost(self, channel: Channel) -> None:
         """The channel could not reach its router for too long: its live agents are lost."""
         lost = self.routes.agents_on(channel)
+        if self.routes.any_open_channel and any(c.is_open for c in self.channels):
+            lost = []  # the other routers reach their pages (architect/cluster/)
         log.critical(
             "lost the router of channel {channel} for good; {n} agents are disconnected",
             channel=channel.channel_id,
@@ -476,7 +479,7 @@ class ClientIOHandler:
         if self.resumption.unclaimed:
             for agent_id in [a for a in router_statuses if a in self.resumption.unclaimed]:
                 self._claim(channel, agent_id)
-        on_channel = self.routes.agents_on(channel)
+        on_channel = self.routes.agents_answered_by(channel)
         for agent_id in on_channel:
             agent = self.pool.get_agent(agent_id)
             if agent is None or agent_id not in router_statuses:

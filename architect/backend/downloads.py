@@ -4,7 +4,8 @@ showing its token. The only backend module that speaks HTTP.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from twisted.internet.defer import Deferred, fail
@@ -17,6 +18,8 @@ from twisted.web.http_headers import Headers
 from architect.backend.files import FileFetchError, check_name
 
 log = Logger()
+
+T = TypeVar("T")
 
 # Seconds a remote download may take before it is given up.
 DOWNLOAD_TIMEOUT = 60.0
@@ -56,7 +59,11 @@ class RouterDownloads:
         def kept(failure: Failure) -> None:
             log.info("the router keeps its copy of {name}: {why}", name=filename, why=failure.value)
 
-        return self._ask(b"DELETE", filename, agent_id).addCallbacks(done, kept)
+        return self.delete(filename, agent_id).addCallbacks(done, kept)
+
+    def delete(self, filename: str, agent_id: str) -> Deferred[bytes]:
+        """`DELETE` the router's copy; fails if the router does not have it."""
+        return self._ask(b"DELETE", filename, agent_id)
 
     def _ask(self, method: bytes, filename: str, agent_id: str) -> Deferred[bytes]:
         try:
@@ -82,3 +89,44 @@ class RouterDownloads:
         d.addCallback(got)
         d.addTimeout(DOWNLOAD_TIMEOUT, self.reactor)
         return d
+
+
+class DownloadsFromRouters:
+    """Several routers share the run (architect/cluster/): an upload is on the one its
+    submission came through, so each is asked in turn until one has it."""
+
+    def __init__(self, routers: list[RouterDownloads]) -> None:
+        self.routers = routers
+
+    def fetch(self, filename: str, agent_id: str) -> Deferred[bytes]:
+        return self._first(lambda router: router.fetch(filename, agent_id))
+
+    def discard(self, filename: str, agent_id: str) -> Deferred[None]:
+        def kept(failure: Failure) -> None:
+            log.info(
+                "the routers keep their copy of {name}: {why}", name=filename, why=failure.value
+            )
+
+        deleted = self._first(lambda router: router.delete(filename, agent_id))
+        return deleted.addCallbacks(lambda _: None, kept)
+
+    def _first(self, ask: Callable[[RouterDownloads], Deferred[T]]) -> Deferred[T]:
+        async def each() -> T:
+            failure: BaseException | None = None
+            for router in self.routers:
+                try:
+                    return await ask(router)
+                except FileFetchError as e:  # not on this router (404), or not reachable
+                    failure = e
+            assert failure is not None
+            raise failure
+
+        return Deferred.fromCoroutine(each())
+
+
+def downloads_from(
+    reactor: Any, router_urls: tuple[str, ...], token: str
+) -> RouterDownloads | DownloadsFromRouters:
+    """How a remote backend gets uploads: from its router, or from whichever has each."""
+    routers = [RouterDownloads(reactor, url, token) for url in router_urls]
+    return routers[0] if len(routers) == 1 else DownloadsFromRouters(routers)

@@ -34,27 +34,36 @@ class AgentRoutes:
         # in the order sent: a page is never shown what a crash would take back.
         self.barrier = barrier
         self._held: deque[tuple[Channel, Packet, int]] = deque()
+        # Several routers sharing the run through Redis reach every page: a packet whose
+        # router is away goes through another open channel (tap.py sets it).
+        self.any_open_channel = False
+        self.all_channels: list[Channel] = []  # the handler's, for any_open_channel
 
     def send(self, channel: Channel, packet: Packet) -> None:
         packet.server_timestamp = self.clock.seconds()
         barrier = self.barrier
         if barrier is None:
-            channel.send(packet)
+            self._out(channel, packet)
             return
         mark = barrier.mark()
         if not self._held and barrier.is_durable(mark):
-            channel.send(packet)
+            self._out(channel, packet)
             return
         self._held.append((channel, packet, mark))
         if len(self._held) == 1:
             barrier.when_durable(mark).addCallback(self._release)
+
+    def _out(self, channel: Channel, packet: Packet) -> None:
+        if self.any_open_channel and not channel.is_open:
+            channel = next((c for c in self.all_channels if c.is_open), channel)
+        channel.send(packet)
 
     def _release(self, _: None) -> None:
         barrier = self.barrier
         assert barrier is not None
         while self._held and barrier.is_durable(self._held[0][2]):
             channel, packet, _mark = self._held.popleft()
-            channel.send(packet)
+            self._out(channel, packet)
         if self._held:
             barrier.when_durable(self._held[0][2]).addCallback(self._release)
 
@@ -100,6 +109,13 @@ class AgentRoutes:
 
     def _straight_to(self, channel: Channel) -> Outlet:
         return lambda packet: self.send(channel, packet)
+
+    def agents_answered_by(self, channel: Channel) -> list[str]:
+        """The agents whose statuses `channel`'s router speaks for: those on it, and, with
+        any_open_channel, those whose own router is away (every router knows them all)."""
+        if not self.any_open_channel:
+            return self.agents_on(channel)
+        return [a for a, bound in self.channels.items() if bound is channel or not bound.is_open]
 
     def agents_on(self, channel: Channel) -> list[str]:
         """The ids of the agents at work whose packets go through `channel`."""

@@ -26,6 +26,10 @@ class NotFound(RouterError):
 class UnknownAgent(NotFound):
     """The router never heard of this agent."""
 
+    def __init__(self, message: str, agent_id: str | None = None) -> None:
+        super().__init__(message)
+        self.agent_id = agent_id  # which one (other routers may know it: architect/cluster/)
+
 
 class Refused(RouterError):
     """The backend will never keep this (a submission after its agent expired)."""

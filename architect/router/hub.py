@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -69,6 +69,9 @@ from architect.router.journal import Journal, JournalError, JournalFull
 from architect.router.queues import SizedQueue
 from architect.router.requests import PendingRequests
 from architect.router.state import AgentRecord, AgentTable
+
+if TYPE_CHECKING:
+    from architect.router.cluster_port import ClusterPort
 
 log = Logger()
 
@@ -145,6 +148,7 @@ class RouterHub:
         self.floods = RateLimitedLog(log, clock)
         self.metrics = Metrics(clock)  # the daemon's own, given by tap.py
         self.draining = False  # stopping: no new registrations (architect/drain.py)
+        self.cluster: ClusterPort | None = None  # several routers over Redis (architect/cluster/)
         self.backend: Link | None = None
         self.backend_came = False  # a backend link was taken at least once in this life
         self.backend_queue: SizedQueue[Packet] = SizedQueue()
@@ -273,6 +277,9 @@ class RouterHub:
         record = self.agents.get(subject) if len(subject) <= MAX_ID_LENGTH else None
         if record is None and not self.agents_told and self._hold(link, packet, session):
             return False  # this router restarted: its backend has yet to name its agents
+        if record is None and self.cluster is not None:
+            if self.cluster.look_up(link, packet, session):
+                return False  # another router may know it: asked, the packet is taken again
         if record is None:
             self.floods.warn(
                 "unknown agent",
@@ -294,6 +301,8 @@ class RouterHub:
         self.note(subject, Kind.RELOAD if record.had_socket else Kind.SOCKET_OPEN)
         record.had_socket = True
         self.agents.attach(subject, link)
+        if self.cluster is not None:
+            self.cluster.socket_attached(subject, link)
         self._send_status(subject)
         return True
 
@@ -364,6 +373,8 @@ class RouterHub:
         if agent_id is not None:
             self.note(agent_id, Kind.SOCKET_CLOSE, code=code or ABNORMAL_CLOSE)
             self.agents.detach(agent_id, link)
+            if self.cluster is not None:
+                self.cluster.socket_detached(agent_id)
 
     def backend_connected(self, link: Link, confirms: bool = False, events: bool = False) -> None:
         """A backend's link; `confirms`, `events`: it took up that extension."""
@@ -480,7 +491,11 @@ class RouterHub:
             self._answer_pending(packet)
         elif kind == CLIENT_BOUND_LIVE_UPDATE:
             self.metrics.live_update("out")
-            self.agents.deliver(packet.subject_id, self._stamp_out(packet))
+            record = self.agents.get(packet.subject_id)
+            here = record is not None and record.link is not None
+            packet = self._stamp_out(packet)
+            if self.cluster is None or self.cluster.live_update(packet, here):
+                self.agents.deliver(packet.subject_id, packet)
         elif kind == UPDATE_STATUS:
             status = packet.data.get("status")
             if not isinstance(status, str):
@@ -493,7 +508,8 @@ class RouterHub:
             grace = _seconds(seat)
             if grace is not None and record.link is None:
                 self.agents.expect(packet.subject_id, status, grace)
-            self.agents.deliver(packet.subject_id, self._stamp_out(packet))
+            if self.cluster is None or record.link is not None:  # else told by the cluster
+                self.agents.deliver(packet.subject_id, self._stamp_out(packet))
         elif kind == REQUEST_STATUSES:
             self._send_again_unconfirmed()
             if self._statuses_answered:
@@ -749,7 +765,10 @@ class RouterHub:
         answered = self.requests.add(request_id, packet)
         if self.backend is not None:
             self.backend.send_packet(self._stamp_out(packet))
-        return answered.addCallback(self._claimed, session)
+        claimed = answered.addCallback(self._claimed, session)
+        if self.cluster is not None:  # the page's socket may land on another router
+            claimed.addCallback(self.cluster.registered)
+        return claimed
 
     def request_agent(
         self, provider_data: dict[str, Any], client_timestamp: float | None, session: str | None
@@ -834,7 +853,7 @@ class RouterHub:
         """Raise unless the agent is known and this browser session's to act for."""
         record = self.agents.get(agent_id)
         if record is None:
-            raise UnknownAgent(f"unknown agent {agent_id!r}")
+            raise UnknownAgent(f"unknown agent {agent_id!r}", agent_id)
         if not self.agents.claim(record, session):
             self.floods.warn(
                 "other browser", "another browser acted for agent {a}: refused", a=agent_id

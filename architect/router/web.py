@@ -387,16 +387,19 @@ class RouterWeb:
     ) -> Deferred[bytes]:
         """`attempt`, and if it finds the agent unknown to a router that restarted and has
         not yet heard from its backend which agents exist, `attempt` again once it has:
-        a page that submits then gets its answer, not a 404."""
+        a page that submits then gets its answer, not a 404. With several routers
+        (architect/cluster/), one that started after the agent's news asks Redis first."""
 
         async def run() -> bytes:
             try:
                 return await maybeDeferred(attempt)
-            except UnknownAgent:
-                told = self.hub.agents_told_yet()
-                if told is None:
-                    raise
-                await told
+            except UnknownAgent as unknown:
+                cluster = self.hub.cluster
+                if cluster is None or not await cluster.learn(unknown.agent_id):
+                    told = self.hub.agents_told_yet()
+                    if told is None:
+                        raise
+                    await told
                 if request.content is not None:
                     request.content.seek(0)  # the body is read anew
                 return await maybeDeferred(attempt)

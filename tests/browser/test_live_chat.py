@@ -56,15 +56,9 @@ async def agent_id_of(pages: Pages, handle: PageHandle) -> str:
     return agent_id
 
 
-@pytest.mark.parametrize("page", ["mephisto_live.html", "architect_live.html"])
-@pytest_twisted.ensureDeferred
-async def test_two_workers_chat_then_one_leaves(launcher: Launcher, page: str) -> None:
-    daemon, pages = await launcher.task(
-        CHAT_TASK,
-        [{"room": "the blue room", "text": "Chat with your partner: say hello."}],
-        units_per_assignment=2,
-        router={"disconnect_grace": 1.0},
-    )
+async def chat(pages: Pages, page: str) -> tuple[PageHandle, PageHandle]:
+    """Alice opens `page` and waits for a partner; bob comes; they say hello to each other
+    in the blue room (CHAT_TASK). Their pages."""
     alice = await pages.open(page, "alice")
     await wait_for_text(pages, alice, "#status", Status.WAITING)
     assert await shown_messages(pages, alice) == []
@@ -80,6 +74,19 @@ async def test_two_workers_chat_then_one_leaves(launcher: Launcher, page: str) -
     await send(pages, bob, "hi alice")
     await wait_for_messages(pages, alice, ["Welcome to the blue room", "hello bob", "hi alice"])
     await wait_for_messages(pages, bob, ["Welcome to the blue room", "hello bob", "hi alice"])
+    return alice, bob
+
+
+@pytest.mark.parametrize("page", ["mephisto_live.html", "architect_live.html"])
+@pytest_twisted.ensureDeferred
+async def test_two_workers_chat_then_one_leaves(launcher: Launcher, page: str) -> None:
+    daemon, pages = await launcher.task(
+        CHAT_TASK,
+        [{"room": "the blue room", "text": "Chat with your partner: say hello."}],
+        units_per_assignment=2,
+        router={"disconnect_grace": 1.0},
+    )
+    alice, bob = await chat(pages, page)
     await pages.screenshot(alice, "chat")
     if page.startswith("mephisto"):
         await pages.doc_screenshot(alice, "live-chat")
