@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -38,22 +38,29 @@ class SQLiteRunsAndUnits(EnginePart):
     def add_assignments(
         self, task_run_id: int, assignments: Sequence[Any], units_per_assignment: int = 1
     ) -> Deferred[int]:
-        if units_per_assignment < 1:
-            raise ValueError(f"units_per_assignment must be at least 1, not {units_per_assignment}")
-        encoded = [json_text(data) for data in assignments]
-        return self._engine.run(
-            True, add_assignments, task_run_id, encoded, units_per_assignment, self._engine.now()
+        return self._store_assignments(
+            add_assignments, task_run_id, assignments, units_per_assignment
         )
 
     def append_assignments(
         self, task_run_id: int, assignments: Sequence[Any], units_per_assignment: int = 1
     ) -> Deferred[int]:
+        return self._store_assignments(
+            append_assignments, task_run_id, assignments, units_per_assignment
+        )
+
+    def _store_assignments(
+        self,
+        query: Callable[[Cursor, int, list[str], int, float], int],
+        task_run_id: int,
+        assignments: Sequence[Any],
+        units_per_assignment: int,
+    ) -> Deferred[int]:
         if units_per_assignment < 1:
             raise ValueError(f"units_per_assignment must be at least 1, not {units_per_assignment}")
         encoded = [json_text(data) for data in assignments]
-        return self._engine.run(
-            True, append_assignments, task_run_id, encoded, units_per_assignment, self._engine.now()
-        )
+        now = self._engine.now()
+        return self._engine.run(True, query, task_run_id, encoded, units_per_assignment, now)
 
     def get_unit(self, unit_id: int) -> Deferred[Unit | None]:
         return self._engine.run(False, get_unit, unit_id)
