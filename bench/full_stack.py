@@ -13,7 +13,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,16 +69,24 @@ def run_full(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """One FULL level against `name` (VARIANTS), on fresh daemons and a fresh database: its
     result and its database check (`verify`: runner.verify_stored)."""
-    database = None
-    if name == "ours-embedded-pg":
-        if postgres is None:
-            raise SetupError("no PostgreSQL server for the ours-embedded-pg variant")
-        database = postgres.fresh_database()
-    try:
+    with fresh_database_for(name, postgres) as database:
         return _run_on(name, workers, concurrency, workdir, postgres, database, verify)
+
+
+@contextmanager
+def fresh_database_for(name: str, postgres: PostgresServer | None) -> Iterator[str | None]:
+    """For the ours-embedded-pg variant, a new database of `postgres`, dropped afterwards;
+    None for the others (SQLite: a fresh file at each start)."""
+    if name != "ours-embedded-pg":
+        yield None
+        return
+    if postgres is None:
+        raise SetupError("no PostgreSQL server for the ours-embedded-pg variant")
+    database = postgres.fresh_database()
+    try:
+        yield database
     finally:
-        if postgres is not None and database is not None:
-            postgres.drop_database(database)
+        postgres.drop_database(database)
 
 
 def _run_on(

@@ -10,13 +10,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import load, report
 from bench.cluster import OneRouterBehindHAProxy, OurCluster, TwoRoutersBehindHAProxy
-from bench.full_stack import run_full_rounds
+from bench.full_stack import fresh_database_for, run_full_rounds
 from bench.servers import (
     BENCH_DIR,
     SERVERS,
@@ -208,16 +209,8 @@ def run_s4(
 def _run_s4_level(
     name: str, plan: Plan, concurrency: int, workdir: Path, postgres: PostgresServer | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], float]:
-    database = None
-    if name == "ours-embedded-pg":
-        if postgres is None:
-            raise SetupError("no PostgreSQL server for the ours-embedded-pg variant")
-        database = postgres.fresh_database()
-    try:
+    with fresh_database_for(name, postgres) as database:
         return _run_s4_on(name, plan, concurrency, workdir, postgres, database)
-    finally:
-        if postgres is not None and database is not None:
-            postgres.drop_database(database)
 
 
 def _run_s4_on(
@@ -313,19 +306,31 @@ def run_s4_rounds(
     document: dict[str, Any], plan: Plan, servers: list[str], workdir: Path
 ) -> list[str]:
     """S4's rounds (alternating the variants); the failures."""
+    return _ours_with_postgres(
+        "S4", servers, lambda postgres: _s4_rounds(document, plan, workdir, postgres)
+    )
+
+
+def _ours_with_postgres(
+    scenario: str, servers: list[str], rounds: Callable[[PostgresServer | None], list[str]]
+) -> list[str]:
+    """A scenario of our daemon only: its `rounds` beside a temporary PostgreSQL server (None
+    if it cannot start: then the PostgreSQL variant fails, the others run); the failures."""
     if "ours" not in servers:
-        print("S4: skipped (it measures our daemon only; `ours` is not in --servers)")
+        print(f"{scenario}: skipped (it measures our daemon only; `ours` is not in --servers)")
         return []
     failures: list[str] = []
     postgres = None
     try:
-        print("S4: starting a temporary PostgreSQL server (tests/postgres.py)...", flush=True)
+        print(
+            f"{scenario}: starting a temporary PostgreSQL server (tests/postgres.py)...", flush=True
+        )
         postgres = start_server(durable=True)  # its commits wait for the disk, as SQLite's
     except PostgresUnavailable as e:
         print(f"  FAILED: {e}", file=sys.stderr, flush=True)
-        failures.append(f"S4 ours-embedded-pg: {e}")
+        failures.append(f"{scenario} ours-embedded-pg: {e}")
     try:
-        failures += _s4_rounds(document, plan, workdir, postgres)
+        failures += rounds(postgres)
     finally:
         if postgres is not None:
             postgres.stop()
@@ -335,20 +340,10 @@ def run_s4_rounds(
 def run_full_scenario(
     document: dict[str, Any], plan: Plan, servers: list[str], workdir: Path
 ) -> list[str]:
-    """FULL's rounds (bench/full_stack.py), with a temporary PostgreSQL server; the failures."""
-    if "ours" not in servers:
-        print("FULL: skipped (it measures our daemon only; `ours` is not in --servers)")
-        return []
-    failures: list[str] = []
-    postgres = None
-    try:
-        print("FULL: starting a temporary PostgreSQL server (tests/postgres.py)...", flush=True)
-        postgres = start_server(durable=True)
-    except PostgresUnavailable as e:
-        print(f"  FAILED: {e}", file=sys.stderr, flush=True)
-        failures.append(f"FULL ours-embedded-pg: {e}")
-    try:
-        failures += run_full_rounds(
+    """FULL's rounds (bench/full_stack.py); the failures."""
+
+    def rounds(postgres: PostgresServer | None) -> list[str]:
+        return run_full_rounds(
             document,
             plan.rounds,
             plan.full_workers,
@@ -358,10 +353,8 @@ def run_full_scenario(
             verify_stored,
             _median_merge,
         )
-    finally:
-        if postgres is not None:
-            postgres.stop()
-    return failures
+
+    return _ours_with_postgres("FULL", servers, rounds)
 
 
 def _s4_rounds(
