@@ -558,6 +558,49 @@ class StoredCount:
             self.pg.close()
 
 
+async def register_worker(
+    session: aiohttp.ClientSession, base: str, prefix: str, number: int
+) -> str:
+    """A fresh worker ``{prefix}-w{number}`` registered through /request_agent: its agent id."""
+    worker = f"{prefix}-w{number}"
+    body = {
+        "provider_data": {
+            "worker_name": worker,
+            "agent_registration_id": f"{prefix}-a{number}-{worker}",
+            "assignment_id": f"{prefix}-a{number}",
+            "provider_type": "mock",
+        },
+        "client_timestamp": time.time(),
+    }
+    async with session.post(base + "/request_agent", json=body) as r:
+        answer = await r.json(content_type=None)
+    data = answer.get("data") or {}
+    if r.status != 200 or not data.get("agent_id"):
+        raise RuntimeError(f"registration of {worker} failed: {r.status} {answer}")
+    agent_id: str = data["agent_id"]
+    return agent_id
+
+
+async def submit_unit(session: aiohttp.ClientSession, base: str, agent_id: str) -> bool:
+    """The agent's page posts /submit_task once; whether it was acknowledged as kept."""
+    body = {
+        "USED_AGENT_ID": agent_id,
+        "final_data": {
+            "answer": agent_id[-8:],
+            "rating": 4,
+            "comment": "A short free-text comment, as a task page would send. " * 3,
+            "timings": [1.5, 2.25, 3.0],
+        },
+        "client_timestamp": time.time(),
+    }
+    try:
+        async with session.post(base + "/submit_task", json=body) as r:
+            answer = await r.json(content_type=None)
+        return r.status == 200 and answer == {"status": "Submitted!"}
+    except (aiohttp.ClientError, ValueError):
+        return False
+
+
 async def _register_agents(
     session: aiohttp.ClientSession, base: str, count: int, prefix: str
 ) -> tuple[list[str], float]:
@@ -567,22 +610,7 @@ async def _register_agents(
 
     async def client(names: Iterator[int] = names) -> None:
         for number in names:
-            worker = f"{prefix}-w{number}"
-            body = {
-                "provider_data": {
-                    "worker_name": worker,
-                    "agent_registration_id": f"{prefix}-a{number}-{worker}",
-                    "assignment_id": f"{prefix}-a{number}",
-                    "provider_type": "mock",
-                },
-                "client_timestamp": time.time(),
-            }
-            async with session.post(base + "/request_agent", json=body) as r:
-                answer = await r.json(content_type=None)
-            data = answer.get("data") or {}
-            if r.status != 200 or not data.get("agent_id"):
-                raise RuntimeError(f"registration of {worker} failed: {r.status} {answer}")
-            agent_ids.append(data["agent_id"])
+            agent_ids.append(await register_worker(session, base, prefix, number))
 
     started = time.perf_counter()
     # One first, alone: its answer's session cookie then goes with every other request
@@ -607,24 +635,8 @@ async def _submit_all(
     async def client() -> None:
         nonlocal errors
         for agent_id in todo:
-            body = {
-                "USED_AGENT_ID": agent_id,
-                "final_data": {
-                    "answer": agent_id[-8:],
-                    "rating": 4,
-                    "comment": "A short free-text comment, as a task page would send. " * 3,
-                    "timings": [1.5, 2.25, 3.0],
-                },
-                "client_timestamp": time.time(),
-            }
             start = time.perf_counter()
-            try:
-                async with session.post(base + "/submit_task", json=body) as r:
-                    answer = await r.json(content_type=None)
-                ok = r.status == 200 and answer == {"status": "Submitted!"}
-            except (aiohttp.ClientError, ValueError):
-                ok = False
-            if ok:
+            if await submit_unit(session, base, agent_id):
                 latencies.append(time.perf_counter() - start)
                 acknowledged.append(agent_id)
             else:
@@ -719,6 +731,70 @@ async def _s4_levels(
     return results
 
 
+async def full_stack(
+    base: str, workers: int, concurrency: int, pids: dict[str, int], database: str
+) -> list[dict[str, Any]]:
+    """The whole path, ``concurrency`` workers at a time: each fresh worker registers, submits
+    at once, and the generator waits until every acknowledged submission is in ``database``."""
+    count_stored = StoredCount(database)
+    try:
+        return [await _full_stack(base, workers, concurrency, pids, count_stored)]
+    finally:
+        count_stored.close()
+
+
+async def _full_stack(
+    base: str, workers: int, concurrency: int, pids: dict[str, int], count_stored: StoredCount
+) -> dict[str, Any]:
+    registrations: list[float] = []
+    submissions: list[float] = []
+    acknowledged: list[str] = []
+    errors = 0
+    names = iter(range(1, workers))
+
+    async def one(number: int) -> None:
+        nonlocal errors
+        start = time.perf_counter()
+        agent_id = await register_worker(session, base, "full", number)
+        registered = time.perf_counter()
+        registrations.append(registered - start)
+        if await submit_unit(session, base, agent_id):
+            submissions.append(time.perf_counter() - registered)
+            acknowledged.append(agent_id)
+        else:
+            errors += 1
+
+    async def client() -> None:
+        for number in names:
+            await one(number)
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with _browser(connector) as session:
+        await one(0)  # alone: its session cookie then goes with every other request
+        first = len(acknowledged)
+        window = CpuWindow(pids)
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        cpu = window.stop()
+    stored, done_at = await _all_stored(count_stored, len(acknowledged), 60)
+    until_stored = max(elapsed, done_at - started)
+    acked = len(acknowledged) - first
+    return {
+        "concurrency": concurrency,
+        "workers": workers,
+        "registrations_per_s": round((workers - 1) / elapsed, 1),
+        "submissions_per_s": round(acked / elapsed, 1),
+        "stored_per_s": round(acked / until_stored, 1),
+        "errors": errors,
+        "registration": percentiles(registrations),
+        "submission": percentiles(submissions),
+        "cpu": cpu,
+        "stored_total": stored,
+        "acknowledged_agents": acknowledged,
+    }
+
+
 # --- running a scenario in a child process ---
 
 SCENARIOS: dict[str, Callable[..., Coroutine[Any, Any, list[dict[str, Any]]]]] = {
@@ -726,6 +802,7 @@ SCENARIOS: dict[str, Callable[..., Coroutine[Any, Any, list[dict[str, Any]]]]] =
     "S2": s2_live,
     "S3": s3_capacity,
     "S4": s4_submissions,
+    "FULL": full_stack,
 }
 
 

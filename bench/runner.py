@@ -10,12 +10,14 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import load, report
 from bench.cluster import OneRouterBehindHAProxy, OurCluster, TwoRoutersBehindHAProxy
+from bench.full_stack import fresh_database_for, run_full_rounds
 from bench.servers import (
     BENCH_DIR,
     SERVERS,
@@ -33,7 +35,7 @@ CLUSTERS: dict[str, type[OurCluster]] = {
     "ours-lb1": OneRouterBehindHAProxy,
     "ours-lb2": TwoRoutersBehindHAProxy,
 }
-ALL_SCENARIOS = ["S1", "S2", "S3", "S4"]
+ALL_SCENARIOS = ["S1", "S2", "S3", "S4", "FULL"]
 # S4 is ours only: the embedded daemon storing to SQLite, the same storing to PostgreSQL,
 # and beside them, for the cost of durability, the router alone (mode = off) with the
 # generator's backend taking each submission without storing it.
@@ -56,6 +58,8 @@ class Plan:
     s4_concurrencies: list[int] = field(default_factory=lambda: [1, 16])
     s4_submissions: int = 600  # measured submissions per concurrency (one agent each)
     s4_warmup: int = 20  # submissions before each measured batch, not timed
+    full_concurrencies: list[int] = field(default_factory=lambda: [16])
+    full_workers: int = 300  # fresh workers per level, each registering and submitting once
     notes: list[str] = field(default_factory=list)
 
 
@@ -73,6 +77,8 @@ QUICK = Plan(
     s4_concurrencies=[1, 16],
     s4_submissions=600,
     s4_warmup=20,
+    full_concurrencies=[16],
+    full_workers=300,
 )
 FULL = Plan(
     rounds=2,
@@ -87,6 +93,8 @@ FULL = Plan(
     s4_concurrencies=[1, 4, 16, 64],
     s4_submissions=2000,
     s4_warmup=100,
+    full_concurrencies=[4, 16, 64],
+    full_workers=2000,
 )
 
 
@@ -201,16 +209,8 @@ def run_s4(
 def _run_s4_level(
     name: str, plan: Plan, concurrency: int, workdir: Path, postgres: PostgresServer | None
 ) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any], float]:
-    database = None
-    if name == "ours-embedded-pg":
-        if postgres is None:
-            raise SetupError("no PostgreSQL server for the ours-embedded-pg variant")
-        database = postgres.fresh_database()
-    try:
+    with fresh_database_for(name, postgres) as database:
         return _run_s4_on(name, plan, concurrency, workdir, postgres, database)
-    finally:
-        if postgres is not None and database is not None:
-            postgres.drop_database(database)
 
 
 def _run_s4_on(
@@ -250,16 +250,17 @@ def _run_s4_on(
     acknowledged = [a for entry in results for a in entry.pop("acknowledged_agents")]
     check: dict[str, Any] = {"acknowledged": len(acknowledged)}
     if isinstance(server, OurEmbedded):
-        check.update(verify_stored(server, acknowledged))
+        check.update(verify_stored(server.config_path, acknowledged))
     else:
         check["delivered_to_backend"] = backend_stats.get("submitted", 0)
     return results, backend_stats, check, elapsed
 
 
-def verify_stored(server: OurEmbedded, acknowledged: list[str]) -> dict[str, Any]:
-    """Every acknowledged submission, read back with `architect results` once the daemon stopped."""
+def verify_stored(config_path: Path, acknowledged: list[str]) -> dict[str, Any]:
+    """Every acknowledged submission, read back with `architect results` once the daemon
+    (whose config is `config_path`) stopped."""
     done = subprocess.run(
-        [sys.executable, "-m", "architect.cli", "results", "--config", str(server.config_path)],
+        [sys.executable, "-m", "architect.cli", "results", "--config", str(config_path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -305,23 +306,55 @@ def run_s4_rounds(
     document: dict[str, Any], plan: Plan, servers: list[str], workdir: Path
 ) -> list[str]:
     """S4's rounds (alternating the variants); the failures."""
+    return _ours_with_postgres(
+        "S4", servers, lambda postgres: _s4_rounds(document, plan, workdir, postgres)
+    )
+
+
+def _ours_with_postgres(
+    scenario: str, servers: list[str], rounds: Callable[[PostgresServer | None], list[str]]
+) -> list[str]:
+    """A scenario of our daemon only: its `rounds` beside a temporary PostgreSQL server (None
+    if it cannot start: then the PostgreSQL variant fails, the others run); the failures."""
     if "ours" not in servers:
-        print("S4: skipped (it measures our daemon only; `ours` is not in --servers)")
+        print(f"{scenario}: skipped (it measures our daemon only; `ours` is not in --servers)")
         return []
     failures: list[str] = []
     postgres = None
     try:
-        print("S4: starting a temporary PostgreSQL server (tests/postgres.py)...", flush=True)
+        print(
+            f"{scenario}: starting a temporary PostgreSQL server (tests/postgres.py)...", flush=True
+        )
         postgres = start_server(durable=True)  # its commits wait for the disk, as SQLite's
     except PostgresUnavailable as e:
         print(f"  FAILED: {e}", file=sys.stderr, flush=True)
-        failures.append(f"S4 ours-embedded-pg: {e}")
+        failures.append(f"{scenario} ours-embedded-pg: {e}")
     try:
-        failures += _s4_rounds(document, plan, workdir, postgres)
+        failures += rounds(postgres)
     finally:
         if postgres is not None:
             postgres.stop()
     return failures
+
+
+def run_full_scenario(
+    document: dict[str, Any], plan: Plan, servers: list[str], workdir: Path
+) -> list[str]:
+    """FULL's rounds (bench/full_stack.py); the failures."""
+
+    def rounds(postgres: PostgresServer | None) -> list[str]:
+        return run_full_rounds(
+            document,
+            plan.rounds,
+            plan.full_workers,
+            plan.full_concurrencies,
+            workdir,
+            postgres,
+            verify_stored,
+            _median_merge,
+        )
+
+    return _ours_with_postgres("FULL", servers, rounds)
 
 
 def _s4_rounds(
@@ -456,6 +489,9 @@ def main(argv: list[str] | None = None) -> int:
     for scenario in scenarios:
         if scenario == "S4":
             failures += run_s4_rounds(document, plan, servers, workdir)
+            continue
+        if scenario == "FULL":
+            failures += run_full_scenario(document, plan, servers, workdir)
             continue
         per_server: dict[str, list[Any]] = {name: [] for name in servers}
         for round_number in range(plan.rounds):

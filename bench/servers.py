@@ -5,6 +5,8 @@
   storing to SQLite, and a ``[task]`` with enough units;
 - ``ours-embedded-pg`` (S4 only): the same, storing to a PostgreSQL database (``[storage]
   url``) of a temporary server the runner starts (tests/postgres.py);
+- ``ours-remote`` (FULL only): ``ours`` with our backend daemon beside it (``[backend] mode =
+  remote``, OurBackendDaemon), storing to SQLite;
 - ``mephisto``: Mephisto's Node router, taken from the PyPI wheel ``mephisto==1.1.1`` and set up
   on first use in ``bench/.cache/`` (nothing of it is committed);
 - ``floor``: ``python -m bench.floor``, a bare one-hop echo (see floor.py).
@@ -257,6 +259,45 @@ class OurEmbedded(OurRouter):
             f"name = {self.task_name}\n"
             f"units = {units.name}\n"
         )
+
+
+# What a remote backend logs once connected to its router (backend/websocket_channel.py).
+CONNECTED_LINE = "connected to the router at"
+
+
+class OurBackendDaemon(OurEmbedded):
+    """Our backend alone (``[backend] mode = remote``), storing as OurEmbedded does, connected
+    to the router at ``router_ws_url`` (an OurRouter: mode off, trusting loopback)."""
+
+    name = "ours-backend"
+
+    def __init__(self, workdir: Path, router_ws_url: str, units: int = 1000) -> None:
+        super().__init__(workdir, units=units)
+        self.router_ws_url = router_ws_url
+
+    def start(self) -> None:
+        """Once it says it is connected: it has no HTTP listener to ask."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv, cwd, env = self.command()
+        log_path = self.workdir / f"{self.name}.log"
+        earlier = log_path.stat().st_size if log_path.exists() else 0
+        self.log = open(log_path, "ab")
+        self.process = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 30
+        while CONNECTED_LINE not in log_path.read_bytes()[earlier:].decode(errors="replace"):
+            if self.process.poll() is not None:
+                raise SetupError(f"{self.name} exited at start; see {log_path}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise SetupError(f"{self.name} did not connect within 30 s; see {log_path}")
+            time.sleep(0.05)
+
+    def config_text(self) -> str:
+        embedded = super().config_text()
+        storage = embedded[embedded.index("[storage]") :]
+        return f"[backend]\nmode = remote\nrouter_url = {self.router_ws_url}\n{storage}"
 
 
 class MephistoRouter(Server):

@@ -326,6 +326,7 @@ class MemoryStore:
         worker_id: str | None,
         data: dict[str, Any],
         dedupe_key: str | None = None,
+        completes: bool = False,
     ) -> Deferred[None]:
         return self._keep("unit", agent_id, worker_id, data)
 

@@ -1,7 +1,8 @@
 """`python -m bench --quick` runs end to end against every server and gives sane numbers.
 
-S4 (ours only) must also show that every acknowledged submission reached the database once,
-on SQLite and on PostgreSQL (a temporary server, tests/postgres.py).
+S4 and FULL (ours only) must also show that every acknowledged submission reached the database
+once, on SQLite and on PostgreSQL (a temporary server, tests/postgres.py), and FULL in remote
+mode too (the router and our backend daemon).
 
 This is a smoke test of the harness, never a speed threshold. It sets up Mephisto's Node
 router itself on first use (PyPI wheel + npm); if that fails, the test fails.
@@ -40,6 +41,7 @@ def test_quick_bench(tmp_path: Path) -> None:
     assert document["failures"] == [], output
     summary = document["summary"]
     check_s4(document)
+    check_full(document)
     for server in SERVERS:
         s1 = summary["S1"][server]
         assert [e["concurrency"] for e in s1] == document["plan"]["s1_concurrencies"]
@@ -65,6 +67,31 @@ def test_quick_bench(tmp_path: Path) -> None:
     assert "ours/mephisto" in table
     assert "stored/not stored" in table
     assert "PostgreSQL/SQLite" in table
+    assert "FULL (register, submit, stored" in table
+
+
+def check_full(document: dict) -> None:
+    """FULL (ours only): each variant's whole path measured, and its database read back."""
+    plan = document["plan"]
+    full = document["summary"]["FULL"]
+    assert sorted(full) == ["ours-embedded", "ours-embedded-pg", "ours-remote"], full
+    for variant, entries in full.items():
+        assert [e["concurrency"] for e in entries] == plan["full_concurrencies"]
+        for e in entries:
+            where = f"FULL {variant} c={e['concurrency']}"
+            assert e["check_ok"] and e["errors"] == 0, (where, e)
+            assert 0 < e["stored_per_s"] <= e["submissions_per_s"] * 1.01, (where, e)
+            assert e["registrations_per_s"] > 0, (where, e)
+            check_latency(e["registration"], f"{where} registration")
+            check_latency(e["submission"], f"{where} submission")
+    checks = document["full_checks"]
+    assert len(checks) == len(full) * len(plan["full_concurrencies"]) * plan["rounds"]
+    for check in checks:
+        workers = plan["full_workers"]
+        counted = (check["agents"], check["units_completed"], check["unit_submissions"])
+        assert counted == (workers, workers, workers), check
+        assert (check["acknowledged"], check["stored"]) == (workers, workers), check
+        assert check["missing"] == check["duplicates"] == check["unexpected"] == 0, check
 
 
 def check_s4(document: dict) -> None:

@@ -212,7 +212,12 @@ class SlowStore(MemoryStore):
         self.commits: list[Deferred[None]] = []
 
     def save_unit_submission(
-        self, agent_id: str, worker_id: str | None, data: dict[str, Any], dedupe_key: Any = None
+        self,
+        agent_id: str,
+        worker_id: str | None,
+        data: dict[str, Any],
+        dedupe_key: Any = None,
+        completes: bool = False,
     ) -> Deferred[None]:
         committed: Deferred[None] = Deferred()
         self.commits.append(committed)

@@ -339,6 +339,7 @@ class FlakyStore(MemoryStore):
         worker_id: str | None,
         data: dict[str, Any],
         dedupe_key: str | None = None,
+        completes: bool = False,
     ) -> Deferred[None]:
         self.attempts += 1
         if self.attempts == 1:
@@ -373,6 +374,7 @@ class SlowStore(MemoryStore):
         worker_id: str | None,
         data: dict[str, Any],
         dedupe_key: str | None = None,
+        completes: bool = False,
     ) -> Deferred[None]:
         d: Deferred[None] = Deferred()
         self.pending.append((d, data))

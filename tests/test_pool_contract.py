@@ -31,6 +31,7 @@ from architect.backend.client_io import ClientIOHandler
 from architect.backend.registration import BadRegistration, Registration, WorkerPool
 from architect.backend.workers import StoredWorkerPool, prepare_task_run
 from architect.config import StorageConfig, TaskConfig
+from architect.lifecycle import UnitStatus
 from architect.protocol import SUBMIT_UNIT, FailureReason, Status
 from architect.qualifications import Requirement
 from architect.storage import Database, open_database
@@ -56,10 +57,15 @@ def passes(data: dict[str, Any]) -> bool:
 class Subject:
     """A pool under test behind a ClientIOHandler (for submissions) and a fake channel."""
 
-    def __init__(self, pool: WorkerPool, settled: Callable[[], Deferred[None]]) -> None:
+    def __init__(
+        self,
+        pool: WorkerPool,
+        settled: Callable[[], Deferred[None]],
+        store: MemoryStore | None = None,
+    ) -> None:
         self.pool = pool
         self._settled = settled
-        self.store = MemoryStore()
+        self.store = store or MemoryStore()
         self.handler = ClientIOHandler(Clock(), pool, self.store)
         self.channel = FakeChannel("router")
         self.handler.add_channel(self.channel)
@@ -133,6 +139,30 @@ def memory_maker() -> MakePool:
     return make
 
 
+class CompletingStore(MemoryStore):
+    """Keeps submissions in memory, and a completing one's agent status in the database, as
+    StoredSubmissions does in the submission's transaction (the recorder leaves it out)."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__()
+        self.database = database
+
+    def save_unit_submission(
+        self,
+        agent_id: str,
+        worker_id: str | None,
+        data: dict[str, Any],
+        dedupe_key: str | None = None,
+        completes: bool = False,
+    ) -> Deferred[None]:
+        if not completes:
+            return super().save_unit_submission(agent_id, worker_id, data, dedupe_key)
+        done = self.database.set_agent_status(agent_id, Status.COMPLETED, UnitStatus.COMPLETED)
+        return done.addCallback(
+            lambda _: super(CompletingStore, self).save_unit_submission(agent_id, worker_id, data)
+        )
+
+
 def stored_maker(database: Database) -> MakePool:
     made = 0
 
@@ -172,7 +202,7 @@ def stored_maker(database: Database) -> MakePool:
             )
         run = await prepare_task_run(database, config, unit_data)
         pool = StoredWorkerPool(Clock(), database, run, config, task, inline_runner)
-        return Subject(pool, pool.settled)
+        return Subject(pool, pool.settled, CompletingStore(database))
 
     return make
 

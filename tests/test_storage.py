@@ -946,6 +946,29 @@ async def test_a_repeated_submission_is_stored_once(db: Database, tmp_path: Path
     assert query(tmp_path, "SELECT COUNT(*) FROM submissions WHERE kind = 'unit'") == [(1,)]
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_submission_can_complete_its_agent_in_its_transaction(db: Database) -> None:
+    run_id, unit_ids = await run_with_units(db)
+    alice = await db.find_or_create_worker("mock", "alice")
+    reserved = await db.reserve_unit(run_id, alice.id, "a1", unit_ids)
+    assert reserved is not None
+    await db.set_agent_status("a1", Status.IN_TASK)
+    done = (Status.COMPLETED, UnitStatus.COMPLETED)
+    assert await db.store_submission("a1", "unit", {"v": 1}, "k1", (), *done) is True
+    assert [c.status for c in await db.status_history("a1")][-2:] == [
+        Status.IN_TASK,
+        Status.COMPLETED,
+    ]
+    unit = await db.get_unit(reserved.id)
+    assert unit is not None and (unit.status, unit.agent_id) == (UnitStatus.COMPLETED, "a1")
+    # A repeat changes nothing more; an unknown status is refused before any write.
+    assert await db.store_submission("a1", "unit", {"v": 1}, "k1", (), *done) is False
+    assert [c.status for c in await db.status_history("a1")].count("completed") == 1
+    with pytest.raises(ValueError):
+        await db.store_submission("a1", "metadata", {}, None, (), "finished-ish")
+    assert len(await db.list_submissions(agent_id="a1")) == 1
+
+
 @SQLITE_ONLY
 @pytest_twisted.ensureDeferred
 async def test_a_write_is_committed_when_its_deferred_fires(db: Database, tmp_path: Path) -> None:

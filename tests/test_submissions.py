@@ -19,9 +19,11 @@ from architect.backend.files import FileFetchError
 from architect.backend.store import StoredSubmissions
 from architect.config import StorageConfig
 from architect.embedded import SharedUploads
+from architect.protocol import SUBMIT_UNIT, Status
 from architect.qualifications import Requirement, parse_requirements
 from architect.router.uploads import UploadBounds, UploadFolder
 from architect.storage import Database, open_database
+from tests.backend_stack import BackendStack
 from tests.clients import reactor
 
 
@@ -232,3 +234,42 @@ def test_requirements_parse_from_json() -> None:
 def test_bad_requirements_say_what_is_wrong(text: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem.replace("[", r"\[")):
         parse_requirements(text)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_unit_submission_commits_its_agents_completion_with_it(db: Database) -> None:
+    stack = await BackendStack.make(db, [{"n": 0}, {"n": 1}])
+    agent_id = (await stack.register("w1"))["agent_id"]
+    stack.held(agent_id).set_status(Status.IN_TASK)
+    await stack.settled()
+    separate: list[tuple[str, str]] = []
+    record = db.set_agent_status
+
+    def spied(agent: str, status: str, unit_status: str | None = None) -> Deferred[bool]:
+        separate.append((agent, status))
+        return record(agent, status, unit_status)
+
+    db.set_agent_status = spied  # type: ignore[method-assign, assignment]
+    await stack.channel.receive(SUBMIT_UNIT, agent_id, {"answer": 1})  # acknowledged
+    assert stack.sizes()["recorder.writes"] == 0 and separate == []  # no write of its own
+    history = [change.status for change in await db.status_history(agent_id)]
+    assert history[-2:] == [Status.IN_TASK, Status.COMPLETED]
+    stored = await db.get_agent(agent_id)
+    assert stored is not None and stored.status == Status.COMPLETED
+    assert (await stack.register("w2")).get("agent_id")  # the other unit; this one is used up
+    assert (await stack.register("w3")).get("agent_id") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_submission_with_files_leaves_the_completion_to_the_recorder(
+    db: Database,
+) -> None:
+    uploads = FakeUploads({})
+    stack = await BackendStack.make(db, [{"n": 0}], files=uploads)
+    agent_id = (await stack.register("w1"))["agent_id"]
+    uploads.files["u1.txt"] = (agent_id, b"hello")
+    stack.held(agent_id).set_status(Status.IN_TASK)
+    await stack.submit(agent_id, {"files": [file_entry("u1.txt", "a.txt")]})
+    stored = await db.get_agent(agent_id)
+    assert stored is not None and stored.status == Status.COMPLETED
+    assert len(await db.list_submissions(agent_id=agent_id)) == 1

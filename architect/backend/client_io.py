@@ -32,7 +32,7 @@ from architect.backend.finished import FinishedAgents
 from architect.backend.registration import BadRegistration, Registration, WorkerPool
 from architect.backend.resume import Resumption
 from architect.backend.routes import AgentRoutes
-from architect.backend.store import SubmissionStore
+from architect.backend.store import SubmissionStore, names_files
 from architect.backend.write_barrier import WriteBarrier
 from architect.config import BackendConfig
 from architect.connection_events import ConnectionEvent, from_wire
@@ -404,8 +404,8 @@ class ClientIOHandler:
             log.info("dropped a repeated submission of agent {agent_id}", agent_id=agent_id)
             return None
 
-        def save(worker_id: str | None) -> Deferred[None]:
-            d = self.store.save_unit_submission(agent_id, worker_id, packet.data, key)
+        def save(worker_id: str | None, completes: bool = False) -> Deferred[None]:
+            d = self.store.save_unit_submission(agent_id, worker_id, packet.data, key, completes)
 
             def failed(failure: Failure) -> Failure:
                 self.stored_submissions.discard(key)  # a repeat may be stored yet
@@ -418,14 +418,24 @@ class ClientIOHandler:
         if agent is None:
             return self.finished.unit_submission(channel, agent_id, packet.data, save)
         agent.submitted = True
+        # The agent's `completed` commits with its submission, one transaction for both,
+        # as long as nothing changes its status meanwhile (then the recorder writes it).
+        # Only without files: with none to fetch first, that transaction is issued now,
+        # before any later status write of the agent, which then follows it.
+        status_then = agent.status
+        completes = (
+            is_active(status_then) and not agent.is_onboarding and not names_files(packet.data)
+        )
 
         def stored(_: None) -> None:
             if is_active(agent.status):
+                if completes and agent.status == status_then:
+                    agent.stored_status = Status.COMPLETED
                 agent.set_status(Status.COMPLETED)
                 if self.on_unit_submitted is not None:
                     self.on_unit_submitted(agent, packet.data)
 
-        return save(agent.worker_id).addCallback(stored)
+        return save(agent.worker_id, completes).addCallback(stored)
 
     def handle_submit_metadata(self, channel: Channel, packet: Packet) -> Deferred[None] | None:
         key = fingerprint(packet)

@@ -50,6 +50,8 @@ class AgentRecorder:
         )
 
     def _record_status(self, agent: Agent, old: str, new: str) -> None:
+        if new == agent.stored_status:  # committed already, with the submission
+            return
         unit_status = None
         if not agent.is_onboarding:
             unit_status = unit_status_after(old, new, self.return_units)

@@ -15,17 +15,34 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from architect.backend.files import FileFetchError, UploadedFiles
+from architect.lifecycle import UnitStatus
 from architect.log_text import capped, cut, printable
 from architect.nul import holds_nul
+from architect.protocol import Status
 from architect.storage import Database, SubmissionFile, SubmissionKind
 
 log = Logger()
 
 
+def names_files(data: dict[str, Any]) -> bool:
+    """Whether a submission names uploaded files, which are fetched before it is stored."""
+    entries = data.get("files")
+    return isinstance(entries, list) and bool(entries)
+
+
 class SubmissionStore(Protocol):
     def save_unit_submission(
-        self, agent_id: str, worker_id: str | None, data: dict[str, Any], dedupe_key: str | None
-    ) -> Deferred[None]: ...
+        self,
+        agent_id: str,
+        worker_id: str | None,
+        data: dict[str, Any],
+        dedupe_key: str | None,
+        completes: bool = False,
+    ) -> Deferred[None]:
+        """With `completes`, the agent's `completed` (and its unit's) is committed with the
+        submission: the recorder need not write it again (Agent.stored_status). Meant for a
+        submission naming no files, whose transaction is issued before this returns."""
+        ...
 
     def save_onboarding(
         self, agent_id: str, worker_id: str | None, data: dict[str, Any], dedupe_key: str | None
@@ -52,9 +69,16 @@ class StoredSubmissions:
         self.files = files
 
     def save_unit_submission(
-        self, agent_id: str, worker_id: str | None, data: dict[str, Any], dedupe_key: str | None
+        self,
+        agent_id: str,
+        worker_id: str | None,
+        data: dict[str, Any],
+        dedupe_key: str | None,
+        completes: bool = False,
     ) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._save(SubmissionKind.UNIT, agent_id, data, dedupe_key))
+        return Deferred.fromCoroutine(
+            self._save(SubmissionKind.UNIT, agent_id, data, dedupe_key, completes)
+        )
 
     def save_onboarding(
         self, agent_id: str, worker_id: str | None, data: dict[str, Any], dedupe_key: str | None
@@ -84,11 +108,19 @@ class StoredSubmissions:
                 self.files.discard(filename, agent_id)
 
     async def _save(
-        self, kind: str, agent_id: str, data: dict[str, Any], dedupe_key: str | None
+        self,
+        kind: str,
+        agent_id: str,
+        data: dict[str, Any],
+        dedupe_key: str | None,
+        completes: bool = False,
     ) -> None:
         fetched = await self._fetch_files(agent_id, data)
         files = [kept for _, kept in fetched]
-        stored = await self.database.store_submission(agent_id, kind, data, dedupe_key, files)
+        done = (Status.COMPLETED, UnitStatus.COMPLETED) if completes else (None, None)
+        stored = await self.database.store_submission(
+            agent_id, kind, data, dedupe_key, files, *done
+        )
         # Committed: the router's copies may go (the worker does not wait for it).
         for name, _ in fetched:
             if self.files is not None:
@@ -110,9 +142,9 @@ class StoredSubmissions:
         A file that cannot be had is logged and left out: the rest of the
         submission is still stored (its `files` entries still describe it).
         """
-        entries = data.get("files")
-        if not isinstance(entries, list) or not entries:
+        if not names_files(data):
             return []
+        entries = data["files"]
         stored: list[tuple[str, SubmissionFile]] = []  # (the router's name, the kept file)
         for entry in entries:
             if not isinstance(entry, dict):

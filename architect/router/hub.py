@@ -150,6 +150,9 @@ class RouterHub:
         self.draining = False  # stopping: no new registrations (architect/drain.py)
         self.cluster: ClusterPort | None = None  # several routers over Redis (architect/cluster/)
         self.backend: Link | None = None
+        # The backend again when it confirms what it stores (checked once, when it connects:
+        # an isinstance against a runtime Protocol on every submission costs).
+        self._confirming_backend: ConfirmingLink | None = None
         self.backend_came = False  # a backend link was taken at least once in this life
         self.backend_queue: SizedQueue[Packet] = SizedQueue()
         self.backend_queue_full = False  # logged, for this absence of the backend
@@ -366,6 +369,7 @@ class RouterHub:
         if link is self.backend:
             log.info("backend disconnected")
             self.backend = None
+            self._confirming_backend = None
             self._take_back_unconfirmed()
             return
         self.retired_backends.discard(link)
@@ -383,6 +387,7 @@ class RouterHub:
             self.backend = None
             self._take_back_unconfirmed()  # the new link gets them again
         self.backend = link
+        self._confirming_backend = link if isinstance(link, ConfirmingLink) else None
         self.backend_came = True
         self.backend_confirms = confirms and self.journal is not None
         self.backend_takes_events = events
@@ -890,8 +895,9 @@ class RouterHub:
         files: tuple[Path, ...],
     ) -> Deferred[None]:
         packet = self._incoming(packet_type, agent_id, data, client_timestamp)
-        if isinstance(self.backend, ConfirmingLink):
-            confirmed = self.backend.send_and_confirm(self._stamp_out(packet))
+        confirming = self._confirming_backend
+        if confirming is not None and confirming is self.backend:
+            confirmed = confirming.send_and_confirm(self._stamp_out(packet))
             return confirmed.addCallback(_answer_to_worker)
         if self.journal is not None:
             return self._journaled(packet, self.journal, files)

@@ -408,8 +408,15 @@ class SubmissionsAndLiveUpdates(Protocol):
         data: Any,
         dedupe_key: str | None = None,
         files: Sequence[SubmissionFile] = (),
+        agent_status: str | None = None,
+        unit_status: str | None = None,
     ) -> Deferred[bool]:
-        """Store a submission and its file rows; False if dedupe_key was stored before."""
+        """Store a submission and its file rows; False if dedupe_key was stored before.
+
+        With agent_status, the agent moves to it in the same transaction (as
+        `set_agent_status` would, unit_status with it), a repeat too: the status
+        commits with the submission rather than in a transaction of its own.
+        """
         ...
 
     def list_submissions(

@@ -76,6 +76,9 @@ class Agent:
         self.kind = kind  # AgentKind: a unit agent, or an onboarding agent (no unit)
         self.status = Status.NONE
         self.submitted = False
+        # A status the database got with what brought it (a unit submission's transaction):
+        # the recorder does not write it again.
+        self.stored_status: str | None = None
         self.history = LiveHistory(live_limits or LiveLimits())
         self.past_live_updates: list[dict[str, Any]] = self.history.updates
         self.on_live_update: LiveUpdateCallback | None = None

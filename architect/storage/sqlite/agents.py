@@ -32,6 +32,7 @@ from architect.storage.sqlite.sql import (
     marks,
     where,
 )
+from architect.storage.sqlite.statuses import change_status, record_status, set_agent_status
 from architect.storage.sqlite.submissions import LIVE_UPDATE_COLUMNS, live_update_from_row
 from architect.storage.sqlite.workers import WORKER_COLUMNS
 
@@ -177,7 +178,7 @@ def insert_agent(
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (agent_id, kind, task_run_id, worker_id, unit_id, agent_registration_id, status, now, now),
     )
-    _record_status(cursor, agent_id, status, now)
+    record_status(cursor, agent_id, status, now)
     return StoredAgent(
         agent_id, kind, task_run_id, worker_id, unit_id, agent_registration_id, status, now, now
     )
@@ -303,46 +304,6 @@ def recently_finished_agents(
 # --- statuses ---
 
 
-def set_agent_status(
-    cursor: Cursor, agent_id: str, status: str, unit_status: str | None, now: float
-) -> bool:
-    cursor.execute("SELECT status, unit_id FROM agents WHERE agent_id = ?", (agent_id,))
-    row = cursor.fetchone()
-    if row is None:
-        raise NoSuchAgent(f"no agent {agent_id!r}")
-    old_status, unit_id = row
-    changed: bool = old_status != status
-    if changed:
-        _change_status(cursor, agent_id, status, now)
-    if unit_status is not None and unit_id is not None:
-        _move_unit(cursor, unit_id, agent_id, unit_status)
-    return changed
-
-
-def _change_status(cursor: Cursor, agent_id: str, status: str, now: float) -> None:
-    cursor.execute(
-        "UPDATE agents SET status = ?, updated_at = ? WHERE agent_id = ?",
-        (status, now, agent_id),
-    )
-    _record_status(cursor, agent_id, status, now)
-
-
-def _record_status(cursor: Cursor, agent_id: str, status: str, now: float) -> None:
-    cursor.execute(
-        "INSERT INTO agent_status_history (agent_id, status, changed_at) VALUES (?, ?, ?)",
-        (agent_id, status, now),
-    )
-
-
-def _move_unit(cursor: Cursor, unit_id: int, agent_id: str, unit_status: str) -> None:
-    """Move a unit this agent still holds; releasing it to the pool forgets the agent."""
-    holder = None if unit_status == UnitStatus.AVAILABLE else agent_id
-    cursor.execute(
-        "UPDATE units SET status = ?, agent_id = ? WHERE id = ? AND agent_id = ?",
-        (unit_status, holder, unit_id, agent_id),
-    )
-
-
 def status_history(cursor: Cursor, agent_id: str) -> list[StatusChange]:
     cursor.execute(
         "SELECT status, changed_at FROM agent_status_history WHERE agent_id = ? ORDER BY id",
@@ -445,7 +406,7 @@ def recover_after_restart(cursor: Cursor, keep_task_run_id: int | None, now: flo
     cursor.execute("SELECT agent_id, unit_id FROM agents" + clause + " ORDER BY seq", params)
     stranded = cursor.fetchall()
     for agent_id, unit_id in stranded:
-        _change_status(cursor, agent_id, Status.DISCONNECT, now)
+        change_status(cursor, agent_id, Status.DISCONNECT, now)
         if unit_id is not None:
             cursor.execute(
                 "UPDATE units SET status = ?, agent_id = NULL"

@@ -12,7 +12,9 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 
+from architect.lifecycle import UnitStatus
 from architect.private import create_private
+from architect.protocol import Status
 from architect.storage.interface import (
     Direction,
     LiveUpdate,
@@ -29,6 +31,7 @@ from architect.storage.sqlite.sql import (
     json_text,
     where,
 )
+from architect.storage.sqlite.statuses import set_agent_status
 
 
 class SQLiteSubmissionsAndLiveUpdates(EnginePart):
@@ -57,8 +60,16 @@ class SQLiteSubmissionsAndLiveUpdates(EnginePart):
         data: Any,
         dedupe_key: str | None = None,
         files: Sequence[SubmissionFile] = (),
+        agent_status: str | None = None,
+        unit_status: str | None = None,
     ) -> Deferred[bool]:
         check_known(kind, SubmissionKind.ALL, "submission kind")
+        status = None
+        if agent_status is not None:
+            check_known(agent_status, Status.ALL, "agent status")
+            if unit_status is not None:
+                check_known(unit_status, UnitStatus.ALL, "unit status")
+            status = (agent_status, unit_status)
         return self._engine.run(
             True,
             store_submission,
@@ -68,6 +79,7 @@ class SQLiteSubmissionsAndLiveUpdates(EnginePart):
             dedupe_key,
             list(files),
             self._engine.now(),
+            status,
         )
 
     def list_submissions(
@@ -112,7 +124,10 @@ def store_submission(
     dedupe_key: str | None,
     files: list[SubmissionFile],
     now: float,
+    status: tuple[str, str | None] | None = None,
 ) -> bool:
+    if status is not None:  # whether or not the submission is a repeat: see the interface
+        set_agent_status(cursor, agent_id, status[0], status[1], now)
     if dedupe_key is not None and exists(
         cursor, "SELECT 1 FROM submissions WHERE dedupe_key = ?", (dedupe_key,)
     ):
