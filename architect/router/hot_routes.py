@@ -33,6 +33,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from architect.router.errors import RouterError
+from architect.router.lean_channel import LeanChannel
 
 log = Logger()
 
@@ -79,11 +80,18 @@ class HotRoute(Resource):
             twisted_request.processingFailed(failure)
             return None
 
-        def write(body: bytes | None) -> None:
+        def respond(body: bytes | None) -> None:
             if body is not None:
                 twisted_request.write(body)
             if not finished[0]:
                 twisted_request.finish()
+
+        def write(body: bytes | None) -> None:
+            channel = twisted_request.channel
+            if isinstance(channel, LeanChannel) and not finished[0]:
+                channel.answer_at_once(lambda: respond(body))  # one send: lean_channel.py
+            else:
+                respond(body)
 
         d.addErrback(failed)
         d.addCallback(write)
