@@ -33,7 +33,7 @@ async def server_and_client(wrapped: bool) -> tuple[Any, Any]:
     if wrapped:
         factory = WrappingFactory(factory)
     listener = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    client = await open_raw(listener.getHost().port)
+    client = await open_raw(listener.getHost().port)  # type: ignore[attr-defined]
     await wait_for(lambda: Kept.opened, "the server's side")
     listener.stopListening()
     return Kept.opened[0].transport, client
@@ -74,7 +74,7 @@ async def test_through_a_protocol_wrapper_the_socket_is_found() -> None:
     assert isinstance(transport, ProtocolWrapper)
     assert isinstance(_socket_of(transport), Connection)
     send_now(transport, b"wrapped")
-    assert not transport.transport._tempDataBuffer
+    assert not _socket_of(transport)._tempDataBuffer  # type: ignore[union-attr]
     await wait_for(lambda: client.received == b"wrapped", "the answer")
     transport.loseConnection()
 
