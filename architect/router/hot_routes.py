@@ -13,8 +13,9 @@ lookup and the plumbing between them are ours:
   before;
 - errors go to `RouterWeb.router_error` (a RouterError) and else to
   `RouterWeb.unexpected_error`, in Klein's order; an error in those is Twisted's;
-- the answer is written and the request finished as Klein does (`write`, `finish`), and
-  a browser that goes away cancels the route's Deferred, as in Klein.
+- the answer is written and the request finished as Klein does (`write`, `finish`),
+  what they write sent together (`lean_channel.LeanChannel.answer_at_once`), and a
+  browser that goes away cancels the route's Deferred, as in Klein.
 
 `tests/test_hot_routes.py` sends the same normal and hostile requests to a router with
 and without this shortcut and compares status, headers and body.
