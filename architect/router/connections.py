@@ -25,7 +25,8 @@ from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+
+from architect.router.lean_channel import LeanChannel
 
 log = Logger()
 
@@ -46,7 +47,7 @@ def plain_answer(status: int, reason: str, message: str) -> bytes:
     return head.encode("ascii") + body
 
 
-class TimelyHeaders(HTTPChannel):
+class TimelyHeaders(LeanChannel):
     """An HTTP channel whose requests must have their headers in within `header_timeout`
     seconds: of the connection for its first request, of a later request's first byte on
     a kept connection. Past it the client gets 408 and the connection is closed.

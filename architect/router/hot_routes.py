@@ -13,8 +13,9 @@ lookup and the plumbing between them are ours:
   before;
 - errors go to `RouterWeb.router_error` (a RouterError) and else to
   `RouterWeb.unexpected_error`, in Klein's order; an error in those is Twisted's;
-- the answer is written and the request finished as Klein does (`write`, `finish`), and
-  a browser that goes away cancels the route's Deferred, as in Klein.
+- the answer is written and the request finished as Klein does (`write`, `finish`),
+  what they write sent together (`lean_channel.LeanChannel.answer_at_once`), and a
+  browser that goes away cancels the route's Deferred, as in Klein.
 
 `tests/test_hot_routes.py` sends the same normal and hostile requests to a router with
 and without this shortcut and compares status, headers and body.
@@ -33,6 +34,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from architect.router.errors import RouterError
+from architect.router.lean_channel import LeanChannel
 
 log = Logger()
 
@@ -79,11 +81,18 @@ class HotRoute(Resource):
             twisted_request.processingFailed(failure)
             return None
 
-        def write(body: bytes | None) -> None:
+        def respond(body: bytes | None) -> None:
             if body is not None:
                 twisted_request.write(body)
             if not finished[0]:
                 twisted_request.finish()
+
+        def write(body: bytes | None) -> None:
+            channel = twisted_request.channel
+            if isinstance(channel, LeanChannel) and not finished[0]:
+                channel.answer_at_once(lambda: respond(body))  # one send: lean_channel.py
+            else:
+                respond(body)
 
         d.addErrback(failed)
         d.addCallback(write)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
@@ -67,6 +66,7 @@ from architect.router.errors import (
 from architect.router.event_buffer import SEND_EVERY, EventBuffer
 from architect.router.journal import Journal, JournalError, JournalFull
 from architect.router.queues import SizedQueue
+from architect.router.request_ids import new_request_id
 from architect.router.requests import PendingRequests
 from architect.router.state import AgentRecord, AgentTable
 
@@ -778,7 +778,7 @@ class RouterHub:
     def request_agent(
         self, provider_data: dict[str, Any], client_timestamp: float | None, session: str | None
     ) -> Deferred[dict[str, Any]]:
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         data = {"provider_data": provider_data, "request_id": request_id}
         packet = self._incoming(REGISTER_AGENT, request_id, data, client_timestamp)
         asked = self._ask_backend(packet, request_id, session)
@@ -792,7 +792,7 @@ class RouterHub:
         session: str | None,
     ) -> Deferred[dict[str, Any]]:
         self.check_agent(agent_id, session)
-        request_id = str(uuid.uuid4())
+        request_id = new_request_id()
         data = {k: v for k, v in provider_data.items() if k != "USED_AGENT_ID"}
         data["request_id"] = request_id
         packet = self._incoming(SUBMIT_ONBOARDING, agent_id, data, client_timestamp)

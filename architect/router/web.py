@@ -163,13 +163,19 @@ class _QuietSite(BoundedSite):
 def _error_body(request: IRequest, code: int, message: str) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
-    return json.dumps({"error": message}).encode("utf-8")
+    return _sized(request, json.dumps({"error": message}).encode("utf-8"))
 
 
 def _json(request: IRequest, value: Any) -> bytes:
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(value).encode("utf-8")
+    return _sized(request, json.dumps(value).encode("utf-8"))
+
+
+def _sized(request: IRequest, body: bytes) -> bytes:
+    """`body`, its length said: without it Twisted sends the answer in chunks."""
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
 
 
 def _session(request: IRequest) -> str | None:

@@ -1,0 +1,51 @@
+"""Request ids: version-4 UUIDs, none repeated, in a forked child too."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from architect.router import request_ids
+from architect.router.request_ids import new_request_id
+
+
+def test_ids_are_version_4_uuids_and_never_repeat() -> None:
+    ids = [new_request_id() for _ in range(2000)]  # several blocks of the pool
+    assert len(set(ids)) == len(ids)
+    for one in ids:
+        parsed = uuid.UUID(one)
+        assert str(parsed) == one
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+def test_a_forked_child_does_not_reuse_its_parents_block() -> None:
+    new_request_id()  # a block is read, most of it unused
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, to the parent
+        os.close(read)
+        os.write(write, new_request_id().encode("ascii"))
+        os._exit(0)
+    os.close(write)
+    child_id = os.read(read, 100).decode("ascii")
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child_id != new_request_id()  # what the parent's block gives next
+
+
+def test_a_block_is_read_once_per_256_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[int] = []
+    real = os.urandom
+
+    def counted(n: int) -> bytes:
+        reads.append(n)
+        return real(n)
+
+    request_ids._forget_pool()
+    monkeypatch.setattr(request_ids.os, "urandom", counted)
+    for _ in range(512):
+        new_request_id()
+    assert reads == [4096, 4096]
