@@ -36,17 +36,25 @@ def _socket_of(transport: Any) -> tcp.Connection | None:
     return None
 
 
+def _nothing_waiting(connection: tcp.Connection) -> bool:
+    """The connection is open and holds no bytes of its own to send (read from Twisted's
+    own attributes: a Twisted without them gets the transport's way)."""
+    try:
+        return bool(
+            connection.connected
+            and not connection.disconnecting
+            and not connection._writeDisconnected
+            and not connection.dataBuffer
+            and not connection._tempDataBuffer
+        )
+    except AttributeError:
+        return False
+
+
 def send_now(transport: Any, data: bytes) -> None:
     """`transport.write(data)`, sent at once if the socket has nothing else waiting."""
     connection = _socket_of(transport)
-    if (
-        connection is not None
-        and connection.connected
-        and not connection.disconnecting
-        and not connection._writeDisconnected
-        and not connection.dataBuffer
-        and not connection._tempDataBuffer
-    ):
+    if connection is not None and _nothing_waiting(connection):
         try:
             sent = connection.socket.send(data)
         except OSError:  # full, interrupted, or gone: the transport finds out and says so
