@@ -62,6 +62,7 @@ from architect.router.errors import (
     InsufficientStorage,
     NoBackend,
     Refused,
+    Unconfirmed,
     UnknownAgent,
 )
 from architect.router.event_buffer import SEND_EVERY, EventBuffer
@@ -694,7 +695,11 @@ class RouterHub:
         self, packet: Packet, journal: Journal, files: tuple[Path, ...]
     ) -> Deferred[None]:
         """Journal, send (or keep), and answer once it is on disk, and, with a confirming
-        backend connected, once it has said what it made of it."""
+        backend connected, once it has said what it made of it. One of several routers
+        answers only with a confirming backend's word that it stored the submission: its
+        journal is on its own disk, stranded there if it dies for good."""
+        if self.cluster is not None and self.backend is None:
+            raise NoBackend("no backend is connected to this router; please submit again")
         try:
             _, durable = journal.add(packet, files)
         except JournalFull:
@@ -726,7 +731,10 @@ class RouterHub:
                 await durable
             except JournalError:
                 raise InsufficientStorage("the router cannot keep this submission now") from None
-            _answer_to_worker(await word if word is not None else None)
+            handled = await word if word is not None else None
+            if handled is None and word is not None and self.cluster is not None:
+                raise Unconfirmed("the backend has not said it stored this; please submit again")
+            _answer_to_worker(handled)
 
         return Deferred.fromCoroutine(answer())
 

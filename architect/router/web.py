@@ -42,6 +42,7 @@ from architect.router.errors import (
     Refused,
     RouterError,
     TooLarge,
+    Unconfirmed,
     UnknownAgent,
 )
 from architect.router.hot_routes import HotRoutes
@@ -429,7 +430,8 @@ class RouterWeb:
         )
 
         def failed(failure: Failure) -> Failure:
-            self.uploads.remove(stored)
+            if not failure.check(Unconfirmed):  # else the journal still names them
+                self.uploads.remove(stored)
             return failure
 
         return d.addCallbacks(lambda _: _json(request, {"status": answer}), failed)
