@@ -14,10 +14,12 @@ from twisted.internet.task import Clock
 from architect.cluster.routing import BEAT_EVERY, ClusterRouting
 from architect.cluster.shared_state import SharedState
 from architect.config import RouterConfig
+from architect.connection_events import ConnectionEventKind as Kind
 from architect.protocol import (
     AGENT_DETAILS,
     ALIVE,
     CLIENT_BOUND_LIVE_UPDATE,
+    EVENTS,
     HEARTBEAT,
     MEPHISTO,
     REGISTER_AGENT,
@@ -45,7 +47,8 @@ class Router:
         config = RouterConfig(upload_dir=tmp_path / name, trust_loopback=True)
         self.hub = RouterHub(self.clock, config)
         self.backend = FakeLink(f"backend-{name}")
-        self.hub.link_packet(self.backend, Packet(ALIVE, MEPHISTO), from_loopback=True)
+        takes_events = Packet(ALIVE, MEPHISTO, {"extensions": [EVENTS]})
+        self.hub.link_packet(self.backend, takes_events, from_loopback=True)
         self.hub.agents_known()  # as once its backend answered a request_statuses twice
         shared = SharedState(RedisAddress("127.0.0.1", port, 0, None), name, 5)
         self.cluster = ClusterRouting(shared, self.hub, self.clock)
@@ -77,6 +80,11 @@ async def routers(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[li
     for router in made:
         await router.cluster.stop()
         router.hub.stop()
+
+
+def noted(router: Router, agent_id: str) -> list[tuple[str, int | None]]:
+    """The connection events the router noted for the agent, waiting for its backend."""
+    return [(e.event, e.code) for e in router.hub.events.waiting if e.agent_id == agent_id]
 
 
 def live(link: FakeLink) -> list[Any]:
@@ -156,7 +164,10 @@ async def test_a_page_that_moves_gets_the_replay_and_the_old_router_lets_go(
 
     new = a.page("agent-1")  # its page reconnected, and the load balancer chose a
     await wait_for(lambda: old.closed, "b to let go of the old socket")
-    assert old.close_code == CloseCode.REPLACED
+    assert old.close_code == CloseCode.MOVED
+    # b says the socket closed because the page moved, a that a socket opened there.
+    assert noted(b, "agent-1")[-1] == (Kind.SOCKET_CLOSE, CloseCode.MOVED)
+    assert noted(a, "agent-1") == [(Kind.SOCKET_OPEN, None)]
     await wait_for(lambda: live(new), "the replay on a")
     assert live(new) == [{"update_id": "u1"}]
     assert statuses(new) == [Status.IN_TASK]

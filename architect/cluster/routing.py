@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from architect.cluster.shared_state import SharedState
+from architect.connection_events import ConnectionEventKind as Kind
 from architect.lifecycle import FINAL
 from architect.log_rate import RateLimitedLog
 from architect.protocol import (
@@ -320,8 +321,9 @@ class ClusterRouting:
         link = cast("Link | None", record.link)  # the table holds the links the hub gave it
         record.link = None
         if link is not None:
-            self.hub.link_agents.pop(link, None)
-            link.close(CloseCode.REPLACED)
+            self.hub.link_agents.pop(link, None)  # its close is noted here, not as a loss
+            self.hub.note(agent_id, Kind.SOCKET_CLOSE, code=CloseCode.MOVED)
+            link.close(CloseCode.MOVED)
 
     @staticmethod
     def _packet(agent_id: str, raw: dict[str, Any]) -> Packet | None:
