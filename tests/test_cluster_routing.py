@@ -23,6 +23,8 @@ from architect.protocol import (
     HEARTBEAT,
     MEPHISTO,
     REGISTER_AGENT,
+    REQUEST_STATUSES,
+    RETURN_STATUSES,
     UPDATE_STATUS,
     CloseCode,
     Packet,
@@ -302,3 +304,32 @@ async def test_a_router_that_stops_says_so(routers: list[Router]) -> None:
     await b.cluster.stop()  # its drain sent the page away first; it did not come back yet
     a.clock.advance(BEAT_EVERY)  # no waiting for b's beat to run out
     await wait_for(lambda: held_by(a, "agent-1", "a"), "a to take b's sockets over")
+
+
+def answered(router: Router) -> dict[str, str]:
+    """What the router answers its backend's request_statuses with."""
+    before = len(router.backend.of_type(RETURN_STATUSES))
+    router.from_backend(REQUEST_STATUSES, MEPHISTO, {})
+    parts = router.backend.of_type(RETURN_STATUSES)[before:]
+    assert parts[-1].data == {}  # the answer's end
+    return {k: v for part in parts for k, v in part.data.items()}
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_router_answers_request_statuses_for_the_agents_it_serves(
+    routers: list[Router],
+) -> None:
+    a, b = routers
+    await in_task(a, b, "agent-1")  # registered on a, its socket on b
+    await a.register("agent-2")  # registered on a, no socket yet
+    await wait_for(lambda: b.hub.agents.get("agent-2") is not None, "b to know agent-2")
+    assert answered(a) == {"agent-1": Status.IN_TASK, "agent-2": Status.NONE}
+    assert answered(b) == {"agent-1": Status.IN_TASK}  # b knows agent-2, serves it not
+
+    # agent-2's page opens on b, then moves to a: b answers for it no more.
+    page = b.page("agent-2")
+    await wait_for(lambda: page in b.hub.link_agents, "b to take agent-2's socket")
+    assert set(answered(b)) == {"agent-1", "agent-2"}
+    a.page("agent-2")
+    await wait_for(lambda: page.closed, "b to let agent-2's socket go")
+    assert set(answered(b)) == {"agent-1"}

@@ -188,6 +188,7 @@ class ClusterRouting:
             record = self.hub.agents.get(agent_id)
             if record is not None and record.link is None:
                 self.hub.agents.expect(agent_id, record.status, grace)
+                record.served_here = True  # its `disconnect`, if so, is told from here
 
     # --- from the hub (ClusterPort) ---
 
@@ -318,6 +319,7 @@ class ClusterRouting:
         record.grace_timer = record.heartbeat_timer = None
         record.last_heartbeat = None
         record.outbox = record.unconfirmed = None  # the new router replays them from Redis
+        record.served_here = record.registered_here  # the new router answers for it
         link = cast("Link | None", record.link)  # the table holds the links the hub gave it
         record.link = None
         if link is not None:
