@@ -109,6 +109,7 @@ class CloseCode:
     SILENT = 4002  # said nothing (no first packet) within [router] first_packet_timeout
     NOT_YOURS = 4003  # spoke for an agent another browser registered (router/sessions.py)
     FINISHED = 4004  # its agent finished and the router forgot it ([router] status_retention)
+    MOVED = 4005  # its page's socket is on another router now (several routers over Redis)
     SERVICE_RESTART = 1012  # the daemon stops (architect/drain.py): connect to the next one
 
     REASONS: ClassVar[dict[int, str]] = {
@@ -117,6 +118,7 @@ class CloseCode:
         SILENT: "no packet named an agent this router knows: a socket must say whom it speaks for",
         NOT_YOURS: "this agent belongs to another browser",
         FINISHED: "this agent is finished",
+        MOVED: "this page is connected through another router now",
         SERVICE_RESTART: "the server restarts: connect again",
     }
 

@@ -966,6 +966,41 @@ def test_losing_the_router_is_noted_for_the_agents_at_work_on_its_channel() -> N
     assert kept.events[-1] == ConnectionEvent(elsewhere, Kind.ROUTER_LOST, 5.0)
 
 
+def sockets(channel: Any, *events: tuple[str, str]) -> None:
+    """A router's connection events about its pages' sockets: (agent id, kind)."""
+    made = [
+        ConnectionEvent(agent_id, kind, 1.0, code=4005 if kind == Kind.SOCKET_CLOSE else None)
+        for agent_id, kind in events
+    ]
+    channel.receive(CONNECTION_EVENTS, MEPHISTO, to_wire(made, [], dropped=0))
+
+
+def test_with_several_routers_losing_one_is_noted_for_the_pages_on_it_only() -> None:
+    b = Backend()
+    kept = with_event_list(b)
+    other = b.add_channel("two")
+    here = b.register("r1", "w1")["agent_id"]  # its packets through one, its page on two
+    there = b.register("r2", "w2", channel=other)["agent_id"]  # and the other way round
+    sockets(other, (here, Kind.SOCKET_OPEN))
+    sockets(b.channel, (there, Kind.SOCKET_OPEN))
+    moved = b.register("r3", "w3")["agent_id"]  # its page moved from one to two
+    sockets(b.channel, (moved, Kind.SOCKET_OPEN))
+    sockets(other, (moved, Kind.RELOAD))
+    sockets(b.channel, (moved, Kind.SOCKET_CLOSE))  # one's close comes after two's reload
+    b.clock.advance(5)
+
+    def lost() -> list[str]:
+        cut_off = sorted(e.agent_id for e in kept.events if e.event == Kind.ROUTER_LOST)
+        del kept.events[:]
+        return cut_off
+
+    del kept.events[:]
+    b.channel.on_lost(b.channel)
+    assert lost() == [there]
+    other.on_lost(other)
+    assert lost() == sorted([here, there, moved])  # there's page had no router left
+
+
 def test_registering_again_for_the_same_agent_is_noted() -> None:
     b = Backend()
     kept = with_event_list(b)

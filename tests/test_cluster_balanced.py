@@ -160,11 +160,11 @@ async def test_workers_through_a_load_balancer_on_two_routers(
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_router_started_after_the_registration_takes_the_submission(
+async def test_a_router_started_after_the_registration_takes_the_error_and_the_submission(
     tmp_path: Path, daemons: Daemons, redis_server: RedisServer
 ) -> None:
-    """It heard none of the agent's news: it asks Redis, not its backend, and the worker's
-    submission is taken (not 404)."""
+    """It heard none of the agent's news: it asks Redis, not its backend, and the page's
+    error report, then the worker's submission, are taken (not 404)."""
     first = await daemons.start(router_config(tmp_path / "r1", redis_server, "r1"))
     late_port = free_port()
     late = router_config(tmp_path / "r3", redis_server, "r3")
@@ -179,6 +179,11 @@ async def test_a_router_started_after_the_registration_takes_the_submission(
     agent_id = await register(workers, first.url, "w1")
     third = await daemons.start(late)
     await wait_for(lambda: third.hub.backend is not None, "the backend on the late router", 15)
+    code, answer = await workers.of_agent(agent_id).post_json(
+        f"{third.url}/log_error", {"USED_AGENT_ID": agent_id, "error_data": {"e": "late"}}
+    )
+    assert (code, answer) == (200, {"status": "Error log sent!"})
+    assert third.hub.agents.get(agent_id) is not None  # learnt from Redis
     code, answer = await workers.of_agent(agent_id).post_json(
         f"{third.url}/submit_task", {"USED_AGENT_ID": agent_id, "final_data": {"late": 1}}
     )

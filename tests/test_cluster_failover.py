@@ -117,3 +117,52 @@ async def test_a_router_killed_under_work(
         await page.close()
     finally:
         await redis.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_acknowledged_submission_is_lost_with_a_router_killed_for_good(
+    tmp_path: Path,
+    daemons: Daemons,
+    routers: dict[str, RouterProcess],
+    proxy: HAProxy,
+) -> None:
+    # The backend reaches r2 only: r1 has no backend to store what it is sent, so a
+    # submission there could only sit in r1's journal, on r1's disk, when r1 is killed
+    # and never comes back.
+    (tmp_path / "echo_task.py").write_text(LIVE_ECHO_TASK)
+    r1, r2 = routers["r1"], routers["r2"]
+    backend = await daemons.start(
+        backend_config(tmp_path / "backend", [r2.ws_url], tmp_path / "echo_task.py")
+    )
+    await wait_for(lambda: all(c.is_open for c in backend.channels), "the backend on r2")
+    workers = browsers()
+    r2_url = f"http://127.0.0.1:{r2.port}"
+    agents = [await register(workers, r2_url, f"w{n}") for n in range(4)]
+
+    async def submit(agent_id: str, base: str) -> int:
+        body = {"USED_AGENT_ID": agent_id, "final_data": {"by": agent_id}}
+        try:
+            code, _ = await workers.of_agent(agent_id).post_json(f"{base}/submit_task", body)
+        except Exception:  # the router died under the request: not acknowledged
+            return 0
+        return code
+
+    acknowledged = set()
+    for agent_id in agents[:3]:
+        if await submit(agent_id, f"http://127.0.0.1:{r1.port}") == 200:
+            acknowledged.add(agent_id)
+    if await submit(agents[3], r2_url) == 200:
+        acknowledged.add(agents[3])
+    assert acknowledged == {agents[3]}  # r1 said to submit again: its backend is away
+    r1.kill()  # for good
+
+    # Each worker not acknowledged submits again, through haproxy, until it is.
+    for agent_id in set(agents) - acknowledged:
+
+        async def taken(agent_id: str = agent_id) -> bool:
+            return await submit(agent_id, proxy.url) == 200
+
+        await wait_for(taken, f"the submission of {agent_id} through the survivor", 20)
+    for agent_id in agents:
+        stored = await backend.database.list_submissions(agent_id=agent_id)
+        assert [s.data for s in stored] == [{"by": agent_id}], agent_id

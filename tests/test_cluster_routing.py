@@ -14,13 +14,17 @@ from twisted.internet.task import Clock
 from architect.cluster.routing import BEAT_EVERY, ClusterRouting
 from architect.cluster.shared_state import SharedState
 from architect.config import RouterConfig
+from architect.connection_events import ConnectionEventKind as Kind
 from architect.protocol import (
     AGENT_DETAILS,
     ALIVE,
     CLIENT_BOUND_LIVE_UPDATE,
+    EVENTS,
     HEARTBEAT,
     MEPHISTO,
     REGISTER_AGENT,
+    REQUEST_STATUSES,
+    RETURN_STATUSES,
     UPDATE_STATUS,
     CloseCode,
     Packet,
@@ -45,7 +49,8 @@ class Router:
         config = RouterConfig(upload_dir=tmp_path / name, trust_loopback=True)
         self.hub = RouterHub(self.clock, config)
         self.backend = FakeLink(f"backend-{name}")
-        self.hub.link_packet(self.backend, Packet(ALIVE, MEPHISTO), from_loopback=True)
+        takes_events = Packet(ALIVE, MEPHISTO, {"extensions": [EVENTS]})
+        self.hub.link_packet(self.backend, takes_events, from_loopback=True)
         self.hub.agents_known()  # as once its backend answered a request_statuses twice
         shared = SharedState(RedisAddress("127.0.0.1", port, 0, None), name, 5)
         self.cluster = ClusterRouting(shared, self.hub, self.clock)
@@ -77,6 +82,11 @@ async def routers(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[li
     for router in made:
         await router.cluster.stop()
         router.hub.stop()
+
+
+def noted(router: Router, agent_id: str) -> list[tuple[str, int | None]]:
+    """The connection events the router noted for the agent, waiting for its backend."""
+    return [(e.event, e.code) for e in router.hub.events.waiting if e.agent_id == agent_id]
 
 
 def live(link: FakeLink) -> list[Any]:
@@ -156,7 +166,10 @@ async def test_a_page_that_moves_gets_the_replay_and_the_old_router_lets_go(
 
     new = a.page("agent-1")  # its page reconnected, and the load balancer chose a
     await wait_for(lambda: old.closed, "b to let go of the old socket")
-    assert old.close_code == CloseCode.REPLACED
+    assert old.close_code == CloseCode.MOVED
+    # b says the socket closed because the page moved, a that a socket opened there.
+    assert noted(b, "agent-1")[-1] == (Kind.SOCKET_CLOSE, CloseCode.MOVED)
+    assert noted(a, "agent-1") == [(Kind.SOCKET_OPEN, None)]
     await wait_for(lambda: live(new), "the replay on a")
     assert live(new) == [{"update_id": "u1"}]
     assert statuses(new) == [Status.IN_TASK]
@@ -291,3 +304,32 @@ async def test_a_router_that_stops_says_so(routers: list[Router]) -> None:
     await b.cluster.stop()  # its drain sent the page away first; it did not come back yet
     a.clock.advance(BEAT_EVERY)  # no waiting for b's beat to run out
     await wait_for(lambda: held_by(a, "agent-1", "a"), "a to take b's sockets over")
+
+
+def answered(router: Router) -> dict[str, str]:
+    """What the router answers its backend's request_statuses with."""
+    before = len(router.backend.of_type(RETURN_STATUSES))
+    router.from_backend(REQUEST_STATUSES, MEPHISTO, {})
+    parts = router.backend.of_type(RETURN_STATUSES)[before:]
+    assert parts[-1].data == {}  # the answer's end
+    return {k: v for part in parts for k, v in part.data.items()}
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_router_answers_request_statuses_for_the_agents_it_serves(
+    routers: list[Router],
+) -> None:
+    a, b = routers
+    await in_task(a, b, "agent-1")  # registered on a, its socket on b
+    await a.register("agent-2")  # registered on a, no socket yet
+    await wait_for(lambda: b.hub.agents.get("agent-2") is not None, "b to know agent-2")
+    assert answered(a) == {"agent-1": Status.IN_TASK, "agent-2": Status.NONE}
+    assert answered(b) == {"agent-1": Status.IN_TASK}  # b knows agent-2, serves it not
+
+    # agent-2's page opens on b, then moves to a: b answers for it no more.
+    page = b.page("agent-2")
+    await wait_for(lambda: page in b.hub.link_agents, "b to take agent-2's socket")
+    assert set(answered(b)) == {"agent-1", "agent-2"}
+    a.page("agent-2")
+    await wait_for(lambda: page.closed, "b to let agent-2's socket go")
+    assert set(answered(b)) == {"agent-1"}

@@ -35,6 +35,6 @@ def test_every_error_class_of_the_router_is_mapped() -> None:
         for value in vars(errors).values()
         if isinstance(value, type) and issubclass(value, errors.RouterError)
     ]
-    assert len(classes) == 12
+    assert len(classes) == 13
     unmapped = [cls.__name__ for cls in classes if http_status(cls("x")) == 500]
     assert unmapped == ["RouterError"]

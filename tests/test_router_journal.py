@@ -7,7 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
 from architect.config import RouterConfig
 from architect.protocol import (
@@ -25,7 +28,7 @@ from architect.protocol import (
     Packet,
     Status,
 )
-from architect.router.errors import NoBackend, Refused
+from architect.router.errors import NoBackend, Refused, Unconfirmed
 from architect.router.hub import RouterHub
 from architect.router.journal import Journal
 from tests.fakes import FakeLink
@@ -269,3 +272,79 @@ def test_an_odd_seat_hint_holds_no_seat_and_never_reaches_the_page(tmp_path: Pat
     assert all(EXPECT_SOCKET_WITHIN not in p.data for p in page.of_type(UPDATE_STATUS))
     clock.advance(3700)
     assert set(hub.agents.statuses().values()) == {Status.IN_TASK}  # none made disconnect
+
+
+class NoCluster:
+    """A cluster port that does nothing: a hub that is one of several routers."""
+
+    def socket_attached(self, agent_id: str, link: Any) -> None: ...
+
+    def socket_detached(self, agent_id: str) -> None: ...
+
+    def live_update(self, packet: Packet, here: bool) -> bool:
+        return True
+
+    def look_up(self, link: Any, packet: Packet, session: str | None) -> bool:
+        return False
+
+    def learn(self, agent_id: str | None) -> Deferred[bool]:
+        return succeed(False)
+
+    def registered(self, answer: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        return succeed(answer)
+
+
+def clustered_hub(tmp_path: Path, **overrides: Any) -> tuple[Clock, RouterHub]:
+    clock, hub = journaled_hub(tmp_path, **overrides)
+    hub.cluster = NoCluster()
+    hub.agents.ensure("agent-1")
+    return clock, hub
+
+
+def refusal(answered: list[Any]) -> type[BaseException]:
+    [failure] = answered
+    assert isinstance(failure, Failure) and failure.value is not None, answered
+    return type(failure.value)
+
+
+def test_one_of_several_routers_with_no_backend_journals_nothing_and_says_submit_again(
+    tmp_path: Path,
+) -> None:
+    # Its journal is on its own disk: stranded if it dies for good, so nothing is
+    # acknowledged from it.
+    _, hub = clustered_hub(tmp_path)
+    with pytest.raises(NoBackend):
+        submit(hub)
+    assert pending(hub) == {}
+
+
+def test_one_of_several_routers_acknowledges_only_the_backends_word_that_it_stored(
+    tmp_path: Path,
+) -> None:
+    clock, hub = clustered_hub(tmp_path, request_timeout=30.0)
+    backend = connect(hub, confirms=True)
+    answered = submit(hub)
+    clock.advance(31)  # no word: the worker submits again (maybe through another router)
+    assert refusal(answered) is Unconfirmed
+    assert len(pending(hub)) == 1  # and the journal still sends it: the backend stores once
+    hub.link_packet(backend, Packet(REQUEST_STATUSES, MEPHISTO))
+    assert len(backend.of_type(SUBMIT_UNIT)) == 2
+
+    failed = submit(hub, answer=2)
+    sent = backend.of_type(SUBMIT_UNIT)[-1]
+    confirm(hub, backend, sent, Outcome.FAILED)
+    assert refusal(failed) is Unconfirmed
+
+    stored = submit(hub, answer=3)
+    confirm(hub, backend, backend.of_type(SUBMIT_UNIT)[-1], Outcome.STORED)
+    assert stored == [None]
+
+
+def test_one_of_several_routers_answers_unconfirmed_when_its_backend_goes(
+    tmp_path: Path,
+) -> None:
+    _, hub = clustered_hub(tmp_path)
+    backend = connect(hub, confirms=True)
+    answered = submit(hub)
+    hub.link_lost(backend)
+    assert refusal(answered) is Unconfirmed

@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from architect.backend.channel import Channel
 from architect.backend.connection_events import ConnectionEventLog
 from architect.backend.finished import FinishedAgents
+from architect.backend.page_sockets import PageSockets
 from architect.backend.registration import BadRegistration, Registration, WorkerPool
 from architect.backend.resume import Resumption
 from architect.backend.routes import AgentRoutes
@@ -112,6 +113,7 @@ class ClientIOHandler:
         self.routes = AgentRoutes(clock, barrier)  # barrier: the recorder's (routes.py)
         self.routes.all_channels = self.channels
         self.finished = FinishedAgents(pool, store, self.routes)  # agents no longer held
+        self.page_sockets = PageSockets()  # which router holds each page's socket
         self.answered_requests = RecentKeys(remembered_ids)
         self.stored_submissions = RecentKeys(remembered_ids)
         self.on_catastrophic_loss: Callable[[Channel], None] | None = None
@@ -224,9 +226,10 @@ class ClientIOHandler:
         """The channel's link to its router broke (it reconnects): noted for its agents at
         work, whose pages could reach no one meanwhile."""
         now = self.clock.seconds()
+        cut_off = self.page_sockets.lost(channel, self.routes.agents_on(channel))
         lost = [
             ConnectionEvent(agent_id, Kind.ROUTER_LOST, now)
-            for agent_id in self.routes.agents_on(channel)
+            for agent_id in cut_off
             if (agent := self.pool.get_agent(agent_id)) is not None and agent.is_active
         ]
         if lost and self.events is not None:
@@ -554,6 +557,7 @@ class ClientIOHandler:
                 channel=channel.channel_id,
                 n=batch.dropped,
             )
+        self.page_sockets.saw(channel, batch.events)
         if self.events is not None and (batch.events or batch.repeats):
             self.events.add(batch.events, batch.repeats)
 

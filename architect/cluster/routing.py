@@ -24,6 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from architect.cluster.shared_state import SharedState
+from architect.connection_events import ConnectionEventKind as Kind
 from architect.lifecycle import FINAL
 from architect.log_rate import RateLimitedLog
 from architect.protocol import (
@@ -187,6 +188,7 @@ class ClusterRouting:
             record = self.hub.agents.get(agent_id)
             if record is not None and record.link is None:
                 self.hub.agents.expect(agent_id, record.status, grace)
+                record.served_here = True  # its `disconnect`, if so, is told from here
 
     # --- from the hub (ClusterPort) ---
 
@@ -317,11 +319,13 @@ class ClusterRouting:
         record.grace_timer = record.heartbeat_timer = None
         record.last_heartbeat = None
         record.outbox = record.unconfirmed = None  # the new router replays them from Redis
+        record.served_here = record.registered_here  # the new router answers for it
         link = cast("Link | None", record.link)  # the table holds the links the hub gave it
         record.link = None
         if link is not None:
-            self.hub.link_agents.pop(link, None)
-            link.close(CloseCode.REPLACED)
+            self.hub.link_agents.pop(link, None)  # its close is noted here, not as a loss
+            self.hub.note(agent_id, Kind.SOCKET_CLOSE, code=CloseCode.MOVED)
+            link.close(CloseCode.MOVED)
 
     @staticmethod
     def _packet(agent_id: str, raw: dict[str, Any]) -> Packet | None:

@@ -51,6 +51,11 @@ class NoBackend(RouterError):
     """No backend can take the request now; the caller may try again."""
 
 
+class Unconfirmed(NoBackend):
+    """One of several routers journaled a submission its backend has not said it stored:
+    the worker is to submit again; the journal still sends it (with its files, which stay)."""
+
+
 class BackendTimeout(RouterError):
     """The backend did not answer in time."""
 

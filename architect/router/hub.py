@@ -61,6 +61,7 @@ from architect.router.errors import (
     InsufficientStorage,
     NoBackend,
     Refused,
+    Unconfirmed,
     UnknownAgent,
 )
 from architect.router.event_buffer import SEND_EVERY, EventBuffer
@@ -510,6 +511,7 @@ class RouterHub:
             if seat is not None:  # protocol.RESUME: for this router, not for the page
                 packet.data = {k: v for k, v in packet.data.items() if k != EXPECT_SOCKET_WITHIN}
             record = self.agents.set_status(packet.subject_id, status)
+            record.served_here = True  # its backend sends it through this router
             grace = _seconds(seat)
             if grace is not None and record.link is None:
                 self.agents.expect(packet.subject_id, status, grace)
@@ -530,13 +532,14 @@ class RouterHub:
             log.warn("dropped a {t} packet from the backend", t=kind)
 
     def _return_statuses(self) -> None:
-        """Every agent's status, in packets that stay far below the message size limit
-        (this router's, and at most 256 kB: the backend's may be smaller), then an empty
-        packet, which tells the backend the answer is whole."""
+        """Every agent's status (one of several routers: of those it serves, so the backend
+        does not read each status N times), in packets that stay far below the message
+        size limit (this router's, and at most 256 kB: the backend's may be smaller), then
+        an empty packet, which tells the backend the answer is whole."""
         budget = min(self.config.max_message_bytes // 2, 256 * 1024)
         part: dict[str, str] = {}
         size = 0
-        for agent_id, status in self.agents.statuses().items():
+        for agent_id, status in self.agents.statuses(self.cluster is not None).items():
             entry = len(json.dumps(agent_id)) + len(json.dumps(status)) + 2  # `"id": "s", `
             if part and size + entry > budget:
                 self.to_backend(Packet(RETURN_STATUSES, MEPHISTO, part))
@@ -565,7 +568,9 @@ class RouterHub:
         agent_id = data.get("agent_id") if isinstance(data, dict) else None
         if not isinstance(data, dict) or not isinstance(agent_id, str) or not agent_id:
             return answer
-        if not self.agents.claim(self.agents.ensure(agent_id), session):
+        record = self.agents.ensure(agent_id)
+        record.registered_here = record.served_here = True
+        if not self.agents.claim(record, session):
             self.floods.warn(
                 "other browser", "another browser asked for agent {a}: refused", a=agent_id
             )
@@ -699,7 +704,11 @@ class RouterHub:
         self, packet: Packet, journal: Journal, files: tuple[Path, ...]
     ) -> Deferred[None]:
         """Journal, send (or keep), and answer once it is on disk, and, with a confirming
-        backend connected, once it has said what it made of it."""
+        backend connected, once it has said what it made of it. One of several routers
+        answers only with a confirming backend's word that it stored the submission: its
+        journal is on its own disk, stranded there if it dies for good."""
+        if self.cluster is not None and self.backend is None:
+            raise NoBackend("no backend is connected to this router; please submit again")
         try:
             _, durable = journal.add(packet, files)
         except JournalFull:
@@ -731,7 +740,10 @@ class RouterHub:
                 await durable
             except JournalError:
                 raise InsufficientStorage("the router cannot keep this submission now") from None
-            _answer_to_worker(await word if word is not None else None)
+            handled = await word if word is not None else None
+            if handled is None and word is not None and self.cluster is not None:
+                raise Unconfirmed("the backend has not said it stored this; please submit again")
+            _answer_to_worker(handled)
 
         return Deferred.fromCoroutine(answer())
 

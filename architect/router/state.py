@@ -73,6 +73,10 @@ class AgentRecord:
     session: str | None = None
     update_rate: TokenBucket | None = None  # its browser's live updates, from the first
     had_socket: bool = False  # a socket spoke for it before (another one is a reload)
+    # One of several routers answers its backend's request_statuses only for the agents
+    # it serves: registered here, its page's socket here, or taken over from a gone router.
+    registered_here: bool = False
+    served_here: bool = False
     logged: set[str] | None = None  # the bounds it hit, each logged once
 
 
@@ -139,8 +143,12 @@ class AgentTable:
             return True
         return False
 
-    def statuses(self) -> dict[str, str]:
-        return {agent_id: record.status for agent_id, record in self.records.items()}
+    def statuses(self, served_only: bool = False) -> dict[str, str]:
+        """Every agent's status, or (one of several routers) those of the agents it serves."""
+        records = self.records.items()
+        if served_only:
+            return {agent_id: r.status for agent_id, r in records if r.served_here}
+        return {agent_id: record.status for agent_id, record in records}
 
     def stop(self) -> None:
         """Cancel every timer (the router is stopping)."""
@@ -157,6 +165,7 @@ class AgentTable:
         record = self.ensure(agent_id)
         _cancel(record.grace_timer)
         record.grace_timer = None
+        record.served_here = True
         if record.link is link:
             return record
         record.link = link

@@ -42,6 +42,7 @@ from architect.router.errors import (
     Refused,
     RouterError,
     TooLarge,
+    Unconfirmed,
     UnknownAgent,
 )
 from architect.router.hot_routes import HotRoutes
@@ -389,12 +390,13 @@ class RouterWeb:
         return agent_id, submitted, as_timestamp(body.get("client_timestamp")), []
 
     def _once_agents_told(
-        self, request: IRequest, attempt: Callable[[], Deferred[bytes]]
+        self, request: IRequest, attempt: Callable[[], Deferred[bytes]], wait: bool = True
     ) -> Deferred[bytes]:
         """`attempt`, and if it finds the agent unknown to a router that restarted and has
         not yet heard from its backend which agents exist, `attempt` again once it has:
         a page that submits then gets its answer, not a 404. With several routers
-        (architect/cluster/), one that started after the agent's news asks Redis first."""
+        (architect/cluster/), one that started after the agent's news asks Redis first.
+        Without `wait`, only Redis is asked."""
 
         async def run() -> bytes:
             try:
@@ -402,7 +404,7 @@ class RouterWeb:
             except UnknownAgent as unknown:
                 cluster = self.hub.cluster
                 if cluster is None or not await cluster.learn(unknown.agent_id):
-                    told = self.hub.agents_told_yet()
+                    told = self.hub.agents_told_yet() if wait else None
                     if told is None:
                         raise
                     await told
@@ -435,7 +437,8 @@ class RouterWeb:
         )
 
         def failed(failure: Failure) -> Failure:
-            self.uploads.remove(stored)
+            if not failure.check(Unconfirmed):  # else the journal still names them
+                self.uploads.remove(stored)
             return failure
 
         return d.addCallbacks(lambda _: _json(request, {"status": answer}), failed)
@@ -452,7 +455,15 @@ class RouterWeb:
         )
 
     @app.route("/log_error", methods=["POST"])
-    def log_error(self, request: IRequest) -> bytes:
+    def log_error(self, request: IRequest) -> Deferred[bytes]:
+        # One of several routers may have yet to learn of its agent (a restarted router
+        # alone answers 404 at once: an error report is not worth an open request).
+        def attempt() -> Deferred[bytes]:
+            return maybeDeferred(self._log_error_now, request)
+
+        return self._once_agents_told(request, attempt, wait=False)
+
+    def _log_error_now(self, request: IRequest) -> bytes:
         body = self._json_body(request)
         agent_id = _agent_id(body)
         self.hub.log_error(
