@@ -32,6 +32,7 @@ from architect.protocol import (
     UPDATE_STATUS,
     FailureReason,
     Handled,
+    Outcome,
     Packet,
     Status,
 )
@@ -384,6 +385,58 @@ class SlowStore(MemoryStore):
         pending, self.pending = self.pending, []
         for d, _ in pending:
             d.callback(None)
+
+
+def outcome(handled: Deferred[Any]) -> str:
+    """How the backend said it handled a packet (fired already)."""
+    assert handled.called
+    result = handled.result
+    assert isinstance(result, Handled)
+    return result.outcome
+
+
+class SlowFailingStore(SlowStore):
+    """Its unit submissions wait, then fail or are kept as the test says."""
+
+    def fail_all(self) -> None:
+        pending, self.pending = self.pending, []
+        for d, _ in pending:
+            d.errback(OSError("disk full"))
+
+
+def test_a_repeat_during_the_first_copys_save_is_answered_as_the_first_is() -> None:
+    # A router that retries (after a 503, or from its journal) must not be told "stored"
+    # for a copy whose first save has not committed, and may still fail.
+    b = Backend()
+    store = b.handler.store = b.handler.finished.store = b.store = SlowFailingStore()
+    agent_id = b.register("r1")["agent_id"]
+    first = b.channel.receive(SUBMIT_UNIT, agent_id, {"answer": 1})
+    repeat = b.channel.receive(SUBMIT_UNIT, agent_id, {"answer": 1})
+    assert not first.called and not repeat.called
+    with capturedLogs():
+        store.fail_all()
+    assert outcome(first) == outcome(repeat) == Outcome.FAILED
+    # Sent again: stored, and a repeat after that is answered stored at once.
+    again = b.channel.receive(SUBMIT_UNIT, agent_id, {"answer": 1})
+    store.finish()
+    assert outcome(again) == Outcome.STORED
+    late = b.channel.receive(SUBMIT_UNIT, agent_id, {"answer": 1})
+    assert outcome(late) == Outcome.STORED
+    assert [s.data for s in store.of_agent(agent_id, "unit")] == [{"answer": 1}]
+    assert b.agent(agent_id).status == Status.COMPLETED
+    counted = b.handler.metrics.value("architect_submissions_total", kind="unit", outcome="stored")
+    assert counted == 1  # the repeats are not counted as submissions
+
+
+def test_a_repeat_during_a_successful_save_waits_for_its_commit() -> None:
+    b = Backend()
+    store = b.handler.store = b.handler.finished.store = b.store = SlowStore()
+    agent_id = b.register("r1")["agent_id"]
+    first = b.channel.receive(SUBMIT_UNIT, agent_id, {"answer": 1})
+    repeat = b.channel.receive(SUBMIT_UNIT, agent_id, {"answer": 1})
+    assert not repeat.called
+    store.finish()
+    assert outcome(first) == outcome(repeat) == Outcome.STORED
 
 
 def test_an_agent_that_finishes_while_its_submission_is_stored_submits_once() -> None:

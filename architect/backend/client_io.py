@@ -116,6 +116,10 @@ class ClientIOHandler:
         self.page_sockets = PageSockets()  # which router holds each page's socket
         self.answered_requests = RecentKeys(remembered_ids)
         self.stored_submissions = RecentKeys(remembered_ids)
+        # Agents whose unit submission is being saved: the repeats waiting on it (a repeat
+        # is answered as its first copy is, never "stored" before that commit).
+        self.unit_saves: dict[str, list[Deferred[None]]] = {}
+        self.repeats: set[Deferred[None]] = set()  # those answers: not counted again
         self.on_catastrophic_loss: Callable[[Channel], None] | None = None
         self.metrics = Metrics(clock)  # the daemon's own, given by tap.py
         # The agents taken back at a restart, bound to the first router that shows each.
@@ -285,7 +289,10 @@ class ClientIOHandler:
             return Handled(Outcome.FAILED)
 
         handled = d.addCallbacks(lambda _: Handled(), failed)
-        if packet.packet_type in SUBMISSION_KINDS and result is not None:  # None: a repeat
+        repeat = result is None or result in self.repeats
+        if result is not None:
+            self.repeats.discard(result)
+        if packet.packet_type in SUBMISSION_KINDS and not repeat:
             handled.addCallback(self._count_submission, packet)
         if packet.confirm_id is not None:
             handled.addCallback(self._confirm, channel, packet)
@@ -399,13 +406,11 @@ class ClientIOHandler:
     def handle_submit_unit(self, channel: Channel, packet: Packet) -> Deferred[None] | None:
         agent_id = packet.subject_id
         agent = self.pool.get_agent(agent_id)
-        if agent is not None and agent.submitted:
-            log.info("dropped a repeated submission of agent {agent_id}", agent_id=agent_id)
-            return None
         key = fingerprint(packet)
-        if not self.stored_submissions.add(key):
+        if (agent is not None and agent.submitted) or key in self.stored_submissions:
             log.info("dropped a repeated submission of agent {agent_id}", agent_id=agent_id)
-            return None
+            return self._repeat_of(agent_id)
+        self.stored_submissions.add(key)
 
         def save(worker_id: str | None, completes: bool = False) -> Deferred[None]:
             d = self.store.save_unit_submission(agent_id, worker_id, packet.data, key, completes)
@@ -419,7 +424,8 @@ class ClientIOHandler:
             return self.finished.storing(agent_id, d).addErrback(failed)
 
         if agent is None:
-            return self.finished.unit_submission(channel, agent_id, packet.data, save)
+            held = self.finished.unit_submission(channel, agent_id, packet.data, save)
+            return self._watched(held, agent_id)
         agent.submitted = True
         # The agent's `completed` commits with its submission, one transaction for both,
         # as long as nothing changes its status meanwhile (then the recorder writes it).
@@ -438,7 +444,35 @@ class ClientIOHandler:
                 if self.on_unit_submitted is not None:
                     self.on_unit_submitted(agent, packet.data)
 
-        return save(agent.worker_id, completes).addCallback(stored)
+        return self._watched(save(agent.worker_id, completes).addCallback(stored), agent_id)
+
+    def _repeat_of(self, agent_id: str) -> Deferred[None] | None:
+        """A repeated unit submission's answer: its first copy's, once that is saved (or
+        not); None (stored before) when no save of the agent's is under way."""
+        waiting = self.unit_saves.get(agent_id)
+        if waiting is None:
+            return None
+        answer: Deferred[None] = Deferred()
+        waiting.append(answer)
+        self.repeats.add(answer)
+        return answer
+
+    def _watched(self, saving: Deferred[None], agent_id: str) -> Deferred[None]:
+        """`saving` (a copy's save), with the repeats that arrive meanwhile answered as it
+        ends: stored, refused or not stored."""
+        waiting: list[Deferred[None]] = []
+        self.unit_saves[agent_id] = waiting
+        return saving.addBoth(self._answer_repeats, agent_id, waiting)
+
+    def _answer_repeats(self, result: Any, agent_id: str, waiting: list[Deferred[None]]) -> Any:
+        if self.unit_saves.get(agent_id) is waiting:
+            del self.unit_saves[agent_id]
+        for answer in waiting:
+            if isinstance(result, Failure):
+                answer.errback(result)
+            else:
+                answer.callback(None)
+        return result
 
     def handle_submit_metadata(self, channel: Channel, packet: Packet) -> Deferred[None] | None:
         key = fingerprint(packet)
