@@ -3,7 +3,7 @@ WebsocketChannel's giving up, with a task.Clock."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 from twisted.internet.defer import Deferred, fail
@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from architect.backend.channel import Channel
 from architect.backend.client_io import ClientIOHandler
-from architect.backend.websocket_channel import WebsocketChannel, url_with_token
+from architect.backend.websocket_channel import BackendSocket, WebsocketChannel, url_with_token
 from architect.config import RouterConfig
 from architect.embedded import InProcessChannel
 from architect.protocol import (
@@ -278,21 +278,27 @@ class OpenedSocket:
         pass
 
 
+def opened_socket() -> BackendSocket:
+    """An OpenedSocket where the channel takes its Autobahn socket: it keeps it, compares
+    it and closes it, no more."""
+    return cast(BackendSocket, OpenedSocket())
+
+
 def test_websocket_channel_says_when_an_open_link_broke_but_not_when_it_closes() -> None:
     channel = WebsocketChannel(Clock(), "ws://127.0.0.1:9/", endpoint=RefusingEndpoint())
     lost: list[Channel] = []
     channel.on_lost = lost.append
-    never_opened = OpenedSocket()
-    channel._socket_closed(never_opened, 1006, "refused")  # type: ignore[arg-type]
+    never_opened = opened_socket()
+    channel._socket_closed(never_opened, 1006, "refused")
     assert lost == []  # a try that failed: nothing was lost
-    socket = OpenedSocket()
-    channel._socket_opened(socket)  # type: ignore[arg-type]
-    channel._socket_closed(socket, 1006, "gone")  # type: ignore[arg-type]
+    socket = opened_socket()
+    channel._socket_opened(socket)
+    channel._socket_closed(socket, 1006, "gone")
     assert lost == [channel]
-    again = OpenedSocket()
-    channel._socket_opened(again)  # type: ignore[arg-type]
+    again = opened_socket()
+    channel._socket_opened(again)
     channel.close()
-    channel._socket_closed(again, 1000, "backend stopping")  # type: ignore[arg-type]
+    channel._socket_closed(again, 1000, "backend stopping")
     assert lost == [channel]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,10 @@ def holder(routers: list[Daemon], agent_id: str) -> Daemon | None:
     return None
 
 
+def in_task(page: PacketClient) -> bool:
+    return Status.IN_TASK in page.statuses()
+
+
 def echoes(page: PacketClient) -> list[Any]:
     return [p.data["echo"] for p in page.of_type(CLIENT_BOUND_LIVE_UPDATE) if "echo" in p.data]
 
@@ -133,7 +138,7 @@ async def test_workers_through_a_load_balancer_on_two_routers(
         page = await workers.of_agent(agent_id).open_socket(proxy.port)
         pages[agent_id] = page
         page.send(ALIVE, agent_id)
-        await wait_for(lambda: Status.IN_TASK in page.statuses(), f"{worker} in task")  # noqa: B023
+        await wait_for(partial(in_task, page), f"{worker} in task")
     holders = {agent_id: holder(routers, agent_id) for agent_id in pages}
     assert None not in holders.values()
     # Round-robin, request by request: w1 registered on one router, its socket on the other;
@@ -145,7 +150,7 @@ async def test_workers_through_a_load_balancer_on_two_routers(
 
     for n, (agent_id, page) in enumerate(pages.items()):
         page.send(MEPHISTO_BOUND_LIVE_UPDATE, agent_id, {"update_id": f"u{n}", "text": n})
-        await wait_for(lambda: echoes(page), "the task's echo through the other router")  # noqa: B023
+        await wait_for(partial(echoes, page), "the task's echo through the other router")
         assert echoes(page) == [{"update_id": f"u{n}", "text": n}]
 
     for agent_id in pages:

@@ -32,6 +32,7 @@ from architect.protocol import (
 )
 from architect.redis_url import RedisAddress
 from architect.router.hub import RouterHub
+from architect.router.state import AgentRecord
 from tests.clients import wait_for
 from tests.fakes import FakeLink
 from tests.redis_server import RedisServer, redis_server
@@ -84,6 +85,13 @@ async def routers(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[li
         router.hub.stop()
 
 
+def known(router: Router, agent_id: str = "agent-1") -> AgentRecord:
+    """The router's record of an agent it must know."""
+    found = router.hub.agents.get(agent_id)
+    assert found is not None, f"{agent_id} unknown to the router"
+    return found
+
+
 def noted(router: Router, agent_id: str) -> list[tuple[str, int | None]]:
     """The connection events the router noted for the agent, waiting for its backend."""
     return [(e.event, e.code) for e in router.hub.events.waiting if e.agent_id == agent_id]
@@ -133,9 +141,9 @@ async def test_a_page_on_the_other_router_gets_its_statuses_and_live_updates(
     await wait_for(lambda: live(page), "the live update to cross routers")
     assert live(page) == [{"update_id": "u1", "text": "hi"}]
     assert statuses(page) == [Status.IN_TASK]
-    assert b.hub.agents.get("agent-1").status == Status.IN_TASK  # type: ignore[union-attr]
+    assert known(b).status == Status.IN_TASK
     # Router a never had the page: nothing waits there for a socket that will not come.
-    assert a.hub.agents.get("agent-1").outbox is None  # type: ignore[union-attr]
+    assert known(a).outbox is None
 
     # Heartbeats on b are answered with the status a was told.
     b.hub.link_packet(page, Packet(HEARTBEAT, "agent-1"))
@@ -145,7 +153,7 @@ async def test_a_page_on_the_other_router_gets_its_statuses_and_live_updates(
     b.hub.link_lost(page)
     b.clock.advance(b.hub.config.disconnect_grace + 1)
     await wait_for(
-        lambda: a.hub.agents.get("agent-1").status == Status.DISCONNECT,  # type: ignore[union-attr]
+        lambda: known(a).status == Status.DISCONNECT,
         "a to learn the disconnect",
     )
 
@@ -176,7 +184,7 @@ async def test_a_page_that_moves_gets_the_replay_and_the_old_router_lets_go(
     # b's timers for the page are gone: it does not call the agent disconnected.
     b.hub.link_lost(old)
     b.clock.advance(b.hub.config.heartbeat_timeout + b.hub.config.disconnect_grace + 1)
-    assert b.hub.agents.get("agent-1").status == Status.IN_TASK  # type: ignore[union-attr]
+    assert known(b).status == Status.IN_TASK
     # From now on what the backend sends through b reaches the page on a.
     b.from_backend(CLIENT_BOUND_LIVE_UPDATE, "agent-1", {"update_id": "u2"})
     await wait_for(lambda: len(live(new)) == 2, "u2 through b to a")
@@ -247,10 +255,10 @@ async def test_the_pages_of_a_router_that_stopped_beating_have_the_grace_to_come
     try:
         page = c.page("back")
         await wait_for(lambda: page in c.hub.link_agents, "c to take the page back")
-        await wait_for(lambda: a.hub.agents.get("back").grace_timer is None, "a told")  # type: ignore[union-attr]
+        await wait_for(lambda: known(a, "back").grace_timer is None, "a told")
         a.clock.advance(a.hub.config.disconnect_grace + 1)
-        assert a.hub.agents.get("back").status == Status.IN_TASK  # type: ignore[union-attr]
-        assert a.hub.agents.get("gone").status == Status.DISCONNECT  # type: ignore[union-attr]
+        assert known(a, "back").status == Status.IN_TASK
+        assert known(a, "gone").status == Status.DISCONNECT
 
         def told_to_c() -> bool:
             record = c.hub.agents.get("gone")
@@ -274,9 +282,9 @@ async def test_a_router_taken_for_gone_holds_its_sockets_again(routers: list[Rou
     await wait_for(lambda: record is not None and record.grace_timer, "b to wait for the page")
     a.clock.advance(BEAT_EVERY)  # a beats again and finds it was taken for gone
     await wait_for(lambda: held_by(a, "agent-1", "a"), "a to hold its socket again")
-    await wait_for(lambda: b.hub.agents.get("agent-1").grace_timer is None, "b told")  # type: ignore[union-attr]
+    await wait_for(lambda: known(b).grace_timer is None, "b told")
     b.clock.advance(b.hub.config.disconnect_grace + 1)
-    assert b.hub.agents.get("agent-1").status == Status.IN_TASK  # type: ignore[union-attr]
+    assert known(b).status == Status.IN_TASK
     assert not page.closed
 
 
@@ -290,10 +298,10 @@ async def test_a_page_that_lost_its_socket_and_came_back_through_another_router_
     b.hub.link_lost(old)  # a network blip: the socket closed, b's grace runs
     new = a.page("agent-1")  # the page reconnects; the load balancer chose a
     await wait_for(lambda: new in a.hub.link_agents, "a to take the socket")
-    await wait_for(lambda: b.hub.agents.get("agent-1").grace_timer is None, "b told")  # type: ignore[union-attr]
+    await wait_for(lambda: known(b).grace_timer is None, "b told")
     b.clock.advance(b.hub.config.disconnect_grace + b.hub.config.heartbeat_timeout + 1)
-    assert b.hub.agents.get("agent-1").status == Status.IN_TASK  # type: ignore[union-attr]
-    assert a.hub.agents.get("agent-1").status == Status.IN_TASK  # type: ignore[union-attr]
+    assert known(b).status == Status.IN_TASK
+    assert known(a).status == Status.IN_TASK
 
 
 @pytest_twisted.ensureDeferred

@@ -66,7 +66,7 @@ class RouterSocket(WebSocketServerProtocol):
             self.trafficStats.outgoingOctetsWireLevel += len(data)
         elif self.state in (self.STATE_CONNECTING, self.STATE_PROXY_CONNECTING):
             self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
-        if self.logOctets:  # type: ignore[attr-defined]  # (set from the factory)
+        if getattr(self, "logOctets", False):  # Autobahn sets it from the factory's options
             self.logTxOctets(data, False)
 
     def onConnect(self, request: ConnectionRequest) -> tuple[None, dict[str, str]] | None:
