@@ -411,8 +411,13 @@ def _websocket_url(value: str, base: Path) -> str:
     return value
 
 
+MAX_ROUTERS = 64  # [backend] router_urls: one link (and its reconnections) per router
+
+
 def _websocket_urls(value: str, base: Path) -> tuple[str, ...]:
     urls = tuple(value.replace(",", " ").split())
+    if len(urls) > MAX_ROUTERS:
+        raise ValueError(f"names {len(urls)} routers; at most {MAX_ROUTERS}")
     for url in urls:
         _websocket_url(url, base)
     if len(set(urls)) < len(urls):

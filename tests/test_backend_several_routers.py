@@ -79,6 +79,7 @@ def test_router_urls_in_the_config(tmp_path: Path) -> None:
         ("router_urls = ws://a/ ws://a/\n", "twice"),
         ("router_url = ws://a/\nrouter_urls = ws://b/\n", "not both"),
         ("router_urls =\n", "required"),
+        ("router_urls = " + " ".join(f"ws://r{n}/" for n in range(65)) + "\n", "at most 64"),
     ],
 )
 def test_bad_router_urls_are_refused(tmp_path: Path, text: str, problem: str) -> None:
