@@ -111,6 +111,9 @@ class CloseCode:
     FINISHED = 4004  # its agent finished and the router forgot it ([router] status_retention)
     MOVED = 4005  # its page's socket is on another router now (several routers over Redis)
     SERVICE_RESTART = 1012  # the daemon stops (architect/drain.py): connect to the next one
+    # Never sent; what a socket's end is recorded as (RFC 6455) when it gave no code:
+    NO_STATUS = 1005  # a close frame without a code
+    ABNORMAL = 1006  # no close frame at all: the connection broke
 
     REASONS: ClassVar[dict[int, str]] = {
         REFUSED: "refused: wrong or missing backend token",

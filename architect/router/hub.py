@@ -76,9 +76,6 @@ if TYPE_CHECKING:
 
 log = Logger()
 
-# The close code of a socket that closed without one (RFC 6455: closed abnormally).
-ABNORMAL_CLOSE = 1006
-
 # A page's packets kept, per socket, while a restarted router waits for its backend to
 # name the agents (the socket's first_packet_timeout still bounds how long).
 HELD_PER_LINK = 16
@@ -376,7 +373,7 @@ class RouterHub:
         self.retired_backends.discard(link)
         agent_id = self.link_agents.pop(link, None)
         if agent_id is not None:
-            self.note(agent_id, Kind.SOCKET_CLOSE, code=code or ABNORMAL_CLOSE)
+            self.note(agent_id, Kind.SOCKET_CLOSE, code=code or CloseCode.ABNORMAL)
             self.agents.detach(agent_id, link)
             if self.cluster is not None:
                 self.cluster.socket_detached(agent_id)

@@ -25,8 +25,6 @@ from architect.router.sessions import session_in
 
 log = Logger()
 
-NO_STATUS_CODE = 1005
-
 
 def bearer_token(authorization: str | None) -> str | None:
     if authorization and authorization.lower().startswith("bearer "):
@@ -133,7 +131,7 @@ class RouterSocket(WebSocketServerProtocol):
         if getattr(self, "closedByMe", False) and mine is not None:
             code = mine
         elif code is None and wasClean:
-            code = NO_STATUS_CODE
+            code = CloseCode.NO_STATUS
         self.factory.hub.link_lost(self, code)
 
     # --- Link ---
