@@ -307,3 +307,29 @@ def test_the_in_process_link_takes_the_events_extension() -> None:
     e.channel.open()
     assert e.hub.backend_takes_events
     assert not e.hub.backend_confirms  # it confirms by being a ConfirmingLink instead
+
+
+def test_packet_copies_share_nothing_mutable_whatever_the_data_holds() -> None:
+    from collections import OrderedDict
+
+    from architect.embedded import json_copy
+
+    deep = ["x"]
+    in_tuple = [0]
+    odd = OrderedDict(kept=[1])
+    data = {
+        "plain": [1, {"deep": deep}],
+        "tuple": (in_tuple,),
+        "ordered": odd,
+        "n": 1.5,
+        "s": "t",
+        "none": None,
+    }
+    copied = json_copy(data)
+    assert copied == data
+    deep.append("y")
+    in_tuple.append(1)
+    odd["kept"].append(2)
+    assert copied["plain"] == [1, {"deep": ["x"]}]
+    assert copied["tuple"] == ([0],)
+    assert copied["ordered"] == OrderedDict(kept=[1])

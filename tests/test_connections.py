@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 
 from architect.config import RouterConfig, load_config
 from architect.protocol import ALIVE
-from architect.router.connections import ConnectionCaps
+from architect.router.connections import ConnectionCaps, TimelyHeaders
 from architect.router.hub import RouterHub
 from architect.router.web import RouterWeb
 from tests.clients import RawConnection, open_raw, open_socket, reactor, wait_for
@@ -123,6 +123,33 @@ async def test_a_websocket_outlives_the_header_timeout_once_its_headers_are_in(
     probe = await open_raw(daemon.port)  # closed at the header timeout, as a marker of time
     await wait_for(lambda: probe.has_closed, "the probe to be closed")
     assert not page.has_closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_open_websocket_leaves_no_header_timer_holding_its_http_channel(
+    daemons: Daemons,
+) -> None:
+    daemon = await daemons.embedded(router={"header_timeout": 60.0})
+    page = await open_socket(daemon.port)
+    page.send(ALIVE, "agent-1")
+    await deferLater(reactor, 0.05, lambda: None)
+
+    def upgraded_channels_timed() -> list[TimelyHeaders]:
+        found = []
+        for call in reactor.getDelayedCalls():
+            channel = getattr(call.func, "__self__", None)
+            if isinstance(channel, TimelyHeaders) and not _still_http(channel):
+                found.append(channel)
+        return found
+
+    assert not page.has_closed
+    assert upgraded_channels_timed() == []
+
+
+def _still_http(channel: TimelyHeaders) -> bool:
+    """Whether the channel's connection is still its own (not taken by a WebSocket)."""
+    protocol = getattr(channel.transport, "protocol", None)
+    return getattr(protocol, "wrappedProtocol", protocol) is channel
 
 
 # --- connection caps, black-box ---

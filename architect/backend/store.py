@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
 from architect.backend.files import FileFetchError, UploadedFiles
@@ -76,23 +76,17 @@ class StoredSubmissions:
         dedupe_key: str | None,
         completes: bool = False,
     ) -> Deferred[None]:
-        return Deferred.fromCoroutine(
-            self._save(SubmissionKind.UNIT, agent_id, data, dedupe_key, completes)
-        )
+        return self._saved(SubmissionKind.UNIT, agent_id, data, dedupe_key, completes)
 
     def save_onboarding(
         self, agent_id: str, worker_id: str | None, data: dict[str, Any], dedupe_key: str | None
     ) -> Deferred[None]:
-        return Deferred.fromCoroutine(
-            self._save(SubmissionKind.ONBOARDING, agent_id, data, dedupe_key)
-        )
+        return self._saved(SubmissionKind.ONBOARDING, agent_id, data, dedupe_key)
 
     def save_metadata(
         self, agent_id: str, worker_id: str | None, data: dict[str, Any], dedupe_key: str | None
     ) -> Deferred[None]:
-        return Deferred.fromCoroutine(
-            self._save(SubmissionKind.METADATA, agent_id, data, dedupe_key)
-        )
+        return self._saved(SubmissionKind.METADATA, agent_id, data, dedupe_key)
 
     def has_unit_submission(self, agent_id: str) -> Deferred[bool]:
         found = self.database.list_submissions(agent_id=agent_id, kind=SubmissionKind.UNIT)
@@ -107,20 +101,59 @@ class StoredSubmissions:
             if isinstance(filename, str):  # only the agent's own uploads are found
                 self.files.discard(filename, agent_id)
 
-    async def _save(
+    def _saved(
         self,
         kind: str,
         agent_id: str,
         data: dict[str, Any],
         dedupe_key: str | None,
         completes: bool = False,
+    ) -> Deferred[None]:
+        """Stored once committed. Without files to fetch first, straight to the database
+        (a submission's common case: no coroutine to resume on the way back)."""
+        if names_files(data):
+            return Deferred.fromCoroutine(
+                self._save_with_files(kind, agent_id, data, dedupe_key, completes)
+            )
+        try:
+            stored = self._store(kind, agent_id, data, dedupe_key, [], completes)
+        except Exception:
+            return fail()
+        return stored.addCallback(self._after_store, kind, agent_id, [])
+
+    async def _save_with_files(
+        self,
+        kind: str,
+        agent_id: str,
+        data: dict[str, Any],
+        dedupe_key: str | None,
+        completes: bool,
     ) -> None:
         fetched = await self._fetch_files(agent_id, data)
-        files = [kept for _, kept in fetched]
-        done = (Status.COMPLETED, UnitStatus.COMPLETED) if completes else (None, None)
-        stored = await self.database.store_submission(
-            agent_id, kind, data, dedupe_key, files, *done
+        stored = await self._store(
+            kind, agent_id, data, dedupe_key, [kept for _, kept in fetched], completes
         )
+        self._after_store(stored, kind, agent_id, fetched)
+
+    def _store(
+        self,
+        kind: str,
+        agent_id: str,
+        data: dict[str, Any],
+        dedupe_key: str | None,
+        files: list[SubmissionFile],
+        completes: bool,
+    ) -> Deferred[bool]:
+        done = (Status.COMPLETED, UnitStatus.COMPLETED) if completes else (None, None)
+        return self.database.store_submission(agent_id, kind, data, dedupe_key, files, *done)
+
+    def _after_store(
+        self,
+        stored: bool,
+        kind: str,
+        agent_id: str,
+        fetched: list[tuple[str, SubmissionFile]],
+    ) -> None:
         # Committed: the router's copies may go (the worker does not wait for it).
         for name, _ in fetched:
             if self.files is not None:
@@ -131,7 +164,7 @@ class StoredSubmissions:
                 kind=kind,
                 agent_id=agent_id,
             )
-            for file in files:  # the copies the first delivery did not need
+            for _, file in fetched:  # the copies the first delivery did not need
                 (self.database.data_dir / file.stored_path).unlink(missing_ok=True)
 
     async def _fetch_files(

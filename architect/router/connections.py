@@ -33,6 +33,8 @@ log = Logger()
 # Seconds a refused connection is kept for the client to read its answer (and for the
 # router to read the client's request, see `_Refused`) before it is cut.
 REFUSED_LINGER = 1.0
+# A deadline this close is reached (a timer set again for the rest lands within rounding).
+_ROUNDING = 1e-6
 
 
 def plain_answer(status: int, reason: str, message: str) -> bytes:
@@ -59,6 +61,7 @@ class TimelyHeaders(LeanChannel):
 
     header_timeout = 10.0
     _deadline: IDelayedCall | None = None
+    _deadline_at: float | None = None  # when the awaited headers must be in; None: none awaited
     _idle = False  # the last request was answered and nothing of the next has come yet
 
     def connectionMade(self) -> None:
@@ -86,24 +89,46 @@ class TimelyHeaders(LeanChannel):
         super().requestDone(request)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self._stop_deadline()
+        self.drop_deadline()
         super().connectionLost(reason)
+
+    def drop_deadline(self) -> None:
+        """No headers are awaited any more, nor will be (closed, or a WebSocket now):
+        the timer goes, and with it its hold on this channel."""
+        self._deadline_at = None
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     def _next_request_begun(self) -> None:
         self._idle = False
         self._start_deadline()
 
     def _start_deadline(self) -> None:
-        self._stop_deadline()
-        self._deadline = self.callLater(self.header_timeout, self._too_slow)
+        self._deadline_at = self._now() + self.header_timeout
+        if self._deadline is None:
+            self._deadline = self.callLater(self.header_timeout, self._deadline_reached)
 
     def _stop_deadline(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
+        # The timer stays: it finds nothing to time, or a later deadline to wait for. A
+        # kept connection's requests then cost no timer each, one per header_timeout.
+        self._deadline_at = None
+
+    def _deadline_reached(self) -> None:
         self._deadline = None
+        if self._deadline_at is None:
+            return
+        left = self._deadline_at - self._now()
+        if left > _ROUNDING:
+            self._deadline = self.callLater(left, self._deadline_reached)
+        else:
+            self._too_slow()
+
+    def _now(self) -> float:
+        seconds: float = self.factory.reactor.seconds()
+        return seconds
 
     def _too_slow(self) -> None:
-        self._deadline = None
         transport = self.transport
         if transport is not None and not getattr(transport, "disconnecting", False):
             message = f"the request's headers did not come within {self.header_timeout:g} seconds"

@@ -398,21 +398,30 @@ class RouterWeb:
         (architect/cluster/), one that started after the agent's news asks Redis first.
         Without `wait`, only Redis is asked."""
 
-        async def run() -> bytes:
-            try:
-                return await maybeDeferred(attempt)
-            except UnknownAgent as unknown:
-                cluster = self.hub.cluster
-                if cluster is None or not await cluster.learn(unknown.agent_id):
-                    told = self.hub.agents_told_yet() if wait else None
-                    if told is None:
-                        raise
-                    await told
-                if request.content is not None:
-                    request.content.seek(0)  # the body is read anew
-                return await maybeDeferred(attempt)
+        def unknown(failure: Failure) -> Deferred[bytes]:
+            failure.trap(UnknownAgent)
+            found = cast(UnknownAgent, failure.value)
+            return Deferred.fromCoroutine(self._told_then_again(request, attempt, found, wait))
 
-        return Deferred.fromCoroutine(run())
+        # The common case (the agent is known) resumes no coroutine on its way back.
+        return maybeDeferred(attempt).addErrback(unknown)
+
+    async def _told_then_again(
+        self,
+        request: IRequest,
+        attempt: Callable[[], Deferred[bytes]],
+        unknown: UnknownAgent,
+        wait: bool,
+    ) -> bytes:
+        cluster = self.hub.cluster
+        if cluster is None or not await cluster.learn(unknown.agent_id):
+            told = self.hub.agents_told_yet() if wait else None
+            if told is None:
+                raise unknown
+            await told
+        if request.content is not None:
+            request.content.seek(0)  # the body is read anew
+        return await maybeDeferred(attempt)
 
     def _submit(
         self, request: IRequest, packet_type: str, fields: tuple[str, str], answer: str

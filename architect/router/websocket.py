@@ -20,6 +20,7 @@ from architect.protocol import (
     Packet,
     ProtocolError,
 )
+from architect.router.connections import TimelyHeaders
 from architect.router.hub import RouterHub
 from architect.router.sessions import session_in
 
@@ -93,10 +94,14 @@ class RouterSocket(WebSocketServerProtocol):
           registered producer (Autobahn takes the transport over, not that), and with
           it the unfinished upgrade request: about half of an idle socket's memory.
           Nothing of it is used once the socket is open.
+          Its header deadline's timer (connections.TimelyHeaders) would hold it too.
         - Autobahn keeps the handshake's raw text and parsed headers.
         """
         transport = self.transport
-        if isinstance(getattr(transport, "producer", None), HTTPChannel):
+        channel = getattr(transport, "producer", None)
+        if isinstance(channel, TimelyHeaders):
+            channel.drop_deadline()
+        if isinstance(channel, HTTPChannel):
             cast(IConsumer, transport).unregisterProducer()
         self.http_headers = {}
         self.http_request_data = b""
