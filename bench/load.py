@@ -795,6 +795,46 @@ async def _full_stack(
     }
 
 
+async def registrations(
+    base: str, workers: int, concurrency: int, pids: dict[str, int]
+) -> list[dict[str, Any]]:
+    """REG: ``workers`` fresh workers registered through /request_agent, ``concurrency`` at a
+    time, timed from the second (the first, alone, gets the session cookie)."""
+    latencies: list[float] = []
+    errors = 0
+    names = iter(range(1, workers))
+
+    async def client() -> None:
+        nonlocal errors
+        for number in names:
+            start = time.perf_counter()
+            try:
+                await register_worker(session, base, "reg", number)
+            except (aiohttp.ClientError, RuntimeError, ValueError):
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - start)
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with _browser(connector) as session:
+        await register_worker(session, base, "reg", 0)
+        window = CpuWindow(pids)
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        cpu = window.stop()
+    return [
+        {
+            "concurrency": concurrency,
+            "workers": workers,
+            "registrations_per_s": round(len(latencies) / elapsed, 1),
+            "errors": errors,
+            "latency": percentiles(latencies),
+            "cpu": cpu,
+        }
+    ]
+
+
 # --- running a scenario in a child process ---
 
 SCENARIOS: dict[str, Callable[..., Coroutine[Any, Any, list[dict[str, Any]]]]] = {
@@ -803,6 +843,7 @@ SCENARIOS: dict[str, Callable[..., Coroutine[Any, Any, list[dict[str, Any]]]]] =
     "S3": s3_capacity,
     "S4": s4_submissions,
     "FULL": full_stack,
+    "REG": registrations,
 }
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.full_stack import full_table
+from bench.registration import reg_table
 
 COLUMNS = ["floor", "ours", "mephisto", "ours-lb1", "ours-lb2"]  # lb: bench/cluster.py
 # S4 is ours only: the embedded daemon storing to SQLite, then to PostgreSQL, beside the
@@ -124,7 +125,7 @@ def _busy_notes(document: dict[str, Any]) -> list[str]:
             continue
         for server, entries in servers.items():
             for e in entries:
-                if scenario in ("S1", "S4", "FULL"):
+                if scenario in ("S1", "S4", "FULL", "REG"):
                     visit(scenario, server, f"c={e['concurrency']}", e["cpu"])
                 elif scenario == "S2":
                     visit(scenario, server, f"N={e['agents']} fixed rate", e["offered"]["cpu"])
@@ -156,6 +157,8 @@ def table(document: dict[str, Any]) -> str:
         lines += ["", *s4_table(document)]
     if summary.get("FULL"):
         lines += ["", *full_table(document)]
+    if summary.get("REG"):
+        lines += ["", *reg_table(document)]
     notes = _busy_notes(document)
     if notes:
         lines += ["", f"Processes at >= {BUSY:.0%} of a core (the likely limit there):"]

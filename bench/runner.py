@@ -18,6 +18,7 @@ from typing import Any
 from bench import load, report
 from bench.cluster import OneRouterBehindHAProxy, OurCluster, TwoRoutersBehindHAProxy
 from bench.full_stack import fresh_database_for, run_full_rounds
+from bench.registration import run_reg_rounds
 from bench.servers import (
     BENCH_DIR,
     SERVERS,
@@ -35,7 +36,7 @@ CLUSTERS: dict[str, type[OurCluster]] = {
     "ours-lb1": OneRouterBehindHAProxy,
     "ours-lb2": TwoRoutersBehindHAProxy,
 }
-ALL_SCENARIOS = ["S1", "S2", "S3", "S4", "FULL"]
+ALL_SCENARIOS = ["S1", "S2", "S3", "S4", "FULL", "REG"]
 # S4 is ours only: the embedded daemon storing to SQLite, the same storing to PostgreSQL,
 # and beside them, for the cost of durability, the router alone (mode = off) with the
 # generator's backend taking each submission without storing it.
@@ -60,6 +61,8 @@ class Plan:
     s4_warmup: int = 20  # submissions before each measured batch, not timed
     full_concurrencies: list[int] = field(default_factory=lambda: [16])
     full_workers: int = 300  # fresh workers per level, each registering and submitting once
+    reg_concurrencies: list[int] = field(default_factory=lambda: [16])
+    reg_workers: int = 500  # fresh workers per level, registering into as many units
     notes: list[str] = field(default_factory=list)
 
 
@@ -95,6 +98,8 @@ FULL = Plan(
     s4_warmup=100,
     full_concurrencies=[4, 16, 64],
     full_workers=2000,
+    reg_concurrencies=[4, 16, 64],
+    reg_workers=5000,
 )
 
 
@@ -357,6 +362,23 @@ def run_full_scenario(
     return _ours_with_postgres("FULL", servers, rounds)
 
 
+def run_reg_scenario(
+    document: dict[str, Any], plan: Plan, servers: list[str], workdir: Path
+) -> list[str]:
+    """REG's rounds (bench/registration.py); the failures."""
+    if "ours" not in servers:
+        print("REG: skipped (it measures our daemon only; `ours` is not in --servers)")
+        return []
+    return run_reg_rounds(
+        document,
+        plan.rounds,
+        plan.reg_workers,
+        plan.reg_concurrencies,
+        workdir,
+        _median_merge,
+    )
+
+
 def _s4_rounds(
     document: dict[str, Any], plan: Plan, workdir: Path, postgres: PostgresServer | None
 ) -> list[str]:
@@ -492,6 +514,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if scenario == "FULL":
             failures += run_full_scenario(document, plan, servers, workdir)
+            continue
+        if scenario == "REG":
+            failures += run_reg_scenario(document, plan, servers, workdir)
             continue
         per_server: dict[str, list[Any]] = {name: [] for name in servers}
         for round_number in range(plan.rounds):

@@ -1,5 +1,6 @@
 """`python -m bench --quick` runs end to end against every server and gives sane numbers.
 
+REG (ours only) registers fresh workers alone, embedded and through the router alone.
 S4 and FULL (ours only) must also show that every acknowledged submission reached the database
 once, on SQLite and on PostgreSQL (a temporary server, tests/postgres.py), and FULL in remote
 mode too (the router and our backend daemon).
@@ -42,6 +43,7 @@ def test_quick_bench(tmp_path: Path) -> None:
     summary = document["summary"]
     check_s4(document)
     check_full(document)
+    check_reg(document)
     for server in SERVERS:
         s1 = summary["S1"][server]
         assert [e["concurrency"] for e in s1] == document["plan"]["s1_concurrencies"]
@@ -68,6 +70,24 @@ def test_quick_bench(tmp_path: Path) -> None:
     assert "stored/not stored" in table
     assert "PostgreSQL/SQLite" in table
     assert "FULL (register, submit, stored" in table
+    assert "REG (registration alone" in table
+
+
+def check_reg(document: dict) -> None:
+    """REG (ours only): registration alone, embedded (every agent in the database) and the
+    router alone beside it."""
+    plan = document["plan"]
+    reg = document["summary"]["REG"]
+    assert sorted(reg) == ["ours", "ours-embedded"], reg
+    for variant, entries in reg.items():
+        assert [e["concurrency"] for e in entries] == plan["reg_concurrencies"]
+        for e in entries:
+            where = f"REG {variant} c={e['concurrency']}"
+            assert e["errors"] == 0 and e["registrations_per_s"] > 0, (where, e)
+            assert e["latency"]["count"] == plan["reg_workers"] - 1, (where, e)
+            check_latency(e["latency"], where)
+            if variant == "ours-embedded":
+                assert e["agents"] == plan["reg_workers"], (where, e)
 
 
 def check_full(document: dict) -> None:

@@ -12,7 +12,6 @@ from then on (a reload with its registration id, a late packet about it).
 from __future__ import annotations
 
 import copy
-import uuid
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -20,6 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from architect.backend.expiry import AgentExpiry
 from architect.backend.recorder import AgentRecorder
 from architect.lifecycle import FINAL
+from architect.random_ids import random_uuid
 from architect.storage import Worker
 from architect.tasks.agent import Agent
 from architect.tasks.history import LiveLimits
@@ -27,7 +27,7 @@ from architect.tasks.history import LiveLimits
 
 def new_agent_id(prefix: str = "") -> str:
     """An unguessable agent id."""
-    return prefix + uuid.uuid4().hex
+    return prefix + random_uuid().hex
 
 
 class AgentRegistry:

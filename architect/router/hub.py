@@ -55,6 +55,7 @@ from architect.protocol import (
     is_confirm_id,
     version_mismatch,
 )
+from architect.random_ids import new_request_id
 from architect.router.errors import (
     Draining,
     Forbidden,
@@ -67,7 +68,6 @@ from architect.router.errors import (
 from architect.router.event_buffer import SEND_EVERY, EventBuffer
 from architect.router.journal import Journal, JournalError, JournalFull
 from architect.router.queues import SizedQueue
-from architect.router.request_ids import new_request_id
 from architect.router.requests import PendingRequests
 from architect.router.state import AgentRecord, AgentTable
 

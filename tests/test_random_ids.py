@@ -1,4 +1,4 @@
-"""Request ids: version-4 UUIDs, none repeated, in a forked child too."""
+"""Request and agent ids: version-4 UUIDs, none repeated, in a forked child too."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from architect.router import request_ids
-from architect.router.request_ids import new_request_id
+from architect import random_ids
+from architect.random_ids import new_request_id
 
 
 def test_ids_are_version_4_uuids_and_never_repeat() -> None:
@@ -44,8 +44,17 @@ def test_a_block_is_read_once_per_256_ids(monkeypatch: pytest.MonkeyPatch) -> No
         reads.append(n)
         return real(n)
 
-    request_ids._forget_pool()
-    monkeypatch.setattr(request_ids.os, "urandom", counted)
+    random_ids._forget_pool()
+    monkeypatch.setattr(random_ids.os, "urandom", counted)
     for _ in range(512):
         new_request_id()
     assert reads == [4096, 4096]
+
+
+def test_agent_ids_come_from_the_same_blocks() -> None:
+    from architect.backend.agent_registry import new_agent_id
+
+    ids = {new_agent_id("p-") for _ in range(600)}
+    assert len(ids) == 600
+    for one in ids:
+        assert one.startswith("p-") and uuid.UUID(hex=one[2:]).version == 4
