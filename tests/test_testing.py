@@ -4,10 +4,12 @@ use the rest of it.)"""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import Deferred
 
 from architect.protocol import FailureReason, Status
 from architect.testing import HttpError, NoAgent, TaskDaemon, TaskEnded, WaitTimeout
@@ -88,3 +90,37 @@ async def test_an_agent_that_ends_ends_the_waits(demo: TaskDaemon) -> None:
     assert await alice.wait_until_ended() == Status.COMPLETED
     with pytest.raises(TaskEnded, match="'completed'"):
         await alice.next_update()
+
+
+# validate_submission runs in a worker thread, after the submission is stored: the
+# test module's gate holds it there.
+JUDGE_GATE = threading.Event()
+SLOW_JUDGE = """
+from examples.static_labelling.task import *  # noqa: F403
+from tests.test_testing import JUDGE_GATE
+
+def validate_submission(agent, data):
+    JUDGE_GATE.wait(10)
+    return data.get("label") in LABELS  # noqa: F405
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_submission_is_judged_before_its_status_or_the_store_is_read(
+    tmp_path: Path,
+) -> None:
+    module = tmp_path / "slow_judge.py"
+    module.write_text(SLOW_JUDGE)
+    JUDGE_GATE.clear()
+    async with TaskDaemon(STATIC, task={"module": str(module)}) as daemon:
+        carol = await daemon.worker("carol")
+        await carol.register()
+        await carol.submit_onboarding({"answers": {"q1": "positive", "q2": "negative"}})
+        await carol.submit({"label": "happy"})  # stored; its verdict still to come
+        assert carol.agent_id is not None
+        status = Deferred.fromCoroutine(daemon.status(carol.agent_id))
+        assert not status.called  # it waits for the verdict, not the status before it
+        JUDGE_GATE.set()
+        assert await status == Status.SOFT_REJECTED
+        [stored] = await daemon.submissions()
+        assert await daemon.status(stored.agent_id) == Status.SOFT_REJECTED

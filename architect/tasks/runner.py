@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -62,6 +62,8 @@ class TaskRunner:
         self.live: LiveTaskRunner | None = None
         self.procedures: ProcedureDispatcher | None = None
         self.units: dict[str, int] = {}  # agent id -> unit id, for the logs, while it works
+        self._judging = 0  # validate_submission calls under way
+        self._when_judged: list[Deferred[None]] = []  # judged()'s waiters
         if task.kind == LIVE:
             assert task.run_assignment is not None
             self.live = LiveTaskRunner(clock, task.run_assignment, run_blocking, timeout or None)
@@ -140,5 +142,20 @@ class TaskRunner:
 
         def forget(_: None) -> None:
             self.units.pop(agent.agent_id, None)  # judged: completed for good, or not
+            self._judging -= 1
+            if self._judging == 0:
+                waiters, self._when_judged = self._when_judged, []
+                for waiter in waiters:
+                    waiter.callback(None)
 
+        self._judging += 1
         return d.addCallbacks(judged, failed).addCallback(forget)
+
+    def judged(self) -> Deferred[None]:
+        """Fires once no submission is being judged: each one handed to
+        validate_submission so far has its verdict set on its agent."""
+        if self._judging == 0:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._when_judged.append(waiter)
+        return waiter

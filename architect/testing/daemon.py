@@ -23,7 +23,6 @@ from types import TracebackType
 from typing import Any
 
 import attrs
-from twisted.internet.defer import Deferred
 from twisted.web.client import HTTPConnectionPool
 
 from architect.config import Config, load_config
@@ -186,10 +185,14 @@ class TaskDaemon:
         )
         return self.service.database
 
-    def settled(self) -> Deferred[None]:
-        """Fires once the agents' status and live-update writes issued so far are committed."""
+    async def settled(self) -> None:
+        """Returns once the submissions handed to the task's validate_submission so far
+        are judged, and the agents' status and live-update writes issued so far (those
+        verdicts' with them) are committed."""
         assert self.service is not None and self.service.pool is not None
-        return self.service.pool.settled()
+        if self.service.runner is not None:
+            await self.service.runner.judged()
+        await self.service.pool.settled()
 
     async def submissions(self, kind: str | None = "unit") -> list[Submission]:
         """The stored submissions of its task run (of `kind`; None: every kind), in order."""
@@ -201,10 +204,10 @@ class TaskDaemon:
     async def status(self, agent_id: str) -> str:
         """An agent's status, as the backend holds or stored it."""
         assert self.service is not None and self.service.pool is not None
+        await self.settled()  # a submission's verdict first
         held = self.service.pool.get_agent(agent_id)
         if held is not None:
             return held.status
-        await self.settled()
         stored = await self.database.get_agent(agent_id)
         assert stored is not None, f"the daemon knows no agent {agent_id}"
         return stored.status
