@@ -12,7 +12,6 @@ re-entered while it is still handling a packet.
 
 from __future__ import annotations
 
-import copy
 from collections import deque
 from collections.abc import Callable
 from functools import partial
@@ -26,6 +25,7 @@ from twisted.logger import Logger
 
 from architect.backend.channel import Channel
 from architect.backend.files import FileFetchError
+from architect.copies import json_copy
 from architect.protocol import CloseCode, Handled, Outcome, Packet
 from architect.router.uploads import UploadFolder
 
@@ -40,22 +40,6 @@ def _as_handled(outcome: object) -> Handled:
 
 def copy_packet(packet: Packet) -> Packet:
     return attrs.evolve(packet, data=json_copy(packet.data))
-
-
-def json_copy(value: Any) -> Any:
-    """A deep copy of JSON-shaped data (dicts, lists and immutable scalars), several times
-    faster than copy.deepcopy on it; anything else is deep-copied as usual."""
-    kind = type(value)
-    if kind is dict:
-        return {key: json_copy(item) for key, item in value.items()}
-    if kind is list:
-        return [json_copy(item) for item in value]
-    if kind in _IMMUTABLE:
-        return value
-    return copy.deepcopy(value)
-
-
-_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
 
 
 class RouterSide(Protocol):

@@ -312,7 +312,7 @@ def test_the_in_process_link_takes_the_events_extension() -> None:
 def test_packet_copies_share_nothing_mutable_whatever_the_data_holds() -> None:
     from collections import OrderedDict
 
-    from architect.embedded import json_copy
+    from architect.copies import json_copy
 
     deep = ["x"]
     in_tuple = [0]

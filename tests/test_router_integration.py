@@ -114,7 +114,7 @@ async def register(
 @pytest_twisted.ensureDeferred
 async def test_plain_get_endpoints(router: tuple[RouterHub, int]) -> None:
     _, port = router
-    assert await get(port, "/is_alive") == (200, b'{"status": "Alive!"}')
+    assert await get(port, "/is_alive") == (200, b'{"status":"Alive!"}')  # as Node's res.json
     code, body = await get(port, "/get_timestamp")
     assert code == 200 and json.loads(body)["timestamp"] > 1_600_000_000_000
     code, body = await get(port, "/task_config.json?mephisto_task_version=2.0.3")

@@ -11,13 +11,13 @@ from then on (a reload with its registration id, a late packet about it).
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
 from architect.backend.expiry import AgentExpiry
 from architect.backend.recorder import AgentRecorder
+from architect.copies import json_copy
 from architect.lifecycle import FINAL
 from architect.random_ids import random_uuid
 from architect.storage import Worker
@@ -68,7 +68,7 @@ class AgentRegistry:
             self.clock,
             agent_id,
             str(worker.id),
-            copy.deepcopy(init_task_data),
+            json_copy(init_task_data),
             registration_id=registration_id,
             kind=kind,
             live_limits=self.live_limits,

@@ -7,13 +7,13 @@ what follows a pass.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from twisted.logger import Logger
 
 from architect.backend.agent_registry import AgentRegistry, new_agent_id
 from architect.backend.registration import Registration
+from architect.copies import json_copy
 from architect.lifecycle import AgentKind
 from architect.protocol import FailureReason, Status
 from architect.storage import Database, Worker
@@ -74,7 +74,7 @@ class Onboarding:
             agent_id, worker, data, registration_id, Status.ONBOARDING, AgentKind.ONBOARDING
         )
         self.registry.recorder.record_init_data(agent)
-        return Registration(worker_id, agent, copy.deepcopy(data))
+        return Registration(worker_id, agent, json_copy(data))
 
     async def judge(
         self, agent: Agent, worker: Worker, info: WorkerInfo, data: dict[str, Any]
@@ -104,4 +104,4 @@ class Onboarding:
         hook = self.task.validate_onboarding
         if hook is None:
             return True
-        return bool(await call_hook(self.run_blocking, hook, info, copy.deepcopy(data)))
+        return bool(await call_hook(self.run_blocking, hook, info, json_copy(data)))

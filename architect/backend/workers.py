@@ -36,7 +36,6 @@ that raises is logged with the worker and unit; the worker gets a refusal.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -57,6 +56,7 @@ from architect.backend.registration import (
 from architect.backend.resume import finished_lately
 from architect.backend.worker_locks import WorkerLocks
 from architect.config import TaskConfig
+from architect.copies import json_copy
 from architect.lifecycle import FINAL, AgentKind, unit_status_if_lost
 from architect.nul import NUL
 from architect.protocol import FailureReason, Status
@@ -107,7 +107,7 @@ def _unit_info(unit: Unit | CandidateUnit) -> UnitInfo:
     if isinstance(unit, CandidateUnit):
         data = unit.assignment_data()  # decoded now: only for the units a hook is asked about
     else:
-        data = copy.deepcopy(unit.assignment_data)
+        data = json_copy(unit.assignment_data)
     return UnitInfo(
         unit_id=str(unit.id),
         assignment_index=unit.assignment_index,
@@ -258,7 +258,7 @@ class StoredWorkerPool:
         agent_id = answer.unit.agent_id
         assert agent_id is not None  # reserved for it
         agent = await self._put_to_work(worker, agent_id, answer.unit, registration_id)
-        return Registration(str(worker.id), agent, copy.deepcopy(agent.init_task_data))
+        return Registration(str(worker.id), agent, json_copy(agent.init_task_data))
 
     async def _reconnect(self, worker: Worker, registration_id: str) -> Registration | None:
         """Stage 6: the agent this registration id had, or None to go through the stages."""
@@ -347,7 +347,7 @@ class StoredWorkerPool:
         agent = await self._first_doable(info, candidates, reserve)
         if agent is None:
             return Registration.refused(worker_id, FailureReason.NO_WORK)
-        return Registration(worker_id, agent, copy.deepcopy(agent.init_task_data))
+        return Registration(worker_id, agent, json_copy(agent.init_task_data))
 
     async def _worker_info(self, worker: Worker) -> WorkerInfo:
         """The worker as hooks see it, with the qualifications granted now."""
@@ -468,7 +468,7 @@ class StoredWorkerPool:
             data = await call_hook(self.run_blocking, self.task.init_data, _unit_info(unit))
         if not isinstance(data, dict):
             raise TypeError(f"a unit's task data must be a dict, not {type(data).__name__}")
-        return copy.deepcopy(data)
+        return json_copy(data)
 
     # --- onboarding ---
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -29,6 +28,7 @@ from architect.protocol import (
     SUBMIT_UNIT,
     ProtocolError,
     as_timestamp,
+    compact_json,
     decode_json,
 )
 from architect.router.errors import (
@@ -164,13 +164,13 @@ class _QuietSite(BoundedSite):
 def _error_body(request: IRequest, code: int, message: str) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
-    return _sized(request, json.dumps({"error": message}).encode("utf-8"))
+    return _sized(request, compact_json({"error": message}))
 
 
 def _json(request: IRequest, value: Any) -> bytes:
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
-    return _sized(request, json.dumps(value).encode("utf-8"))
+    return _sized(request, compact_json(value))
 
 
 def _sized(request: IRequest, body: bytes) -> bytes:

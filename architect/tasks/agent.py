@@ -15,7 +15,6 @@ every live update taken, in either direction.
 
 from __future__ import annotations
 
-import copy
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from architect.copies import json_copy
 from architect.lifecycle import ACTIVE, AgentKind
 from architect.protocol import (
     CLIENT_BOUND_LIVE_UPDATE,
@@ -143,7 +143,7 @@ class Agent:
     def _tell_live_update(self, packet_type: str, update: dict[str, Any]) -> None:
         for listener in list(self._live_update_listeners):
             try:
-                listener(self, packet_type, copy.deepcopy(update))
+                listener(self, packet_type, json_copy(update))
             except Exception:
                 log.failure(
                     "a live update listener of agent {agent_id} failed", agent_id=self.agent_id
@@ -156,11 +156,11 @@ class Agent:
 
     def observe(self, data: dict[str, Any]) -> str:
         """Send live data to the browser, with a fresh `update_id`; returns that id."""
-        update = copy.deepcopy(data)
+        update = json_copy(data)
         update_id = str(uuid.uuid4())
         update["update_id"] = update_id
         self.history.add(update)
-        self._send(Packet(CLIENT_BOUND_LIVE_UPDATE, self.agent_id, copy.deepcopy(update)))
+        self._send(Packet(CLIENT_BOUND_LIVE_UPDATE, self.agent_id, json_copy(update)))
         self._tell_live_update(CLIENT_BOUND_LIVE_UPDATE, update)
         return update_id
 
@@ -179,7 +179,7 @@ class Agent:
             if self.history.refused == 1:
                 self._say_history_full()
             return False
-        self.history.add(copy.deepcopy(data), size)
+        self.history.add(json_copy(data), size)
         self._tell_live_update(MEPHISTO_BOUND_LIVE_UPDATE, data)
         if self.on_live_update is not None:
             try:
@@ -260,7 +260,7 @@ class Agent:
         """Take back the live updates (packet type, data) an earlier backend logged, in order:
         a reloading page gets them, and a browser update seen before is not taken twice."""
         for packet_type, data in updates:
-            self.history.add(copy.deepcopy(data))
+            self.history.add(json_copy(data))
             update_id = data.get("update_id")
             if packet_type == MEPHISTO_BOUND_LIVE_UPDATE and update_id is not None:
                 self._seen_update_ids.add(_hashable(update_id))
@@ -270,8 +270,8 @@ class Agent:
     def reconnect_task_data(self) -> dict[str, Any]:
         """What a reloading browser gets: the task data and the newest live updates so far
         (within [backend] max_past_live_updates and max_past_live_update_bytes)."""
-        data = copy.deepcopy(self.init_task_data)
-        data["past_live_updates"] = copy.deepcopy(self.history.newest())
+        data = json_copy(self.init_task_data)
+        data["past_live_updates"] = json_copy(self.history.newest())
         return data
 
 
