@@ -408,7 +408,7 @@ def makeService(options: Options) -> IService:
         cast(Any, reactor).callLater(0, cast(Any, reactor).stop)
 
     # Garbage-collector pauses were the router's latency tail under load (measured: see
-    # docs/BENCHMARKS.md). What exists once the daemon runs (modules, config, services)
+    # docs/benchmark-history.md). What exists once the daemon runs (modules, config, services)
     # lives as long as it does: frozen, a full collection no longer walks it. Each HTTP
     # request leaves reference cycles (Twisted's and Klein's request objects); a larger
     # first generation collects them young, before they are promoted and make the full
