@@ -30,6 +30,7 @@ from tests.browser.support import (
 )
 from tests.browser.tasks import CHAT_TASK, ECHO_TASK
 from tests.browser.test_live_chat import agent_id_of, send, shown_messages, wait_for_messages
+from tests.clients import wait_for
 from tests.daemon import Daemon
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -50,7 +51,11 @@ async def router_and_remote_backend(
         config.backend, mode="remote", router_url=router.ws_url, backend_token=token
     )
     remote = attrs.evolve(config, backend=backend_side)
-    return router.port, remote, await launcher.start(remote)
+    backend = await launcher.start(remote)
+    # Started is not linked: a page that registers before the link is up is answered 503
+    # (no backend), which mephisto-task does not retry.
+    await wait_for(lambda: router.hub.backend is not None, "the backend's link to the router")
+    return router.port, remote, backend
 
 
 @pytest.mark.parametrize("page", ["mephisto_live.html", "architect_live.html"])
