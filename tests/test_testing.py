@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred
 from architect.protocol import FailureReason, Status
 from architect.testing import HttpError, NoAgent, TaskDaemon, TaskEnded, WaitTimeout
 from architect.testing.fixtures import daemon_fixture
+from examples.static_labelling import task as static_task
 
 ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "examples" / "static_labelling" / "router.ini"
@@ -96,12 +97,14 @@ async def test_an_agent_that_ends_ends_the_waits(demo: TaskDaemon) -> None:
 # test module's gate holds it there.
 JUDGE_GATE = threading.Event()
 SLOW_JUDGE = """
-from examples.static_labelling.task import *  # noqa: F403
+from examples.static_labelling.task import (
+    LABELS, bot, init_data, onboarding_data, validate_onboarding,
+)
 from tests.test_testing import JUDGE_GATE
 
 def validate_submission(agent, data):
     JUDGE_GATE.wait(10)
-    return data.get("label") in LABELS  # noqa: F405
+    return data.get("label") in LABELS
 """
 
 
@@ -112,15 +115,18 @@ async def test_a_submission_is_judged_before_its_status_or_the_store_is_read(
     module = tmp_path / "slow_judge.py"
     module.write_text(SLOW_JUDGE)
     JUDGE_GATE.clear()
+    right = {"answers": {q["id"]: q["answer"] for q in static_task.ONBOARDING_QUESTIONS}}
     async with TaskDaemon(STATIC, task={"module": str(module)}) as daemon:
         carol = await daemon.worker("carol")
         await carol.register()
-        await carol.submit_onboarding({"answers": {"q1": "positive", "q2": "negative"}})
-        await carol.submit({"label": "happy"})  # stored; its verdict still to come
-        assert carol.agent_id is not None
-        status = Deferred.fromCoroutine(daemon.status(carol.agent_id))
-        assert not status.called  # it waits for the verdict, not the status before it
-        JUDGE_GATE.set()
+        await carol.submit_onboarding(right)
+        try:
+            await carol.submit({"label": "happy"})  # stored; its verdict still to come
+            assert carol.agent_id is not None
+            status = Deferred.fromCoroutine(daemon.status(carol.agent_id))
+            assert not status.called  # it waits for the verdict, not the status before it
+        finally:
+            JUDGE_GATE.set()  # the hook's thread is not left waiting, pass or fail
         assert await status == Status.SOFT_REJECTED
         [stored] = await daemon.submissions()
         assert await daemon.status(stored.agent_id) == Status.SOFT_REJECTED

@@ -140,16 +140,17 @@ class TaskRunner:
                 unit=unit,
             )
 
-        def forget(_: None) -> None:
+        def forget(result: object) -> object:
             self.units.pop(agent.agent_id, None)  # judged: completed for good, or not
-            self._judging -= 1
+            self._judging -= 1  # whatever came of it, judged() does not wait on it forever
             if self._judging == 0:
                 waiters, self._when_judged = self._when_judged, []
                 for waiter in waiters:
                     waiter.callback(None)
+            return result
 
         self._judging += 1
-        return d.addCallbacks(judged, failed).addCallback(forget)
+        return d.addCallbacks(judged, failed).addBoth(forget)
 
     def judged(self) -> Deferred[None]:
         """Fires once no submission is being judged: each one handed to
