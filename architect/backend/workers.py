@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -77,6 +77,9 @@ from architect.tasks.history import LiveLimits
 from architect.tasks.hooks import BlockingRunner, call_hook
 
 log = Logger()
+
+# A registration's worker: (provider type, worker name, agent registration id or None).
+Identity = tuple[str, str, str | None]
 T = TypeVar("T")
 
 # How many units' worker_can_do_unit verdicts are asked for at once.
@@ -155,7 +158,15 @@ class StoredWorkerPool:
         return Deferred.fromCoroutine(self._finished_agent(agent_id))
 
     def register(self, provider_data: dict[str, Any]) -> Deferred[Registration]:
-        return Deferred.fromCoroutine(self._register(provider_data))
+        try:
+            identity = self._identity(provider_data)
+            if isinstance(identity, Registration):
+                return succeed(identity)
+            if self._database_decides():
+                return self._register_in_one(*identity)
+        except Exception:
+            return fail()
+        return Deferred.fromCoroutine(self._register_in_stages(*identity))
 
     def submit_onboarding(
         self, agent: Agent, onboarding_data: dict[str, Any]
@@ -174,7 +185,9 @@ class StoredWorkerPool:
 
     # --- the pipeline ---
 
-    async def _register(self, provider_data: dict[str, Any]) -> Registration:
+    def _identity(self, provider_data: dict[str, Any]) -> Identity | Registration:
+        """(provider type, worker name, registration id) of a registration, or its refusal;
+        BadRegistration for what no router sends."""
         worker_name = provider_data.get("worker_name")
         if not isinstance(worker_name, str) or not worker_name:
             raise BadRegistration("provider_data has no worker_name")
@@ -190,8 +203,11 @@ class StoredWorkerPool:
             registration_id = None
         elif NUL in registration_id:  # from any router: architect/nul.py
             raise BadRegistration("provider_data's agent_registration_id holds a NUL")
-        if self._database_decides():
-            return await self._register_in_one(provider_type, worker_name, registration_id)
+        return provider_type, worker_name, registration_id
+
+    async def _register_in_stages(
+        self, provider_type: str, worker_name: str, registration_id: str | None
+    ) -> Registration:
         # Stage 0: the worker (one transaction: simultaneous first visits find one row).
         worker = await self.database.find_or_create_worker(provider_type, worker_name)
         async with self.locks.of(worker.id):
@@ -206,19 +222,34 @@ class StoredWorkerPool:
         onboarding): then they run in it, as one transaction (register_for_work)."""
         return self.task.worker_can_do_unit is None and not self.settings.onboarding
 
-    async def _register_in_one(
+    def _register_in_one(
         self, provider_type: str, worker_name: str, registration_id: str | None
-    ) -> Registration:
+    ) -> Deferred[Registration]:
         """Stages 0 to 5 in one transaction; a registration id the run knows goes through
-        stage 6 as before (under the worker's lock), then back to the one transaction."""
-        answer = await self.database.register_for_work(
+        stage 6 as before (under the worker's lock), then back to the one transaction.
+        The common path is plain callbacks: no coroutine to run per registration."""
+        answer = self.database.register_for_work(
             self._work_request(provider_type, worker_name, registration_id)
         )
-        if not answer.known_registration:
-            return await self._answered(answer, registration_id)
-        worker = answer.worker
-        async with self.locks.of(worker.id):
+        return answer.addCallback(self._after_one, registration_id)
+
+    def _after_one(
+        self, answer: WorkAnswer, registration_id: str | None
+    ) -> Registration | Deferred[Registration]:
+        if answer.known_registration:
             assert registration_id is not None  # known: it was looked up
+            return Deferred.fromCoroutine(self._known_registration(answer.worker, registration_id))
+        if answer.unit is not None and self.task.init_data is None:
+            unit, data = answer.unit, answer.unit.assignment_data
+            if isinstance(data, dict) and unit.agent_id is not None:  # else as below: refused
+                agent = self._at_work(
+                    answer.worker, unit.agent_id, unit, json_copy(data), registration_id
+                )
+                return Registration(str(answer.worker.id), agent, json_copy(agent.init_task_data))
+        return Deferred.fromCoroutine(self._answered(answer, registration_id))
+
+    async def _known_registration(self, worker: Worker, registration_id: str) -> Registration:
+        async with self.locks.of(worker.id):
             again = await self._reconnect(worker, registration_id)
             if again is not None:
                 return again
@@ -452,6 +483,17 @@ class StoredWorkerPool:
             )
             await self.database.set_agent_status(agent_id, Status.EXPIRED, unit_status_if_lost())
             raise
+        return self._at_work(worker, agent_id, unit, data, registration_id)
+
+    def _at_work(
+        self,
+        worker: Worker,
+        agent_id: str,
+        unit: Unit,
+        data: dict[str, Any],
+        registration_id: str | None,
+    ) -> Agent:
+        """The agent of a unit just reserved for it, given its task data."""
         agent = self.registry.new_agent(
             agent_id, worker, data, registration_id, Status.IN_TASK, AgentKind.UNIT
         )

@@ -1,8 +1,8 @@
 """The PostgreSQL connection and its thread: opening, schema upgrades, grouped transactions.
 
 The SQLite engine's structure, reused as it is (a subclass): one psycopg connection on
-one thread (adbapi, cp_min = cp_max = 1), interactions committed in groups, each in a
-savepoint of its own, one commit for all, every Deferred fired after that commit.
+one thread (adbapi, cp_min = cp_max = 1), interactions committed in groups, one commit
+for all, every Deferred fired after that commit (run_in_one_transaction).
 
 What PostgreSQL needs besides: other connections (another daemon, the `architect`
 command) write at the same time, and PostgreSQL has no BEGIN IMMEDIATE. A group with a
@@ -31,7 +31,13 @@ from architect.private import private_folder
 from architect.storage.interface import SchemaError, StorageError
 from architect.storage.postgresql.dialect import TranslatingCursor, schema_script
 from architect.storage.schema_versions import schema_plan, version_statements
-from architect.storage.sqlite.engine import FILES_DIR, SQLiteEngine, _Work
+from architect.storage.sqlite.engine import (
+    FILES_DIR,
+    Savepoints,
+    SQLiteEngine,
+    _Work,
+    run_in_one_transaction,
+)
 
 # Any fixed 64-bit key: the one advisory lock all of Architect's writers take, per database.
 WRITE_LOCK = 0x417263686974  # "Archit"
@@ -122,20 +128,16 @@ class PostgreSQLEngine(SQLiteEngine):
     def run_group(connection: Any, group: list[_Work]) -> list[Any]:
         raw = connection.cursor()
         write = any(work.write for work in group)
-        if write:
-            raw.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-            raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
-        else:
-            raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+        def begin() -> None:
+            if write:
+                raw.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            else:
+                raw.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
         cursor = TranslatingCursor(raw)
-        outcomes: list[Any] = []
-        for work in group:
-            raw.execute("SAVEPOINT work")
-            try:
-                outcomes.append(work.interaction(cursor, *work.args))
-            except Exception:
-                outcomes.append(Failure())
-                raw.execute("ROLLBACK TO SAVEPOINT work")
-            raw.execute("RELEASE SAVEPOINT work")
-        connection.commit()
-        return outcomes
+        return run_in_one_transaction(connection, raw, cursor, group, begin, SAVEPOINTS)
+
+
+SAVEPOINTS = Savepoints("SAVEPOINT work", "ROLLBACK TO SAVEPOINT work", "RELEASE SAVEPOINT work")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred
 
 from architect.lifecycle import ACTIVE, COUNTED, FINAL, AgentKind, UnitStatus, unit_status_if_lost
@@ -22,7 +23,7 @@ from architect.storage.interface import (
     Worker,
 )
 from architect.storage.sqlite.engine import EnginePart
-from architect.storage.sqlite.runs import UNIT_COLUMNS, get_unit, unit_from_row
+from architect.storage.sqlite.runs import UNIT_COLUMNS, UNIT_DATA, unit_from_row
 from architect.storage.sqlite.sql import (
     IN_CHUNK,
     Cursor,
@@ -156,6 +157,15 @@ _AGENT_COLUMNS = f"SELECT {_AGENT_FIELDS} FROM agents"
 _ACTIVE = sorted(ACTIVE)
 _IS_ACTIVE = f"status IN ({marks(len(_ACTIVE))})"
 _COUNTED = sorted(COUNTED)
+_INSERT_AGENT = (
+    "INSERT INTO agents (agent_id, kind, task_run_id, worker_id, unit_id,"
+    " agent_registration_id, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_AGENT_WITH_DATA = (
+    "INSERT INTO agents (agent_id, kind, task_run_id, worker_id, unit_id,"
+    " agent_registration_id, status, created_at, updated_at, init_task_data)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 # --- new agents ---
@@ -171,13 +181,16 @@ def insert_agent(
     agent_registration_id: str | None,
     status: str,
     now: float,
+    init_task_data: str | None = None,
 ) -> StoredAgent:
-    cursor.execute(
-        "INSERT INTO agents (agent_id, kind, task_run_id, worker_id, unit_id,"
-        " agent_registration_id, status, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (agent_id, kind, task_run_id, worker_id, unit_id, agent_registration_id, status, now, now),
-    )
+    """A new agent row (and its first status); init_task_data is JSON text, stored as is
+    (the column is named only when there is some: a version-1 file has none)."""
+    values = [agent_id, kind, task_run_id, worker_id, unit_id, agent_registration_id, status]
+    values += [now, now]
+    if init_task_data is None:
+        cursor.execute(_INSERT_AGENT, values)
+    else:
+        cursor.execute(_INSERT_AGENT_WITH_DATA, [*values, init_task_data])
     record_status(cursor, agent_id, status, now)
     return StoredAgent(
         agent_id, kind, task_run_id, worker_id, unit_id, agent_registration_id, status, now, now
@@ -209,9 +222,10 @@ def reserve_unit(
             break
     if chosen is None:
         return None
+    cursor.execute(UNIT_COLUMNS + " WHERE u.id = ?", (chosen,))
     return take_unit(
         cursor,
-        chosen,
+        cursor.fetchone(),
         task_run_id,
         worker_id,
         agent_id,
@@ -224,7 +238,7 @@ def reserve_unit(
 
 def take_unit(
     cursor: Cursor,
-    unit_id: int,
+    unit_row: Sequence[Any],
     task_run_id: int,
     worker_id: int,
     agent_id: str,
@@ -233,34 +247,29 @@ def take_unit(
     init_from_assignment: bool,
     now: float,
 ) -> Unit:
-    """Reserve an available unit for a new unit agent: the unit, its data decoded."""
+    """Reserve an available unit (its row as UNIT_COLUMNS reads it, in this transaction)
+    for a new unit agent: the unit as reserved, its data decoded."""
+    unit = unit_from_row(unit_row)
     cursor.execute(
         "UPDATE units SET status = ?, agent_id = ? WHERE id = ? AND status = ?",
-        (UnitStatus.RESERVED, agent_id, unit_id, UnitStatus.AVAILABLE),
+        (UnitStatus.RESERVED, agent_id, unit.id, UnitStatus.AVAILABLE),
     )
     if cursor.rowcount != 1:
-        raise StorageError(f"unit {unit_id} changed while being reserved")
+        raise StorageError(f"unit {unit.id} changed while being reserved")
     insert_agent(
         cursor,
         agent_id,
         AgentKind.UNIT,
         task_run_id,
         worker_id,
-        unit_id,
+        unit.id,
         agent_registration_id,
         status,
         now,
+        # The stored JSON as it is: nothing decoded or encoded.
+        init_task_data=unit_row[UNIT_DATA] if init_from_assignment else None,
     )
-    if init_from_assignment:  # the stored JSON as it is: nothing decoded or encoded
-        cursor.execute(
-            "UPDATE agents SET init_task_data = (SELECT a.data FROM units u"
-            " JOIN assignments a ON a.id = u.assignment_id WHERE u.id = ?) WHERE agent_id = ?",
-            (unit_id, agent_id),
-        )
-    unit = get_unit(cursor, unit_id)
-    if unit is None:
-        raise StorageError(f"unit {unit_id} vanished while being reserved")
-    return unit
+    return attrs.evolve(unit, status=UnitStatus.RESERVED, agent_id=agent_id)
 
 
 # --- reading agents ---

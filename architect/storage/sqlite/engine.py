@@ -3,8 +3,8 @@
 One connection on one thread (cp_min = cp_max = 1): every interaction runs
 whole, one after another, off the reactor thread. Interactions are committed in
 groups: those that queued while the last group ran go together into the next
-transaction, each in a savepoint of its own (one that raises is rolled back alone,
-and fails alone), with one commit for all. A group with a write opens with BEGIN
+transaction, with one commit for all; one that raises is rolled back alone, and
+fails alone (run_in_one_transaction). A group with a write opens with BEGIN
 IMMEDIATE so that even another process on the same file (the `architect` command)
 cannot slip in between a read and the write that depends on it. That is what makes
 a reservation atomic; the interactions of a group see each other's writes as if
@@ -292,20 +292,68 @@ def _per_work(outcomes: list[Any] | Failure, count: int) -> list[Any]:
 
 
 def _run_group(connection: Any, group: list[_Work]) -> list[Any]:
-    """Run each interaction in a savepoint of one transaction, then commit once: a result
-    or a Failure per interaction. A failed commit fails them all (adbapi rolls back)."""
     cursor = connection.cursor()
-    cursor.execute("BEGIN IMMEDIATE" if any(work.write for work in group) else "BEGIN")
+    begin = "BEGIN IMMEDIATE" if any(work.write for work in group) else "BEGIN"
     checked = NulRefusingCursor(cursor)  # as on PostgreSQL, which cannot store a NUL
+    return run_in_one_transaction(
+        connection, cursor, checked, group, lambda: cursor.execute(begin), SQLITE_SAVEPOINTS
+    )
+
+
+@attrs.frozen
+class Savepoints:
+    """A dialect's statements for the savepoint each interaction gets once one failed."""
+
+    take: str
+    roll_back: str
+    release: str
+
+
+SQLITE_SAVEPOINTS = Savepoints("SAVEPOINT work", "ROLLBACK TO work", "RELEASE work")
+
+
+def run_in_one_transaction(
+    connection: Any,
+    raw: Any,
+    cursor: Any,
+    group: list[_Work],
+    begin: Callable[[], object],
+    savepoints: Savepoints,
+) -> list[Any]:
+    """Run the group's interactions (on `cursor`) in one transaction, then commit once: a
+    result or a Failure per interaction. A failed commit raises (the caller rolls back).
+
+    Most groups fail nowhere: they run whole, without a savepoint per interaction. Once
+    one raises (maybe after writing), nothing of the first pass is kept: the group runs
+    again from the start, each interaction in a savepoint of its own (one that raises is
+    rolled back alone, and fails alone), the failed one not again. Two passes at most.
+    """
+    begin()
     outcomes: list[Any] = []
     for work in group:
-        cursor.execute("SAVEPOINT work")
         try:
-            outcomes.append(work.interaction(checked, *work.args))
+            outcomes.append(work.interaction(cursor, *work.args))
+        except Exception:
+            failed = Failure()
+            break
+    else:
+        connection.commit()
+        return outcomes
+    failed_at = len(outcomes)
+    raw.execute("ROLLBACK")
+    begin()
+    outcomes = []
+    for index, work in enumerate(group):
+        if index == failed_at:
+            outcomes.append(failed)
+            continue
+        raw.execute(savepoints.take)
+        try:
+            outcomes.append(work.interaction(cursor, *work.args))
         except Exception:
             outcomes.append(Failure())
-            cursor.execute("ROLLBACK TO work")
-        cursor.execute("RELEASE work")
+            raw.execute(savepoints.roll_back)
+        raw.execute(savepoints.release)
     connection.commit()
     return outcomes
 

@@ -180,6 +180,7 @@ UNIT_COLUMNS = (
     "SELECT u.id, u.task_run_id, u.assignment_id, a.assignment_index, u.unit_index, a.data,"
     " u.status, u.agent_id FROM units u JOIN assignments a ON a.id = u.assignment_id"
 )
+UNIT_DATA = 5  # where a UNIT_COLUMNS row holds the assignment's data (JSON text)
 
 
 def unit_from_row(row: Sequence[Any]) -> Unit:

@@ -24,8 +24,9 @@ from architect.storage.sqlite.agents import (
     take_unit,
 )
 from architect.storage.sqlite.engine import EnginePart
+from architect.storage.sqlite.runs import UNIT_COLUMNS
 from architect.storage.sqlite.sql import Cursor, check_known
-from architect.storage.sqlite.workers import find_or_create_worker
+from architect.storage.sqlite.workers import find_or_create_worker_row
 
 
 class SQLiteWorkRequests(EnginePart):
@@ -37,27 +38,31 @@ class SQLiteWorkRequests(EnginePart):
 
 
 def register_for_work(cursor: Cursor, request: WorkRequest, now: float) -> WorkAnswer:
-    worker = find_or_create_worker(cursor, request.provider_type, request.worker_name, now)
+    worker, created = find_or_create_worker_row(
+        cursor, request.provider_type, request.worker_name, now
+    )
     run = request.task_run_id
     if request.look_up_registration and request.agent_registration_id is not None:
         known = find_agent_by_registration_id(cursor, request.agent_registration_id)
         if known is not None and known.task_run_id == run:
             return WorkAnswer(worker, known_registration=True)
-    if not request.qualified(held_values(cursor, worker.id)):
+    # A worker created just now holds no qualification and no agent: nothing to read.
+    if not request.qualified({} if created else held_values(cursor, worker.id)):
         return WorkAnswer(worker, failure_reason=FailureReason.NOT_QUALIFIED)
-    limit = request.allowed_concurrent
-    if limit and count_active_agents(cursor, worker.id, run, None) >= limit:
-        return WorkAnswer(worker, failure_reason=FailureReason.TOO_MANY_CONCURRENT)
-    limit = request.maximum_units_per_worker
-    if limit and count_worker_units(cursor, run, worker.id) >= limit:
-        return WorkAnswer(worker, failure_reason=FailureReason.MAX_UNITS)
+    if not created:
+        limit = request.allowed_concurrent
+        if limit and count_active_agents(cursor, worker.id, run, None) >= limit:
+            return WorkAnswer(worker, failure_reason=FailureReason.TOO_MANY_CONCURRENT)
+        limit = request.maximum_units_per_worker
+        if limit and count_worker_units(cursor, run, worker.id) >= limit:
+            return WorkAnswer(worker, failure_reason=FailureReason.MAX_UNITS)
     cursor.execute(FIRST_NEW_UNIT, (run, UnitStatus.AVAILABLE, run, worker.id, AgentKind.UNIT))
     row = cursor.fetchone()
     if row is None:
         return WorkAnswer(worker, failure_reason=FailureReason.NO_WORK)
     unit = take_unit(
         cursor,
-        row[0],
+        row,
         run,
         worker.id,
         request.agent_id,
@@ -82,9 +87,10 @@ def held_values(cursor: Cursor, worker_id: int) -> dict[str, Any]:
 # The first available unit, in the run's order, of an assignment the worker has had no
 # unit agent for (whatever became of it): read in order from units_available_in_order,
 # the worker's assignments looked up once (the subquery does not depend on the row).
+# The row is UNIT_COLUMNS' (the join only reads the one assignment of the unit found).
 # Parameters: run, available, run, worker, unit kind.
 FIRST_NEW_UNIT = (
-    "SELECT u.id FROM units u WHERE u.task_run_id = ? AND u.status = ?"
+    UNIT_COLUMNS + " WHERE u.task_run_id = ? AND u.status = ?"
     " AND u.assignment_id NOT IN (SELECT d.assignment_id FROM agents g"
     " JOIN units d ON d.id = g.unit_id"
     " WHERE g.task_run_id = ? AND g.worker_id = ? AND g.kind = ?)"

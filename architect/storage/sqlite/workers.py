@@ -43,18 +43,26 @@ WORKER_COLUMNS = "SELECT id, provider_type, worker_name, created_at FROM workers
 def find_or_create_worker(
     cursor: Cursor, provider_type: str, worker_name: str, now: float
 ) -> Worker:
+    worker, _ = find_or_create_worker_row(cursor, provider_type, worker_name, now)
+    return worker
+
+
+def find_or_create_worker_row(
+    cursor: Cursor, provider_type: str, worker_name: str, now: float
+) -> tuple[Worker, bool]:
+    """The worker, and whether it was created just now."""
     cursor.execute(
         WORKER_COLUMNS + " WHERE provider_type = ? AND worker_name = ?",
         (provider_type, worker_name),
     )
     row = cursor.fetchone()
     if row is not None:
-        return Worker(*row)
+        return Worker(*row), False
     cursor.execute(
         "INSERT INTO workers (provider_type, worker_name, created_at) VALUES (?, ?, ?)",
         (provider_type, worker_name, now),
     )
-    return Worker(inserted_id(cursor), provider_type, worker_name, now)
+    return Worker(inserted_id(cursor), provider_type, worker_name, now), True
 
 
 def get_worker(cursor: Cursor, worker_id: int) -> Worker | None:
