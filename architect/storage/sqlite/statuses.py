@@ -14,14 +14,22 @@ from architect.storage.sqlite.sql import Cursor
 def set_agent_status(
     cursor: Cursor, agent_id: str, status: str, unit_status: str | None, now: float
 ) -> bool:
-    cursor.execute("SELECT status, unit_id FROM agents WHERE agent_id = ?", (agent_id,))
+    # Changed in the statement that reads the agent's unit: one statement, not two.
+    cursor.execute(
+        "UPDATE agents SET status = ?, updated_at = ? WHERE agent_id = ? AND status != ?"
+        " RETURNING unit_id",
+        (status, now, agent_id, status),
+    )
     row = cursor.fetchone()
-    if row is None:
-        raise NoSuchAgent(f"no agent {agent_id!r}")
-    old_status, unit_id = row
-    changed: bool = old_status != status
+    changed = row is not None
     if changed:
-        change_status(cursor, agent_id, status, now)
+        record_status(cursor, agent_id, status, now)
+    else:  # already in that status, or no such agent
+        cursor.execute("SELECT unit_id FROM agents WHERE agent_id = ?", (agent_id,))
+        row = cursor.fetchone()
+        if row is None:
+            raise NoSuchAgent(f"no agent {agent_id!r}")
+    (unit_id,) = row
     if unit_status is not None and unit_id is not None:
         move_unit(cursor, unit_id, agent_id, unit_status)
     return changed

@@ -128,15 +128,7 @@ def store_submission(
 ) -> bool:
     if status is not None:  # whether or not the submission is a repeat: see the interface
         set_agent_status(cursor, agent_id, status[0], status[1], now)
-    if dedupe_key is not None and exists(
-        cursor, "SELECT 1 FROM submissions WHERE dedupe_key = ?", (dedupe_key,)
-    ):
-        return False
-    # An agent submits its unit once: a second one (a worker's retry after a crash came
-    # between the commit and the agent's `completed`) is a repeat, whatever its timestamp.
-    if kind == SubmissionKind.UNIT and exists(
-        cursor, "SELECT 1 FROM submissions WHERE agent_id = ? AND kind = ?", (agent_id, kind)
-    ):
+    if _is_repeat(cursor, agent_id, kind, dedupe_key):
         return False
     cursor.execute(
         "INSERT INTO submissions (agent_id, kind, data, dedupe_key, received_at)"
@@ -151,6 +143,22 @@ def store_submission(
             (submission_id, file.original_name, file.stored_path, file.size, file.mimetype),
         )
     return True
+
+
+def _is_repeat(cursor: Cursor, agent_id: str, kind: str, dedupe_key: str | None) -> bool:
+    """Whether a submission is one already stored: its dedupe key is known, or (an agent
+    submits its unit once) it is a second unit submission of the agent, as when a worker's
+    retry after a crash came between the commit and the agent's `completed`, whatever its
+    timestamp. One statement for both checks."""
+    checks: list[str] = []
+    params: list[Any] = []
+    if dedupe_key is not None:
+        checks.append("SELECT 1 FROM submissions WHERE dedupe_key = ?")
+        params.append(dedupe_key)
+    if kind == SubmissionKind.UNIT:
+        checks.append("SELECT 1 FROM submissions WHERE agent_id = ? AND kind = ?")
+        params += [agent_id, kind]
+    return bool(checks) and exists(cursor, " UNION ALL ".join(checks) + " LIMIT 1", params)
 
 
 def list_submissions(
