@@ -314,6 +314,56 @@ def test_a_submission_being_stored_when_time_runs_out_is_waited_for() -> None:
     assert other.status == Status.EXPIRED
 
 
+def test_a_thousand_agents_share_one_timer_and_each_expires_at_its_own_time() -> None:
+    clock = Clock()
+    expiry = AgentExpiry(clock, 60)
+    agents = []
+    for n in range(1000):
+        agents.append(an_agent(clock, f"a{n}"))
+        expiry.watch(agents[-1])
+        clock.advance(0.01)  # created 10 ms apart: the last at 9.99 s; now 10 s
+    assert len(expiry) == 1000 and len(clock.getDelayedCalls()) == 1
+    clock.advance(54.995)  # now 64.995: the first 500 are over, the rest not yet
+    statuses = [agent.status for agent in agents]
+    assert statuses == [Status.EXPIRED] * 500 + [Status.IN_TASK] * 500
+    assert len(expiry) == 500 and len(clock.getDelayedCalls()) == 1
+    clock.advance(5)
+    assert {agent.status for agent in agents} == {Status.EXPIRED}
+    assert len(expiry) == 0 and clock.getDelayedCalls() == []
+
+
+def test_a_later_shorter_wait_is_not_held_behind_an_earlier_longer_one() -> None:
+    clock = Clock()
+    expiry = AgentExpiry(clock, 60)
+    first, storing = an_agent(clock, "first"), an_agent(clock, "storing")
+    expiry.watch(storing)
+    storing.submitted = True
+    clock.advance(30)
+    expiry.watch(first)  # runs out at 90
+    clock.advance(30)  # storing's window is over at 60: it waits STORING_GRACE more
+    assert storing.status == Status.IN_TASK
+    storing.submitted = False  # its storage failed
+    clock.advance(10)  # 70: its grace is over, long before first's window
+    assert (storing.status, first.status) == (Status.EXPIRED, Status.IN_TASK)
+    clock.advance(20)
+    assert first.status == Status.EXPIRED
+
+
+def test_agents_done_early_leave_no_more_than_twice_their_number_behind() -> None:
+    clock = Clock()
+    expiry = AgentExpiry(clock, 3600)
+    agents = [an_agent(clock, f"a{n}") for n in range(1000)]
+    for agent in agents:
+        expiry.watch(agent)
+    for agent in agents[10:]:
+        agent.set_status(Status.COMPLETED)
+    assert len(expiry) == 10
+    assert len(expiry._deadlines) <= 2 * 10 + 64
+    clock.advance(3600)
+    assert [agent.status for agent in agents[:10]] == [Status.EXPIRED] * 10
+    assert {agent.status for agent in agents[10:]} == {Status.COMPLETED}
+
+
 def test_a_window_counted_from_an_earlier_creation() -> None:
     clock = Clock()
     clock.advance(1000)
