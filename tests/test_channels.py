@@ -333,3 +333,18 @@ def test_packet_copies_share_nothing_mutable_whatever_the_data_holds() -> None:
     assert copied["plain"] == [1, {"deep": ["x"]}]
     assert copied["tuple"] == ([0],)
     assert copied["ordered"] == OrderedDict(kept=[1])
+
+
+def test_a_packet_copy_keeps_every_field_and_shares_no_data() -> None:
+    import attrs
+
+    from architect.embedded import copy_packet
+
+    # A value of its own for each field, so that a field the copy forgot shows.
+    values: dict[str, Any] = {}
+    for number, name in enumerate(attrs.fields_dict(Packet)):
+        values[name] = {"kept": [number]} if name == "data" else f"v{number}"
+    packet = Packet(**values)
+    copied = copy_packet(packet)
+    assert copied == packet
+    assert copied.data is not packet.data and copied.data["kept"] is not packet.data["kept"]

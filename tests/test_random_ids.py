@@ -21,6 +21,15 @@ def test_ids_are_version_4_uuids_and_never_repeat() -> None:
         assert parsed.variant == uuid.RFC_4122
 
 
+def test_the_text_is_what_uuid_makes_of_the_same_bytes() -> None:
+    for _ in range(2000):
+        raw = os.urandom(16)
+        made = uuid.UUID(bytes=raw, version=4)
+        assert random_ids.v4_hex(raw) == made.hex
+    for raw in (bytes(16), b"\xff" * 16):  # every bit clear, every bit set
+        assert random_ids.v4_hex(raw) == uuid.UUID(bytes=raw, version=4).hex
+
+
 def test_a_forked_child_does_not_reuse_its_parents_block() -> None:
     new_request_id()  # a block is read, most of it unused
     read, write = os.pipe()

@@ -19,7 +19,7 @@ from architect.backend.expiry import AgentExpiry
 from architect.backend.recorder import AgentRecorder
 from architect.copies import json_copy
 from architect.lifecycle import FINAL
-from architect.random_ids import random_uuid
+from architect.random_ids import random_hex
 from architect.storage import Worker
 from architect.tasks.agent import Agent
 from architect.tasks.history import LiveLimits
@@ -27,7 +27,7 @@ from architect.tasks.history import LiveLimits
 
 def new_agent_id(prefix: str = "") -> str:
     """An unguessable agent id."""
-    return prefix + random_uuid().hex
+    return prefix + random_hex()
 
 
 class AgentRegistry:
