@@ -242,9 +242,8 @@ class StoredWorkerPool:
         if answer.unit is not None and self.task.init_data is None:
             unit, data = answer.unit, answer.unit.assignment_data
             if isinstance(data, dict) and unit.agent_id is not None:  # else as below: refused
-                agent = self._at_work(
-                    answer.worker, unit.agent_id, unit, json_copy(data), registration_id
-                )
+                # Decoded just now for this registration alone (the agent keeps a copy).
+                agent = self._at_work(answer.worker, unit.agent_id, unit, data, registration_id)
                 return Registration(str(answer.worker.id), agent, json_copy(agent.init_task_data))
         return Deferred.fromCoroutine(self._answered(answer, registration_id))
 
