@@ -349,12 +349,17 @@ def test_a_later_shorter_wait_is_not_held_behind_an_earlier_longer_one() -> None
     assert first.status == Status.EXPIRED
 
 
+def watched_agents(clock: Clock, expiry: AgentExpiry, count: int) -> list[Agent]:
+    agents = [an_agent(clock, f"a{n}") for n in range(count)]
+    for agent in agents:
+        expiry.watch(agent)
+    return agents
+
+
 def test_agents_done_early_leave_no_more_than_twice_their_number_behind() -> None:
     clock = Clock()
     expiry = AgentExpiry(clock, 3600)
-    agents = [an_agent(clock, f"a{n}") for n in range(1000)]
-    for agent in agents:
-        expiry.watch(agent)
+    agents = watched_agents(clock, expiry, 1000)
     for agent in agents[10:]:
         agent.set_status(Status.COMPLETED)
     assert len(expiry) == 10
@@ -381,9 +386,7 @@ def test_a_window_counted_from_an_earlier_creation() -> None:
 def test_stop_cancels_every_timer() -> None:
     clock = Clock()
     expiry = AgentExpiry(clock, 60)
-    agents = [an_agent(clock, f"a{n}") for n in range(3)]
-    for agent in agents:
-        expiry.watch(agent)
+    agents = watched_agents(clock, expiry, 3)
     expiry.stop()
     assert len(expiry) == 0 and clock.getDelayedCalls() == []
     clock.advance(120)
