@@ -16,6 +16,7 @@ from twisted.internet.defer import DeferredList
 
 from architect.config import StorageConfig
 from architect.storage import Database, open_database
+from architect.storage.postgresql.database import PostgreSQLDatabase
 from architect.storage.sqlite.database import SQLiteDatabase, open_sqlite_database
 from architect.storage.sqlite.engine import SQLiteEngine
 
@@ -27,10 +28,10 @@ async def db(tmp_path: Path) -> AsyncIterator[SQLiteDatabase]:
     await database.close()
 
 
-def engine_of(database: SQLiteDatabase) -> SQLiteEngine:
-    engine = database._engine
-    assert isinstance(engine, SQLiteEngine)
-    return engine
+def engine_of(database: Database) -> SQLiteEngine:
+    """The engine under a database of either kind (PostgreSQL's engine is a SQLiteEngine)."""
+    assert isinstance(database, SQLiteDatabase | PostgreSQLDatabase)
+    return database._engine
 
 
 def committed(tmp_path: Path, sql: str) -> list[Any]:
@@ -133,7 +134,7 @@ def notes(cursor: Any) -> list[int]:
 async def test_a_failure_inside_a_group_fails_alone_runs_once_and_leaves_no_write(
     any_db: Database,
 ) -> None:
-    engine = any_db._engine  # type: ignore[attr-defined]
+    engine = engine_of(any_db)
     await engine.run(True, create_notes)
     gate = threading.Event()
     blocker = engine.run(False, held, gate)
@@ -155,7 +156,7 @@ async def test_a_failure_inside_a_group_fails_alone_runs_once_and_leaves_no_writ
 
 @pytest_twisted.ensureDeferred
 async def test_a_group_without_failures_runs_each_interaction_once(any_db: Database) -> None:
-    engine = any_db._engine  # type: ignore[attr-defined]
+    engine = engine_of(any_db)
     await engine.run(True, create_notes)
     gate = threading.Event()
     blocker = engine.run(False, held, gate)

@@ -185,12 +185,11 @@ def insert_agent(
 ) -> StoredAgent:
     """A new agent row (and its first status); init_task_data is JSON text, stored as is
     (the column is named only when there is some: a version-1 file has none)."""
-    values = [agent_id, kind, task_run_id, worker_id, unit_id, agent_registration_id, status]
-    values += [now, now]
+    values = (agent_id, kind, task_run_id, worker_id, unit_id, agent_registration_id, status)
     if init_task_data is None:
-        cursor.execute(_INSERT_AGENT, values)
+        cursor.execute(_INSERT_AGENT, (*values, now, now))
     else:
-        cursor.execute(_INSERT_AGENT_WITH_DATA, [*values, init_task_data])
+        cursor.execute(_INSERT_AGENT_WITH_DATA, (*values, now, now, init_task_data))
     record_status(cursor, agent_id, status, now)
     return StoredAgent(
         agent_id, kind, task_run_id, worker_id, unit_id, agent_registration_id, status, now, now
