@@ -12,7 +12,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.tcp import Connection
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
-from architect.router.lean_channel import _socket_of, send_now
+from architect.router.lean_channel import send_now, socket_of
 from tests.clients import open_raw, wait_for
 from tests.test_hot_routes import REGISTER, router
 
@@ -72,9 +72,9 @@ async def test_a_big_answer_the_socket_cannot_take_at_once_arrives_whole() -> No
 async def test_through_a_protocol_wrapper_the_socket_is_found() -> None:
     transport, client = await server_and_client(wrapped=True)
     assert isinstance(transport, ProtocolWrapper)
-    assert isinstance(_socket_of(transport), Connection)
+    assert isinstance(socket_of(transport), Connection)
     send_now(transport, b"wrapped")
-    assert not _socket_of(transport)._tempDataBuffer  # type: ignore[union-attr]
+    assert not socket_of(transport)._tempDataBuffer  # type: ignore[union-attr]
     await wait_for(lambda: client.received == b"wrapped", "the answer")
     transport.loseConnection()
 
@@ -86,7 +86,7 @@ def test_anything_but_a_plain_tcp_socket_is_written_as_before() -> None:
         def write(self, data: bytes) -> None:
             written.append(data)
 
-    assert _socket_of(Memory()) is None
+    assert socket_of(Memory()) is None
     send_now(Memory(), b"to the buffer")
     assert written == [b"to the buffer"]
 

@@ -10,12 +10,14 @@ chunked body is cut off the same way once it passes its limit.
 from __future__ import annotations
 
 import json
+from io import BytesIO
 from pathlib import Path
 
 import pytest
 import pytest_twisted
 
 from architect.protocol import REGISTER_AGENT, SUBMIT_UNIT
+from architect.router.intake import IN_MEMORY_BODY
 from tests.memory_http import RawHTTP
 from tests.test_router_web import (
     MULTIPART,
@@ -90,6 +92,31 @@ async def test_a_json_body_at_max_json_bytes_and_an_upload_past_it_are_taken(
     upload = await edge.local.post("/submit_task", form, MULTIPART)
     assert (upload.code, upload.json()) == (200, {"status": "Submitted!"})
     assert len(edge.sent(SUBMIT_UNIT)) == 2
+
+
+@pytest.mark.parametrize("extra", [-600, 0, 600])
+@pytest_twisted.ensureDeferred
+async def test_an_upload_either_side_of_the_in_memory_bound_is_stored_whole(
+    tmp_path: Path, extra: int
+) -> None:
+    # A body under IN_MEMORY_BODY is read into memory, one at or over it into a
+    # temporary file (BoundedSite.getContentFile): either way the file arrives whole.
+    edge = Edge(tmp_path, max_body_bytes=2 * IN_MEMORY_BODY)
+    await edge.register("a-1")
+    parts = [field("USED_AGENT_ID", "a-1"), field("final_string_data", "{}")]
+    overhead = len(multipart(*parts, file_part("photo", "cat.png", "image/png", b"")))
+    photo = bytes(range(256)) * (IN_MEMORY_BODY // 256 + 8)
+    photo = photo[: IN_MEMORY_BODY - overhead + extra]
+    form = multipart(*parts, file_part("photo", "cat.png", "image/png", photo))
+    assert len(form) - IN_MEMORY_BODY == extra
+    kept = edge.web.site().getContentFile(len(form))
+    assert isinstance(kept, BytesIO) == (extra < 0)
+    kept.close()
+    reply = await edge.local.post("/submit_task", form, MULTIPART)
+    assert (reply.code, reply.json()) == (200, {"status": "Submitted!"})
+    [packet] = edge.sent(SUBMIT_UNIT)
+    [stored] = packet.data["files"]
+    assert (edge.config.upload_dir / stored["filename"]).read_bytes() == photo
 
 
 @pytest_twisted.ensureDeferred

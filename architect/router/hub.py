@@ -80,6 +80,9 @@ log = Logger()
 # name the agents (the socket's first_packet_timeout still bounds how long).
 HELD_PER_LINK = 16
 HELD_BYTES = 8 * 1024 * 1024  # for all sockets together (their data, as protocol.data_size)
+# More requests than this waiting for the backend, and the router is busy: its sockets'
+# frames wait for the reactor's next turn, to be sent with more of them (turn_writes.py).
+BUSY_WITH_REQUESTS = 8
 
 
 class Link(Protocol):
@@ -783,6 +786,11 @@ class RouterHub:
         if self.cluster is not None:  # the page's socket may land on another router
             claimed.addCallback(self.cluster.registered)
         return claimed
+
+    def busy(self) -> bool:
+        """Many requests wait for the backend: the link's frames may wait a turn
+        (turn_writes.py)."""
+        return len(self.requests) > BUSY_WITH_REQUESTS
 
     def request_agent(
         self, provider_data: dict[str, Any], client_timestamp: float | None, session: str | None

@@ -15,8 +15,10 @@ is the HTTP edge's (`web.py`), given to the Site as `refusal_page`.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
-from typing import Any, cast
+from io import BytesIO
+from typing import Any, BinaryIO, cast
 
 import attrs
 from twisted.web.iweb import IAccessLogFormatter, IRequest
@@ -25,6 +27,9 @@ from twisted.web.server import Request, Site
 
 from architect.router.connections import TimelyHeaders
 from architect.router.errors import BadRequest, RouterError, TooLarge
+
+# A body shorter than this is kept in memory, a longer one in a temporary file.
+IN_MEMORY_BODY = 100_000
 
 # The routes that take multipart uploads, as the request line names them.
 UPLOAD_PATHS = frozenset({b"/submit_task", b"/submit_metadata"})
@@ -150,6 +155,14 @@ class BoundedSite(Site):
         self.refusal_page = refusal_page
         # The busiest routes, found without the root resource's routing (hot_routes.py).
         self.shortcut: Callable[[IRequest], IResource | None] = lambda request: None
+
+    def getContentFile(self, length: int | None) -> BinaryIO:
+        """Where a request's body is kept: in memory while small, else in a temporary file
+        (Twisted's own rule). Twisted asks its Site for this first, and a Site without
+        it costs a caught AttributeError per request (2 % of the router under S1)."""
+        if length is not None and length < IN_MEMORY_BODY:
+            return BytesIO()
+        return tempfile.TemporaryFile()
 
     def getResourceFor(self, request: IRequest) -> IResource:
         refused = request.refused if isinstance(request, LimitedRequest) else None

@@ -26,7 +26,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.http_headers import Headers
 
 
-def _socket_of(transport: Any) -> tcp.Connection | None:
+def socket_of(transport: Any) -> tcp.Connection | None:
     """The plain TCP connection under `transport` (through the connection caps' wrapper),
     or None for anything else (TLS, a UNIX socket, a test's memory transport)."""
     while isinstance(transport, ProtocolWrapper):
@@ -53,7 +53,7 @@ def _nothing_waiting(connection: tcp.Connection) -> bool:
 
 def send_now(transport: Any, data: bytes) -> None:
     """`transport.write(data)`, sent at once if the socket has nothing else waiting."""
-    connection = _socket_of(transport)
+    connection = socket_of(transport)
     if connection is not None and _nothing_waiting(connection):
         try:
             sent = connection.socket.send(data)

@@ -8,7 +8,9 @@ from typing import cast
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionRequest
 from twisted.internet.interfaces import IConsumer
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
 from architect.protocol import (
@@ -23,6 +25,7 @@ from architect.protocol import (
 from architect.router.connections import TimelyHeaders
 from architect.router.hub import RouterHub
 from architect.router.sessions import session_in
+from architect.router.turn_writes import TurnWrites
 
 log = Logger()
 
@@ -58,15 +61,24 @@ class RouterSocket(WebSocketServerProtocol):
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         if sync or chopsize or self.send_queue or self.transport is None:
+            self.factory.turn_writes.send(self.transport)  # what is held goes first
             super().sendData(data, sync, chopsize)  # queued sends: autobahn's own way
             return
-        self.transport.write(data)
+        self.factory.turn_writes.write(self.transport, data)  # at the turn's end: turn_writes.py
         if self.state == self.STATE_OPEN:
             self.trafficStats.outgoingOctetsWireLevel += len(data)
         elif self.state in (self.STATE_CONNECTING, self.STATE_PROXY_CONNECTING):
             self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
         if getattr(self, "logOctets", False):  # Autobahn sets it from the factory's options
             self.logTxOctets(data, False)
+
+    def _closeConnection(self, abort: bool = False) -> None:
+        self.factory.turn_writes.send(self.transport)  # the close frame, before the close
+        super()._closeConnection(abort)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.factory.turn_writes.held.pop(self.transport, None)  # nowhere to go now
+        super().connectionLost(reason)
 
     def onConnect(self, request: ConnectionRequest) -> tuple[None, dict[str, str]] | None:
         tokens = request.params.get("token") or []
@@ -158,6 +170,7 @@ class RouterSocketFactory(WebSocketServerFactory):
         super().__init__()
         self.protocol = RouterSocket
         self.hub = hub
+        self.turn_writes = TurnWrites(hub.busy)
         self.setProtocolOptions(
             maxMessagePayloadSize=max_message_bytes,
             maxFramePayloadSize=max_message_bytes,
