@@ -72,9 +72,10 @@ async def test_a_big_answer_the_socket_cannot_take_at_once_arrives_whole() -> No
 async def test_through_a_protocol_wrapper_the_socket_is_found() -> None:
     transport, client = await server_and_client(wrapped=True)
     assert isinstance(transport, ProtocolWrapper)
-    assert isinstance(socket_of(transport), Connection)
+    connection = socket_of(transport)
+    assert isinstance(connection, Connection)
     send_now(transport, b"wrapped")
-    assert not socket_of(transport)._tempDataBuffer  # type: ignore[union-attr]
+    assert not connection._tempDataBuffer
     await wait_for(lambda: client.received == b"wrapped", "the answer")
     transport.loseConnection()
 

@@ -4,6 +4,7 @@ transport; a socket that closes sends what was held first."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest_twisted
@@ -11,15 +12,16 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from architect.router.turn_writes import TurnWrites
-from tests.clients import wait_for
+from architect.router.websocket import RouterSocket
+from tests.clients import open_socket, wait_for
+from tests.test_hot_routes import router
 from tests.test_lean_channel import server_and_client
 
 
 def sends_counted(transport: Any) -> list[bytes]:
     """What the socket under `transport` is given, one entry per `send`."""
-    connection = transport
     sent: list[bytes] = []
-    real = connection.socket.send
+    real = transport.socket.send
 
     class Counting:
         def __getattr__(self, name: str) -> Any:
@@ -30,7 +32,7 @@ def sends_counted(transport: Any) -> list[bytes]:
             n: int = real(data)
             return n
 
-    connection.socket = Counting()
+    transport.socket = Counting()
     return sent
 
 
@@ -101,3 +103,20 @@ def test_anything_but_a_plain_tcp_socket_is_written_at_once() -> None:
     writes = TurnWrites(busy=lambda: False)
     writes.write(Memory(), b"frame")
     assert written == [b"frame"] and writes.held == {} and writes.call is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_close_frame_goes_out_before_the_router_cuts_the_connection(
+    tmp_path: Path,
+) -> None:
+    # The router sends a close frame (held for the turn's end) and cuts the connection in
+    # the same turn: the frame must still go first (RouterSocket._closeConnection sends
+    # it before the cut), or the page sees 1006 and no reason.
+    with router(tmp_path, hot=True) as (hub, port):
+        page = await open_socket(port)
+        await wait_for(lambda: hub.unnamed_links, "the router's side of the socket")
+        [socket] = list(hub.unnamed_links)
+        assert isinstance(socket, RouterSocket)
+        socket.close(4003)
+        socket.dropConnection(abort=True)
+        assert await page.closed == 4003

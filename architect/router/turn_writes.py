@@ -62,6 +62,5 @@ class TurnWrites:
 
     def send_all(self) -> None:
         self.call = None
-        held, self.held = self.held, {}
-        for transport, frames in held.items():
-            send_now(transport, b"".join(frames))
+        for transport in list(self.held):
+            self.send(transport)
